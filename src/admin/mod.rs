@@ -1,0 +1,136 @@
+//! The admin API (`/admin/api/…`), guarded by `OMI_ADMIN_KEY` compared in constant time.
+//! Admin is disabled — every call refused — when no admin key is configured.
+
+use crate::customers::EmailAddress;
+use crate::gateway::AppState;
+use crate::gateway::error::ApiError;
+use crate::keys::{self, KeyStatus};
+use crate::store::StoreError;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/api/keys", get(list_keys).post(create_key))
+        .route("/admin/api/keys/{id}", delete(revoke_key))
+}
+
+/// `Ok` when the request carries the admin bearer key; otherwise the response to send.
+/// `/metrics` uses it too, so it is open only while no admin key is configured.
+pub fn require_admin_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &app.config.admin_key else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if keys::secrets_match(p, expected) => Ok(()),
+        _ => Err(ApiError::invalid_api_key("Admin authentication required.").into_response()),
+    }
+}
+
+/// The admin API itself is never open: without a configured key it is disabled.
+fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    if app.config.admin_key.is_none() {
+        return Err(
+            ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.")
+                .into_response_with(StatusCode::NOT_FOUND),
+        );
+    }
+    require_admin_bearer(app, headers)
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound(m) => {
+            ApiError::invalid_request(m).into_response_with(StatusCode::NOT_FOUND)
+        }
+        StoreError::Conflict(m) => {
+            ApiError::invalid_request(m).into_response_with(StatusCode::CONFLICT)
+        }
+        other => {
+            tracing::error!(error = %other, "admin store error");
+            ApiError::unavailable("The database is unavailable.").into_response()
+        }
+    }
+}
+
+async fn list_keys(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = require_admin(&app, &headers) {
+        return denied;
+    }
+    match app.store.list_keys().await {
+        Ok(keys) => Json(json!({"data": keys})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateKey {
+    email: String,
+    plan: Option<String>,
+    name: Option<String>,
+}
+
+async fn create_key(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = require_admin(&app, &headers) {
+        return denied;
+    }
+    let request: CreateKey = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::invalid_request(format!("Invalid body: {e}.")).into_response(),
+    };
+    let email = match EmailAddress::parse(&request.email) {
+        Ok(e) => e,
+        Err(e) => return ApiError::invalid_request(e.to_string()).into_response(),
+    };
+    let plan = request.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN);
+    match keys::issue(&app.store, &email, plan, request.name.as_deref()).await {
+        Ok((key, listing)) => (
+            StatusCode::CREATED,
+            Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan})),
+        )
+            .into_response(),
+        Err(keys::IssueError::Store(e)) => store_error(e),
+        Err(e) => {
+            tracing::error!(error = %e, "key generation failed");
+            ApiError::unavailable("Could not generate a key.").into_response()
+        }
+    }
+}
+
+async fn revoke_key(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = require_admin(&app, &headers) {
+        return denied;
+    }
+    let key = match app.store.resolve_key(&id).await {
+        Ok(key) => key,
+        Err(e) => return store_error(e),
+    };
+    match app.store.set_key_status(key.id, KeyStatus::Revoked).await {
+        Ok(listing) => {
+            // This instance refuses it at once; the others within a second via the change log.
+            if let Err(e) = app.verifier.sync_changes().await {
+                tracing::warn!(error = %e, "could not apply the revocation locally yet");
+            }
+            Json(json!({"data": listing})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,222 @@
+//! The `omi` command line (INTERFACE.md): exit 0 on success, 2 on a usage error, 1 on any
+//! other failure with one clear line on stderr.
+
+use crate::config::Config;
+use crate::customers::EmailAddress;
+use crate::gateway::Server;
+use crate::keys::{self, KeyStatus};
+use crate::store::{KeyListing, Store};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "omi",
+    version,
+    about = "The company layer of an AI API business, in one binary"
+)]
+struct Cli {
+    /// Path to omi.toml (also OMI_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway, webhooks, agents and admin dashboard.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage customer keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the PostgreSQL schema (the same text as schema.sql).
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = crate::DEFAULT_PLAN)]
+        plan: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or display prefix.
+    Revoke { id_or_prefix: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("omi: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(message)) => {
+            eprintln!("omi: {message}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Other(e)) => {
+            eprintln!("omi: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<(), CliError> {
+    let load = || -> anyhow::Result<Config> {
+        let config = Config::load(cli.config.as_deref())?;
+        crate::telemetry::init_logging(&config.log_format);
+        Ok(config)
+    };
+    match cli.command {
+        Command::Schema => print!("{}", crate::store::postgres_schema()),
+        Command::Serve => serve(load()?).await?,
+        Command::Migrate => {
+            let store = open_store(&load()?).await?;
+            println!("migrations applied ({})", store.backend());
+        }
+        Command::Keys { command } => keys_command(&load()?, command).await?,
+    }
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(config.database_url.expose_secret()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let server = Server::start(config, listener).await?;
+    println!("omi listening on http://{}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliError> {
+    match command {
+        KeysCommand::Create {
+            email,
+            plan,
+            name,
+            json,
+        } => {
+            let email = EmailAddress::parse(&email).map_err(|e| CliError::Usage(e.to_string()))?;
+            let store = open_store(config).await?;
+            let (key, listing) = keys::issue(&store, &email, &plan, name.as_deref())
+                .await
+                .map_err(anyhow::Error::from)?;
+            if json {
+                let out = serde_json::json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan});
+                println!("{out}");
+            } else {
+                println!("{}", key.expose());
+            }
+        }
+        KeysCommand::List { json } => {
+            let store = open_store(config).await?;
+            let keys = store.list_keys().await.map_err(anyhow::Error::from)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&keys).map_err(anyhow::Error::from)?
+                );
+            } else {
+                print_key_table(&keys);
+            }
+        }
+        KeysCommand::Revoke { id_or_prefix } => {
+            let store = open_store(config).await?;
+            let key = store
+                .resolve_key(&id_or_prefix)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let key = store
+                .set_key_status(key.id, KeyStatus::Revoked)
+                .await
+                .map_err(anyhow::Error::from)?;
+            println!("revoked {} ({}, {})", key.id, key.prefix, key.email);
+        }
+    }
+    Ok(())
+}
+
+fn print_key_table(keys: &[KeyListing]) {
+    println!(
+        "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  LAST USED",
+        "ID", "PREFIX", "EMAIL", "PLAN", "STATUS", "CREATED"
+    );
+    for k in keys {
+        let last = k
+            .last_used_at
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  {}",
+            k.id,
+            k.prefix,
+            k.email,
+            k.plan,
+            k.status,
+            k.created_at.format("%Y-%m-%d %H:%M:%S"),
+            last
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Configuration: built-in defaults, then `omi.toml` (from `--config` or `OMI_CONFIG`, if
+//! present), then environment variables, which win. Secrets are `SecretString`s from the
+//! moment they are read, so no `Debug` or log line can print them.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// Environment variables of INTERFACE.md and the setting each one fills.
+const ENV_SETTINGS: &[(&str, &str)] = &[
+    ("OMI_LISTEN", "listen"),
+    ("PORT", "port"),
+    ("DATABASE_URL", "database_url"),
+    ("REDIS_URL", "redis_url"),
+    ("OMI_ADMIN_KEY", "admin_key"),
+    ("OPENAI_API_KEY", "openai_api_key"),
+    ("OPENAI_BASE_URL", "openai_base_url"),
+    ("OMI_PUBLIC_URL", "public_url"),
+    ("OMI_MAX_BODY_BYTES", "max_body_bytes"),
+    (
+        "OMI_UPSTREAM_CONNECT_TIMEOUT_MS",
+        "upstream_connect_timeout_ms",
+    ),
+    (
+        "OMI_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+        "upstream_first_byte_timeout_ms",
+    ),
+    ("OMI_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms"),
+    ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
+    ("OMI_LOG_FORMAT", "log_format"),
+];
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Full listen address; `PORT` alone binds 0.0.0.0:PORT (Render/Railway).
+    pub listen: Option<String>,
+    pub port: Option<u16>,
+    pub database_url: SecretString,
+    pub redis_url: Option<SecretString>,
+    pub admin_key: Option<SecretString>,
+    pub openai_api_key: Option<SecretString>,
+    pub openai_base_url: String,
+    /// Public base URL of this gateway, used in key emails (`https://api.example.com`).
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_first_byte_timeout_ms: u64,
+    pub upstream_idle_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    /// `text` (default) or `json`.
+    pub log_format: String,
+    /// Upstream providers; empty means one `openai` provider from `OPENAI_BASE_URL`.
+    pub providers: Vec<ProviderConfig>,
+    /// Price overrides and additions, USD per million tokens, by model name.
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// OpenAI-compatible base URL, ending in `/v1` for most providers.
+    pub base_url: String,
+    /// Environment variable holding this provider's house key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Model names routed here; also reachable as `name/model`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Takes every model that no provider lists.
+    #[serde(default)]
+    pub catch_all: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ModelPrice {
+    pub input: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: None,
+            port: None,
+            database_url: SecretString::from("sqlite://omi.db"),
+            redis_url: None,
+            admin_key: None,
+            openai_api_key: None,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            public_url: None,
+            max_body_bytes: 1024 * 1024,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_first_byte_timeout_ms: 120_000,
+            upstream_idle_timeout_ms: 60_000,
+            shutdown_grace_ms: 30_000,
+            log_format: "text".into(),
+            providers: Vec::new(),
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < TOML file < process environment (after `.env`, if present).
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Config::from_figment(Config::figment(file)?)
+    }
+
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        // Missing settings take `Config::default()` through `#[serde(default)]`.
+        let mut figment = Figment::new();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("OMI_CONFIG").map(Into::into));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: "not found".into(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::raw().filter_map(|key| {
+            ENV_SETTINGS
+                .iter()
+                .find(|(var, _)| key.as_str().eq_ignore_ascii_case(var))
+                .map(|(_, setting)| (*setting).into())
+        });
+        Ok(figment.merge(env))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        for provider in &self.providers {
+            if !(provider.base_url.starts_with("http://")
+                || provider.base_url.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "provider `{}`: base_url must start with http:// or https://",
+                    provider.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        match (&self.listen, self.port) {
+            (Some(addr), _) => addr
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("OMI_LISTEN `{addr}` is not host:port"))),
+            (None, Some(port)) => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+            (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "omi.toml",
+                r#"
+                database_url = "sqlite://from-file.db"
+                openai_base_url = "http://file.example/v1"
+                [[providers]]
+                name = "groq"
+                base_url = "https://api.groq.com/openai/v1"
+                api_key_env = "GROQ_API_KEY"
+                models = ["llama-3.1-8b-instant"]
+                [prices.my-model]
+                input = 1.0
+                output = 2.0
+                "#,
+            )?;
+            jail.set_env("DATABASE_URL", "postgres://env@localhost/db");
+            jail.set_env("PORT", "9999");
+            let config = Config::from_figment(
+                Config::figment(Some(Path::new("omi.toml"))).expect("figment"),
+            )
+            .expect("config");
+            assert_eq!(
+                config.database_url.expose_secret(),
+                "postgres://env@localhost/db"
+            );
+            assert_eq!(config.openai_base_url, "http://file.example/v1");
+            assert_eq!(
+                config.providers[0].models,
+                vec!["llama-3.1-8b-instant".to_string()]
+            );
+            assert_eq!(config.prices["my-model"].output, 2.0);
+            assert_eq!(
+                config.listen_addr().expect("addr"),
+                "0.0.0.0:9999".parse().expect("addr")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_configuration_is_the_embedded_default() {
+        figment::Jail::expect_with(|_| {
+            let config =
+                Config::from_figment(Config::figment(None).expect("figment")).expect("config");
+            assert_eq!(config.database_url.expose_secret(), "sqlite://omi.db");
+            assert_eq!(
+                config.listen_addr().expect("addr"),
+                "127.0.0.1:8080".parse().expect("addr")
+            );
+            assert!(config.admin_key.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OMI_LISTEN", "not an address");
+            let err = Config::from_figment(Config::figment(None).expect("figment")).unwrap_err();
+            assert!(err.to_string().contains("OMI_LISTEN"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let config = Config {
+            admin_key: Some(SecretString::from("very-secret-admin")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("very-secret-admin"));
+    }
+}

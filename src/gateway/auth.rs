@@ -1,0 +1,40 @@
+//! Customer authentication: `Authorization: Bearer omi_…`, checked for shape and checksum
+//! before the (cached) lookup, so malformed keys never cost a cache miss or a query.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::keys::{ApiKey, KeyStatus, Verification, VerifiedKey};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use std::sync::Arc;
+
+pub async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<VerifiedKey>, ApiError> {
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::invalid_api_key("Missing API key: send `Authorization: Bearer omi_…`.")
+        })?;
+    let key = ApiKey::parse(presented)
+        .map_err(|e| ApiError::invalid_api_key(format!("Malformed API key: {e}.")))?;
+    let verification = app.verifier.verify(&key).await.map_err(|e| {
+        tracing::error!(error = %e, "key lookup failed");
+        ApiError::unavailable("The key store is unavailable; retry shortly.")
+    })?;
+    match verification {
+        Verification::Unknown => Err(ApiError::invalid_api_key("Incorrect API key provided.")),
+        Verification::Known(key) => match key.status {
+            KeyStatus::Active => Ok(key),
+            KeyStatus::Suspended => Err(ApiError::key_suspended()),
+            KeyStatus::Revoked => Err(ApiError::key_revoked()),
+        },
+    }
+}

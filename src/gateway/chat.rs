@@ -1,0 +1,355 @@
+//! `POST /v1/chat/completions`: authenticate, validate, route, forward with the house key
+//! or the customer's own (`X-Provider-Key`), and relay the answer — whole, or streamed
+//! chunk by chunk — while the [`Meter`] books the request.
+
+use super::AppState;
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::meter::Meter;
+use super::request_id::RequestId;
+use super::stream::{MeteredSse, usage_of_body};
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const BYOK_HEADER: &str = "x-provider-key";
+
+struct Prepared {
+    upstream_url: String,
+    upstream_key: SecretString,
+    byok: bool,
+    body: Bytes,
+    streamed: bool,
+    client_asked_usage: bool,
+    prompt_estimate: u64,
+}
+
+pub async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut meter = Meter::start(app.events.clone(), request_id, "chat", peer.ip());
+    match prepare(&app, &mut meter, &headers, body).await {
+        Ok(prepared) => forward(&app, meter, prepared).await,
+        Err(error) => fail(meter, error),
+    }
+}
+
+fn fail(meter: Meter, error: ApiError) -> Response {
+    meter.finish(error.status.as_u16(), Some(error.code));
+    error.into_response()
+}
+
+async fn prepare(
+    app: &AppState,
+    meter: &mut Meter,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Prepared, ApiError> {
+    let key = authenticate(app, headers).await?;
+    meter.set_key(&key);
+
+    let limit = app.config.max_body_bytes;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))?;
+    meter.set_request_bytes(raw.len());
+    let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(ApiError::invalid_request(
+                "The request body must be a JSON object.",
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::invalid_request(format!(
+                "The request body is not valid JSON: {e}."
+            )));
+        }
+    };
+    let model = match request.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::invalid_request(
+                "`model` is required and must be a non-empty string.",
+            ));
+        }
+    };
+    match request.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => {}
+        _ => {
+            return Err(ApiError::invalid_request(
+                "`messages` is required and must be a non-empty array.",
+            ));
+        }
+    }
+    let streamed = match request.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid_request("`stream` must be a boolean.")),
+    };
+
+    let route = app.providers.route(&model).ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "The model `{model}` is not available on this gateway."
+        ))
+    })?;
+    let byok = byok_key(headers)?;
+    let is_byok = byok.is_some();
+    let upstream_key = match byok.or_else(|| route.provider.house_key.clone()) {
+        Some(key) => key,
+        None => {
+            return Err(ApiError::upstream(
+                "No provider key is configured for this model; send X-Provider-Key.",
+            ));
+        }
+    };
+    meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
+    if route.upstream_model != model {
+        request.insert(
+            "model".into(),
+            Value::String(route.upstream_model.to_string()),
+        );
+    }
+
+    let client_asked_usage = streamed && ask_for_stream_usage(&mut request);
+    let body = serde_json::to_vec(&request)
+        .map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
+    Ok(Prepared {
+        upstream_url: route.provider.chat_url.clone(),
+        upstream_key,
+        byok: is_byok,
+        body: Bytes::from(body),
+        streamed,
+        client_asked_usage,
+        // ~4 bytes a token: only used when a cut stream never reports its usage.
+        prompt_estimate: (raw.len() as u64).div_ceil(4),
+    })
+}
+
+/// Sets `stream_options.include_usage` so the stream reports tokens; returns whether the
+/// client had asked for it itself (then the usage chunk is theirs to see).
+fn ask_for_stream_usage(request: &mut Map<String, Value>) -> bool {
+    let options = request
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    let Value::Object(options) = options else {
+        return false;
+    };
+    let asked = matches!(options.get("include_usage"), Some(Value::Bool(true)));
+    options.insert("include_usage".into(), Value::Bool(true));
+    asked
+}
+
+fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
+    let Some(value) = headers.get(BYOK_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| (8..=512).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(SecretString::from(k.to_owned())))
+        .ok_or_else(|| ApiError::invalid_request("X-Provider-Key is malformed."))
+}
+
+async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Response {
+    let request = app
+        .http
+        .post(&prepared.upstream_url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", prepared.upstream_key.expose_secret()),
+        )
+        .body(prepared.body);
+    meter.upstream_started();
+    let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+    let response = match tokio::time::timeout(first_byte, request.send()).await {
+        Err(_) => return fail(meter, ApiError::upstream_timeout()),
+        Ok(Err(e)) => {
+            let timed_out = e.is_timeout();
+            tracing::warn!(error = %e.without_url(), "upstream request failed");
+            let error = if timed_out {
+                ApiError::upstream_timeout()
+            } else {
+                ApiError::upstream("The upstream provider could not be reached.")
+            };
+            return fail(meter, error);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let body = tokio::time::timeout(first_byte, response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        meter.upstream_finished();
+        return fail(
+            meter,
+            upstream_failure(status, body.as_deref(), prepared.byok),
+        );
+    }
+
+    if prepared.streamed {
+        let idle = Duration::from_millis(app.config.upstream_idle_timeout_ms);
+        let sse = MeteredSse::new(
+            Box::pin(response.bytes_stream()),
+            meter,
+            prepared.client_asked_usage,
+            prepared.prompt_estimate,
+            idle,
+        );
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(sse))
+            .unwrap_or_else(|_| {
+                ApiError::upstream("The upstream stream could not be relayed.").into_response()
+            });
+    }
+
+    let body = match tokio::time::timeout(first_byte, response.bytes()).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.without_url(), "upstream body failed");
+            return fail(
+                meter,
+                ApiError::upstream("The upstream provider closed the connection mid-answer."),
+            );
+        }
+        Err(_) => return fail(meter, ApiError::upstream_timeout()),
+    };
+    meter.upstream_finished();
+    if let Some(usage) = usage_of_body(&body) {
+        meter.record_usage(usage, false);
+    }
+    meter.add_response_bytes(body.len());
+    meter.finish(status.as_u16(), None);
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Maps an upstream error to what the customer sees. Client errors keep a scrubbed
+/// message (they are the customer's to fix); everything else becomes a generic 502.
+fn upstream_failure(status: StatusCode, body: Option<&[u8]>, byok: bool) -> ApiError {
+    match status.as_u16() {
+        401 | 403 if byok => ApiError::invalid_api_key(
+            "The upstream provider rejected the key sent in X-Provider-Key.",
+        ),
+        401 | 403 => {
+            tracing::error!(%status, "upstream rejected the house key");
+            ApiError::upstream("The upstream provider refused the request.")
+        }
+        429 => ApiError::upstream_rate_limited(),
+        400 | 404 | 409 | 413 | 422 => {
+            let message = body
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .map(scrub_message)
+                })
+                .unwrap_or_else(|| "The upstream provider rejected the request.".into());
+            ApiError::upstream_client_error(status, message)
+        }
+        _ => {
+            tracing::warn!(%status, "upstream server error");
+            ApiError::upstream("The upstream provider failed to answer.")
+        }
+    }
+}
+
+/// Keeps an upstream message short and free of anything key- or host-like.
+fn scrub_message(message: &str) -> String {
+    let scrubbed: Vec<&str> = message
+        .split_whitespace()
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            let secret = lower.starts_with("sk-")
+                || lower.starts_with("omi_")
+                || lower.starts_with("bearer");
+            let address = lower.contains("://")
+                || lower.chars().filter(|c| *c == '.').count() >= 3
+                    && lower.chars().any(|c| c.is_ascii_digit());
+            if secret || address {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect();
+    let mut text = scrubbed.join(" ");
+    text.truncate(text.char_indices().nth(500).map_or(text.len(), |(i, _)| i));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_usage_is_requested_and_the_client_choice_remembered() {
+        let mut plain: Map<String, Value> =
+            serde_json::from_str(r#"{"stream":true}"#).expect("json");
+        assert!(!ask_for_stream_usage(&mut plain));
+        assert_eq!(plain["stream_options"]["include_usage"], Value::Bool(true));
+        let mut asked: Map<String, Value> = serde_json::from_str(
+            r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
+        )
+        .expect("json");
+        assert!(ask_for_stream_usage(&mut asked));
+        assert_eq!(
+            asked["stream_options"]["include_obfuscation"],
+            Value::Bool(false)
+        );
+    }
+
+    #[test]
+    fn upstream_errors_never_carry_keys_or_hosts() {
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-abc123. Host http://10.0.0.5:8000 refused","type":"invalid_request_error"}}"#;
+        let err = upstream_failure(StatusCode::BAD_REQUEST, Some(body), false);
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(
+            !err.message.contains("sk-abc123") && !err.message.contains("10.0.0.5"),
+            "{}",
+            err.message
+        );
+        let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), false);
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::BAD_GATEWAY, "upstream_error")
+        );
+        let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), true);
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::UNAUTHORIZED, "invalid_api_key")
+        );
+        let err = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false);
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::BAD_GATEWAY, "upstream_error")
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The HTTP surface: the OpenAI-compatible API, health, metrics, and the admin API mounted
+//! from `admin`. [`Server`] runs it with graceful shutdown; `omi serve` and the tests both
+//! start the gateway through it.
+
+mod auth;
+mod chat;
+pub mod error;
+mod meter;
+pub mod providers;
+pub mod request_id;
+mod stream;
+
+use crate::billing::prices::PriceTable;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::keys::KeyVerifier;
+use crate::store::Store;
+use crate::telemetry;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use providers::Providers;
+use request_id::RequestId;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub verifier: Arc<KeyVerifier>,
+    pub providers: Providers,
+    pub prices: PriceTable,
+    pub http: reqwest::Client,
+    pub events: EventBus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .merge(crate::admin::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_id::assign))
+        .with_state(app)
+}
+
+async fn list_models(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let meter = meter::Meter::start(app.events.clone(), request_id, "models", peer.ip());
+    match auth::authenticate(&app, &headers).await {
+        Err(error) => {
+            meter.finish(error.status.as_u16(), Some(error.code));
+            error.into_response()
+        }
+        Ok(_) => {
+            meter.finish(200, None);
+            let data: Vec<_> = app
+                .providers
+                .listed_models()
+                .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+                .collect();
+            Json(json!({"object": "list", "data": data})).into_response()
+        }
+    }
+}
+
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn render_metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = crate::admin::require_admin_bearer(&app, &headers) {
+        return denied;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error::ApiError::invalid_request("Unknown endpoint.").into_response_with(StatusCode::NOT_FOUND)
+}
+
+/// A running gateway: its address, and the handle that stops it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Migrates, wires the agents to the event stream, and starts serving on `listener`.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServeError> {
+        let config = Arc::new(config);
+        let store =
+            Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
+        store.migrate().await?;
+        let shutdown = CancellationToken::new();
+        let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
+        let prices = PriceTable::new(&config.prices);
+        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| {
+            std::env::var(var).ok()
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
+        let events = EventBus::default();
+        let state = Arc::new(AppState {
+            config: config.clone(),
+            store,
+            verifier,
+            providers,
+            prices,
+            http,
+            events,
+        });
+
+        let mut background = vec![
+            state
+                .verifier
+                .spawn_sync(Duration::from_secs(1), shutdown.clone()),
+        ];
+        background.push(crate::keys::activity::spawn(
+            &state.events,
+            state.store.clone(),
+        ));
+
+        let addr = listener.local_addr()?;
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown({
+                let stop = stop.clone();
+                async move { stop.cancelled().await }
+            });
+            let serve = tokio::spawn(async move { serve.await });
+            stop.cancelled().await;
+            // In-flight requests get `grace` to finish; then the rest are cut.
+            match tokio::time::timeout(grace, serve).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+                Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!("shutdown grace period over; closing remaining connections")
+                }
+            }
+        });
+        tracing::info!(%addr, database = state.store.backend(), "omi is serving");
+        Ok(Server {
+            addr,
+            state,
+            shutdown,
+            task,
+            background,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), then drains the agents'
+    /// queues so every booked event is written before returning.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        self.state.events.close();
+        for task in self.background {
+            if tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        self.state.store.close().await;
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

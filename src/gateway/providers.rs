@@ -1,0 +1,179 @@
+//! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
+//! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
+
+use crate::config::{Config, ProviderConfig};
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    /// Base URL without a trailing slash; `/chat/completions` is appended.
+    pub base_url: String,
+    pub chat_url: String,
+    pub house_key: Option<SecretString>,
+    pub models: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Providers {
+    all: Vec<Arc<Provider>>,
+    by_model: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    catch_all: Option<usize>,
+}
+
+pub struct Route<'a> {
+    pub provider: &'a Arc<Provider>,
+    /// The model name to send upstream (a `provider/` prefix removed).
+    pub upstream_model: &'a str,
+}
+
+impl Providers {
+    /// Builds the routing table. With no `[[providers]]` configured, one `openai` provider
+    /// from `OPENAI_BASE_URL`/`OPENAI_API_KEY` serves every model, listing the priced ones.
+    pub fn from_config(
+        config: &Config,
+        priced_models: &[&str],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Providers {
+        let configured: Vec<ProviderConfig> = if config.providers.is_empty() {
+            vec![ProviderConfig {
+                name: "openai".into(),
+                base_url: config.openai_base_url.clone(),
+                api_key_env: None,
+                models: priced_models.iter().map(|m| m.to_string()).collect(),
+                catch_all: true,
+            }]
+        } else {
+            config.providers.clone()
+        };
+        let mut providers = Providers {
+            all: Vec::new(),
+            by_model: HashMap::new(),
+            by_name: HashMap::new(),
+            catch_all: None,
+        };
+        for (index, spec) in configured.into_iter().enumerate() {
+            let house_key = match &spec.api_key_env {
+                Some(var) => env(var).filter(|v| !v.is_empty()).map(SecretString::from),
+                None if spec.name == "openai" => config.openai_api_key.clone(),
+                None => None,
+            };
+            let base_url = spec.base_url.trim_end_matches('/').to_string();
+            for model in &spec.models {
+                providers.by_model.entry(model.clone()).or_insert(index);
+            }
+            providers.by_name.insert(spec.name.clone(), index);
+            if spec.catch_all && providers.catch_all.is_none() {
+                providers.catch_all = Some(index);
+            }
+            providers.all.push(Arc::new(Provider {
+                name: spec.name.as_str().into(),
+                chat_url: format!("{base_url}/chat/completions"),
+                base_url,
+                house_key,
+                models: spec.models,
+            }));
+        }
+        providers
+    }
+
+    pub fn route<'a>(&'a self, model: &'a str) -> Option<Route<'a>> {
+        if let Some(&index) = self.by_model.get(model) {
+            return Some(Route {
+                provider: &self.all[index],
+                upstream_model: model,
+            });
+        }
+        if let Some((name, rest)) = model.split_once('/')
+            && let Some(&index) = self.by_name.get(name)
+            && !rest.is_empty()
+        {
+            return Some(Route {
+                provider: &self.all[index],
+                upstream_model: rest,
+            });
+        }
+        self.catch_all.map(|index| Route {
+            provider: &self.all[index],
+            upstream_model: model,
+        })
+    }
+
+    /// Every model listed by a provider, as `/v1/models` shows them.
+    pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.all
+            .iter()
+            .flat_map(|p| p.models.iter().map(move |m| (m.as_str(), &*p.name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn config_with(providers: Vec<ProviderConfig>) -> Config {
+        Config {
+            providers,
+            openai_api_key: Some(SecretString::from("sk-house")),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn default_provider_takes_every_model_with_the_house_key() {
+        let providers = Providers::from_config(&config_with(vec![]), &["gpt-4o-mini"], |_| None);
+        let route = providers.route("some-new-model").expect("catch-all");
+        assert_eq!(&*route.provider.name, "openai");
+        assert_eq!(
+            route.provider.chat_url,
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            route.provider.house_key.as_ref().map(|k| k.expose_secret()),
+            Some("sk-house")
+        );
+        assert_eq!(
+            providers.listed_models().collect::<Vec<_>>(),
+            vec![("gpt-4o-mini", "openai")]
+        );
+    }
+
+    #[test]
+    fn routes_by_exact_name_then_prefix_and_refuses_the_rest() {
+        let groq = ProviderConfig {
+            name: "groq".into(),
+            base_url: "https://api.groq.com/openai/v1/".into(),
+            api_key_env: Some("GROQ_API_KEY".into()),
+            models: vec!["llama-3.1-8b-instant".into()],
+            catch_all: false,
+        };
+        let local = ProviderConfig {
+            name: "local".into(),
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_key_env: None,
+            models: vec![],
+            catch_all: false,
+        };
+        let providers = Providers::from_config(&config_with(vec![groq, local]), &[], |var| {
+            (var == "GROQ_API_KEY").then(|| "gsk-1".to_string())
+        });
+        let route = providers.route("llama-3.1-8b-instant").expect("exact");
+        assert_eq!(&*route.provider.name, "groq");
+        assert_eq!(
+            route.provider.chat_url,
+            "https://api.groq.com/openai/v1/chat/completions"
+        );
+        let route = providers.route("local/qwen2.5").expect("prefixed");
+        assert_eq!(
+            (&*route.provider.name, route.upstream_model),
+            ("local", "qwen2.5")
+        );
+        assert!(route.provider.house_key.is_none());
+        assert!(providers.route("gpt-4o").is_none());
+        assert!(providers.route("local/").is_none());
+    }
+}

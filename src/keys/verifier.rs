@@ -1,0 +1,176 @@
+//! Key verification off the database: a bounded in-memory cache of known and unknown key
+//! hashes, kept honest by polling the `key_changes` log once a second, so a revocation made
+//! anywhere (another instance, the CLI on the same SQLite file) is obeyed within 2 s.
+
+use super::{ApiKey, KeyHash};
+use crate::store::{Store, StoreResult};
+use moka::future::Cache;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Sequence numbers can commit out of order under concurrent writers (PostgreSQL
+/// sequences), so the poller re-reads this many recent entries and acts on the unseen ones.
+const CHANGE_LOOKBACK: i64 = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Suspended => "suspended",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<KeyStatus> {
+        match raw {
+            "active" => Some(KeyStatus::Active),
+            "suspended" => Some(KeyStatus::Suspended),
+            "revoked" => Some(KeyStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct VerifiedKey {
+    pub key_id: Uuid,
+    pub customer_id: Uuid,
+    pub email: Arc<str>,
+    pub plan: Arc<str>,
+    pub status: KeyStatus,
+}
+
+pub enum Verification {
+    Known(Arc<VerifiedKey>),
+    Unknown,
+}
+
+pub struct KeyVerifier {
+    store: Store,
+    known: Cache<KeyHash, Arc<VerifiedKey>>,
+    unknown: Cache<KeyHash, ()>,
+    sync: Mutex<ChangeCursor>,
+    /// Bumped on every invalidation: a lookup that raced a change does not cache its answer.
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct ChangeCursor {
+    last_seq: i64,
+    seen: BTreeSet<i64>,
+}
+
+impl KeyVerifier {
+    pub async fn new(store: Store) -> StoreResult<KeyVerifier> {
+        let last_seq = store.latest_key_change().await?;
+        Ok(KeyVerifier {
+            store,
+            // The TTL is a safety net only; correctness comes from the change log.
+            known: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            // Bounded so a flood of random well-formed keys cannot grow memory.
+            unknown: Cache::builder()
+                .max_capacity(20_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            sync: Mutex::new(ChangeCursor {
+                last_seq,
+                seen: BTreeSet::new(),
+            }),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    pub async fn verify(&self, key: &ApiKey) -> StoreResult<Verification> {
+        let hash = key.hash();
+        if let Some(found) = self.known.get(&hash).await {
+            return Ok(Verification::Known(found));
+        }
+        if self.unknown.contains_key(&hash) {
+            return Ok(Verification::Unknown);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let found = self.store.find_key(&hash).await?;
+        let cacheable = self.generation.load(Ordering::Acquire) == generation;
+        match found {
+            Some(record) => {
+                let verified = Arc::new(VerifiedKey {
+                    key_id: record.key_id,
+                    customer_id: record.customer_id,
+                    email: record.email.into(),
+                    plan: record.plan.into(),
+                    // An unreadable status is treated as the most restrictive one.
+                    status: KeyStatus::parse(&record.status).unwrap_or(KeyStatus::Revoked),
+                });
+                if cacheable {
+                    self.known.insert(hash, verified.clone()).await;
+                }
+                Ok(Verification::Known(verified))
+            }
+            None => {
+                if cacheable {
+                    self.unknown.insert(hash, ()).await;
+                }
+                Ok(Verification::Unknown)
+            }
+        }
+    }
+
+    /// Drops every cached entry whose key changed since the last call; returns how many
+    /// changes were new.
+    pub async fn sync_changes(&self) -> StoreResult<usize> {
+        let mut cursor = self.sync.lock().await;
+        let changes = self
+            .store
+            .key_changes_since(cursor.last_seq - CHANGE_LOOKBACK)
+            .await?;
+        let mut fresh = 0;
+        for (seq, hash) in changes {
+            if cursor.seen.insert(seq) {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                self.known.invalidate(&hash).await;
+                self.unknown.invalidate(&hash).await;
+                cursor.last_seq = cursor.last_seq.max(seq);
+                fresh += 1;
+            }
+        }
+        let horizon = cursor.last_seq - CHANGE_LOOKBACK;
+        cursor.seen = cursor.seen.split_off(&horizon);
+        Ok(fresh)
+    }
+
+    pub fn spawn_sync(
+        self: &Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let verifier = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if let Err(e) = verifier.sync_changes().await {
+                    tracing::warn!(error = %e, "key change poll failed; cached keys are kept until it recovers");
+                }
+            }
+        })
+    }
+}

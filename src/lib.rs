@@ -1,0 +1,22 @@
+//! OMI: the gateway customers call, the key vending machine, and the agents that keep the
+//! books, watch the service and guard it — one process. See ARCHITECTURE.md.
+
+pub mod admin;
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod customers;
+pub mod events;
+pub mod gateway;
+pub mod keys;
+pub mod mock_upstream;
+pub mod store;
+pub mod telemetry;
+
+/// The plan a key gets when none is named (INTERFACE.md: `pro` at $29/month).
+pub const DEFAULT_PLAN: &str = "pro";
+
+/// rustls needs a process-wide crypto provider before any TLS client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
