@@ -12,11 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "omi",
-    version,
-    about = "The company layer of an AI API business, in one binary"
-)]
+#[command(name = "omi", version, about = "The company layer of an AI API business, in one binary")]
 struct Cli {
     /// Path to omi.toml (also OMI_CONFIG).
     #[arg(long, global = true)]
@@ -72,10 +68,7 @@ enum CliError {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("omi: cannot start the runtime: {e}");
@@ -121,9 +114,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let server = Server::start(config, listener).await?;
     println!("omi listening on http://{}", server.addr);
     shutdown_signal().await;
@@ -152,17 +144,11 @@ async fn shutdown_signal() {
 
 async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliError> {
     match command {
-        KeysCommand::Create {
-            email,
-            plan,
-            name,
-            json,
-        } => {
+        KeysCommand::Create { email, plan, name, json } => {
             let email = EmailAddress::parse(&email).map_err(|e| CliError::Usage(e.to_string()))?;
             let store = open_store(config).await?;
-            let (key, listing) = keys::issue(&store, &email, &plan, name.as_deref())
-                .await
-                .map_err(anyhow::Error::from)?;
+            let (key, listing) =
+                keys::issue(&store, &email, &plan, name.as_deref()).await.map_err(anyhow::Error::from)?;
             if json {
                 let out = serde_json::json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan});
                 println!("{out}");
@@ -174,24 +160,15 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
             let store = open_store(config).await?;
             let keys = store.list_keys().await.map_err(anyhow::Error::from)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&keys).map_err(anyhow::Error::from)?
-                );
+                println!("{}", serde_json::to_string(&keys).map_err(anyhow::Error::from)?);
             } else {
                 print_key_table(&keys);
             }
         }
         KeysCommand::Revoke { id_or_prefix } => {
             let store = open_store(config).await?;
-            let key = store
-                .resolve_key(&id_or_prefix)
-                .await
-                .map_err(anyhow::Error::from)?;
-            let key = store
-                .set_key_status(key.id, KeyStatus::Revoked)
-                .await
-                .map_err(anyhow::Error::from)?;
+            let key = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
+            let key = store.set_key_status(key.id, KeyStatus::Revoked).await.map_err(anyhow::Error::from)?;
             println!("revoked {} ({}, {})", key.id, key.prefix, key.email);
         }
     }
@@ -204,10 +181,7 @@ fn print_key_table(keys: &[KeyListing]) {
         "ID", "PREFIX", "EMAIL", "PLAN", "STATUS", "CREATED"
     );
     for k in keys {
-        let last = k
-            .last_used_at
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "never".into());
+        let last = k.last_used_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into());
         println!(
             "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  {}",
             k.id,

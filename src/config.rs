@@ -29,14 +29,8 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OPENAI_BASE_URL", "openai_base_url"),
     ("OMI_PUBLIC_URL", "public_url"),
     ("OMI_MAX_BODY_BYTES", "max_body_bytes"),
-    (
-        "OMI_UPSTREAM_CONNECT_TIMEOUT_MS",
-        "upstream_connect_timeout_ms",
-    ),
-    (
-        "OMI_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-        "upstream_first_byte_timeout_ms",
-    ),
+    ("OMI_UPSTREAM_CONNECT_TIMEOUT_MS", "upstream_connect_timeout_ms"),
+    ("OMI_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "upstream_first_byte_timeout_ms"),
     ("OMI_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms"),
     ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
     ("OMI_LOG_FORMAT", "log_format"),
@@ -125,15 +119,10 @@ impl Config {
     pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         // Missing settings take `Config::default()` through `#[serde(default)]`.
         let mut figment = Figment::new();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("OMI_CONFIG").map(Into::into));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("OMI_CONFIG").map(Into::into));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::File {
-                    path: path.display().to_string(),
-                    message: "not found".into(),
-                });
+                return Err(ConfigError::File { path: path.display().to_string(), message: "not found".into() });
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -147,9 +136,7 @@ impl Config {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -157,14 +144,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "max_body_bytes must be at least 1024".into(),
-            ));
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
         }
         for provider in &self.providers {
-            if !(provider.base_url.starts_with("http://")
-                || provider.base_url.starts_with("https://"))
-            {
+            if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
                     "provider `{}`: base_url must start with http:// or https://",
                     provider.name
@@ -176,9 +159,9 @@ impl Config {
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         match (&self.listen, self.port) {
-            (Some(addr), _) => addr
-                .parse()
-                .map_err(|_| ConfigError::Invalid(format!("OMI_LISTEN `{addr}` is not host:port"))),
+            (Some(addr), _) => {
+                addr.parse().map_err(|_| ConfigError::Invalid(format!("OMI_LISTEN `{addr}` is not host:port")))
+            }
             (None, Some(port)) => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
             (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
         }
@@ -186,6 +169,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own (large) error
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
@@ -210,24 +194,13 @@ mod tests {
             )?;
             jail.set_env("DATABASE_URL", "postgres://env@localhost/db");
             jail.set_env("PORT", "9999");
-            let config = Config::from_figment(
-                Config::figment(Some(Path::new("omi.toml"))).expect("figment"),
-            )
-            .expect("config");
-            assert_eq!(
-                config.database_url.expose_secret(),
-                "postgres://env@localhost/db"
-            );
+            let config =
+                Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment")).expect("config");
+            assert_eq!(config.database_url.expose_secret(), "postgres://env@localhost/db");
             assert_eq!(config.openai_base_url, "http://file.example/v1");
-            assert_eq!(
-                config.providers[0].models,
-                vec!["llama-3.1-8b-instant".to_string()]
-            );
+            assert_eq!(config.providers[0].models, vec!["llama-3.1-8b-instant".to_string()]);
             assert_eq!(config.prices["my-model"].output, 2.0);
-            assert_eq!(
-                config.listen_addr().expect("addr"),
-                "0.0.0.0:9999".parse().expect("addr")
-            );
+            assert_eq!(config.listen_addr().expect("addr"), "0.0.0.0:9999".parse().expect("addr"));
             Ok(())
         });
     }
@@ -235,13 +208,9 @@ mod tests {
     #[test]
     fn empty_configuration_is_the_embedded_default() {
         figment::Jail::expect_with(|_| {
-            let config =
-                Config::from_figment(Config::figment(None).expect("figment")).expect("config");
+            let config = Config::from_figment(Config::figment(None).expect("figment")).expect("config");
             assert_eq!(config.database_url.expose_secret(), "sqlite://omi.db");
-            assert_eq!(
-                config.listen_addr().expect("addr"),
-                "127.0.0.1:8080".parse().expect("addr")
-            );
+            assert_eq!(config.listen_addr().expect("addr"), "127.0.0.1:8080".parse().expect("addr"));
             assert!(config.admin_key.is_none());
             Ok(())
         });
@@ -259,10 +228,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let config = Config {
-            admin_key: Some(SecretString::from("very-secret-admin")),
-            ..Config::default()
-        };
+        let config = Config { admin_key: Some(SecretString::from("very-secret-admin")), ..Config::default() };
         assert!(!format!("{config:?}").contains("very-secret-admin"));
     }
 }

@@ -21,9 +21,7 @@ impl EmailAddress {
             && local.len() <= 64
             && !local.starts_with('.')
             && !local.ends_with('.')
-            && local
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         let domain_ok = domain.len() <= 253
             && domain.contains('.')
             && domain.split('.').all(|label| {
@@ -33,11 +31,7 @@ impl EmailAddress {
                     && !label.ends_with('-')
                     && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
-        if local_ok && domain_ok {
-            Ok(EmailAddress(candidate))
-        } else {
-            Err(invalid())
-        }
+        if local_ok && domain_ok { Ok(EmailAddress(candidate)) } else { Err(invalid()) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -95,10 +89,7 @@ mod tests {
             ".a@x.com",
             "a@@x.com",
         ] {
-            assert!(
-                EmailAddress::parse(bad).is_err(),
-                "{bad} should be rejected"
-            );
+            assert!(EmailAddress::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
 }

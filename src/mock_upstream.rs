@@ -51,10 +51,7 @@ struct Steering {
 
 impl MockUpstream {
     pub fn new(config: MockConfig) -> MockUpstream {
-        MockUpstream {
-            config,
-            seen: Arc::default(),
-        }
+        MockUpstream { config, seen: Arc::default() }
     }
 
     pub fn router(&self) -> Router {
@@ -74,14 +71,8 @@ impl MockUpstream {
             if seen.len() >= 1000 {
                 seen.remove(0);
             }
-            let authorization = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            seen.push(Seen {
-                authorization,
-                body: body.clone(),
-            });
+            let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            seen.push(Seen { authorization, body: body.clone() });
         }
     }
 }
@@ -105,13 +96,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 fn prompt_tokens_of(body: &Value) -> u64 {
     let chars: usize = body["messages"]
         .as_array()
-        .map(|messages| {
-            messages
-                .iter()
-                .filter_map(|m| m["content"].as_str())
-                .map(|c| c.chars().count())
-                .sum()
-        })
+        .map(|messages| messages.iter().filter_map(|m| m["content"].as_str()).map(|c| c.chars().count()).sum())
         .unwrap_or(0);
     (chars as u64).div_ceil(4).max(1)
 }
@@ -124,38 +109,18 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
     if headers.get(header::AUTHORIZATION).is_none() {
         return error(StatusCode::UNAUTHORIZED, "You didn't provide an API key.");
     }
-    let steer: Steering = body
-        .get("mock")
-        .cloned()
-        .and_then(|m| serde_json::from_value(m).ok())
-        .unwrap_or_default();
+    let steer: Steering = body.get("mock").cloned().and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
     let latency = steer.latency_ms.unwrap_or(mock.config.latency_ms);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    if let Some(status) = steer
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .filter(|s| !s.is_success())
-    {
+    if let Some(status) = steer.status.and_then(|s| StatusCode::from_u16(s).ok()).filter(|s| !s.is_success()) {
         return error(status, "mock failure as requested");
     }
     let model = body["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
-    let chunks = steer
-        .chunks
-        .unwrap_or(if mock.config.chunks == 0 {
-            3
-        } else {
-            mock.config.chunks
-        })
-        .max(1);
-    let content = steer
-        .content
-        .clone()
-        .unwrap_or_else(|| "Hello from the mock".into());
-    let prompt_tokens = steer
-        .prompt_tokens
-        .unwrap_or_else(|| prompt_tokens_of(&body));
+    let chunks = steer.chunks.unwrap_or(if mock.config.chunks == 0 { 3 } else { mock.config.chunks }).max(1);
+    let content = steer.content.clone().unwrap_or_else(|| "Hello from the mock".into());
+    let prompt_tokens = steer.prompt_tokens.unwrap_or_else(|| prompt_tokens_of(&body));
     let completion_tokens = steer.completion_tokens.unwrap_or(chunks as u64);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
@@ -182,10 +147,7 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
         )
     };
-    events.push(chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    ));
+    events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
     for piece in pieces {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -200,16 +162,13 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
     if let Some(cut) = steer.cut_after {
         events.truncate(cut);
     }
-    let stream = futures_util::stream::unfold(
-        (events.into_iter(), true),
-        move |(mut rest, first)| async move {
-            let next = rest.next()?;
-            if !first && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((Ok::<_, std::io::Error>(Bytes::from(next)), (rest, false)))
-        },
-    );
+    let stream = futures_util::stream::unfold((events.into_iter(), true), move |(mut rest, first)| async move {
+        let next = rest.next()?;
+        if !first && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(next)), (rest, false)))
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))

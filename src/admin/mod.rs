@@ -21,41 +21,34 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{id}", delete(revoke_key))
 }
 
-/// `Ok` when the request carries the admin bearer key; otherwise the response to send.
+/// `None` when the request carries the admin bearer key; otherwise the refusal to send.
 /// `/metrics` uses it too, so it is open only while no admin key is configured.
-pub fn require_admin_bearer(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub fn admin_bearer_denial(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &app.config.admin_key else {
-        return Ok(());
+        return None;
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(p) if keys::secrets_match(p, expected) => Ok(()),
-        _ => Err(ApiError::invalid_api_key("Admin authentication required.").into_response()),
+        Some(p) if keys::secrets_match(p, expected) => None,
+        _ => Some(ApiError::invalid_api_key("Admin authentication required.").into_response()),
     }
 }
 
 /// The admin API itself is never open: without a configured key it is disabled.
-fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn admin_denial(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     if app.config.admin_key.is_none() {
-        return Err(
-            ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.")
-                .into_response_with(StatusCode::NOT_FOUND),
+        return Some(
+            ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.").into_response_with(StatusCode::NOT_FOUND),
         );
     }
-    require_admin_bearer(app, headers)
+    admin_bearer_denial(app, headers)
 }
 
 fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::NotFound(m) => {
-            ApiError::invalid_request(m).into_response_with(StatusCode::NOT_FOUND)
-        }
-        StoreError::Conflict(m) => {
-            ApiError::invalid_request(m).into_response_with(StatusCode::CONFLICT)
-        }
+        StoreError::NotFound(m) => ApiError::invalid_request(m).into_response_with(StatusCode::NOT_FOUND),
+        StoreError::Conflict(m) => ApiError::invalid_request(m).into_response_with(StatusCode::CONFLICT),
         other => {
             tracing::error!(error = %other, "admin store error");
             ApiError::unavailable("The database is unavailable.").into_response()
@@ -64,7 +57,7 @@ fn store_error(e: StoreError) -> Response {
 }
 
 async fn list_keys(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = require_admin(&app, &headers) {
+    if let Some(denied) = admin_denial(&app, &headers) {
         return denied;
     }
     match app.store.list_keys().await {
@@ -80,12 +73,8 @@ struct CreateKey {
     name: Option<String>,
 }
 
-async fn create_key(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Err(denied) = require_admin(&app, &headers) {
+async fn create_key(State(app): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
         return denied;
     }
     let request: CreateKey = match serde_json::from_slice(&body) {
@@ -111,12 +100,8 @@ async fn create_key(
     }
 }
 
-async fn revoke_key(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(denied) = require_admin(&app, &headers) {
+async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
         return denied;
     }
     let key = match app.store.resolve_key(&id).await {

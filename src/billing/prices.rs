@@ -29,19 +29,13 @@ pub struct NanoPrice {
 impl NanoPrice {
     fn from_per_million(input: f64, cached_input: f64, output: f64) -> NanoPrice {
         let nano = |usd_per_million: f64| (usd_per_million * 1000.0).round().max(0.0) as u64;
-        NanoPrice {
-            input: nano(input),
-            cached_input: nano(cached_input),
-            output: nano(output),
-        }
+        NanoPrice { input: nano(input), cached_input: nano(cached_input), output: nano(output) }
     }
 
     /// (prompt − cached)·input + cached·cached_input + completion·output, in nano-dollars.
     pub fn cost(&self, usage: &TokenUsage) -> u64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        (usage.prompt_tokens - cached) * self.input
-            + cached * self.cached_input
-            + usage.completion_tokens * self.output
+        (usage.prompt_tokens - cached) * self.input + cached * self.cached_input + usage.completion_tokens * self.output
     }
 }
 
@@ -84,13 +78,7 @@ fn strip_snapshot_date(model: &str) -> Option<&str> {
     let (base, date) = model.split_at_checked(model.len().checked_sub(11)?)?;
     let date = date.strip_prefix('-')?;
     let ok = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
+        && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
     ok.then_some(base)
 }
 
@@ -109,21 +97,11 @@ mod tests {
         let mini = table.get("gpt-4o-mini").expect("built in");
         // 1,000 prompt (200 cached) + 500 completion at $0.15 / $0.075 / $0.60 per million:
         // 800·150 + 200·75 + 500·600 = 120,000 + 15,000 + 300,000 nano-dollars = $0.000435.
-        let usage = TokenUsage {
-            prompt_tokens: 1000,
-            cached_tokens: 200,
-            completion_tokens: 500,
-        };
+        let usage = TokenUsage { prompt_tokens: 1000, cached_tokens: 200, completion_tokens: 500 };
         assert_eq!(mini.cost(&usage), 435_000);
-        let four_o = table
-            .get("gpt-4o-2024-08-06")
-            .expect("snapshot resolves to its family");
+        let four_o = table.get("gpt-4o-2024-08-06").expect("snapshot resolves to its family");
         assert_eq!(
-            four_o.cost(&TokenUsage {
-                prompt_tokens: 1_000_000,
-                cached_tokens: 0,
-                completion_tokens: 1_000_000
-            }),
+            four_o.cost(&TokenUsage { prompt_tokens: 1_000_000, cached_tokens: 0, completion_tokens: 1_000_000 }),
             12_500_000_000
         );
         assert!(table.get("unknown-model").is_none());
@@ -132,22 +110,8 @@ mod tests {
     #[test]
     fn overrides_replace_built_ins() {
         let mut overrides = std::collections::BTreeMap::new();
-        overrides.insert(
-            "gpt-4o-mini".to_string(),
-            ModelPrice {
-                input: 1.0,
-                cached_input: None,
-                output: 2.0,
-            },
-        );
+        overrides.insert("gpt-4o-mini".to_string(), ModelPrice { input: 1.0, cached_input: None, output: 2.0 });
         let table = PriceTable::new(&overrides);
-        assert_eq!(
-            table.get("gpt-4o-mini"),
-            Some(NanoPrice {
-                input: 1000,
-                cached_input: 1000,
-                output: 2000
-            })
-        );
+        assert_eq!(table.get("gpt-4o-mini"), Some(NanoPrice { input: 1000, cached_input: 1000, output: 2000 }));
     }
 }

@@ -75,11 +75,7 @@ pub struct EventBus {
 impl EventBus {
     pub fn subscribe(&self, name: &'static str, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
         let (tx, rx) = mpsc::channel(capacity);
-        let subscriber = Arc::new(Subscriber {
-            name,
-            tx,
-            dropped: AtomicU64::new(0),
-        });
+        let subscriber = Arc::new(Subscriber { name, tx, dropped: AtomicU64::new(0) });
         if let Ok(mut subs) = self.subscribers.write() {
             subs.push(subscriber);
         }
@@ -97,8 +93,7 @@ impl EventBus {
         for sub in subs.iter() {
             if sub.tx.try_send(Arc::clone(&event)).is_err() {
                 sub.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("omi_events_dropped_total", "subscriber" => sub.name)
-                    .increment(1);
+                metrics::counter!("omi_events_dropped_total", "subscriber" => sub.name).increment(1);
             }
         }
     }
@@ -107,12 +102,7 @@ impl EventBus {
     pub fn dropped(&self, name: &str) -> u64 {
         self.subscribers
             .read()
-            .map(|subs| {
-                subs.iter()
-                    .filter(|s| s.name == name)
-                    .map(|s| s.dropped.load(Ordering::Relaxed))
-                    .sum()
-            })
+            .map(|subs| subs.iter().filter(|s| s.name == name).map(|s| s.dropped.load(Ordering::Relaxed)).sum())
             .unwrap_or(0)
     }
 
@@ -187,10 +177,7 @@ mod tests {
             assert!(fast.recv().await.is_some());
         }
         bus.close();
-        assert!(
-            fast.recv().await.is_none(),
-            "closing the bus ends every subscriber's stream"
-        );
+        assert!(fast.recv().await.is_none(), "closing the bus ends every subscriber's stream");
         let Event::Request(req) = sample();
         assert_eq!(req.overhead(), Duration::from_millis(1));
     }

@@ -8,23 +8,14 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use std::sync::Arc;
 
-pub async fn authenticate(
-    app: &AppState,
-    headers: &HeaderMap,
-) -> Result<Arc<VerifiedKey>, ApiError> {
+pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Arc<VerifiedKey>, ApiError> {
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::invalid_api_key("Missing API key: send `Authorization: Bearer omi_…`.")
-        })?;
-    let key = ApiKey::parse(presented)
-        .map_err(|e| ApiError::invalid_api_key(format!("Malformed API key: {e}.")))?;
+        .ok_or_else(|| ApiError::invalid_api_key("Missing API key: send `Authorization: Bearer omi_…`."))?;
+    let key = ApiKey::parse(presented).map_err(|e| ApiError::invalid_api_key(format!("Malformed API key: {e}.")))?;
     let verification = app.verifier.verify(&key).await.map_err(|e| {
         tracing::error!(error = %e, "key lookup failed");
         ApiError::unavailable("The key store is unavailable; retry shortly.")

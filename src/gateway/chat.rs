@@ -51,47 +51,32 @@ fn fail(meter: Meter, error: ApiError) -> Response {
     error.into_response()
 }
 
-async fn prepare(
-    app: &AppState,
-    meter: &mut Meter,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Prepared, ApiError> {
+async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: Body) -> Result<Prepared, ApiError> {
     let key = authenticate(app, headers).await?;
     meter.set_key(&key);
 
     let limit = app.config.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
     meter.set_request_bytes(raw.len());
     let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
-            return Err(ApiError::invalid_request(
-                "The request body must be a JSON object.",
-            ));
+            return Err(ApiError::invalid_request("The request body must be a JSON object."));
         }
         Err(e) => {
-            return Err(ApiError::invalid_request(format!(
-                "The request body is not valid JSON: {e}."
-            )));
+            return Err(ApiError::invalid_request(format!("The request body is not valid JSON: {e}.")));
         }
     };
     let model = match request.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => {
-            return Err(ApiError::invalid_request(
-                "`model` is required and must be a non-empty string.",
-            ));
+            return Err(ApiError::invalid_request("`model` is required and must be a non-empty string."));
         }
     };
     match request.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => {}
         _ => {
-            return Err(ApiError::invalid_request(
-                "`messages` is required and must be a non-empty array.",
-            ));
+            return Err(ApiError::invalid_request("`messages` is required and must be a non-empty array."));
         }
     }
     let streamed = match request.get("stream") {
@@ -100,32 +85,26 @@ async fn prepare(
         Some(_) => return Err(ApiError::invalid_request("`stream` must be a boolean.")),
     };
 
-    let route = app.providers.route(&model).ok_or_else(|| {
-        ApiError::invalid_request(format!(
-            "The model `{model}` is not available on this gateway."
-        ))
-    })?;
+    let route = app
+        .providers
+        .route(&model)
+        .ok_or_else(|| ApiError::invalid_request(format!("The model `{model}` is not available on this gateway.")))?;
     let byok = byok_key(headers)?;
     let is_byok = byok.is_some();
     let upstream_key = match byok.or_else(|| route.provider.house_key.clone()) {
         Some(key) => key,
         None => {
-            return Err(ApiError::upstream(
-                "No provider key is configured for this model; send X-Provider-Key.",
-            ));
+            return Err(ApiError::upstream("No provider key is configured for this model; send X-Provider-Key."));
         }
     };
     meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
     if route.upstream_model != model {
-        request.insert(
-            "model".into(),
-            Value::String(route.upstream_model.to_string()),
-        );
+        request.insert("model".into(), Value::String(route.upstream_model.to_string()));
     }
 
     let client_asked_usage = streamed && ask_for_stream_usage(&mut request);
-    let body = serde_json::to_vec(&request)
-        .map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
+    let body =
+        serde_json::to_vec(&request).map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
     Ok(Prepared {
         upstream_url: route.provider.chat_url.clone(),
         upstream_key,
@@ -141,9 +120,7 @@ async fn prepare(
 /// Sets `stream_options.include_usage` so the stream reports tokens; returns whether the
 /// client had asked for it itself (then the usage chunk is theirs to see).
 fn ask_for_stream_usage(request: &mut Map<String, Value>) -> bool {
-    let options = request
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let options = request.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
     if !options.is_object() {
         *options = Value::Object(Map::new());
     }
@@ -173,10 +150,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         .http
         .post(&prepared.upstream_url)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", prepared.upstream_key.expose_secret()),
-        )
+        .header(header::AUTHORIZATION, format!("Bearer {}", prepared.upstream_key.expose_secret()))
         .body(prepared.body);
     meter.upstream_started();
     let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
@@ -196,15 +170,9 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     };
     let status = response.status();
     if !status.is_success() {
-        let body = tokio::time::timeout(first_byte, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let body = tokio::time::timeout(first_byte, response.bytes()).await.ok().and_then(Result::ok);
         meter.upstream_finished();
-        return fail(
-            meter,
-            upstream_failure(status, body.as_deref(), prepared.byok),
-        );
+        return fail(meter, upstream_failure(status, body.as_deref(), prepared.byok));
     }
 
     if prepared.streamed {
@@ -221,19 +189,14 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
             .body(Body::from_stream(sse))
-            .unwrap_or_else(|_| {
-                ApiError::upstream("The upstream stream could not be relayed.").into_response()
-            });
+            .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
     }
 
     let body = match tokio::time::timeout(first_byte, response.bytes()).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => {
             tracing::warn!(error = %e.without_url(), "upstream body failed");
-            return fail(
-                meter,
-                ApiError::upstream("The upstream provider closed the connection mid-answer."),
-            );
+            return fail(meter, ApiError::upstream("The upstream provider closed the connection mid-answer."));
         }
         Err(_) => return fail(meter, ApiError::upstream_timeout()),
     };
@@ -244,10 +207,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     meter.add_response_bytes(body.len());
     meter.finish(status.as_u16(), None);
     let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -255,9 +215,9 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
 /// message (they are the customer's to fix); everything else becomes a generic 502.
 fn upstream_failure(status: StatusCode, body: Option<&[u8]>, byok: bool) -> ApiError {
     match status.as_u16() {
-        401 | 403 if byok => ApiError::invalid_api_key(
-            "The upstream provider rejected the key sent in X-Provider-Key.",
-        ),
+        401 | 403 if byok => {
+            ApiError::invalid_api_key("The upstream provider rejected the key sent in X-Provider-Key.")
+        }
         401 | 403 => {
             tracing::error!(%status, "upstream rejected the house key");
             ApiError::upstream("The upstream provider refused the request.")
@@ -266,11 +226,7 @@ fn upstream_failure(status: StatusCode, body: Option<&[u8]>, byok: bool) -> ApiE
         400 | 404 | 409 | 413 | 422 => {
             let message = body
                 .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .and_then(|v| {
-                    v.pointer("/error/message")
-                        .and_then(Value::as_str)
-                        .map(scrub_message)
-                })
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(scrub_message))
                 .unwrap_or_else(|| "The upstream provider rejected the request.".into());
             ApiError::upstream_client_error(status, message)
         }
@@ -287,17 +243,10 @@ fn scrub_message(message: &str) -> String {
         .split_whitespace()
         .map(|word| {
             let lower = word.to_ascii_lowercase();
-            let secret = lower.starts_with("sk-")
-                || lower.starts_with("omi_")
-                || lower.starts_with("bearer");
+            let secret = lower.starts_with("sk-") || lower.starts_with("omi_") || lower.starts_with("bearer");
             let address = lower.contains("://")
-                || lower.chars().filter(|c| *c == '.').count() >= 3
-                    && lower.chars().any(|c| c.is_ascii_digit());
-            if secret || address {
-                "[redacted]"
-            } else {
-                word
-            }
+                || lower.chars().filter(|c| *c == '.').count() >= 3 && lower.chars().any(|c| c.is_ascii_digit());
+            if secret || address { "[redacted]" } else { word }
         })
         .collect();
     let mut text = scrubbed.join(" ");
@@ -311,19 +260,14 @@ mod tests {
 
     #[test]
     fn stream_usage_is_requested_and_the_client_choice_remembered() {
-        let mut plain: Map<String, Value> =
-            serde_json::from_str(r#"{"stream":true}"#).expect("json");
+        let mut plain: Map<String, Value> = serde_json::from_str(r#"{"stream":true}"#).expect("json");
         assert!(!ask_for_stream_usage(&mut plain));
         assert_eq!(plain["stream_options"]["include_usage"], Value::Bool(true));
-        let mut asked: Map<String, Value> = serde_json::from_str(
-            r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
-        )
-        .expect("json");
+        let mut asked: Map<String, Value> =
+            serde_json::from_str(r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#)
+                .expect("json");
         assert!(ask_for_stream_usage(&mut asked));
-        assert_eq!(
-            asked["stream_options"]["include_obfuscation"],
-            Value::Bool(false)
-        );
+        assert_eq!(asked["stream_options"]["include_obfuscation"], Value::Bool(false));
     }
 
     #[test]
@@ -331,25 +275,12 @@ mod tests {
         let body = br#"{"error":{"message":"Incorrect API key provided: sk-abc123. Host http://10.0.0.5:8000 refused","type":"invalid_request_error"}}"#;
         let err = upstream_failure(StatusCode::BAD_REQUEST, Some(body), false);
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        assert!(
-            !err.message.contains("sk-abc123") && !err.message.contains("10.0.0.5"),
-            "{}",
-            err.message
-        );
+        assert!(!err.message.contains("sk-abc123") && !err.message.contains("10.0.0.5"), "{}", err.message);
         let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), false);
-        assert_eq!(
-            (err.status, err.code),
-            (StatusCode::BAD_GATEWAY, "upstream_error")
-        );
+        assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
         let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), true);
-        assert_eq!(
-            (err.status, err.code),
-            (StatusCode::UNAUTHORIZED, "invalid_api_key")
-        );
+        assert_eq!((err.status, err.code), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
         let err = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false);
-        assert_eq!(
-            (err.status, err.code),
-            (StatusCode::BAD_GATEWAY, "upstream_error")
-        );
+        assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
     }
 }

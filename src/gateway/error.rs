@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> ApiError {
@@ -30,11 +26,7 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
     }
     pub fn key_revoked() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "key_revoked",
-            "This API key has been revoked.",
-        )
+        ApiError::new(StatusCode::FORBIDDEN, "key_revoked", "This API key has been revoked.")
     }
     pub fn key_suspended() -> ApiError {
         ApiError::new(
@@ -54,11 +46,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
     }
     pub fn upstream_timeout() -> ApiError {
-        ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "The upstream provider did not answer in time.",
-        )
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The upstream provider did not answer in time.")
     }
     pub fn upstream_rate_limited() -> ApiError {
         ApiError::new(
@@ -68,11 +56,7 @@ impl ApiError {
         )
     }
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            message,
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }
     /// Passes an upstream client error (bad parameter, unknown model) through with its status,
     /// keeping only a scrubbed message.
@@ -100,12 +84,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.error_type(), "code": self.code, "param": null}});
+        let body =
+            json!({"error": {"message": self.message, "type": self.error_type(), "code": self.code, "param": null}});
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -18,12 +18,7 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn start(
-        bus: EventBus,
-        request_id: Arc<str>,
-        route: &'static str,
-        client_ip: IpAddr,
-    ) -> Meter {
+    pub fn start(bus: EventBus, request_id: Arc<str>, route: &'static str, client_ip: IpAddr) -> Meter {
         Meter {
             bus,
             started: Instant::now(),
@@ -66,14 +61,7 @@ impl Meter {
         }
     }
 
-    pub fn set_request(
-        &mut self,
-        model: &str,
-        provider: &Arc<str>,
-        byok: bool,
-        streamed: bool,
-        bytes: usize,
-    ) {
+    pub fn set_request(&mut self, model: &str, provider: &Arc<str>, byok: bool, streamed: bool, bytes: usize) {
         if let Some(e) = self.event() {
             e.model = Some(model.to_string());
             e.provider = Some(provider.clone());
@@ -158,11 +146,9 @@ fn record_metrics(event: &RequestEvent) {
     };
     let kind = if event.byok { "byok" } else { "house" };
     metrics::counter!("omi_requests_total", "route" => event.route, "status" => class, "key_kind" => kind).increment(1);
-    metrics::histogram!("omi_request_duration_seconds", "route" => event.route)
-        .record(event.total.as_secs_f64());
+    metrics::histogram!("omi_request_duration_seconds", "route" => event.route).record(event.total.as_secs_f64());
     if let Some(upstream) = event.upstream {
-        metrics::histogram!("omi_upstream_duration_seconds", "route" => event.route)
-            .record(upstream.as_secs_f64());
+        metrics::histogram!("omi_upstream_duration_seconds", "route" => event.route).record(upstream.as_secs_f64());
         metrics::histogram!("omi_gateway_overhead_seconds", "route" => event.route)
             .record(event.overhead().as_secs_f64());
     }

@@ -99,14 +99,10 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn render_metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = crate::admin::require_admin_bearer(&app, &headers) {
+    if let Some(denied) = crate::admin::admin_bearer_denial(&app, &headers) {
         return denied;
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        telemetry::metrics_handle().render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::metrics_handle().render()).into_response()
 }
 
 async fn not_found() -> Response {
@@ -126,15 +122,14 @@ impl Server {
     /// Migrates, wires the agents to the event stream, and starts serving on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServeError> {
         let config = Arc::new(config);
-        let store =
-            Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
+        // Installed before the first request so no early measurement is lost.
+        telemetry::metrics_handle();
+        let store = Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
         store.migrate().await?;
         let shutdown = CancellationToken::new();
         let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
         let prices = PriceTable::new(&config.prices);
-        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| {
-            std::env::var(var).ok()
-        });
+        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| std::env::var(var).ok());
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -143,25 +138,10 @@ impl Server {
             .build()
             .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
         let events = EventBus::default();
-        let state = Arc::new(AppState {
-            config: config.clone(),
-            store,
-            verifier,
-            providers,
-            prices,
-            http,
-            events,
-        });
+        let state = Arc::new(AppState { config: config.clone(), store, verifier, providers, prices, http, events });
 
-        let mut background = vec![
-            state
-                .verifier
-                .spawn_sync(Duration::from_secs(1), shutdown.clone()),
-        ];
-        background.push(crate::keys::activity::spawn(
-            &state.events,
-            state.store.clone(),
-        ));
+        let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
+        background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
 
         let addr = listener.local_addr()?;
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -185,13 +165,7 @@ impl Server {
             }
         });
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
-        Ok(Server {
-            addr,
-            state,
-            shutdown,
-            task,
-            background,
-        })
+        Ok(Server { addr, state, shutdown, task, background })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), then drains the agents'
@@ -201,10 +175,7 @@ impl Server {
         let _ = self.task.await;
         self.state.events.close();
         for task in self.background {
-            if tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
                 tracing::warn!("a background task did not stop in time");
             }
         }

@@ -33,11 +33,7 @@ pub struct Route<'a> {
 impl Providers {
     /// Builds the routing table. With no `[[providers]]` configured, one `openai` provider
     /// from `OPENAI_BASE_URL`/`OPENAI_API_KEY` serves every model, listing the priced ones.
-    pub fn from_config(
-        config: &Config,
-        priced_models: &[&str],
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Providers {
+    pub fn from_config(config: &Config, priced_models: &[&str], env: impl Fn(&str) -> Option<String>) -> Providers {
         let configured: Vec<ProviderConfig> = if config.providers.is_empty() {
             vec![ProviderConfig {
                 name: "openai".into(),
@@ -49,12 +45,8 @@ impl Providers {
         } else {
             config.providers.clone()
         };
-        let mut providers = Providers {
-            all: Vec::new(),
-            by_model: HashMap::new(),
-            by_name: HashMap::new(),
-            catch_all: None,
-        };
+        let mut providers =
+            Providers { all: Vec::new(), by_model: HashMap::new(), by_name: HashMap::new(), catch_all: None };
         for (index, spec) in configured.into_iter().enumerate() {
             let house_key = match &spec.api_key_env {
                 Some(var) => env(var).filter(|v| !v.is_empty()).map(SecretString::from),
@@ -82,31 +74,20 @@ impl Providers {
 
     pub fn route<'a>(&'a self, model: &'a str) -> Option<Route<'a>> {
         if let Some(&index) = self.by_model.get(model) {
-            return Some(Route {
-                provider: &self.all[index],
-                upstream_model: model,
-            });
+            return Some(Route { provider: &self.all[index], upstream_model: model });
         }
         if let Some((name, rest)) = model.split_once('/')
             && let Some(&index) = self.by_name.get(name)
             && !rest.is_empty()
         {
-            return Some(Route {
-                provider: &self.all[index],
-                upstream_model: rest,
-            });
+            return Some(Route { provider: &self.all[index], upstream_model: rest });
         }
-        self.catch_all.map(|index| Route {
-            provider: &self.all[index],
-            upstream_model: model,
-        })
+        self.catch_all.map(|index| Route { provider: &self.all[index], upstream_model: model })
     }
 
     /// Every model listed by a provider, as `/v1/models` shows them.
     pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.all
-            .iter()
-            .flat_map(|p| p.models.iter().map(move |m| (m.as_str(), &*p.name)))
+        self.all.iter().flat_map(|p| p.models.iter().map(move |m| (m.as_str(), &*p.name)))
     }
 }
 
@@ -116,11 +97,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn config_with(providers: Vec<ProviderConfig>) -> Config {
-        Config {
-            providers,
-            openai_api_key: Some(SecretString::from("sk-house")),
-            ..Config::default()
-        }
+        Config { providers, openai_api_key: Some(SecretString::from("sk-house")), ..Config::default() }
     }
 
     #[test]
@@ -128,18 +105,9 @@ mod tests {
         let providers = Providers::from_config(&config_with(vec![]), &["gpt-4o-mini"], |_| None);
         let route = providers.route("some-new-model").expect("catch-all");
         assert_eq!(&*route.provider.name, "openai");
-        assert_eq!(
-            route.provider.chat_url,
-            "https://api.openai.com/v1/chat/completions"
-        );
-        assert_eq!(
-            route.provider.house_key.as_ref().map(|k| k.expose_secret()),
-            Some("sk-house")
-        );
-        assert_eq!(
-            providers.listed_models().collect::<Vec<_>>(),
-            vec![("gpt-4o-mini", "openai")]
-        );
+        assert_eq!(route.provider.chat_url, "https://api.openai.com/v1/chat/completions");
+        assert_eq!(route.provider.house_key.as_ref().map(|k| k.expose_secret()), Some("sk-house"));
+        assert_eq!(providers.listed_models().collect::<Vec<_>>(), vec![("gpt-4o-mini", "openai")]);
     }
 
     #[test]
@@ -163,15 +131,9 @@ mod tests {
         });
         let route = providers.route("llama-3.1-8b-instant").expect("exact");
         assert_eq!(&*route.provider.name, "groq");
-        assert_eq!(
-            route.provider.chat_url,
-            "https://api.groq.com/openai/v1/chat/completions"
-        );
+        assert_eq!(route.provider.chat_url, "https://api.groq.com/openai/v1/chat/completions");
         let route = providers.route("local/qwen2.5").expect("prefixed");
-        assert_eq!(
-            (&*route.provider.name, route.upstream_model),
-            ("local", "qwen2.5")
-        );
+        assert_eq!((&*route.provider.name, route.upstream_model), ("local", "qwen2.5"));
         assert!(route.provider.house_key.is_none());
         assert!(providers.route("gpt-4o").is_none());
         assert!(providers.route("local/").is_none());

@@ -12,10 +12,7 @@ pub const HEADER: &str = "x-request-id";
 pub struct RequestId(pub Arc<str>);
 
 fn is_sane(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 pub async fn assign(mut request: Request, next: Next) -> Response {

@@ -41,10 +41,7 @@ impl From<WireUsage> for TokenUsage {
     fn from(w: WireUsage) -> TokenUsage {
         TokenUsage {
             prompt_tokens: w.prompt_tokens,
-            cached_tokens: w
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+            cached_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
             completion_tokens: w.completion_tokens,
         }
     }
@@ -52,10 +49,7 @@ impl From<WireUsage> for TokenUsage {
 
 /// Usage of a whole (non-streamed) completion body, if it reports one.
 pub fn usage_of_body(body: &[u8]) -> Option<TokenUsage> {
-    serde_json::from_slice::<UsageEnvelope>(body)
-        .ok()?
-        .usage
-        .map(Into::into)
+    serde_json::from_slice::<UsageEnvelope>(body).ok()?.usage.map(Into::into)
 }
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -119,9 +113,7 @@ impl MeteredSse {
             self.saw_done_marker = true;
             return true;
         }
-        if memchr_find(data, b"\"content\":\"").is_some()
-            && memchr_find(data, b"\"content\":\"\"").is_none()
-        {
+        if memchr_find(data, b"\"content\":\"").is_some() && memchr_find(data, b"\"content\":\"\"").is_none() {
             self.content_events += 1;
         }
         if memchr_find(data, b"\"usage\":{").is_none() {
@@ -174,10 +166,7 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
     let start = memchr_find(event, b"data:")? + 5;
     let rest = &event[start..];
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-    let end = rest
-        .iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .unwrap_or(rest.len());
+    let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
     Some(&rest[..end])
 }
 
@@ -259,29 +248,18 @@ mod tests {
         "data: [DONE]\n\n",
     );
 
-    async fn relay(
-        chunks: Vec<Bytes>,
-        client_asked_usage: bool,
-    ) -> (Vec<u8>, crate::events::RequestEvent) {
+    async fn relay(chunks: Vec<Bytes>, client_asked_usage: bool) -> (Vec<u8>, crate::events::RequestEvent) {
         let bus = EventBus::default();
         let mut rx = bus.subscribe("test", 4);
         let meter = Meter::start(bus.clone(), "r".into(), "chat", [127, 0, 0, 1].into());
         let upstream = futures_util::stream::iter(chunks.into_iter().map(Ok));
-        let mut sse = MeteredSse::new(
-            Box::pin(upstream),
-            meter,
-            client_asked_usage,
-            3,
-            Duration::from_secs(5),
-        );
+        let mut sse = MeteredSse::new(Box::pin(upstream), meter, client_asked_usage, 3, Duration::from_secs(5));
         let mut out = Vec::new();
         while let Some(chunk) = sse.next().await {
             out.extend_from_slice(&chunk.expect("chunk"));
         }
         drop(sse);
-        let Some(event) = rx.recv().await else {
-            panic!("an event is published")
-        };
+        let Some(event) = rx.recv().await else { panic!("an event is published") };
         let Event::Request(event) = &*event;
         (out, (**event).clone())
     }
@@ -289,47 +267,25 @@ mod tests {
     #[tokio::test]
     async fn usage_chunk_is_read_and_stripped_at_every_split_point() {
         let bytes = STREAM.as_bytes();
-        let usage_event_start = STREAM
-            .find("data: {\"id\":\"c1\",\"choices\":[],")
-            .expect("usage event");
-        let usage_event_end =
-            usage_event_start + STREAM[usage_event_start..].find("\n\n").expect("end") + 2;
+        let usage_event_start = STREAM.find("data: {\"id\":\"c1\",\"choices\":[],").expect("usage event");
+        let usage_event_end = usage_event_start + STREAM[usage_event_start..].find("\n\n").expect("end") + 2;
         let expected_stripped = [&bytes[..usage_event_start], &bytes[usage_event_end..]].concat();
         for split in 1..bytes.len() {
-            let chunks = vec![
-                Bytes::copy_from_slice(&bytes[..split]),
-                Bytes::copy_from_slice(&bytes[split..]),
-            ];
+            let chunks = vec![Bytes::copy_from_slice(&bytes[..split]), Bytes::copy_from_slice(&bytes[split..])];
             let (out, event) = relay(chunks.clone(), false).await;
             assert_eq!(out, expected_stripped, "split at {split}");
             let usage = event.usage.expect("usage");
-            assert_eq!(
-                (
-                    usage.prompt_tokens,
-                    usage.cached_tokens,
-                    usage.completion_tokens
-                ),
-                (9, 4, 1)
-            );
+            assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (9, 4, 1));
             assert!(!event.usage_estimated && !event.aborted);
             let (out, _) = relay(chunks, true).await;
-            assert_eq!(
-                out, bytes,
-                "client asked for usage: byte for byte (split {split})"
-            );
+            assert_eq!(out, bytes, "client asked for usage: byte for byte (split {split})");
         }
     }
 
     #[tokio::test]
     async fn a_cut_stream_is_booked_with_an_estimate() {
-        let cut = STREAM
-            .find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},")
-            .expect("finish event");
-        let (out, event) = relay(
-            vec![Bytes::copy_from_slice(&STREAM.as_bytes()[..cut])],
-            false,
-        )
-        .await;
+        let cut = STREAM.find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},").expect("finish event");
+        let (out, event) = relay(vec![Bytes::copy_from_slice(&STREAM.as_bytes()[..cut])], false).await;
         assert_eq!(out, &STREAM.as_bytes()[..cut]);
         let usage = event.usage.expect("estimated usage");
         assert!(event.usage_estimated);
@@ -339,14 +295,7 @@ mod tests {
     #[test]
     fn body_usage_is_parsed() {
         let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":13,"completion_tokens":5,"total_tokens":18}}"#;
-        assert_eq!(
-            usage_of_body(body),
-            Some(TokenUsage {
-                prompt_tokens: 13,
-                cached_tokens: 0,
-                completion_tokens: 5
-            })
-        );
+        assert_eq!(usage_of_body(body), Some(TokenUsage { prompt_tokens: 13, cached_tokens: 0, completion_tokens: 5 }));
         assert_eq!(usage_of_body(b"{}"), None);
     }
 }

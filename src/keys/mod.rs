@@ -60,9 +60,7 @@ impl ApiKey {
     }
 
     pub fn parse(candidate: &str) -> Result<ApiKey, KeyError> {
-        let rest = candidate
-            .strip_prefix(PREFIX)
-            .ok_or(KeyError::WrongPrefix)?;
+        let rest = candidate.strip_prefix(PREFIX).ok_or(KeyError::WrongPrefix)?;
         if candidate.len() != KEY_LEN {
             return Err(KeyError::WrongLength);
         }
@@ -92,19 +90,13 @@ impl ApiKey {
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ApiKey({}…)",
-            &self.0.expose_secret()[..DISPLAY_PREFIX_LEN]
-        )
+        write!(f, "ApiKey({}…)", &self.0.expose_secret()[..DISPLAY_PREFIX_LEN])
     }
 }
 
 fn checksum(body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
-    let mut n = u64::from_be_bytes([
-        0, 0, 0, digest[0], digest[1], digest[2], digest[3], digest[4],
-    ]);
+    let mut n = u64::from_be_bytes([0, 0, 0, digest[0], digest[1], digest[2], digest[3], digest[4]]);
     let mut out = [0u8; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
@@ -130,15 +122,8 @@ pub async fn issue(
     name: Option<&str>,
 ) -> Result<(ApiKey, KeyListing), IssueError> {
     let key = ApiKey::generate()?;
-    let listing = store
-        .insert_key(&NewKey {
-            email,
-            name,
-            plan,
-            hash: key.hash(),
-            prefix: key.display_prefix(),
-        })
-        .await?;
+    let listing =
+        store.insert_key(&NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix() }).await?;
     Ok((key, listing))
 }
 
@@ -192,10 +177,7 @@ mod tests {
         let key = ApiKey::generate().expect("key");
         let text = key.expose().to_owned();
         assert_eq!(ApiKey::parse("sk-abc").unwrap_err(), KeyError::WrongPrefix);
-        assert_eq!(
-            ApiKey::parse(&text[..KEY_LEN - 1]).unwrap_err(),
-            KeyError::WrongLength
-        );
+        assert_eq!(ApiKey::parse(&text[..KEY_LEN - 1]).unwrap_err(), KeyError::WrongLength);
         let mut typo = text.clone().into_bytes();
         typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(typo).expect("ascii");

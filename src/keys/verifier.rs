@@ -78,19 +78,10 @@ impl KeyVerifier {
         Ok(KeyVerifier {
             store,
             // The TTL is a safety net only; correctness comes from the change log.
-            known: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            known: Cache::builder().max_capacity(200_000).time_to_live(Duration::from_secs(300)).build(),
             // Bounded so a flood of random well-formed keys cannot grow memory.
-            unknown: Cache::builder()
-                .max_capacity(20_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-            sync: Mutex::new(ChangeCursor {
-                last_seq,
-                seen: BTreeSet::new(),
-            }),
+            unknown: Cache::builder().max_capacity(20_000).time_to_live(Duration::from_secs(60)).build(),
+            sync: Mutex::new(ChangeCursor { last_seq, seen: BTreeSet::new() }),
             generation: AtomicU64::new(0),
         })
     }
@@ -134,10 +125,7 @@ impl KeyVerifier {
     /// changes were new.
     pub async fn sync_changes(&self) -> StoreResult<usize> {
         let mut cursor = self.sync.lock().await;
-        let changes = self
-            .store
-            .key_changes_since(cursor.last_seq - CHANGE_LOOKBACK)
-            .await?;
+        let changes = self.store.key_changes_since(cursor.last_seq - CHANGE_LOOKBACK).await?;
         let mut fresh = 0;
         for (seq, hash) in changes {
             if cursor.seen.insert(seq) {
@@ -153,11 +141,7 @@ impl KeyVerifier {
         Ok(fresh)
     }
 
-    pub fn spawn_sync(
-        self: &Arc<Self>,
-        every: Duration,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sync(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let verifier = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -52,8 +52,7 @@ pub struct KeyListing {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-const LISTING_COLUMNS: &str =
-    "k.id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at";
+const LISTING_COLUMNS: &str = "k.id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at";
 
 impl Store {
     pub async fn insert_key(&self, key: &NewKey<'_>) -> StoreResult<KeyListing> {
@@ -93,9 +92,7 @@ impl Store {
     pub async fn find_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
         let sql = "SELECT k.id AS key_id, k.customer_id, c.email, k.plan, k.status
                    FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.key_hash = $1";
-        Ok(
-            with_pool!(self, pool => sqlx::query_as(sql).bind(&hash.0[..]).fetch_optional(pool).await)?,
-        )
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(&hash.0[..]).fetch_optional(pool).await)?)
     }
 
     pub async fn list_keys(&self) -> StoreResult<Vec<KeyListing>> {
@@ -119,17 +116,13 @@ impl Store {
             return self.key_by_id(id).await;
         }
         let sql = "SELECT id FROM api_keys WHERE prefix = $1";
-        let ids: Vec<(Uuid,)> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id_or_prefix).fetch_all(pool).await)?;
+        let ids: Vec<(Uuid,)> = with_pool!(self, pool => sqlx::query_as(sql).bind(id_or_prefix).fetch_all(pool).await)?;
         match ids.as_slice() {
             [(id,)] => self.key_by_id(*id).await,
-            [] => Err(StoreError::NotFound(format!(
-                "no key with id or prefix `{id_or_prefix}`"
-            ))),
-            _ => Err(StoreError::Conflict(format!(
-                "prefix `{id_or_prefix}` matches {} keys; use the key id",
-                ids.len()
-            ))),
+            [] => Err(StoreError::NotFound(format!("no key with id or prefix `{id_or_prefix}`"))),
+            _ => {
+                Err(StoreError::Conflict(format!("prefix `{id_or_prefix}` matches {} keys; use the key id", ids.len())))
+            }
         }
     }
 
@@ -167,10 +160,7 @@ impl Store {
         let sql = "SELECT seq, key_hash FROM key_changes WHERE seq > $1 ORDER BY seq LIMIT 10000";
         let rows: Vec<(i64, Vec<u8>)> =
             with_pool!(self, pool => sqlx::query_as(sql).bind(after_seq).fetch_all(pool).await)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(seq, h)| KeyHash::from_slice(&h).map(|h| (seq, h)))
-            .collect())
+        Ok(rows.into_iter().filter_map(|(seq, h)| KeyHash::from_slice(&h).map(|h| (seq, h))).collect())
     }
 
     pub async fn latest_key_change(&self) -> StoreResult<i64> {

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on a real socket, against SQLite and PostgreSQL.
+//! One test binary (each extra binary relinks the whole dependency graph).
+
+mod cli;
+mod gateway;
+mod revocation;
+mod schema;
+mod sdk;
+mod store;
+mod support;
