@@ -227,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("omi.toml", include_str!("../omi.toml.example"))?;
+            let config = Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment"))
+                .expect("omi.toml.example parses");
+            assert_eq!(config.providers.len(), 3);
+            assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let config = Config { admin_key: Some(SecretString::from("very-secret-admin")), ..Config::default() };
         assert!(!format!("{config:?}").contains("very-secret-admin"));

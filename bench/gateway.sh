@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Gateway overhead benchmark (issue: foundation). Builds release binaries, starts the mock
+# upstream and `omi serve` (SQLite, key auth on), and measures side by side in one run:
+# the mock directly vs. the mock through omi. Results go to stdout and bench/out/.
+#   bench/gateway.sh            # full run (about 2 minutes after the build)
+#   DURATION=5 bench/gateway.sh # shorter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10}"
+MOCK_PORT=18001
+OMI_PORT=18002
+out=bench/out; mkdir -p "$out"
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+cargo build --release --bins --quiet
+bin=target/release
+
+work=$(mktemp -d)
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+pids=(); trap cleanup EXIT
+
+"$bin/mock-upstream" --port $MOCK_PORT --chunks 3 >"$work/mock.log" 2>&1 & pids+=($!)
+export DATABASE_URL="sqlite://$work/omi.db" OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" \
+       OPENAI_API_KEY="sk-bench-house-key" OMI_LISTEN="127.0.0.1:$OMI_PORT" RUST_LOG=warn
+OMI_BENCH_KEY=$("$bin/omi" keys create --email bench@example.com)
+export OMI_BENCH_KEY
+"$bin/omi" serve >"$work/omi.log" 2>&1 & omi_pid=$!; pids+=($omi_pid)
+for _ in $(seq 50); do curl -sf "127.0.0.1:$OMI_PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+idle_rss=$(rss $omi_pid)
+
+run() { # name url connections
+  wrk -t"$([ "$3" -gt 1 ] && echo 2 || echo 1)" -c"$3" -d"${DURATION}s" --latency -s bench/post.lua "$2/v1/chat/completions" >"$out/$1.txt"
+}
+rps() { awk '/Requests\/sec/ {print $2}' "$out/$1.txt"; }
+pct() { awk -v p="$2%" '$1==p {print $2}' "$out/$1.txt"; }
+to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000} }'; }
+
+# Warm both paths, then measure each side right after the other.
+wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$OMI_PORT/v1/chat/completions" >/dev/null
+run direct_c1 "http://127.0.0.1:$MOCK_PORT" 1
+run omi_c1 "http://127.0.0.1:$OMI_PORT" 1
+run direct_c50 "http://127.0.0.1:$MOCK_PORT" 50
+run omi_c50 "http://127.0.0.1:$OMI_PORT" 50 & load=$!
+sleep $((DURATION / 2)); load_rss=$(rss $omi_pid); wait $load
+peak_rss=$(hwm $omi_pid)
+
+# Streaming time to first byte, 50 sequential requests each way.
+ttfb() {
+  local total=0
+  for _ in $(seq 50); do
+    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H "Authorization: Bearer $OMI_BENCH_KEY" -H 'Content-Type: application/json' \
+      -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}' "$1/v1/chat/completions")
+    total=$(awk -v a="$total" -v b="$t" 'BEGIN {print a + b}')
+  done
+  awk -v t="$total" 'BEGIN {printf "%.0f", t / 50 * 1000000}'
+}
+ttfb_direct=$(ttfb "http://127.0.0.1:$MOCK_PORT")
+ttfb_omi=$(ttfb "http://127.0.0.1:$OMI_PORT")
+
+d50=$(to_us "$(pct direct_c1 50)"); o50=$(to_us "$(pct omi_c1 50)")
+d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
+{
+  echo "== OMI gateway benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk, ${DURATION}s per run) =="
+  printf "throughput c=50      direct %8s req/s   through omi %8s req/s   ratio %s\n" "$(rps direct_c50)" "$(rps omi_c50)" \
+    "$(awk -v a="$(rps omi_c50)" -v b="$(rps direct_c50)" 'BEGIN {printf "%.2f", a/b}')"
+  printf "latency c=1 p50      direct %8s us      through omi %8s us      added %s us\n" "$d50" "$o50" "$(awk -v a="$o50" -v b="$d50" 'BEGIN {printf "%.0f", a-b}')"
+  printf "latency c=1 p99      direct %8s us      through omi %8s us      added %s us\n" "$d99" "$o99" "$(awk -v a="$o99" -v b="$d99" 'BEGIN {printf "%.0f", a-b}')"
+  printf "stream TTFB (mean)   direct %8s us      through omi %8s us      added %s us\n" "$ttfb_direct" "$ttfb_omi" "$((ttfb_omi - ttfb_direct))"
+  printf "omi RSS              idle %s MiB, under c=50 load %s MiB, peak %s MiB\n" "$idle_rss" "$load_rss" "$peak_rss"
+  echo "gateway overhead histogram: omi_gateway_overhead_seconds at /metrics"
+} | tee "$out/summary.txt"
