@@ -56,6 +56,8 @@ enum KeysCommand {
     },
     /// Revoke a key by id or display prefix.
     Revoke { id_or_prefix: String },
+    /// Email the customer a fresh key, replacing this one (the old key stops working).
+    Resend { id_or_prefix: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,16 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
             let key = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
             let key = store.set_key_status(key.id, KeyStatus::Revoked).await.map_err(anyhow::Error::from)?;
             println!("revoked {} ({}, {})", key.id, key.prefix, key.email);
+        }
+        KeysCommand::Resend { id_or_prefix } => {
+            let store = open_store(config).await?;
+            let old = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
+            let new_key = keys::ApiKey::generate().map_err(anyhow::Error::from)?;
+            let vended = store.rotate_key(old.id, &new_key).await.map_err(anyhow::Error::from)?;
+            println!(
+                "replaced {} with {} ({}); the running server emails it to {}",
+                old.prefix, vended.prefix, vended.key_id, vended.email
+            );
         }
     }
     Ok(())

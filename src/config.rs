@@ -34,6 +34,12 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms"),
     ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
     ("OMI_LOG_FORMAT", "log_format"),
+    ("LEMONSQUEEZY_SIGNING_SECRET", "lemonsqueezy_signing_secret"),
+    ("POSTMARK_SERVER_TOKEN", "postmark_server_token"),
+    ("POSTMARK_API_URL", "postmark_api_url"),
+    ("SMTP_URL", "smtp_url"),
+    ("OMI_EMAIL_FROM", "email_from"),
+    ("OMI_PAYMENT_GRACE_HOURS", "payment_grace_hours"),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +66,28 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Price overrides and additions, USD per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// Lemon Squeezy webhook signing secret; the webhook refuses every call without it.
+    pub lemonsqueezy_signing_secret: Option<SecretString>,
+    pub postmark_server_token: Option<SecretString>,
+    pub postmark_api_url: Option<String>,
+    /// `smtps://user:pass@host:465`, `smtp://user:pass@host:587` (STARTTLS), or `smtp://host:25?tls=none`.
+    pub smtp_url: Option<SecretString>,
+    /// Sender of key emails.
+    pub email_from: Option<String>,
+    /// After `subscription_payment_failed`, the key keeps working this long before suspension.
+    pub payment_grace_hours: u64,
+    /// Plans sold through Lemon Squeezy; empty means every paid order vends `pro` at $29/month.
+    pub plans: Vec<PlanConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct PlanConfig {
+    pub name: String,
+    /// Monthly price in USD (display and reports; revenue itself comes from the ledger).
+    pub monthly_price_usd: f64,
+    /// Lemon Squeezy variant ids that buy this plan.
+    #[serde(default)]
+    pub variant_ids: Vec<i64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -105,6 +133,13 @@ impl Default for Config {
             log_format: "text".into(),
             providers: Vec::new(),
             prices: BTreeMap::new(),
+            lemonsqueezy_signing_secret: None,
+            postmark_server_token: None,
+            postmark_api_url: None,
+            smtp_url: None,
+            email_from: None,
+            payment_grace_hours: 72,
+            plans: Vec::new(),
         }
     }
 }
@@ -155,6 +190,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The plan a Lemon Squeezy variant buys: with no plans configured, every variant buys
+    /// the default plan; otherwise only the listed variants buy anything.
+    pub fn plan_for_variant(&self, variant_id: Option<i64>) -> Option<&str> {
+        if self.plans.is_empty() {
+            return Some(crate::DEFAULT_PLAN);
+        }
+        let variant = variant_id?;
+        self.plans.iter().find(|p| p.variant_ids.contains(&variant)).map(|p| p.name.as_str())
+    }
+
+    /// Where customers reach the API (`…/v1`), as written in key emails.
+    pub fn public_api_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => format!("{}/v1", url.trim_end_matches('/')),
+            None => format!("http://{}/v1", self.listen_addr().map(|a| a.to_string()).unwrap_or_default()),
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -236,6 +289,17 @@ mod tests {
             assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
             Ok(())
         });
+    }
+
+    #[test]
+    fn plans_map_variants_and_default_to_pro() {
+        let mut config = Config::default();
+        assert_eq!(config.plan_for_variant(Some(42)), Some("pro"));
+        assert_eq!(config.plan_for_variant(None), Some("pro"));
+        config.plans = vec![PlanConfig { name: "team".into(), monthly_price_usd: 99.0, variant_ids: vec![7, 8] }];
+        assert_eq!(config.plan_for_variant(Some(8)), Some("team"));
+        assert_eq!(config.plan_for_variant(Some(42)), None);
+        assert_eq!(config.plan_for_variant(None), None);
     }
 
     #[test]

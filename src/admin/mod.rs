@@ -9,7 +9,7 @@ use crate::store::StoreError;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +19,7 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/api/keys", get(list_keys).post(create_key))
         .route("/admin/api/keys/{id}", delete(revoke_key))
+        .route("/admin/api/keys/{id}/resend", post(resend_key))
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -115,6 +116,35 @@ async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
                 tracing::warn!(error = %e, "could not apply the revocation locally yet");
             }
             Json(json!({"data": listing})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
+async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
+        return denied;
+    }
+    let old = match app.store.resolve_key(&id).await {
+        Ok(key) => key,
+        Err(e) => return store_error(e),
+    };
+    let new_key = match keys::ApiKey::generate() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "key generation failed");
+            return ApiError::unavailable("Could not generate a key.").into_response();
+        }
+    };
+    match app.store.rotate_key(old.id, &new_key).await {
+        Ok(vended) => {
+            app.outbox.wake();
+            if let Err(e) = app.verifier.sync_changes().await {
+                tracing::warn!(error = %e, "could not apply the rotation locally yet");
+            }
+            Json(json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}))
+                .into_response()
         }
         Err(e) => store_error(e),
     }

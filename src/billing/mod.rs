@@ -1,3 +1,134 @@
-//! Money: model prices and request cost (the key vending machine and revenue ledger land here).
+//! Money: the key vending machine (Lemon Squeezy webhook → key → email through the outbox),
+//! the subscription lifecycle, the revenue ledger, and model prices.
 
+pub mod lemonsqueezy;
+pub mod mailer;
+pub mod outbox;
 pub mod prices;
+
+use crate::events::Event;
+use crate::gateway::AppState;
+use crate::gateway::error::ApiError;
+use crate::keys::ApiKey;
+use crate::store::Applied;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Webhook bodies are a few KiB; anything near this is not Lemon Squeezy.
+const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/webhooks/lemonsqueezy", post(lemonsqueezy_webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+}
+
+fn refuse(app: &AppState, status: StatusCode, reason: &'static str) -> Response {
+    metrics::counter!("omi_webhook_deliveries_total", "outcome" => reason).increment(1);
+    app.events.publish(Event::WebhookRejected { reason });
+    (status, Json(json!({"error": {"message": reason, "type": "invalid_request_error", "code": reason}})))
+        .into_response()
+}
+
+/// `POST /webhooks/lemonsqueezy`: signature first (nothing is parsed or stored before it
+/// verifies), then one transaction, then 200. The email goes out afterwards from the outbox.
+async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &app.config.lemonsqueezy_signing_secret else {
+        return refuse(&app, StatusCode::UNAUTHORIZED, "webhook_disabled");
+    };
+    let signature = headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !lemonsqueezy::signature_is_valid(secret.expose_secret().as_bytes(), &body, signature) {
+        return refuse(&app, StatusCode::UNAUTHORIZED, "bad_signature");
+    }
+    let raw = String::from_utf8_lossy(&body);
+    let delivery = match lemonsqueezy::parse(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            let name = headers.get("x-event-name").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+            if let Err(store_error) = app.store.record_malformed_webhook(name, &raw, &e.to_string()).await {
+                tracing::error!(error = %store_error, "could not record a malformed webhook");
+            }
+            metrics::counter!("omi_webhook_deliveries_total", "outcome" => "malformed").increment(1);
+            return ApiError::invalid_request(format!("Malformed webhook: {e}.")).into_response();
+        }
+    };
+    let plan = match &delivery.change {
+        lemonsqueezy::Change::Purchase { variant_id, .. } => app.config.plan_for_variant(*variant_id),
+        _ => None,
+    };
+    let new_key = match ApiKey::generate() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot generate a key");
+            return ApiError::unavailable("Try again shortly.").into_response();
+        }
+    };
+    let grace = chrono::Duration::hours(i64::try_from(app.config.payment_grace_hours).unwrap_or(72));
+    match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key).await {
+        Ok(Applied::Duplicate) => {
+            metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);
+            (StatusCode::OK, Json(json!({"ok": true, "outcome": "duplicate"}))).into_response()
+        }
+        Ok(Applied::Recorded { outcome, vended, key_status_changed }) => {
+            metrics::counter!("omi_webhook_deliveries_total", "outcome" => outcome).increment(1);
+            tracing::info!(event = %delivery.event_name, outcome, "lemon squeezy webhook applied");
+            if let Some(v) = vended {
+                app.outbox.wake();
+                app.events.publish(Event::KeyVended {
+                    customer_id: v.customer_id,
+                    email: v.email,
+                    plan: v.plan,
+                    key_prefix: v.prefix,
+                    order_id: v.order_id,
+                });
+            }
+            if key_status_changed {
+                // This instance obeys at once; the others within a second via the change log.
+                if let Err(e) = app.verifier.sync_changes().await {
+                    tracing::warn!(error = %e, "key change not applied locally yet");
+                }
+            }
+            (StatusCode::OK, Json(json!({"ok": true, "outcome": outcome}))).into_response()
+        }
+        Err(e) => {
+            // Not 200: Lemon Squeezy retries, and the transaction left nothing behind.
+            tracing::error!(error = %e, event = %delivery.event_name, "webhook could not be applied");
+            metrics::counter!("omi_webhook_deliveries_total", "outcome" => "error").increment(1);
+            ApiError::unavailable("Temporarily unable to record the event; retry.").into_response()
+        }
+    }
+}
+
+/// Suspends keys whose payment grace ran out and revokes cancelled ones past their term.
+pub fn spawn_lifecycle(app: Arc<AppState>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match app.store.expire_due_purchases().await {
+                Ok(0) => {}
+                Ok(changed) => {
+                    tracing::info!(changed, "subscription terms ended; keys updated");
+                    if let Err(e) = app.verifier.sync_changes().await {
+                        tracing::warn!(error = %e, "key change not applied locally yet");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "lifecycle sweep failed"),
+            }
+        }
+    })
+}

@@ -16,6 +16,23 @@ use uuid::Uuid;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Request(Box<RequestEvent>),
+    /// A purchase became a key (never the key itself).
+    KeyVended {
+        customer_id: Uuid,
+        email: String,
+        plan: String,
+        key_prefix: String,
+        order_id: Option<i64>,
+    },
+    /// A webhook call was refused before anything was stored (someone probing, or a wrong secret).
+    WebhookRejected {
+        reason: &'static str,
+    },
+    /// A key email could not be sent (`permanent`: it will not be retried).
+    EmailFailed {
+        permanent: bool,
+        attempts: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -178,7 +195,7 @@ mod tests {
         }
         bus.close();
         assert!(fast.recv().await.is_none(), "closing the bus ends every subscriber's stream");
-        let Event::Request(req) = sample();
+        let Event::Request(req) = sample() else { panic!("a request event") };
         assert_eq!(req.overhead(), Duration::from_millis(1));
     }
 }

@@ -10,6 +10,8 @@ pub mod providers;
 pub mod request_id;
 mod stream;
 
+use crate::billing::mailer::{EmailAddress, Mailer};
+use crate::billing::outbox::{OutboxSignal, Worker};
 use crate::billing::prices::PriceTable;
 use crate::config::Config;
 use crate::events::EventBus;
@@ -39,6 +41,7 @@ pub struct AppState {
     pub prices: PriceTable,
     pub http: reqwest::Client,
     pub events: EventBus,
+    pub outbox: Arc<OutboxSignal>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub enum ServeError {
     Http(String),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("email configuration: {0}")]
+    Email(String),
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -59,6 +64,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .merge(crate::admin::router())
+        .merge(crate::billing::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(app)
@@ -109,6 +115,23 @@ async fn not_found() -> Response {
     error::ApiError::invalid_request("Unknown endpoint.").into_response_with(StatusCode::NOT_FOUND)
 }
 
+fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeError> {
+    let configured = config.postmark_server_token.is_some() || config.smtp_url.is_some();
+    let from = match (&config.email_from, configured) {
+        (Some(from), _) => EmailAddress::parse(from).map_err(|e| ServeError::Email(format!("OMI_EMAIL_FROM: {e}")))?,
+        (None, true) => return Err(ServeError::Email("OMI_EMAIL_FROM is required to send key emails".into())),
+        (None, false) => return Ok(Mailer::Disabled),
+    };
+    Mailer::from_settings(
+        config.postmark_server_token.clone(),
+        config.postmark_api_url.as_deref(),
+        config.smtp_url.clone(),
+        from,
+        http,
+    )
+    .map_err(|e| ServeError::Email(e.to_string()))
+}
+
 /// A running gateway: its address, and the handle that stops it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -137,11 +160,31 @@ impl Server {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
+        let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let events = EventBus::default();
-        let state = Arc::new(AppState { config: config.clone(), store, verifier, providers, prices, http, events });
+        let outbox = Arc::new(OutboxSignal::default());
+        let state = Arc::new(AppState {
+            config: config.clone(),
+            store,
+            verifier,
+            providers,
+            prices,
+            http,
+            events,
+            outbox: outbox.clone(),
+        });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
+        background.push(crate::billing::spawn_lifecycle(state.clone(), Duration::from_secs(30), shutdown.clone()));
+        let worker = Worker {
+            store: state.store.clone(),
+            mailer,
+            events: state.events.clone(),
+            signal: outbox,
+            api_base: config.public_api_base(),
+        };
+        background.push(worker.spawn(shutdown.clone()));
 
         let addr = listener.local_addr()?;
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

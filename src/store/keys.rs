@@ -2,24 +2,12 @@
 //! transaction: that log is how other instances (and other processes on the same SQLite
 //! file) learn to drop a key from their verification cache.
 
-use super::{Store, StoreError, StoreResult, with_pool};
+use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use crate::customers::EmailAddress;
 use crate::keys::{KeyHash, KeyStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-
-/// Appends to the key-change log inside the caller's transaction (a macro because the
-/// transaction's database type differs per arm of `with_pool!`).
-macro_rules! log_change {
-    ($tx:expr, $hash:expr, $at:expr) => {
-        sqlx::query("INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)")
-            .bind(&$hash.0[..])
-            .bind($at)
-            .execute(&mut *$tx)
-            .await
-    };
-}
 
 pub struct NewKey<'a> {
     pub email: &'a EmailAddress,
@@ -59,31 +47,10 @@ impl Store {
         let now = Utc::now();
         let key_id = Uuid::now_v7();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let (customer_id,): (Uuid,) = sqlx::query_as(
-                "INSERT INTO customers (id, email, name, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
-            )
-            .bind(Uuid::now_v7())
-            .bind(key.email.as_str())
-            .bind(key.name)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO api_keys (id, customer_id, key_hash, prefix, name, plan, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7)",
-            )
-            .bind(key_id)
-            .bind(customer_id)
-            .bind(&key.hash.0[..])
-            .bind(&key.prefix)
-            .bind(key.name)
-            .bind(key.plan)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            log_change!(tx, key.hash, now)?;
+            let mut tx = pool.begin_write().await?;
+            let no_custom_data: Option<sqlx::types::Json<serde_json::Value>> = None;
+            let customer_id = upsert_customer!(tx, key.email.as_str(), key.name, None::<i64>, no_custom_data, now);
+            insert_key_row!(tx, key_id, customer_id, key.hash, &key.prefix, key.name, key.plan, "active", now);
             tx.commit().await?;
         });
         self.key_by_id(key_id).await
@@ -131,7 +98,7 @@ impl Store {
         let now = Utc::now();
         let revoked_at = (status == KeyStatus::Revoked).then_some(now);
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: Option<(Vec<u8>,)> = sqlx::query_as(
                 "UPDATE api_keys SET status = $2, revoked_at = COALESCE(revoked_at, $3)
                  WHERE id = $1 AND (status <> 'revoked' OR $2 = 'revoked') RETURNING key_hash",
@@ -173,7 +140,7 @@ impl Store {
     pub async fn touch_keys(&self, seen: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()> {
         let sql = "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (id, at) in seen {
                 sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
             }

@@ -3,6 +3,64 @@
 //! runs unchanged on both backends through [`with_pool!`]; only the DDL differs, in
 //! `migrations/sqlite` and `migrations/postgres`.
 
+/// Appends to the key-change log inside the caller's transaction (a macro because the
+/// transaction's database type differs per arm of `with_pool!`).
+macro_rules! log_change {
+    ($tx:expr, $hash:expr, $at:expr) => {
+        sqlx::query("INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)")
+            .bind(&$hash.0[..])
+            .bind($at)
+            .execute(&mut *$tx)
+            .await
+    };
+}
+
+/// Inserts a key row (hash and display prefix only) and logs the change, inside `$tx`.
+macro_rules! insert_key_row {
+    ($tx:expr, $key_id:expr, $customer_id:expr, $hash:expr, $prefix:expr, $name:expr, $plan:expr, $status:expr, $now:expr) => {{
+        sqlx::query(
+            "INSERT INTO api_keys (id, customer_id, key_hash, prefix, name, plan, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($key_id)
+        .bind($customer_id)
+        .bind(&$hash.0[..])
+        .bind($prefix)
+        .bind($name)
+        .bind($plan)
+        .bind($status)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        log_change!($tx, $hash, $now)?;
+    }};
+}
+
+/// Creates or refreshes a customer by email (the identity), returning its id, inside `$tx`.
+/// Known details are never erased by a later event that lacks them.
+macro_rules! upsert_customer {
+    ($tx:expr, $email:expr, $name:expr, $ls_customer_id:expr, $custom_data:expr, $now:expr) => {{
+        let (id,): (uuid::Uuid,) = sqlx::query_as(
+            "INSERT INTO customers (id, email, name, ls_customer_id, custom_data, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (email) DO UPDATE SET
+                 name = COALESCE(excluded.name, customers.name),
+                 ls_customer_id = COALESCE(excluded.ls_customer_id, customers.ls_customer_id),
+                 custom_data = COALESCE(excluded.custom_data, customers.custom_data)
+             RETURNING id",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind($email)
+        .bind($name)
+        .bind($ls_customer_id)
+        .bind($custom_data)
+        .bind($now)
+        .fetch_one(&mut *$tx)
+        .await?;
+        id
+    }};
+}
+
+mod billing;
 mod keys;
 mod schema;
 
@@ -12,6 +70,7 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
 
@@ -51,6 +110,28 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Starts a transaction that will write. SQLite must take its write lock up front
+/// (`BEGIN IMMEDIATE`): a deferred transaction that later upgrades can fail at once with
+/// "database is locked" instead of waiting its turn.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
 
 impl Store {
     pub async fn connect(url: &str) -> StoreResult<Store> {

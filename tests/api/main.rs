@@ -1,8 +1,10 @@
 //! Integration tests: the real server on a real socket, against SQLite and PostgreSQL.
 //! One test binary (each extra binary relinks the whole dependency graph).
 
+mod billing;
 mod cli;
 mod gateway;
+mod mailer;
 mod revocation;
 mod schema;
 mod sdk;

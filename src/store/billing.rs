@@ -1,0 +1,493 @@
+//! The key vending machine's state. A webhook delivery is applied in ONE transaction:
+//! recorded in `webhook_events` (its dedupe key is UNIQUE, so a retried or resent delivery
+//! is a no-op), the purchase upserted (order id is the PRIMARY KEY, so `order_created` and
+//! `subscription_created` of one purchase meet on the same row in either order), the key
+//! vended only by the update that claims `purchases.key_id` while it is NULL, and the key
+//! email queued in `email_outbox` with it. Constraints, not memory, make it exactly-once
+//! across any number of instances.
+
+use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
+use crate::billing::lemonsqueezy::{
+    Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, key_status_for,
+};
+use crate::keys::{ApiKey, KeyHash, KeyStatus};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+/// A key made by a purchase (never the secret: that sits in the outbox until sent).
+#[derive(Debug, Clone)]
+pub struct VendedKey {
+    pub key_id: Uuid,
+    pub customer_id: Uuid,
+    pub email: String,
+    pub plan: String,
+    pub prefix: String,
+    /// The purchase it belongs to (none for an operator's rotation of a hand-made key).
+    pub order_id: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum Applied {
+    /// This delivery was seen before; nothing changed.
+    Duplicate,
+    Recorded {
+        outcome: &'static str,
+        vended: Option<VendedKey>,
+        key_status_changed: bool,
+    },
+}
+
+/// A key email due for delivery, claimed under a lease.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxEmail {
+    pub id: Uuid,
+    pub to_email: String,
+    pub plan: String,
+    pub key_plaintext: Option<String>,
+    pub attempts: i32,
+}
+
+fn ledger_names(entry: &LedgerEntry) -> (&'static str, &'static str) {
+    let kind = match entry.kind {
+        LedgerKind::Payment => "payment",
+        LedgerKind::Refund => "refund",
+    };
+    let source = match entry.source {
+        LedgerSource::Order => "order",
+        LedgerSource::Invoice => "invoice",
+    };
+    (kind, source)
+}
+
+/// Books a payment or refund once (by its Lemon Squeezy id); a refund that grows (partial
+/// refunds add up) keeps the larger cumulative amount.
+macro_rules! book_ledger {
+    ($tx:expr, $entry:expr, $customer_id:expr, $test_mode:expr) => {{
+        let (kind, source) = ledger_names($entry);
+        sqlx::query(
+            "INSERT INTO revenue_ledger (id, kind, source, source_id, customer_id, amount_cents, currency, test_mode, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (kind, source, source_id) DO UPDATE SET amount_cents =
+                 CASE WHEN excluded.amount_cents > revenue_ledger.amount_cents
+                      THEN excluded.amount_cents ELSE revenue_ledger.amount_cents END",
+        )
+        .bind(Uuid::now_v7())
+        .bind(kind)
+        .bind(source)
+        .bind($entry.source_id)
+        .bind($customer_id)
+        .bind($entry.amount_cents)
+        .bind(&$entry.currency)
+        .bind($test_mode)
+        .bind($entry.occurred_at)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+/// Queues a key email with its plaintext, in the same transaction that made the key.
+macro_rules! queue_key_email {
+    ($tx:expr, $customer_id:expr, $key_id:expr, $email:expr, $plan:expr, $key:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO email_outbox (id, customer_id, key_id, to_email, plan, key_plaintext, status, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind($customer_id)
+        .bind($key_id)
+        .bind($email)
+        .bind($plan)
+        .bind($key.expose())
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct PurchaseState {
+    key_id: Option<Uuid>,
+    subscription_status: Option<String>,
+    ends_at: Option<DateTime<Utc>>,
+    grace_until: Option<DateTime<Utc>>,
+    refunded: bool,
+}
+
+/// Brings the purchase's key to the status its subscription implies (revocation is final).
+/// Evaluates to whether the key changed.
+macro_rules! sync_key_status {
+    ($tx:expr, $order_id:expr, $now:expr) => {{
+        let state: Option<PurchaseState> = sqlx::query_as(
+            "SELECT key_id, subscription_status, ends_at, grace_until, refunded FROM purchases WHERE order_id = $1",
+        )
+        .bind($order_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let mut changed = false;
+        if let Some(PurchaseState { key_id: Some(key_id), subscription_status, ends_at, grace_until, refunded }) = state
+        {
+            let desired = key_status_for(subscription_status.as_deref(), ends_at, grace_until, refunded, $now);
+            let row: Option<(Vec<u8>,)> = sqlx::query_as(
+                "UPDATE api_keys SET status = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3 ELSE revoked_at END
+                 WHERE id = $1 AND status <> $2 AND status <> 'revoked' RETURNING key_hash",
+            )
+            .bind(key_id)
+            .bind(desired.as_str())
+            .bind($now)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some(hash) = row.and_then(|(h,)| KeyHash::from_slice(&h)) {
+                log_change!($tx, hash, $now)?;
+                changed = true;
+            }
+        }
+        changed
+    }};
+}
+
+impl Store {
+    /// Applies one verified, parsed delivery. `plan` is the plan its variant maps to (None:
+    /// recorded, not vended); `new_key` is used only if this delivery vends.
+    pub async fn apply_webhook(
+        &self,
+        delivery: &Delivery,
+        raw_body: &str,
+        plan: Option<&str>,
+        payment_grace: chrono::Duration,
+        new_key: &ApiKey,
+    ) -> StoreResult<Applied> {
+        let now = Utc::now();
+        let event_id = Uuid::now_v7();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_events (id, dedupe_key, event_name, resource_type, resource_id, resource_updated_at,
+                     test_mode, body, received_at, outcome)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received') ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(delivery.dedupe_key())
+            .bind(&delivery.event_name)
+            .bind(&delivery.resource_type)
+            .bind(&delivery.resource_id)
+            .bind(&delivery.resource_updated_at)
+            .bind(delivery.test_mode)
+            .bind(raw_body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Applied::Duplicate);
+            }
+
+            let mut vended = None;
+            let mut affected_order: Option<i64> = None;
+            let outcome: &'static str = match &delivery.change {
+                Change::Ignored(_) => "ignored",
+                Change::Purchase { paid: false, .. } => "not_paid",
+                Change::Purchase { .. } if plan.is_none() => "no_plan",
+                Change::Purchase { order_id, variant_id, buyer, subscription, payment, vend, .. } => {
+                    let plan = plan.unwrap_or(crate::DEFAULT_PLAN);
+                    let custom_data = buyer.custom_data.clone().map(|m| Json(serde_json::Value::Object(m)));
+                    let customer_id =
+                        upsert_customer!(tx, buyer.email.as_str(), &buyer.name, buyer.ls_customer_id, custom_data, now);
+                    sqlx::query(
+                        "INSERT INTO purchases (order_id, customer_id, plan, variant_id, test_mode, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING",
+                    )
+                    .bind(order_id)
+                    .bind(customer_id)
+                    .bind(plan)
+                    .bind(variant_id)
+                    .bind(delivery.test_mode)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(state) = subscription {
+                        // Older news never overwrites newer: compare the resource's updated_at.
+                        sqlx::query(
+                            "UPDATE purchases SET subscription_id = $2, subscription_status = $3, ends_at = $4,
+                                 status_updated_at = $5
+                             WHERE order_id = $1 AND (status_updated_at IS NULL OR status_updated_at < $5)",
+                        )
+                        .bind(order_id)
+                        .bind(state.subscription_id)
+                        .bind(&state.status)
+                        .bind(state.ends_at)
+                        .bind(state.updated_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if let Some(entry) = payment {
+                        book_ledger!(tx, entry, customer_id, delivery.test_mode);
+                    }
+                    affected_order = Some(*order_id);
+                    if *vend {
+                        let key_id = Uuid::now_v7();
+                        let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
+                        insert_key_row!(tx, key_id, customer_id, hash, &prefix, None::<&str>, plan, "active", now);
+                        let claimed = sqlx::query("UPDATE purchases SET key_id = $2 WHERE order_id = $1 AND key_id IS NULL")
+                            .bind(order_id)
+                            .bind(key_id)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if claimed == 1 {
+                            queue_key_email!(tx, customer_id, key_id, buyer.email.as_str(), plan, new_key, now);
+                            vended = Some(VendedKey {
+                                key_id,
+                                customer_id,
+                                email: buyer.email.as_str().to_owned(),
+                                plan: plan.to_owned(),
+                                prefix,
+                                order_id: Some(*order_id),
+                            });
+                            "vended"
+                        } else {
+                            // The other delivery of this purchase vended first: drop ours unseen.
+                            sqlx::query("DELETE FROM key_changes WHERE key_hash = $1").bind(&hash.0[..]).execute(&mut *tx).await?;
+                            sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+                            "already_vended"
+                        }
+                    } else {
+                        "updated"
+                    }
+                }
+                Change::Invoice { subscription_id, signal, updated_at, ledger } => {
+                    let found: Option<(i64, Uuid)> =
+                        sqlx::query_as("SELECT order_id, customer_id FROM purchases WHERE subscription_id = $1")
+                            .bind(subscription_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match found {
+                        None => "unknown_subscription",
+                        Some((order_id, customer_id)) => {
+                            if let Some(signal) = signal {
+                                let grace_until = match signal {
+                                    PaymentSignal::Failed => Some(now + payment_grace),
+                                    PaymentSignal::Succeeded => None,
+                                };
+                                sqlx::query(
+                                    "UPDATE purchases SET grace_until = $2, payment_updated_at = $3
+                                     WHERE order_id = $1 AND (payment_updated_at IS NULL OR payment_updated_at < $3)",
+                                )
+                                .bind(order_id)
+                                .bind(grace_until)
+                                .bind(updated_at)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            if let Some(entry) = ledger {
+                                book_ledger!(tx, entry, customer_id, delivery.test_mode);
+                            }
+                            affected_order = Some(order_id);
+                            "updated"
+                        }
+                    }
+                }
+                Change::Refund { order_id, ledger, full } => {
+                    let found: Option<(Uuid,)> = sqlx::query_as("SELECT customer_id FROM purchases WHERE order_id = $1")
+                        .bind(order_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match found {
+                        None => "unknown_purchase",
+                        Some((customer_id,)) => {
+                            if *full {
+                                sqlx::query("UPDATE purchases SET refunded = TRUE WHERE order_id = $1")
+                                    .bind(order_id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            book_ledger!(tx, ledger, customer_id, delivery.test_mode);
+                            affected_order = Some(*order_id);
+                            "refunded"
+                        }
+                    }
+                }
+            };
+            let key_status_changed = match affected_order {
+                Some(order_id) => sync_key_status!(tx, order_id, now),
+                None => false,
+            };
+            // A key vended for a purchase already over (say, expired first) is never emailed.
+            if let Some(v) = &vended {
+                sqlx::query(
+                    "DELETE FROM email_outbox WHERE key_id = $1 AND EXISTS
+                         (SELECT 1 FROM api_keys WHERE id = $1 AND status = 'revoked')",
+                )
+                .bind(v.key_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE webhook_events SET outcome = $2 WHERE id = $1")
+                .bind(event_id)
+                .bind(outcome)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Applied::Recorded { outcome, vended, key_status_changed })
+        })
+    }
+
+    /// Records a signed delivery that could not be parsed (kept for audit and replay).
+    pub async fn record_malformed_webhook(&self, event_name: &str, raw_body: &str, detail: &str) -> StoreResult<()> {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let sql =
+            "INSERT INTO webhook_events (id, dedupe_key, event_name, test_mode, body, received_at, outcome, detail)
+                   VALUES ($1, $2, $3, FALSE, $4, $5, 'malformed', $6)";
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(format!("malformed|{id}"))
+            .bind(event_name)
+            .bind(raw_body)
+            .bind(now)
+            .bind(detail)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Re-evaluates keys whose grace period or paid-up term has run out; returns how many changed.
+    pub async fn expire_due_purchases(&self) -> StoreResult<usize> {
+        let now = Utc::now();
+        let due_sql = "SELECT p.order_id FROM purchases p JOIN api_keys k ON k.id = p.key_id
+                       WHERE k.status <> 'revoked'
+                         AND ((p.grace_until IS NOT NULL AND p.grace_until <= $1)
+                              OR (p.subscription_status = 'cancelled' AND p.ends_at <= $1))";
+        let due: Vec<(i64,)> = with_pool!(self, pool => sqlx::query_as(due_sql).bind(now).fetch_all(pool).await)?;
+        let mut changed = 0;
+        for (order_id,) in due {
+            let did = with_pool!(self, pool => {
+                let mut tx = pool.begin_write().await?;
+                let did = sync_key_status!(tx, order_id, now);
+                tx.commit().await?;
+                Ok::<bool, StoreError>(did)
+            })?;
+            changed += usize::from(did);
+        }
+        Ok(changed)
+    }
+
+    /// Claims the next due email for `lease` (another instance takes it over if we die).
+    pub async fn claim_due_email(&self, lease: chrono::Duration) -> StoreResult<Option<OutboxEmail>> {
+        let now = Utc::now();
+        const PICK: &str = "SELECT id FROM email_outbox WHERE status = 'pending' AND next_attempt_at <= $1
+                            AND (locked_until IS NULL OR locked_until <= $1) ORDER BY next_attempt_at LIMIT 1";
+        const CLAIM: &str = "UPDATE email_outbox SET locked_until = $2 WHERE id = ({pick})
+                             RETURNING id, to_email, plan, key_plaintext, attempts";
+        Ok(match self {
+            // PostgreSQL: SKIP LOCKED lets every instance's worker take a different row.
+            Store::Postgres(pool) => {
+                let sql = CLAIM.replace("{pick}", &format!("{PICK} FOR UPDATE SKIP LOCKED"));
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease).fetch_optional(pool).await?
+            }
+            // SQLite serializes writers, so the single UPDATE is already exclusive.
+            Store::Sqlite(pool) => {
+                let sql = CLAIM.replace("{pick}", PICK);
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease).fetch_optional(pool).await?
+            }
+        })
+    }
+
+    /// A confirmed send: the plaintext key is erased; the database keeps only hashes.
+    pub async fn email_sent(&self, id: Uuid) -> StoreResult<()> {
+        let sql = "UPDATE email_outbox SET status = 'sent', key_plaintext = NULL, sent_at = $2, locked_until = NULL,
+                   last_error = NULL WHERE id = $1";
+        with_pool!(self, pool => sqlx::query(sql).bind(id).bind(Utc::now()).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn email_retry_later(
+        &self,
+        id: Uuid,
+        attempts: i32,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE email_outbox SET attempts = $2, next_attempt_at = $3, locked_until = NULL, last_error = $4
+                   WHERE id = $1";
+        with_pool!(self, pool => sqlx::query(sql).bind(id).bind(attempts).bind(next_at).bind(error).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Permanently undeliverable: the key is erased too; the operator resends (rotating it).
+    pub async fn email_failed(&self, id: Uuid, attempts: i32, error: &str) -> StoreResult<()> {
+        let sql = "UPDATE email_outbox SET status = 'failed', attempts = $2, key_plaintext = NULL, locked_until = NULL,
+                   last_error = $3 WHERE id = $1";
+        with_pool!(self, pool => sqlx::query(sql).bind(id).bind(attempts).bind(error).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Emails waiting to go out (a metric and a health signal).
+    pub async fn outbox_depth(&self) -> StoreResult<i64> {
+        let sql = "SELECT COUNT(*) FROM email_outbox WHERE status = 'pending'";
+        let (n,): (i64,) = with_pool!(self, pool => sqlx::query_as(sql).fetch_one(pool).await)?;
+        Ok(n)
+    }
+
+    /// Replaces a key with `new_key` (same customer, plan and purchase) and queues its email:
+    /// the operator's "resend", which also makes a leaked old key useless.
+    pub async fn rotate_key(&self, old_key_id: Uuid, new_key: &ApiKey) -> StoreResult<VendedKey> {
+        let now = Utc::now();
+        let new_id = Uuid::now_v7();
+        #[derive(sqlx::FromRow)]
+        struct Old {
+            customer_id: Uuid,
+            plan: String,
+            status: String,
+            key_hash: Vec<u8>,
+            email: String,
+            name: Option<String>,
+        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let old: Option<Old> = sqlx::query_as(
+                "SELECT k.customer_id, k.plan, k.status, k.key_hash, c.email, k.name
+                 FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.id = $1",
+            )
+            .bind(old_key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(old) = old else {
+                return Err(StoreError::NotFound(format!("no key with id {old_key_id}")));
+            };
+            if old.status == KeyStatus::Revoked.as_str() {
+                return Err(StoreError::Conflict(format!("key {old_key_id} is revoked; create a new key instead")));
+            }
+            let old_hash = KeyHash::from_slice(&old.key_hash)
+                .ok_or_else(|| StoreError::Conflict(format!("key {old_key_id} has a corrupt hash")))?;
+            sqlx::query("UPDATE api_keys SET status = 'revoked', revoked_at = $2 WHERE id = $1")
+                .bind(old_key_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            log_change!(tx, old_hash, now)?;
+            let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
+            insert_key_row!(tx, new_id, old.customer_id, hash, &prefix, &old.name, &old.plan, &old.status, now);
+            sqlx::query("UPDATE purchases SET key_id = $2 WHERE key_id = $1")
+                .bind(old_key_id)
+                .bind(new_id)
+                .execute(&mut *tx)
+                .await?;
+            queue_key_email!(tx, old.customer_id, new_id, &old.email, &old.plan, new_key, now);
+            let order_id: Option<(i64,)> = sqlx::query_as("SELECT order_id FROM purchases WHERE key_id = $1")
+                .bind(new_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(VendedKey {
+                key_id: new_id,
+                customer_id: old.customer_id,
+                email: old.email,
+                plan: old.plan,
+                prefix,
+                order_id: order_id.map(|(id,)| id),
+            })
+        })
+    }
+}

@@ -1,0 +1,445 @@
+//! The key vending machine end to end: signed Lemon Squeezy deliveries (fixtures built from
+//! contracts.md §1), a fake Postmark over HTTP, a real SMTP server, two backends.
+
+use crate::mailer::{SinkTls, SmtpSink, provision_venv};
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, chat_body, eventually, start_server, test_config};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::time::Duration;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "whsec_test_secret";
+const ORDER: i64 = 6922210;
+const SUBSCRIPTION: i64 = 1674641;
+const EMAIL: &str = "ada@example.com";
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("hmac key");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn at(minute: u32) -> String {
+    format!("2026-11-27T21:{minute:02}:06.000000Z")
+}
+
+fn order_created(order_id: i64, variant_id: i64) -> Value {
+    json!({
+        "meta": {"event_name": "order_created", "test_mode": true, "webhook_id": "b1d6c0f4-3a5e-4a8e-9d0e-6f1f2a3b4c5d",
+                 "custom_data": {"user_id": "42"}},
+        "data": {"type": "orders", "id": order_id.to_string(), "attributes": {
+            "store_id": 249054, "customer_id": 7238231, "identifier": "89b36d62-4f5c-4353-853f-0c769d0535c8",
+            "order_number": 1001, "user_name": "Ada Example", "user_email": EMAIL, "currency": "USD",
+            "currency_rate": "1.0000", "subtotal": 2900, "tax": 0, "total": 2900, "refunded_amount": 0,
+            "subtotal_usd": 2900, "tax_usd": 0, "total_usd": 2900, "refunded_amount_usd": 0,
+            "status": "paid", "status_formatted": "Paid", "refunded": false, "refunded_at": null,
+            "first_order_item": {"id": 6862308, "order_id": order_id, "product_id": 708718, "variant_id": variant_id,
+                                 "product_name": "OMI Pro API", "variant_name": "Monthly", "price": 2900, "quantity": 1},
+            "created_at": at(0), "updated_at": at(0), "test_mode": true},
+            "links": {"self": format!("https://api.lemonsqueezy.com/v1/orders/{order_id}")}}
+    })
+}
+
+fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
+    json!({
+        "meta": {"event_name": event, "test_mode": true, "custom_data": {"user_id": "42"}},
+        "data": {"type": "subscriptions", "id": (SUBSCRIPTION + order_id - ORDER).to_string(), "attributes": {
+            "store_id": 249054, "customer_id": 7238231, "order_id": order_id, "order_item_id": 6862308,
+            "product_id": 708718, "variant_id": 1115451, "user_name": "Ada Example", "user_email": EMAIL,
+            "status": status, "cancelled": status == "cancelled", "pause": null,
+            "renews_at": "2026-12-27T21:34:04.000000Z", "ends_at": ends_at,
+            "created_at": at(0), "updated_at": at(minute), "test_mode": true}}
+    })
+}
+
+fn invoice(event: &str, minute: u32, reason: &str) -> Value {
+    json!({
+        "meta": {"event_name": event, "test_mode": true},
+        "data": {"type": "subscription-invoices", "id": format!("{}", 900 + minute), "attributes": {
+            "store_id": 249054, "subscription_id": SUBSCRIPTION, "customer_id": 7238231, "user_email": EMAIL,
+            "billing_reason": reason, "status": "paid", "total": 2900, "total_usd": 2900,
+            "created_at": at(minute), "updated_at": at(minute), "test_mode": true}}
+    })
+}
+
+fn refund(order_id: i64, minute: u32) -> Value {
+    let mut body = order_created(order_id, 1115451);
+    body["meta"]["event_name"] = json!("order_refunded");
+    let attrs = &mut body["data"]["attributes"];
+    attrs["status"] = json!("refunded");
+    attrs["refunded"] = json!(true);
+    attrs["refunded_amount_usd"] = json!(2900);
+    attrs["refunded_at"] = json!(at(minute));
+    attrs["updated_at"] = json!(at(minute));
+    body
+}
+
+async fn postmark() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/email"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"To": EMAIL, "SubmittedAt": "2026-11-27T12:00:00Z", "MessageID": "m-1", "ErrorCode": 0, "Message": "OK"}),
+        ))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn billing_config(config: &mut omi::config::Config, postmark_url: &str) {
+    config.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+    config.postmark_server_token = Some(SecretString::from("pm-server-token"));
+    config.postmark_api_url = Some(postmark_url.to_string());
+    config.email_from = Some("keys@omi.example".into());
+    config.public_url = Some("https://api.omi.example".into());
+}
+
+async fn deliver(app: &TestApp, body: &Value) -> reqwest::Response {
+    let text = body.to_string();
+    app.http
+        .post(format!("{}/webhooks/lemonsqueezy", app.base))
+        .header("content-type", "application/json")
+        .header("x-event-name", body["meta"]["event_name"].as_str().unwrap_or(""))
+        .header("x-signature", sign(&text))
+        .body(text)
+        .send()
+        .await
+        .expect("deliver")
+}
+
+async fn outcome(app: &TestApp, body: &Value) -> String {
+    let response = deliver(app, body).await;
+    assert_eq!(response.status(), 200, "{body}");
+    let reply: Value = response.json().await.expect("json");
+    reply["outcome"].as_str().unwrap_or_default().to_string()
+}
+
+/// Keys found in the emails Postmark received, in order.
+async fn emailed_keys(postmark: &MockServer) -> Vec<String> {
+    let requests = postmark.received_requests().await.unwrap_or_default();
+    requests
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter_map(|b| b["TextBody"].as_str().map(str::to_owned))
+        .filter_map(|text| {
+            text.split_whitespace().find(|w| w.starts_with("omi_")).map(|w| w.trim_matches('"').to_string())
+        })
+        .collect()
+}
+
+async fn wait_for_emails(postmark: &MockServer, n: usize) -> Vec<String> {
+    eventually(Duration::from_secs(10), || async { emailed_keys(postmark).await.len() >= n }).await;
+    emailed_keys(postmark).await
+}
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+    match &app.state().store {
+        omi::store::Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.expect("count"),
+        omi::store::Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.expect("count"),
+    }
+}
+
+async fn status_with(app: &TestApp, key: &str) -> (u16, String) {
+    let response = app.chat(key, chat_body(false)).send().await.expect("send");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+}
+
+on_both_backends!(
+    a_purchase_becomes_one_working_key_in_the_inbox,
+    racing_duplicate_deliveries_vend_exactly_once,
+    the_subscription_lifecycle_moves_the_key
+);
+
+async fn a_purchase_becomes_one_working_key_in_the_inbox(backend: Backend) {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(backend, |c| billing_config(c, &uri)).await else { return };
+    let mut events = app.state().events.subscribe("test", 64);
+
+    assert_eq!(outcome(&app, &order_created(ORDER, 1115451)).await, "vended");
+    assert_eq!(outcome(&app, &subscription("subscription_created", ORDER, "active", 1, None)).await, "already_vended");
+    let keys = wait_for_emails(&postmark, 1).await;
+    assert_eq!(keys.len(), 1, "one purchase, one email");
+    let request = &postmark.received_requests().await.expect("recorded")[0];
+    assert_eq!(request.headers.get("x-postmark-server-token").map(|v| v.as_bytes()), Some(&b"pm-server-token"[..]));
+    let email: Value = serde_json::from_slice(&request.body).expect("json");
+    assert_eq!(email["To"], EMAIL);
+    assert!(email["TextBody"].as_str().is_some_and(|t| t.contains("https://api.omi.example/v1")));
+
+    assert_eq!(status_with(&app, &keys[0]).await, (200, String::new()), "the emailed key works");
+    assert_eq!(count(&app, "api_keys").await, 1);
+    assert_eq!(count(&app, "customers").await, 1);
+    assert_eq!(count(&app, "webhook_events").await, 2);
+    assert_eq!(count(&app, "revenue_ledger").await, 1);
+
+    // After the confirmed send the database holds no plaintext key.
+    eventually(Duration::from_secs(5), || async {
+        count(&app, "email_outbox WHERE key_plaintext IS NULL AND status = 'sent'").await == 1
+    })
+    .await
+    .expect("outbox row marked sent and erased");
+    let vended = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("event").expect("open");
+        if let omi::events::Event::KeyVended { .. } = &*event {
+            break event;
+        }
+    };
+    let serialized = serde_json::to_string(&*vended).expect("json");
+    assert!(serialized.contains("\"plan\":\"pro\"") && !serialized.contains(&keys[0]), "{serialized}");
+}
+
+async fn racing_duplicate_deliveries_vend_exactly_once(backend: Backend) {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(backend, |c| billing_config(c, &uri)).await else { return };
+    let created = order_created(ORDER, 1115451);
+    let sub = subscription("subscription_created", ORDER, "active", 1, None);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let body = if i % 2 == 0 { created.clone() } else { sub.clone() };
+        let (http, base, text) = (app.http.clone(), app.base.clone(), body.to_string());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{base}/webhooks/lemonsqueezy"))
+                .header("x-signature", sign(&text))
+                .body(text)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join").expect("send"), 200);
+    }
+    let keys = wait_for_emails(&postmark, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(emailed_keys(&postmark).await.len(), 1, "exactly one email");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(count(&app, "api_keys").await, 1, "exactly one key");
+    assert_eq!(count(&app, "customers").await, 1);
+    assert_eq!(count(&app, "purchases").await, 1);
+    assert_eq!(count(&app, "email_outbox").await, 1);
+    assert_eq!(count(&app, "webhook_events").await, 2, "duplicates are not stored twice");
+    assert_eq!(count(&app, "revenue_ledger").await, 1, "paid once, booked once");
+}
+
+async fn the_subscription_lifecycle_moves_the_key(backend: Backend) {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        billing_config(c, &uri);
+        c.payment_grace_hours = 0; // a failed payment suspends at once
+    })
+    .await
+    else {
+        return;
+    };
+    outcome(&app, &order_created(ORDER, 1115451)).await;
+    outcome(&app, &subscription("subscription_created", ORDER, "active", 1, None)).await;
+    let key = wait_for_emails(&postmark, 1).await.remove(0);
+    let ok = (200, String::new());
+    let suspended = (403, "key_suspended".to_string());
+    let revoked = (403, "key_revoked".to_string());
+
+    let future_end = Some("2099-01-01T00:00:00.000000Z".to_string());
+    let steps: Vec<(Value, (u16, String), &str)> = vec![
+        (
+            subscription("subscription_cancelled", ORDER, "cancelled", 2, future_end.clone()),
+            ok.clone(),
+            "cancelled keeps working until ends_at",
+        ),
+        (subscription("subscription_resumed", ORDER, "active", 3, None), ok.clone(), "resumed"),
+        (subscription("subscription_paused", ORDER, "paused", 4, None), suspended.clone(), "paused suspends"),
+        (subscription("subscription_unpaused", ORDER, "active", 5, None), ok.clone(), "unpaused restores"),
+        (subscription("subscription_updated", ORDER, "paused", 4, None), ok.clone(), "older news is ignored"),
+        (
+            invoice("subscription_payment_failed", 6, "renewal"),
+            suspended.clone(),
+            "failed payment after grace suspends",
+        ),
+        (invoice("subscription_payment_recovered", 7, "renewal"), ok.clone(), "recovered payment restores"),
+        (invoice("subscription_payment_success", 8, "renewal"), ok.clone(), "renewal paid"),
+        (subscription("subscription_expired", ORDER, "expired", 9, None), revoked.clone(), "expired revokes"),
+        (
+            subscription("subscription_updated", ORDER, "active", 10, None),
+            revoked.clone(),
+            "nothing resurrects a revoked key",
+        ),
+    ];
+    for (body, expected, why) in steps {
+        outcome(&app, &body).await;
+        assert_eq!(status_with(&app, &key).await, expected, "{why}");
+    }
+    assert_eq!(
+        count(&app, "revenue_ledger WHERE kind = 'payment'").await,
+        2,
+        "order + one renewal (recovered is not a payment)"
+    );
+
+    // A second purchase, refunded in full: revoked, and the refund is on the books.
+    outcome(&app, &order_created(ORDER + 1, 1115451)).await;
+    let second = wait_for_emails(&postmark, 2).await.remove(1);
+    assert_eq!(status_with(&app, &second).await, ok);
+    assert_eq!(outcome(&app, &refund(ORDER + 1, 20)).await, "refunded");
+    assert_eq!(status_with(&app, &second).await, revoked);
+    assert_eq!(count(&app, "revenue_ledger WHERE kind = 'refund' AND amount_cents = 2900").await, 1);
+
+    // A third, cancelled with its term already over: the sweeper's rule revokes it.
+    outcome(&app, &order_created(ORDER + 2, 1115451)).await;
+    let third = wait_for_emails(&postmark, 3).await.remove(2);
+    let past_end = Some("2020-01-01T00:00:00.000000Z".to_string());
+    outcome(&app, &subscription("subscription_cancelled", ORDER + 2, "cancelled", 30, past_end)).await;
+    assert_eq!(status_with(&app, &third).await, revoked);
+}
+
+#[tokio::test]
+async fn signatures_and_bad_input_are_refused_without_storing() {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        billing_config(c, &uri);
+        c.plans =
+            vec![omi::config::PlanConfig { name: "pro".into(), monthly_price_usd: 29.0, variant_ids: vec![1115451] }];
+    })
+    .await
+    else {
+        return;
+    };
+    let url = format!("{}/webhooks/lemonsqueezy", app.base);
+    let body = order_created(ORDER, 1115451).to_string();
+    let unsigned = app.http.post(&url).body(body.clone()).send().await.expect("send");
+    assert_eq!(unsigned.status(), 401);
+    let tampered = app
+        .http
+        .post(&url)
+        .header("x-signature", sign(&body))
+        .body(body.replace("2900", "1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(tampered.status(), 401);
+    assert_eq!(count(&app, "webhook_events").await, 0, "nothing stored before the signature verifies");
+
+    let garbage = "{\"meta\": 1}";
+    let malformed = app.http.post(&url).header("x-signature", sign(garbage)).body(garbage).send().await.expect("send");
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(count(&app, "webhook_events WHERE outcome = 'malformed'").await, 1, "kept for audit");
+
+    let unknown = json!({"meta": {"event_name": "affiliate_activated"}, "data": {"type": "affiliates", "id": "5", "attributes": {}}});
+    assert_eq!(outcome(&app, &unknown).await, "ignored");
+    assert_eq!(outcome(&app, &order_created(ORDER, 999)).await, "no_plan", "a variant that maps to no plan");
+    assert_eq!(count(&app, "api_keys").await, 0);
+    assert_eq!(outcome(&app, &order_created(ORDER + 1, 1115451)).await, "vended");
+    assert_eq!(wait_for_emails(&postmark, 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_signing_secret_every_call_is_refused() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    let response = deliver(&app, &order_created(ORDER, 1)).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(count(&app, "webhook_events").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_survives_an_outage_and_a_restart() {
+    // Postmark is unreachable (a closed port): the email waits in the outbox.
+    let Some(mut app) = TestApp::spawn_with(Backend::Sqlite, |c| billing_config(c, "http://127.0.0.1:9")).await else {
+        return;
+    };
+    assert_eq!(outcome(&app, &order_created(ORDER, 1115451)).await, "vended");
+    eventually(Duration::from_secs(5), || async { count(&app, "email_outbox WHERE attempts >= 1").await == 1 })
+        .await
+        .expect("a delivery was attempted and failed");
+    app.stop().await;
+    assert_eq!(count_pending(&app.db.url).await, 1, "the email survives the restart, key and all");
+
+    let postmark = postmark().await;
+    let mut config = test_config(&app.db, &app.mock);
+    billing_config(&mut config, &postmark.uri());
+    let restarted = start_server(config).await;
+    let keys = wait_for_emails(&postmark, 1).await;
+    assert_eq!(keys.len(), 1, "delivered after the restart");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(emailed_keys(&postmark).await.len(), 1, "and only once");
+    let response = app
+        .http
+        .post(format!("http://{}/v1/chat/completions", restarted.addr))
+        .bearer_auth(&keys[0])
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    restarted.shutdown().await;
+    assert_eq!(count_pending(&app.db.url).await, 0);
+}
+
+async fn count_pending(url: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+    let n =
+        sqlx::query_scalar("SELECT COUNT(*) FROM email_outbox WHERE status = 'pending' AND key_plaintext IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    pool.close().await;
+    n
+}
+
+#[tokio::test]
+async fn resending_rotates_the_key() {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| billing_config(c, &uri)).await else { return };
+    outcome(&app, &order_created(ORDER, 1115451)).await;
+    let first = wait_for_emails(&postmark, 1).await.remove(0);
+    let id = app.state().store.resolve_key(&first[..12]).await.expect("resolve").id;
+    let resent = app.admin(reqwest::Method::POST, &format!("/admin/api/keys/{id}/resend")).send().await.expect("send");
+    assert_eq!(resent.status(), 200);
+    let keys = wait_for_emails(&postmark, 2).await;
+    assert_ne!(keys[1], first);
+    assert_eq!(status_with(&app, &first).await, (403, "key_revoked".to_string()), "the old key stops working");
+    assert_eq!(status_with(&app, &keys[1]).await, (200, String::new()));
+    // The CLI does the same for an operator at a terminal.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_omi"))
+        .args(["keys", "resend", &keys[1][..12]])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .await
+        .expect("run omi");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let keys = wait_for_emails(&postmark, 3).await;
+    assert_eq!(keys.len(), 3, "the running server's worker sends what the CLI queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_emails_go_out_through_a_real_smtp_server() {
+    let Some(python) = provision_venv() else { return };
+    let sink = SmtpSink::start(&python, SinkTls::None, false).await;
+    let smtp_url = format!("smtp://127.0.0.1:{}?tls=none", sink.port);
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.smtp_url = Some(SecretString::from(smtp_url));
+        c.email_from = Some("keys@omi.example".into());
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(outcome(&app, &order_created(ORDER, 1115451)).await, "vended");
+    eventually(Duration::from_secs(10), || async { !sink.messages().is_empty() })
+        .await
+        .expect("the SMTP server got the email");
+    let message = &sink.messages()[0];
+    assert_eq!(message["to"], EMAIL);
+    let text = message["text"].as_str().expect("text part");
+    let key =
+        text.split_whitespace().find(|w| w.starts_with("omi_")).map(|w| w.trim_matches('"')).expect("key in body");
+    assert_eq!(status_with(&app, key).await, (200, String::new()));
+}
