@@ -33,6 +33,61 @@ pub enum Event {
         permanent: bool,
         attempts: i32,
     },
+    /// The Sentinel judged a prompt, or the output shield removed something from an answer.
+    Finding(Box<FindingEvent>),
+    /// The Accountant's usage writer had to drop records (database down too long).
+    UsageDropped {
+        dropped: u64,
+    },
+    /// Yesterday's books, once a day, for the Hawk to post.
+    DailySummary(Box<DailySummary>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A prompt that looks like an injection or jailbreak.
+    Injection,
+    /// The output shield removed a leak of the system prompt.
+    SystemPromptLeak,
+    /// The output shield removed an internal address, host name or secret.
+    SecretLeak,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingEvent {
+    pub request_id: Arc<str>,
+    pub at: DateTime<Utc>,
+    pub customer_id: Option<Uuid>,
+    pub kind: FindingKind,
+    pub severity: Severity,
+    /// 0..1: the rules' or judge's score; 1 for shield removals.
+    pub score: f32,
+    pub rules: Vec<String>,
+    /// A short, already-redacted excerpt or description; never a full prompt.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DailySummary {
+    pub day: chrono::NaiveDate,
+    pub revenue_usd: f64,
+    pub cost_usd: f64,
+    pub margin_usd: f64,
+    /// (customer email, upstream cost in USD), highest first.
+    pub top_customers_by_cost: Vec<(String, f64)>,
+    /// Customers whose cost exceeded their revenue.
+    pub unprofitable_customers: Vec<String>,
+    /// Requests whose model has no price (cost unknown, not zero).
+    pub unpriced_requests: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
