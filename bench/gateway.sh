@@ -12,7 +12,7 @@ OMI_PORT=18002
 out=bench/out; mkdir -p "$out"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 cargo build --release --bins --quiet
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
