@@ -34,6 +34,30 @@ enum Command {
     },
     /// Print the PostgreSQL schema (the same text as schema.sql).
     Schema,
+    /// Reports from the books.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Revenue, upstream cost and margin per customer and in total.
+    Margins {
+        /// YYYY-MM; defaults to the current UTC month.
+        #[arg(long)]
+        month: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +128,18 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
             println!("migrations applied ({})", store.backend());
         }
         Command::Keys { command } => keys_command(&load()?, command).await?,
+        Command::Report { command: ReportCommand::Margins { month, format } } => {
+            let month = month.unwrap_or_else(crate::agents::accountant::report::current_month);
+            crate::agents::accountant::report::month_range(&month).map_err(|e| CliError::Usage(e.to_string()))?;
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let report = crate::agents::accountant::report::margins(&store, &config, &month).await?;
+            match format {
+                ReportFormat::Table => print!("{}", report.to_table()),
+                ReportFormat::Csv => print!("{}", report.to_csv()),
+                ReportFormat::Json => println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?),
+            }
+        }
     }
     Ok(())
 }

@@ -78,6 +78,9 @@ pub struct Config {
     pub payment_grace_hours: u64,
     /// Plans sold through Lemon Squeezy; empty means every paid order vends `pro` at $29/month.
     pub plans: Vec<PlanConfig>,
+    /// Payment processor fee taken from each payment in margin reports (Lemon Squeezy: 5% + 50¢).
+    pub payment_fee_percent: f64,
+    pub payment_fee_fixed_cents: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -88,6 +91,12 @@ pub struct PlanConfig {
     /// Lemon Squeezy variant ids that buy this plan.
     #[serde(default)]
     pub variant_ids: Vec<i64>,
+    /// Upstream cost a customer may run up per calendar month (UTC); over it: 429 `quota_exceeded`.
+    #[serde(default)]
+    pub monthly_budget_usd: Option<f64>,
+    /// Prompt + completion tokens a customer may use per calendar month (UTC).
+    #[serde(default)]
+    pub monthly_token_quota: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -140,6 +149,8 @@ impl Default for Config {
             email_from: None,
             payment_grace_hours: 72,
             plans: Vec::new(),
+            payment_fee_percent: 0.0,
+            payment_fee_fixed_cents: 0,
         }
     }
 }
@@ -296,7 +307,13 @@ mod tests {
         let mut config = Config::default();
         assert_eq!(config.plan_for_variant(Some(42)), Some("pro"));
         assert_eq!(config.plan_for_variant(None), Some("pro"));
-        config.plans = vec![PlanConfig { name: "team".into(), monthly_price_usd: 99.0, variant_ids: vec![7, 8] }];
+        config.plans = vec![PlanConfig {
+            name: "team".into(),
+            monthly_price_usd: 99.0,
+            variant_ids: vec![7, 8],
+            monthly_budget_usd: None,
+            monthly_token_quota: None,
+        }];
         assert_eq!(config.plan_for_variant(Some(8)), Some("team"));
         assert_eq!(config.plan_for_variant(Some(42)), None);
         assert_eq!(config.plan_for_variant(None), None);

@@ -6,7 +6,7 @@ use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
 use crate::keys::{self, KeyStatus};
 use crate::store::StoreError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -20,6 +20,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/keys", get(list_keys).post(create_key))
         .route("/admin/api/keys/{id}", delete(revoke_key))
         .route("/admin/api/keys/{id}/resend", post(resend_key))
+        .route("/admin/api/margins", get(margins))
+        .route("/admin/api/usage", get(usage))
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -145,6 +147,53 @@ async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
             }
             Json(json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}))
                 .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct MonthQuery {
+    month: Option<String>,
+}
+
+async fn margins(State(app): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<MonthQuery>) -> Response {
+    use crate::agents::accountant::report;
+    if let Some(denied) = admin_denial(&app, &headers) {
+        return denied;
+    }
+    let month = q.month.unwrap_or_else(report::current_month);
+    if let Err(e) = report::month_range(&month) {
+        return ApiError::invalid_request(e.to_string()).into_response();
+    }
+    match report::margins(&app.store, &app.config, &month).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "margins report failed");
+            ApiError::unavailable("The database is unavailable.").into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    customer: Option<uuid::Uuid>,
+    /// RFC 3339; the page holds records strictly older than this.
+    before: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<i64>,
+}
+
+/// Raw usage records, newest first; follow `next_before` for the next page.
+async fn usage(State(app): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<UsageQuery>) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
+        return denied;
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let before = q.before.unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::seconds(1));
+    match app.store.usage_page(q.customer, before, limit).await {
+        Ok(records) => {
+            let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.at)).flatten();
+            Json(json!({"data": records, "next_before": next})).into_response()
         }
         Err(e) => store_error(e),
     }

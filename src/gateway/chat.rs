@@ -54,6 +54,7 @@ fn fail(meter: Meter, error: ApiError) -> Response {
 async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: Body) -> Result<Prepared, ApiError> {
     let key = authenticate(app, headers).await?;
     meter.set_key(&key);
+    crate::agents::accountant::budgets::check(&app.config, &app.store, &key).await?;
 
     let limit = app.config.max_body_bytes;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;

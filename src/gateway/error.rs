@@ -55,6 +55,9 @@ impl ApiError {
             "The upstream provider is rate limiting requests; retry shortly.",
         )
     }
+    pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
+    }
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }

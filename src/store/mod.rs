@@ -63,6 +63,7 @@ macro_rules! upsert_customer {
 mod billing;
 mod keys;
 mod schema;
+mod usage;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -73,6 +74,7 @@ use std::time::Duration;
 pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
+pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals};
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

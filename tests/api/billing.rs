@@ -12,12 +12,12 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SECRET: &str = "whsec_test_secret";
+pub(crate) const SECRET: &str = "whsec_test_secret";
 const ORDER: i64 = 6922210;
 const SUBSCRIPTION: i64 = 1674641;
 const EMAIL: &str = "ada@example.com";
 
-fn sign(body: &str) -> String {
+pub(crate) fn sign(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("hmac key");
     mac.update(body.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -27,7 +27,7 @@ fn at(minute: u32) -> String {
     format!("2026-11-27T21:{minute:02}:06.000000Z")
 }
 
-fn order_created(order_id: i64, variant_id: i64) -> Value {
+pub(crate) fn order_created(order_id: i64, variant_id: i64) -> Value {
     json!({
         "meta": {"event_name": "order_created", "test_mode": true, "webhook_id": "b1d6c0f4-3a5e-4a8e-9d0e-6f1f2a3b4c5d",
                  "custom_data": {"user_id": "42"}},
@@ -304,8 +304,13 @@ async fn signatures_and_bad_input_are_refused_without_storing() {
     let uri = postmark.uri();
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
         billing_config(c, &uri);
-        c.plans =
-            vec![omi::config::PlanConfig { name: "pro".into(), monthly_price_usd: 29.0, variant_ids: vec![1115451] }];
+        c.plans = vec![omi::config::PlanConfig {
+            name: "pro".into(),
+            monthly_price_usd: 29.0,
+            variant_ids: vec![1115451],
+            monthly_budget_usd: None,
+            monthly_token_quota: None,
+        }];
     })
     .await
     else {

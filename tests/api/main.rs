@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a real socket, against SQLite and PostgreSQL.
 //! One test binary (each extra binary relinks the whole dependency graph).
 
+mod accountant;
 mod billing;
 mod cli;
 mod gateway;

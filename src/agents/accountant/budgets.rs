@@ -1,0 +1,72 @@
+//! Monthly cost budgets and token quotas per customer. Spend is counted in the database
+//! (`usage_counters`, one atomic upsert per finished request), so every instance sees the
+//! same total: replicas can overspend a cap only by the requests in flight. Plans without
+//! limits cost no database work at all.
+
+use crate::config::{Config, PlanConfig};
+use crate::events::{Event, EventBus};
+use crate::gateway::error::ApiError;
+use crate::keys::VerifiedKey;
+use crate::store::Store;
+use chrono::{DateTime, Datelike, Utc};
+use tokio::task::JoinHandle;
+
+pub fn month_key(at: DateTime<Utc>) -> String {
+    format!("{:04}-{:02}", at.year(), at.month())
+}
+
+fn limits<'a>(config: &'a Config, plan: &str) -> Option<&'a PlanConfig> {
+    config.plans.iter().find(|p| p.name == plan && (p.monthly_budget_usd.is_some() || p.monthly_token_quota.is_some()))
+}
+
+/// Refuses the request when the customer's plan cap for this month is reached.
+pub async fn check(config: &Config, store: &Store, key: &VerifiedKey) -> Result<(), ApiError> {
+    let Some(plan) = limits(config, &key.plan) else { return Ok(()) };
+    let (cost_nano, tokens) = store.month_to_date(key.customer_id, &month_key(Utc::now())).await.map_err(|e| {
+        tracing::error!(error = %e, "budget lookup failed");
+        ApiError::unavailable("Usage limits cannot be checked right now; retry shortly.")
+    })?;
+    if let Some(budget) = plan.monthly_budget_usd
+        && cost_nano as f64 >= budget * 1e9
+    {
+        return Err(ApiError::quota_exceeded(format!(
+            "Your plan's monthly budget of ${budget:.2} is used up; it resets on the 1st (UTC)."
+        )));
+    }
+    if let Some(quota) = plan.monthly_token_quota
+        && u64::try_from(tokens).unwrap_or(0) >= quota
+    {
+        return Err(ApiError::quota_exceeded(format!(
+            "Your plan's monthly quota of {quota} tokens is used up; it resets on the 1st (UTC)."
+        )));
+    }
+    Ok(())
+}
+
+/// Adds each finished request's cost and tokens to its customer's month, for capped plans.
+pub fn spawn_counter(
+    events: &EventBus,
+    store: Store,
+    config: std::sync::Arc<Config>,
+    prices: crate::billing::prices::PriceTable,
+) -> JoinHandle<()> {
+    let mut rx = events.subscribe("budgets", 65_536);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let Event::Request(request) = &*event else { continue };
+            let Some(plan) = request.plan.as_deref() else { continue };
+            if limits(&config, plan).is_none() {
+                continue;
+            }
+            let Some(record) = super::record_of(request, &prices) else { continue };
+            let tokens = record.prompt_tokens + record.completion_tokens;
+            let cost = record.cost_nano.unwrap_or(0);
+            if tokens == 0 && cost == 0 {
+                continue;
+            }
+            if let Err(e) = store.add_to_month(record.customer_id, &month_key(record.at), cost, tokens).await {
+                tracing::warn!(error = %e, "could not count usage against the budget");
+            }
+        }
+    })
+}

@@ -1,0 +1,267 @@
+//! The Accountant: books every request that reached the gateway with a valid key, prices it
+//! (house requests only; BYOK costs the house nothing; an unpriced model is "unknown", never
+//! $0), writes the records in batches off the request path, keeps month-to-date counters for
+//! budgets, and produces the margins report and the daily summary.
+
+pub mod budgets;
+pub mod report;
+
+use crate::billing::prices::PriceTable;
+use crate::events::{Event, EventBus, RequestEvent};
+use crate::store::{Store, UsageRecord};
+use std::time::Duration;
+use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// How the writer batches and how much it may hold while the database is away.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterSettings {
+    pub flush_every: Duration,
+    pub batch: usize,
+    /// Records held in memory while the database is down; beyond, new ones are dropped and counted.
+    pub max_buffered: usize,
+    /// How long the final flush at shutdown keeps retrying a failing database.
+    pub shutdown_retry: Duration,
+}
+
+impl Default for WriterSettings {
+    fn default() -> WriterSettings {
+        WriterSettings {
+            flush_every: Duration::from_millis(500),
+            batch: 2000,
+            max_buffered: 200_000,
+            shutdown_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The usage record of a request, or `None` when it never got past authentication.
+pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecord> {
+    let (key_id, customer_id) = (event.key_id?, event.customer_id?);
+    let usage = event.usage.unwrap_or_default();
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    let cost_nano = if event.byok || tokens == 0 {
+        Some(0)
+    } else {
+        event
+            .model
+            .as_deref()
+            .and_then(|model| prices.get(model))
+            .map(|price| i64::try_from(price.cost(&usage)).unwrap_or(i64::MAX))
+    };
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    Some(UsageRecord {
+        id: Uuid::now_v7(),
+        request_id: event.request_id.to_string(),
+        at: event.at,
+        key_id,
+        customer_id,
+        plan: event.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN).to_string(),
+        model: event.model.clone(),
+        provider: event.provider.as_deref().map(str::to_owned),
+        prompt_tokens: count(usage.prompt_tokens),
+        cached_tokens: count(usage.cached_tokens),
+        completion_tokens: count(usage.completion_tokens),
+        cost_nano,
+        status: i32::from(event.status),
+        latency_us: micros(event.total),
+        upstream_us: event.upstream.map(micros),
+        streamed: event.streamed,
+        byok: event.byok,
+        usage_estimated: event.usage_estimated,
+        aborted: event.aborted,
+    })
+}
+
+/// Once a day (across all instances: the first to claim the day posts), publishes
+/// yesterday's books for the Hawk.
+pub fn spawn_daily_summary(
+    store: Store,
+    config: std::sync::Arc<crate::config::Config>,
+    events: EventBus,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let today = chrono::Utc::now().date_naive();
+            let Some(yesterday) = today.pred_opt() else { continue };
+            let day = yesterday.to_string();
+            match store.claim_daily_summary(&day).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "daily summary claim failed");
+                    continue;
+                }
+            }
+            let at = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+            let (Some(from), Some(to)) = (at(yesterday), at(today)) else { continue };
+            match report::build(&store, &config, &day, from, to).await {
+                Ok(books) => events.publish(Event::DailySummary(Box::new(summary_of(yesterday, &books)))),
+                Err(e) => tracing::warn!(error = %e, "daily summary failed"),
+            }
+        }
+    })
+}
+
+pub fn summary_of(day: chrono::NaiveDate, books: &report::MarginReport) -> crate::events::DailySummary {
+    let mut by_cost: Vec<_> = books.customers.iter().filter(|l| l.cost_usd > 0.0).collect();
+    by_cost.sort_by(|a, b| b.cost_usd.total_cmp(&a.cost_usd));
+    let name = |l: &report::Line| l.email.clone().unwrap_or_else(|| "(unknown)".into());
+    crate::events::DailySummary {
+        day,
+        revenue_usd: books.total.revenue_usd,
+        cost_usd: books.total.cost_usd,
+        margin_usd: books.total.margin_usd,
+        top_customers_by_cost: by_cost.iter().take(5).map(|l| (name(l), l.cost_usd)).collect(),
+        unprofitable_customers: books.customers.iter().filter(|l| l.margin_usd < 0.0).map(name).collect(),
+        unpriced_requests: u64::try_from(books.total.unpriced_requests).unwrap_or(0),
+    }
+}
+
+pub fn spawn_writer(events: &EventBus, store: Store, prices: PriceTable, settings: WriterSettings) -> JoinHandle<()> {
+    let rx = events.subscribe("accountant", 65_536);
+    let writer = Writer { store, prices, settings, events: events.clone(), buffer: Vec::new(), dropped: 0 };
+    tokio::spawn(writer.run(rx))
+}
+
+struct Writer {
+    store: Store,
+    prices: PriceTable,
+    settings: WriterSettings,
+    events: EventBus,
+    buffer: Vec<UsageRecord>,
+    dropped: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: Receiver<std::sync::Arc<Event>>) {
+        let mut tick = tokio::time::interval(self.settings.flush_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::ZERO;
+        let mut retry_at = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => {
+                        self.take(&event);
+                        if self.buffer.len() >= self.settings.batch && tokio::time::Instant::now() >= retry_at {
+                            backoff = self.flush(backoff).await;
+                            retry_at = tokio::time::Instant::now() + backoff;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if tokio::time::Instant::now() >= retry_at {
+                        backoff = self.flush(backoff).await;
+                        retry_at = tokio::time::Instant::now() + backoff;
+                    }
+                }
+            }
+        }
+        // Shutdown: everything queued is written before the process exits.
+        let deadline = tokio::time::Instant::now() + self.settings.shutdown_retry;
+        while !self.buffer.is_empty() {
+            backoff = self.flush(backoff).await;
+            if self.buffer.is_empty() || tokio::time::Instant::now() + backoff > deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        if !self.buffer.is_empty() {
+            tracing::error!(records = self.buffer.len(), "database unreachable at shutdown: usage records lost");
+            self.count_dropped(self.buffer.len() as u64);
+        }
+    }
+
+    fn take(&mut self, event: &Event) {
+        let Event::Request(request) = event else { return };
+        let Some(record) = record_of(request, &self.prices) else { return };
+        if self.buffer.len() >= self.settings.max_buffered {
+            self.count_dropped(1);
+            return;
+        }
+        self.buffer.push(record);
+        metrics::gauge!("omi_usage_buffered").set(self.buffer.len() as f64);
+    }
+
+    /// Writes the buffer; returns the delay before the next attempt (zero after success).
+    async fn flush(&mut self, backoff: Duration) -> Duration {
+        if self.buffer.is_empty() {
+            return Duration::ZERO;
+        }
+        match self.store.insert_usage(&self.buffer).await {
+            Ok(()) => {
+                metrics::counter!("omi_usage_records_written_total").increment(self.buffer.len() as u64);
+                self.buffer.clear();
+                metrics::gauge!("omi_usage_buffered").set(0.0);
+                Duration::ZERO
+            }
+            Err(e) => {
+                let next = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                tracing::warn!(error = %e, held = self.buffer.len(), retry_in = ?next, "usage write failed; holding records");
+                next
+            }
+        }
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped += n;
+        metrics::counter!("omi_usage_dropped_total").increment(n);
+        self.events.publish(Event::UsageDropped { dropped: self.dropped });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::TokenUsage;
+    use std::sync::Arc;
+
+    fn event(model: &str, usage: Option<TokenUsage>, byok: bool) -> RequestEvent {
+        RequestEvent {
+            request_id: "r".into(),
+            at: chrono::Utc::now(),
+            route: "chat",
+            key_id: Some(Uuid::now_v7()),
+            customer_id: Some(Uuid::now_v7()),
+            plan: Some(Arc::from("pro")),
+            model: Some(model.into()),
+            provider: Some(Arc::from("openai")),
+            status: 200,
+            error_code: None,
+            total: Duration::from_millis(12),
+            upstream: Some(Duration::from_millis(10)),
+            usage,
+            usage_estimated: false,
+            byok,
+            streamed: false,
+            aborted: false,
+            client_ip: [127, 0, 0, 1].into(),
+            request_bytes: 10,
+            response_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn cost_is_priced_for_house_zero_for_byok_and_unknown_when_unpriced() {
+        let prices = PriceTable::new(&Default::default());
+        let usage = Some(TokenUsage { prompt_tokens: 1000, cached_tokens: 0, completion_tokens: 500 });
+        // 1000·150 + 500·600 nano-dollars.
+        assert_eq!(record_of(&event("gpt-4o-mini", usage, false), &prices).and_then(|r| r.cost_nano), Some(450_000));
+        assert_eq!(record_of(&event("gpt-4o-mini", usage, true), &prices).and_then(|r| r.cost_nano), Some(0));
+        assert_eq!(record_of(&event("no-such-model", usage, false), &prices).map(|r| r.cost_nano), Some(None));
+        assert_eq!(record_of(&event("no-such-model", None, false), &prices).and_then(|r| r.cost_nano), Some(0));
+        let mut anonymous = event("gpt-4o-mini", usage, false);
+        anonymous.key_id = None;
+        assert!(record_of(&anonymous, &prices).is_none(), "requests without a valid key are not on the books");
+    }
+}

@@ -1,0 +1,266 @@
+//! Margins per customer for a month: revenue from the ledger (payments − refunds − payment
+//! fees, in cents) against upstream cost from usage records (nano-dollars). Sums stay in
+//! integers; dollars appear only in the output.
+
+use crate::config::Config;
+use crate::store::{Store, StoreResult};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a month: use YYYY-MM")]
+pub struct BadMonth(pub String);
+
+/// `[first instant of the month, first instant of the next)` in UTC.
+pub fn month_range(month: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), BadMonth> {
+    let bad = || BadMonth(month.chars().take(20).collect());
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let (year, mon): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if y.len() != 4 || m.len() != 2 {
+        return Err(bad());
+    }
+    let start = NaiveDate::from_ymd_opt(year, mon, 1).ok_or_else(bad)?;
+    let next =
+        if mon == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { NaiveDate::from_ymd_opt(year, mon + 1, 1) }
+            .ok_or_else(bad)?;
+    let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
+    Ok((at(start), at(next)))
+}
+
+pub fn current_month() -> String {
+    let now = Utc::now();
+    format!("{:04}-{:02}", now.year(), now.month())
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Money {
+    revenue_cents: i64,
+    cost_nano: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Line {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub requests: i64,
+    pub byok_requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub revenue_usd: f64,
+    pub cost_usd: f64,
+    pub margin_usd: f64,
+    /// Margin as a share of revenue; `null` without revenue.
+    pub margin_pct: Option<f64>,
+    /// Requests whose model has no price: their cost is unknown, not zero.
+    pub unpriced_requests: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MarginReport {
+    pub month: String,
+    pub customers: Vec<Line>,
+    pub total: Line,
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn finish(mut line: Line, money: Money) -> Line {
+    // Margin in nano-dollars: cents × 10^7 − cost, exact in i128.
+    let margin_nano = i128::from(money.revenue_cents) * 10_000_000 - i128::from(money.cost_nano);
+    line.revenue_usd = money.revenue_cents as f64 / 100.0;
+    line.cost_usd = round6(money.cost_nano as f64 / 1e9);
+    line.margin_usd = round6(margin_nano as f64 / 1e9);
+    line.margin_pct = (money.revenue_cents > 0)
+        .then(|| ((margin_nano as f64 / (money.revenue_cents as f64 * 1e7)) * 10_000.0).round() / 100.0);
+    line
+}
+
+pub async fn margins(store: &Store, config: &Config, month: &str) -> Result<MarginReport, anyhow::Error> {
+    let (from, to) = month_range(month)?;
+    Ok(build(store, config, month, from, to).await?)
+}
+
+/// The report over any period (a month, or a day for the daily summary).
+pub async fn build(
+    store: &Store,
+    config: &Config,
+    month: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> StoreResult<MarginReport> {
+    let usage = store.usage_totals(from, to).await?;
+    let revenue = store.revenue_totals(from, to).await?;
+    let customers = store.customers().await?;
+    let fee = |payments: i64, count: i64| -> i64 {
+        (payments as f64 * config.payment_fee_percent / 100.0).round() as i64 + count * config.payment_fee_fixed_cents
+    };
+    let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
+    let blank = || Line {
+        email: None,
+        plan: None,
+        requests: 0,
+        byok_requests: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        revenue_usd: 0.0,
+        cost_usd: 0.0,
+        margin_usd: 0.0,
+        margin_pct: None,
+        unpriced_requests: 0,
+    };
+    for u in usage {
+        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (blank(), Money::default()));
+        line.requests = u.requests;
+        line.byok_requests = u.byok_requests;
+        line.prompt_tokens = u.prompt_tokens;
+        line.completion_tokens = u.completion_tokens;
+        line.unpriced_requests = u.unpriced_requests;
+        money.cost_nano = u.cost_nano;
+    }
+    for r in revenue {
+        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (blank(), Money::default()));
+        money.revenue_cents = r.payments_cents - r.refunds_cents - fee(r.payments_cents, r.payment_count);
+    }
+    let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
+    let mut total = (blank(), Money::default());
+    let mut rows: Vec<Line> = lines
+        .into_iter()
+        .map(|(id, (mut line, money))| {
+            if let Some(c) = info.get(&id) {
+                line.email = Some(c.email.clone());
+                line.plan = c.plan.clone();
+            }
+            total.0.requests += line.requests;
+            total.0.byok_requests += line.byok_requests;
+            total.0.prompt_tokens += line.prompt_tokens;
+            total.0.completion_tokens += line.completion_tokens;
+            total.0.unpriced_requests += line.unpriced_requests;
+            total.1.revenue_cents += money.revenue_cents;
+            total.1.cost_nano += money.cost_nano;
+            finish(line, money)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.margin_usd.total_cmp(&b.margin_usd).then_with(|| a.email.cmp(&b.email)));
+    Ok(MarginReport { month: month.to_string(), customers: rows, total: finish(total.0, total.1) })
+}
+
+impl MarginReport {
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "email,plan,requests,byok_requests,prompt_tokens,completion_tokens,revenue_usd,cost_usd,margin_usd,margin_pct,unpriced_requests\n",
+        );
+        let mut row = |label: &str, plan: &str, l: &Line| {
+            let pct = l.margin_pct.map(|p| format!("{p:.2}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{:.2},{:.6},{:.6},{},{}",
+                csv_field(label),
+                csv_field(plan),
+                l.requests,
+                l.byok_requests,
+                l.prompt_tokens,
+                l.completion_tokens,
+                l.revenue_usd,
+                l.cost_usd,
+                l.margin_usd,
+                pct,
+                l.unpriced_requests
+            );
+        };
+        for l in &self.customers {
+            row(l.email.as_deref().unwrap_or(""), l.plan.as_deref().unwrap_or(""), l);
+        }
+        row("TOTAL", "", &self.total);
+        out
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = format!("Margins for {} (USD)\n", self.month);
+        let _ = writeln!(
+            out,
+            "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8}",
+            "CUSTOMER", "PLAN", "REQUESTS", "BYOK", "PROMPT TOK", "COMPL TOK", "REVENUE", "COST", "MARGIN", "MARGIN%"
+        );
+        let mut row = |label: &str, plan: &str, l: &Line| {
+            let pct = l.margin_pct.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10.2} {:>12.6} {:>12.6} {:>8}",
+                label,
+                plan,
+                l.requests,
+                l.byok_requests,
+                l.prompt_tokens,
+                l.completion_tokens,
+                l.revenue_usd,
+                l.cost_usd,
+                l.margin_usd,
+                pct
+            );
+        };
+        for l in &self.customers {
+            row(l.email.as_deref().unwrap_or("(unknown)"), l.plan.as_deref().unwrap_or(""), l);
+        }
+        row("TOTAL", "", &self.total);
+        if self.total.unpriced_requests > 0 {
+            let _ = writeln!(
+                out,
+                "note: {} requests used models with no price; their cost is unknown, not counted",
+                self.total.unpriced_requests
+            );
+        }
+        out
+    }
+}
+
+fn csv_field(value: &str) -> String {
+    // Quote always-safe; neutralise spreadsheet formulas in customer-controlled text.
+    let value = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_string() };
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_parse_to_utc_ranges() {
+        let (from, to) = month_range("2026-12").expect("month");
+        assert_eq!(from.to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(to.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-00"] {
+            assert!(month_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn margin_arithmetic_is_exact() {
+        let line = finish(
+            Line {
+                email: None,
+                plan: None,
+                requests: 0,
+                byok_requests: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                revenue_usd: 0.0,
+                cost_usd: 0.0,
+                margin_usd: 0.0,
+                margin_pct: None,
+                unpriced_requests: 0,
+            },
+            Money { revenue_cents: 2900, cost_nano: 435_000 },
+        );
+        assert_eq!(line.revenue_usd, 29.0);
+        assert_eq!(line.cost_usd, 0.000435);
+        assert_eq!(line.margin_usd, 28.999565);
+        assert_eq!(line.margin_pct, Some(100.0));
+        assert_eq!(csv_field("=cmd|x"), "\"'=cmd|x\"");
+    }
+}

@@ -1,0 +1,3 @@
+//! The agents: subscribers of the event stream that run inside the process.
+
+pub mod accountant;
