@@ -40,6 +40,7 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("SMTP_URL", "smtp_url"),
     ("OMI_EMAIL_FROM", "email_from"),
     ("OMI_PAYMENT_GRACE_HOURS", "payment_grace_hours"),
+    ("OMI_METERING", "metering"),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -81,6 +82,8 @@ pub struct Config {
     /// Payment processor fee taken from each payment in margin reports (Lemon Squeezy: 5% + 50¢).
     pub payment_fee_percent: f64,
     pub payment_fee_fixed_cents: i64,
+    /// The Accountant's usage records (on by default; off only to measure its cost).
+    pub metering: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +154,7 @@ impl Default for Config {
             plans: Vec::new(),
             payment_fee_percent: 0.0,
             payment_fee_fixed_cents: 0,
+            metering: true,
         }
     }
 }
@@ -298,6 +302,9 @@ mod tests {
                 .expect("omi.toml.example parses");
             assert_eq!(config.providers.len(), 3);
             assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
+            assert_eq!(config.plans.len(), 2);
+            assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
+            assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             Ok(())
         });
     }

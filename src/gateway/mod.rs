@@ -177,12 +177,14 @@ impl Server {
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
-        background.push(accountant::spawn_writer(
-            &state.events,
-            state.store.clone(),
-            state.prices.clone(),
-            accountant::WriterSettings::default(),
-        ));
+        if config.metering {
+            background.push(accountant::spawn_writer(
+                &state.events,
+                state.store.clone(),
+                state.prices.clone(),
+                accountant::WriterSettings::default(),
+            ));
+        }
         background.push(accountant::budgets::spawn_counter(
             &state.events,
             state.store.clone(),

@@ -1,0 +1,83 @@
+//! Sustained usage writing into PostgreSQL through the Accountant's writer (issue: the
+//! Accountant; target ≥ 10,000 records/s). Run: `bench/accountant.sh`, or
+//! `cargo run --release --example usage_write_bench -- [records]` with PostgreSQL at
+//! `OMI_BENCH_PG_URL` (default postgres://postgres@127.0.0.1:5432/postgres).
+
+use omi::agents::accountant::{self, WriterSettings};
+use omi::billing::prices::PriceTable;
+use omi::events::{Event, EventBus, RequestEvent, TokenUsage};
+use omi::store::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn event(customer: uuid::Uuid, key: uuid::Uuid, n: usize) -> Event {
+    Event::Request(Box::new(RequestEvent {
+        request_id: format!("bench-{n}").into(),
+        at: chrono::Utc::now(),
+        route: "chat",
+        key_id: Some(key),
+        customer_id: Some(customer),
+        plan: Some(Arc::from("pro")),
+        model: Some("gpt-4o-mini".into()),
+        provider: Some(Arc::from("openai")),
+        status: 200,
+        error_code: None,
+        total: Duration::from_millis(12),
+        upstream: Some(Duration::from_millis(11)),
+        usage: Some(TokenUsage { prompt_tokens: 120, cached_tokens: 20, completion_tokens: 80 }),
+        usage_estimated: false,
+        byok: n % 10 == 0,
+        streamed: n % 2 == 0,
+        aborted: false,
+        client_ip: [127, 0, 0, 1].into(),
+        request_bytes: 300,
+        response_bytes: 900,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let total: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(200_000);
+    let admin =
+        std::env::var("OMI_BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("omi_bench_{}", std::process::id());
+    let admin_pool = sqlx::PgPool::connect(&admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin_pool).await?;
+    let url = format!("{}/{name}", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
+    let store = Store::connect(&url).await?;
+    store.migrate().await?;
+
+    let bus = EventBus::default();
+    let writer =
+        accountant::spawn_writer(&bus, store.clone(), PriceTable::new(&Default::default()), WriterSettings::default());
+    let (customer, key) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let started = Instant::now();
+    let mut published = 0;
+    while published < total {
+        // Publish at the pace the queue accepts: the bench measures the database side.
+        for _ in 0..1000.min(total - published) {
+            bus.publish(event(customer, key, published));
+            published += 1;
+        }
+        tokio::task::yield_now().await;
+        if bus.dropped("accountant") > 0 {
+            anyhow::bail!("the writer's queue overflowed; lower the publishing pace");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bus.close();
+    writer.await?;
+    let elapsed = started.elapsed();
+    let (count,): (i64,) = match &store {
+        Store::Postgres(pool) => sqlx::query_as("SELECT COUNT(*) FROM usage_records").fetch_one(pool).await?,
+        Store::Sqlite(_) => anyhow::bail!("PostgreSQL only"),
+    };
+    println!(
+        "usage writer → PostgreSQL: {count} records in {:.2} s = {:.0} records/s",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin_pool).await?;
+    Ok(())
+}
