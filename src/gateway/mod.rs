@@ -45,6 +45,15 @@ pub struct AppState {
     pub outbox: Arc<OutboxSignal>,
 }
 
+impl AppState {
+    /// A model as a metric label or alert subject: its name (without a `provider/` prefix)
+    /// when this gateway lists or prices it, else `other`, so callers cannot grow the set.
+    pub fn model_label<'a>(&'a self, model: &'a str) -> &'a str {
+        let name = self.providers.route(model).map_or(model, |route| route.upstream_model);
+        if self.providers.lists(name) || self.prices.get(name).is_some() { name } else { "other" }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
