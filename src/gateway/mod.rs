@@ -213,6 +213,7 @@ impl Server {
             api_base: config.public_api_base(),
         };
         background.push(worker.spawn(shutdown.clone()));
+        background.extend(crate::agents::spawn_all(&state, &shutdown));
 
         let addr = listener.local_addr()?;
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
