@@ -447,9 +447,7 @@ impl Engine {
                 let quiet = if episode.flapping { policy.flap_resolve_after } else { policy.resolve_after };
                 let notice = if now - episode.last_seen >= quiet {
                     Some(Notice::Resolved)
-                } else if now - episode.last_notified >= policy.repeat
-                    && episode.count > episode.count_at_last_notice
-                {
+                } else if now - episode.last_notified >= policy.repeat && episode.count > episode.count_at_last_notice {
                     Some(Notice::Reminder)
                 } else {
                     None

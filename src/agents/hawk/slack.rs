@@ -45,7 +45,8 @@ pub fn spawn(
                 let body = payload.to_string().into_bytes();
                 if let Outcome::Refused(why) | Outcome::GaveUp(why) = webhook.post(body.into(), &[]).await {
                     tracing::error!(reason = %why, "Slack did not take a message");
-                    alarms.push(Trigger::new(Rule::DeliveryFailing, "slack", Utc::now()).detail(format!("Slack: {why}")));
+                    alarms
+                        .push(Trigger::new(Rule::DeliveryFailing, "slack", Utc::now()).detail(format!("Slack: {why}")));
                 }
             }
         }
