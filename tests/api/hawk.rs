@@ -635,3 +635,28 @@ async fn metrics_are_prometheus_text_with_the_values_of_known_traffic() {
     }
     assert!(!text.contains(&key), "a key in the metrics");
 }
+
+#[test]
+fn the_shipped_n8n_workflow_is_importable_and_checks_our_signature() {
+    let workflow: Value =
+        serde_json::from_str(include_str!("../../integrations/n8n/omi_events.json")).expect("valid JSON");
+    let nodes = workflow["nodes"].as_array().expect("nodes");
+    let name_of = |node: &Value| node["name"].as_str().unwrap_or_default().to_string();
+    let names: Vec<String> = nodes.iter().map(name_of).collect();
+    let types: Vec<&str> = nodes.iter().filter_map(|n| n["type"].as_str()).collect();
+    for expected in ["webhook", "crypto", "if", "switch", "slack", "googleSheets"] {
+        assert!(types.contains(&format!("n8n-nodes-base.{expected}").as_str()), "{expected} node");
+    }
+    for (source, outputs) in workflow["connections"].as_object().expect("connections") {
+        assert!(names.contains(source), "{source}");
+        for target in outputs["main"].as_array().into_iter().flatten().flat_map(|o| o.as_array().into_iter().flatten())
+        {
+            assert!(names.iter().any(|n| target["node"] == n.as_str()), "{target}");
+        }
+    }
+    let text = workflow.to_string();
+    assert!(text.contains(omi::agents::n8n::SIGNATURE_HEADER) && text.contains("=sha256="), "verifies X-Omi-Signature");
+    for kind in ["alert_", "daily_summary", "key_vended", "finding"] {
+        assert!(text.contains(&format!("\"rightValue\":\"{kind}\"")), "routes {kind}");
+    }
+}
