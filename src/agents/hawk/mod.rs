@@ -144,30 +144,29 @@ impl Hawk {
     }
 
     fn on_request(&mut self, request: &RequestEvent) {
+        let unreachable = request.error_code == Some(UPSTREAM_UNREACHABLE) || request.status == 504;
+        let failed = request.status >= 500 && !unreachable;
+        // A stream's total time is its whole answer, long by nature: only whole answers count.
+        let slow = !unreachable && !request.streamed && request.total >= self.latency;
+        if !(unreachable || failed || slow) {
+            return;
+        }
         let at = request.at + TimeDelta::from_std(request.total).unwrap_or_default();
         let model = request.model.as_deref().map_or("no model", |m| self.app.model_label(m)).to_string();
         let provider = request.provider.as_deref().unwrap_or("no provider");
         let code = request.error_code.unwrap_or("-");
-        let unreachable = request.error_code == Some(UPSTREAM_UNREACHABLE) || request.status == 504;
+        let id = &request.request_id;
         if unreachable {
-            let trigger = Trigger::new(Rule::UpstreamUnreachable, provider, at)
-                .request(request.request_id.clone())
-                .detail(format!("HTTP {} {code} for {model}", request.status));
-            self.observe(trigger);
-        } else if request.status >= 500 {
-            let trigger = Trigger::new(Rule::ServerErrors, model.clone(), at)
-                .request(request.request_id.clone())
-                .detail(format!("HTTP {} {code} from {provider}", request.status));
-            self.observe(trigger);
+            let detail = format!("HTTP {} {code} for {model}", request.status);
+            self.observe(Trigger::new(Rule::UpstreamUnreachable, provider, at).request(id.clone()).detail(detail));
         }
-        // A stream's total time is its whole answer, long by nature: only whole answers count.
-        if !unreachable && !request.streamed && request.total >= self.latency {
-            let trigger = Trigger::new(Rule::Latency, model, at).request(request.request_id.clone()).detail(format!(
-                "{} ms (threshold {} ms)",
-                request.total.as_millis(),
-                self.latency.as_millis()
-            ));
-            self.observe(trigger);
+        if failed {
+            let detail = format!("HTTP {} {code} from {provider}", request.status);
+            self.observe(Trigger::new(Rule::ServerErrors, model.clone(), at).request(id.clone()).detail(detail));
+        }
+        if slow {
+            let detail = format!("{} ms (threshold {} ms)", request.total.as_millis(), self.latency.as_millis());
+            self.observe(Trigger::new(Rule::Latency, model, at).request(id.clone()).detail(detail));
         }
     }
 

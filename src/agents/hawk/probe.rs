@@ -5,6 +5,7 @@
 use super::Alarms;
 use super::rules::{Rule, Trigger};
 use crate::gateway::AppState;
+use crate::ticker::Ticker;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -17,13 +18,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn spawn(app: Arc<AppState>, alarms: Alarms, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut redis = app.config.redis_url.as_ref().and_then(RedisProbe::new);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(every, shutdown);
+        while ticker.tick().await {
             let database = match tokio::time::timeout(PROBE_TIMEOUT, app.store.ping()).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
