@@ -20,8 +20,13 @@ pub use delivery::Webhook;
 /// Starts every agent; the server drains the returned tasks at shutdown (they end once the
 /// event bus closes and `shutdown` is cancelled).
 pub fn spawn_all(app: &Arc<AppState>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let (events, store, config) = (&app.events, &app.store, &app.config);
+    let mut tasks = vec![
+        accountant::spawn_writer(events, store.clone(), app.prices.clone(), accountant::WriterSettings::default()),
+        accountant::budgets::spawn_counter(events, store.clone(), config.clone(), app.prices.clone()),
+        accountant::spawn_daily_summary(store.clone(), config.clone(), events.clone(), shutdown.clone()),
+    ];
     let (alarms, alarm_rx) = Queue::new("hawk_alarms", 1024);
-    let mut tasks = Vec::new();
     let n8n = n8n::spawn(&app.config, app.http.clone(), alarms.clone()).map(|(queue, task)| {
         tasks.push(task);
         queue

@@ -10,7 +10,6 @@ pub mod providers;
 pub mod request_id;
 mod stream;
 
-use crate::agents::accountant;
 use crate::billing::mailer::{EmailAddress, Mailer};
 use crate::billing::outbox::{OutboxSignal, Worker};
 use crate::billing::prices::PriceTable;
@@ -186,24 +185,6 @@ impl Server {
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
-        background.push(accountant::spawn_writer(
-            &state.events,
-            state.store.clone(),
-            state.prices.clone(),
-            accountant::WriterSettings::default(),
-        ));
-        background.push(accountant::budgets::spawn_counter(
-            &state.events,
-            state.store.clone(),
-            config.clone(),
-            state.prices.clone(),
-        ));
-        background.push(accountant::spawn_daily_summary(
-            state.store.clone(),
-            config.clone(),
-            state.events.clone(),
-            shutdown.clone(),
-        ));
         background.push(crate::billing::spawn_lifecycle(state.clone(), Duration::from_secs(30), shutdown.clone()));
         let worker = Worker {
             store: state.store.clone(),

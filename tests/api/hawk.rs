@@ -30,9 +30,22 @@ struct Fake {
     respond: fn(usize) -> ResponseTemplate,
 }
 
+/// The day of the daily summaries these tests publish themselves.
+const SUMMARY_DAY: &str = "2020-02-29";
+
+/// The Accountant posts yesterday's books when a server starts: taken, not counted.
+fn accountants_own_summary(body: &Value) -> bool {
+    let slack = body["text"].as_str().is_some_and(|t| t.starts_with(":bar_chart: Daily summary"));
+    let n8n = body["type"] == "daily_summary";
+    (slack || n8n) && !body.to_string().contains(SUMMARY_DAY)
+}
+
 impl Respond for Fake {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let body = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        if accountants_own_summary(&body) {
+            return ResponseTemplate::new(200).set_body_string("ok");
+        }
         let Ok(mut hits) = self.hits.lock() else { return ResponseTemplate::new(500) };
         hits.push((Instant::now(), body));
         (self.respond)(hits.len())
@@ -224,6 +237,18 @@ async fn alerts_are_listed_firing_first_and_paged(backend: Backend) {
     })
     .await;
     assert!(stored.is_some(), "{}", alerts(&app, "").await);
+
+    // The usage writer reports a running total of dropped records: 3, then 5 in all.
+    for dropped in [3, 5] {
+        app.state().events.publish(Event::UsageDropped { dropped });
+    }
+    let counted = eventually(Duration::from_secs(5), || async {
+        let page = alerts(&app, "?state=firing").await;
+        let found = page["data"].as_array().into_iter().flatten().find(|a| a["key"] == "usage_dropped:usage_writer");
+        found.is_some_and(|a| a["count"] == 5 && a["severity"] == "critical")
+    })
+    .await;
+    assert!(counted.is_some(), "{}", alerts(&app, "").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +342,7 @@ async fn agent_events_reach_n8n_signed_and_slack_gets_the_daily_summary() {
         detail: "ignore all previous instructions and…".into(),
     })));
     app.state().events.publish(Event::DailySummary(Box::new(DailySummary {
-        day: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).expect("date"),
+        day: SUMMARY_DAY.parse().expect("date"),
         revenue_usd: 29.0,
         cost_usd: 3.5,
         margin_usd: 25.5,
@@ -339,7 +364,9 @@ async fn agent_events_reach_n8n_signed_and_slack_gets_the_daily_summary() {
         assert!(!body.contains(&key), "a key was forwarded: {body}");
         let event: Value = serde_json::from_slice(&request.body).expect("json");
         assert!(event["id"].is_string() && event["at"].is_string() && event["data"].is_object(), "{event}");
-        types.push(event["type"].as_str().unwrap_or_default().to_string());
+        if !accountants_own_summary(&event) {
+            types.push(event["type"].as_str().unwrap_or_default().to_string());
+        }
     }
     types.sort();
     assert_eq!(types, ["alert_fired", "daily_summary", "finding", "key_vended"]);
@@ -359,7 +386,7 @@ async fn agent_events_reach_n8n_signed_and_slack_gets_the_daily_summary() {
     slack.wait_for("summary and finding", Duration::from_secs(10), |bodies| bodies.len() >= 2).await;
     let texts = slack.texts();
     assert!(
-        texts.iter().any(|t| t.starts_with(":bar_chart: Daily summary for 2026-11-25: revenue $29.00")),
+        texts.iter().any(|t| t.starts_with(&format!(":bar_chart: Daily summary for {SUMMARY_DAY}: revenue $29.00"))),
         "{texts:#?}"
     );
     assert!(texts.iter().any(|t| t.contains(&format!("High-severity finding · {customer}"))), "{texts:#?}");
@@ -584,7 +611,6 @@ async fn metrics_are_prometheus_text_with_the_values_of_known_traffic() {
     let mut unlisted = chat_body(false);
     unlisted["model"] = json!(format!("not-listed-{}", crate::support::random_suffix()));
     assert_eq!(app.chat(&key, unlisted).send().await.expect("send").status(), 200);
-    app.state().events.publish(Event::UsageDropped { dropped: 7 });
     // The probe samples queue depths each second; the Hawk counts notifications as it sends.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -614,14 +640,15 @@ async fn metrics_are_prometheus_text_with_the_values_of_known_traffic() {
         ("omi_alert_notifications_total", "counter"),
         ("omi_alerts_firing", "gauge"),
         ("omi_events_queue_depth", "gauge"),
-        ("omi_usage_records_dropped_total", "counter"),
+        ("omi_usage_buffered", "gauge"),
     ] {
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
     }
     let fired = value_of(&samples, "omi_alert_notifications_total", &[("rule", "server_errors"), ("state", "firing")]);
     assert!(fired.is_some_and(|v| v >= 1.0), "five 5xx fired an alert");
-    assert!(value_of(&samples, "omi_usage_records_dropped_total", &[]).is_some_and(|v| v >= 7.0));
-    assert!(value_of(&samples, "omi_events_queue_depth", &[("subscriber", "hawk")]).is_some());
+    for subscriber in ["hawk", "accountant"] {
+        assert!(value_of(&samples, "omi_events_queue_depth", &[("subscriber", subscriber)]).is_some(), "{subscriber}");
+    }
     let count = value_of(&samples, "omi_request_duration_seconds_count", &[("route", "chat")]);
     assert!(count.is_some_and(|v| v >= 10.0));
     // Bounded cardinality: nothing per key, customer or client.

@@ -69,6 +69,7 @@ pub fn spawn(
         slack,
         n8n,
         recorder,
+        usage_dropped: 0,
     };
     tasks.push(tokio::spawn(hawk.watch(events, alarm_rx)));
     tasks
@@ -81,6 +82,8 @@ struct Hawk {
     slack: Option<Queue<SlackMessage>>,
     n8n: Option<Queue<N8nEvent>>,
     recorder: Queue<AlertView>,
+    /// The usage writer's running total of dropped records, as last reported.
+    usage_dropped: u64,
 }
 
 impl Hawk {
@@ -119,9 +122,13 @@ impl Hawk {
                 self.observe(Trigger::new(Rule::EmailFailing, "outbox", now).critical(*permanent).detail(detail));
             }
             Event::UsageDropped { dropped } => {
-                metrics::counter!("omi_usage_records_dropped_total").increment(*dropped);
-                let detail = format!("{dropped} usage records dropped: those requests are not on the books");
-                self.observe(Trigger::new(Rule::UsageDropped, "usage_writer", now).weight(*dropped).detail(detail));
+                // The writer reports its running total; the rule counts what is new.
+                let new = dropped.saturating_sub(self.usage_dropped);
+                self.usage_dropped = self.usage_dropped.max(*dropped);
+                if new > 0 {
+                    let detail = format!("{dropped} usage records dropped so far: those requests are not on the books");
+                    self.observe(Trigger::new(Rule::UsageDropped, "usage_writer", now).weight(new).detail(detail));
+                }
             }
             Event::Finding(finding) => {
                 if finding.severity == Severity::High {
