@@ -180,4 +180,30 @@ ALTER TABLE daily_summaries ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (3, 'usage', TRUE, '\x34869c96fa4d4f3921765e405f25394d924745296ae476441b7bd136b737eccc5c87f95bac4a7a15b5c4037faefd12b6', 0);
 
+-- migration 0005 alerts
+-- The Hawk's alerts: one row per firing episode of an alert key (rule + subject), written
+-- when it fires, while it holds, and when it resolves.
+
+CREATE TABLE alerts (
+    id                  UUID PRIMARY KEY,
+    alert_key           TEXT NOT NULL,
+    rule                TEXT NOT NULL,
+    subject             TEXT NOT NULL,
+    severity            TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+    state               TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
+    detail              TEXT,
+    first_seen          TIMESTAMPTZ NOT NULL,
+    last_seen           TIMESTAMPTZ NOT NULL,
+    resolved_at         TIMESTAMPTZ,
+    occurrences         BIGINT NOT NULL,
+    sample_request_ids  JSONB NOT NULL,
+    notifications_sent  INTEGER NOT NULL,
+    updated_at          TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX alerts_state_seen_idx ON alerts (state, last_seen);
+
+ALTER TABLE alerts ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (5, 'alerts', TRUE, '\xaf429c55446608218953336b47ae77593b57dd883fabc95360a1859b94e277e714842812dc3fa8f39b4280b300d4b566', 0);
+
 COMMIT;

@@ -41,6 +41,10 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_EMAIL_FROM", "email_from"),
     ("OMI_PAYMENT_GRACE_HOURS", "payment_grace_hours"),
     ("OMI_METERING", "metering"),
+    ("SLACK_WEBHOOK_URL", "slack_webhook_url"),
+    ("N8N_WEBHOOK_URL", "n8n_webhook_url"),
+    ("N8N_WEBHOOK_SECRET", "n8n_webhook_secret"),
+    ("OMI_LATENCY_ALERT_MS", "hawk.latency_alert_ms"),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -84,6 +88,63 @@ pub struct Config {
     pub payment_fee_fixed_cents: i64,
     /// The Accountant's usage records (on by default; off only to measure its cost).
     pub metering: bool,
+    /// Slack incoming webhook for the Hawk's alerts (the URL is the credential).
+    pub slack_webhook_url: Option<SecretString>,
+    /// Every agent event is also POSTed here as signed JSON.
+    pub n8n_webhook_url: Option<SecretString>,
+    /// Key of the `X-Omi-Signature` HMAC on n8n deliveries.
+    pub n8n_webhook_secret: Option<SecretString>,
+    /// The Hawk's rules (`[hawk]` in omi.toml).
+    pub hawk: HawkConfig,
+}
+
+/// Thresholds and timings of the Hawk's alert rules. Windows slide; an alert fires once,
+/// reminds at most every `repeat_interval_secs`, and resolves after `resolve_after_secs`
+/// without a new trigger (`flap_resolve_after_secs` once it has fired twice within
+/// `repeat_interval_secs`, so a flapping alert cannot page on every swing).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HawkConfig {
+    /// A request slower than this (non-streamed, total time) triggers the latency alert.
+    pub latency_alert_ms: u64,
+    /// The sliding window the thresholds below count in.
+    pub window_secs: u64,
+    /// Upstream or gateway 5xx answers per window, per model, that fire an alert...
+    pub server_errors_fire: u64,
+    /// ...and that make it critical.
+    pub server_errors_critical: u64,
+    /// Requests per window, per provider, that could not reach it (connection failure or 504).
+    pub unreachable_fire: u64,
+    /// Failed database or Redis probes per window that fire an alert.
+    pub probe_failures_fire: u64,
+    pub probe_interval_secs: u64,
+    pub repeat_interval_secs: u64,
+    pub resolve_after_secs: u64,
+    pub flap_resolve_after_secs: u64,
+    /// Slack: how long to gather notifications into one message (Slack allows about one a second).
+    pub group_wait_ms: u64,
+    /// When set, n8n deliveries also carry `N8N_WEBHOOK_SECRET` in this header, for n8n's
+    /// Header Auth (the HMAC signature is sent either way).
+    pub n8n_auth_header: Option<String>,
+}
+
+impl Default for HawkConfig {
+    fn default() -> HawkConfig {
+        HawkConfig {
+            latency_alert_ms: 5_000,
+            window_secs: 60,
+            server_errors_fire: 5,
+            server_errors_critical: 10,
+            unreachable_fire: 3,
+            probe_failures_fire: 2,
+            probe_interval_secs: 5,
+            repeat_interval_secs: 3_600,
+            resolve_after_secs: 300,
+            flap_resolve_after_secs: 1_800,
+            group_wait_ms: 1_000,
+            n8n_auth_header: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -155,6 +216,10 @@ impl Default for Config {
             payment_fee_percent: 0.0,
             payment_fee_fixed_cents: 0,
             metering: true,
+            slack_webhook_url: None,
+            n8n_webhook_url: None,
+            n8n_webhook_secret: None,
+            hawk: HawkConfig::default(),
         }
     }
 }
@@ -196,6 +261,17 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
         }
+        let hawk = &self.hawk;
+        if hawk.window_secs == 0 || hawk.probe_interval_secs == 0 || hawk.server_errors_fire == 0 {
+            return Err(ConfigError::Invalid(
+                "hawk: window_secs, probe_interval_secs and server_errors_fire must be at least 1".into(),
+            ));
+        }
+        if let Some(name) = &hawk.n8n_auth_header
+            && axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(ConfigError::Invalid(format!("hawk.n8n_auth_header `{name}` is not a header name")));
+        }
         for provider in &self.providers {
             if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -217,12 +293,17 @@ impl Config {
         self.plans.iter().find(|p| p.variant_ids.contains(&variant)).map(|p| p.name.as_str())
     }
 
+    /// Where this gateway is reached from outside, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen_addr().map(|a| a.to_string()).unwrap_or_default()),
+        }
+    }
+
     /// Where customers reach the API (`…/v1`), as written in key emails.
     pub fn public_api_base(&self) -> String {
-        match &self.public_url {
-            Some(url) => format!("{}/v1", url.trim_end_matches('/')),
-            None => format!("http://{}/v1", self.listen_addr().map(|a| a.to_string()).unwrap_or_default()),
-        }
+        format!("{}/v1", self.public_base())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -305,6 +386,22 @@ mod tests {
             assert_eq!(config.plans.len(), 2);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
+            assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn hawk_table_and_latency_variable_merge() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("omi.toml", "[hawk]\nwindow_secs = 30\nlatency_alert_ms = 9000\n")?;
+            jail.set_env("OMI_LATENCY_ALERT_MS", "2500");
+            jail.set_env("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/secret-part");
+            let config =
+                Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment")).expect("config");
+            assert_eq!((config.hawk.window_secs, config.hawk.latency_alert_ms), (30, 2500));
+            assert_eq!(config.hawk.resolve_after_secs, 300);
+            assert!(!format!("{config:?}").contains("secret-part"), "the Slack URL is a secret");
             Ok(())
         });
     }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mock_upstream;
 pub mod store;
 pub mod telemetry;
+pub mod ticker;
 
 /// The plan a key gets when none is named (INTERFACE.md: `pro` at $29/month).
 pub const DEFAULT_PLAN: &str = "pro";

@@ -22,6 +22,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{id}/resend", post(resend_key))
         .route("/admin/api/margins", get(margins))
         .route("/admin/api/usage", get(usage))
+        .route("/admin/api/alerts", get(list_alerts))
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -65,6 +66,38 @@ async fn list_keys(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
     match app.store.list_keys().await {
         Ok(keys) => Json(json!({"data": keys})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// The Hawk's alerts, firing first, then most recently seen: `?state=firing|resolved`,
+/// `limit` (1–200, default 50) and `offset`; `has_more` tells whether a next page exists.
+async fn list_alerts(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
+        return denied;
+    }
+    let Ok(Query(query)) = query else {
+        return ApiError::invalid_request("`limit` and `offset` must be whole numbers.").into_response();
+    };
+    let state = query.state.as_deref().filter(|s| !s.is_empty());
+    if state.is_some_and(|s| s != "firing" && s != "resolved") {
+        return ApiError::invalid_request("`state` must be `firing` or `resolved`.").into_response();
+    }
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let offset = query.offset.unwrap_or(0).max(0);
+    match app.store.list_alerts(state, limit, offset).await {
+        Ok((alerts, has_more)) => Json(json!({"data": alerts, "has_more": has_more})).into_response(),
         Err(e) => store_error(e),
     }
 }

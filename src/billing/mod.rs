@@ -11,6 +11,7 @@ use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
 use crate::keys::ApiKey;
 use crate::store::Applied;
+use crate::ticker::Ticker;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -112,13 +113,8 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
 /// Suspends keys whose payment grace ran out and revokes cancelled ones past their term.
 pub fn spawn_lifecycle(app: Arc<AppState>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(every, shutdown);
+        while ticker.tick().await {
             match app.store.expire_due_purchases().await {
                 Ok(0) => {}
                 Ok(changed) => {

@@ -12,6 +12,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// [`RequestEvent::error_code`] of a request whose upstream could not be reached at all
+/// (connection refused, DNS, TLS). The client saw `upstream_error`; the Hawk tells an
+/// outage from an upstream's own 5xx by this.
+pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -108,6 +113,7 @@ pub struct RequestEvent {
     pub model: Option<String>,
     pub provider: Option<Arc<str>>,
     pub status: u16,
+    /// The error `code` the client saw, or [`UPSTREAM_UNREACHABLE`].
     pub error_code: Option<&'static str>,
     #[serde(with = "micros")]
     pub total: Duration,
@@ -178,6 +184,14 @@ impl EventBus {
             .unwrap_or(0)
     }
 
+    /// Events waiting in each subscriber's queue.
+    pub fn queue_depths(&self) -> Vec<(&'static str, usize)> {
+        self.subscribers
+            .read()
+            .map(|subs| subs.iter().map(|s| (s.name, s.tx.max_capacity() - s.tx.capacity())).collect())
+            .unwrap_or_default()
+    }
+
     /// Closes every queue so subscribers drain what they hold and stop (graceful shutdown).
     pub fn close(&self) {
         if let Ok(mut subs) = self.subscribers.write() {
@@ -244,6 +258,7 @@ mod tests {
         }
         assert_eq!(bus.dropped("slow"), 2);
         assert_eq!(bus.dropped("fast"), 0);
+        assert_eq!(bus.queue_depths(), vec![("slow", 1), ("fast", 3)]);
         assert!(slow.recv().await.is_some());
         for _ in 0..3 {
             assert!(fast.recv().await.is_some());

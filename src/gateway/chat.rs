@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::meter::Meter;
 use super::request_id::RequestId;
 use super::stream::{MeteredSse, usage_of_body};
+use crate::events::UPSTREAM_UNREACHABLE;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -99,6 +100,7 @@ async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: B
         }
     };
     meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
+    meter.set_catalog(app.model_label(&model), app.prices.get(route.upstream_model));
     if route.upstream_model != model {
         request.insert("model".into(), Value::String(route.upstream_model.to_string()));
     }
@@ -160,12 +162,13 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         Ok(Err(e)) => {
             let timed_out = e.is_timeout();
             tracing::warn!(error = %e.without_url(), "upstream request failed");
-            let error = if timed_out {
-                ApiError::upstream_timeout()
-            } else {
-                ApiError::upstream("The upstream provider could not be reached.")
-            };
-            return fail(meter, error);
+            if timed_out {
+                return fail(meter, ApiError::upstream_timeout());
+            }
+            // Booked apart from an upstream's own 5xx, so that the Hawk can tell an outage.
+            let error = ApiError::upstream("The upstream provider could not be reached.");
+            meter.finish(error.status.as_u16(), Some(UPSTREAM_UNREACHABLE));
+            return error.into_response();
         }
         Ok(Ok(response)) => response,
     };

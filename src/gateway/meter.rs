@@ -2,6 +2,7 @@
 //! [`RequestEvent`] when it finishes — or when it is dropped, because a client that goes
 //! away mid-stream drops the response body, and that request must be on the books too.
 
+use crate::billing::prices::NanoPrice;
 use crate::events::{Event, EventBus, RequestEvent, TokenUsage};
 use crate::keys::VerifiedKey;
 use chrono::Utc;
@@ -15,6 +16,9 @@ pub struct Meter {
     upstream_started: Option<Instant>,
     upstream_elapsed: Option<Duration>,
     event: Option<RequestEvent>,
+    /// The `model` metric label: `none` until a model is known.
+    model_label: String,
+    price: Option<NanoPrice>,
 }
 
 impl Meter {
@@ -24,6 +28,8 @@ impl Meter {
             started: Instant::now(),
             upstream_started: None,
             upstream_elapsed: None,
+            model_label: "none".into(),
+            price: None,
             event: Some(RequestEvent {
                 request_id,
                 at: Utc::now(),
@@ -69,6 +75,13 @@ impl Meter {
             e.streamed = streamed;
             e.request_bytes = bytes as u64;
         }
+    }
+
+    /// How metrics see the model: `label` is bounded (see `AppState::model_label`), and
+    /// `price` turns house-key tokens into the house-cost counter.
+    pub fn set_catalog(&mut self, label: &str, price: Option<NanoPrice>) {
+        label.clone_into(&mut self.model_label);
+        self.price = price;
     }
 
     pub fn set_request_bytes(&mut self, bytes: usize) {
@@ -121,7 +134,7 @@ impl Meter {
             self.upstream_finished();
         }
         event.upstream = self.upstream_elapsed;
-        record_metrics(&event);
+        self.record_metrics(&event);
         self.bus.publish(Event::Request(Box::new(event)));
     }
 }
@@ -137,19 +150,33 @@ impl Drop for Meter {
     }
 }
 
-fn record_metrics(event: &RequestEvent) {
-    let class = match event.status {
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
-    };
-    let kind = if event.byok { "byok" } else { "house" };
-    metrics::counter!("omi_requests_total", "route" => event.route, "status" => class, "key_kind" => kind).increment(1);
-    metrics::histogram!("omi_request_duration_seconds", "route" => event.route).record(event.total.as_secs_f64());
-    if let Some(upstream) = event.upstream {
-        metrics::histogram!("omi_upstream_duration_seconds", "route" => event.route).record(upstream.as_secs_f64());
-        metrics::histogram!("omi_gateway_overhead_seconds", "route" => event.route)
-            .record(event.overhead().as_secs_f64());
+impl Meter {
+    fn record_metrics(&self, event: &RequestEvent) {
+        let class = match event.status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        let kind = if event.byok { "byok" } else { "house" };
+        let model = self.model_label.clone();
+        metrics::counter!("omi_requests_total", "route" => event.route, "model" => model.clone(), "status" => class, "key_kind" => kind)
+            .increment(1);
+        metrics::histogram!("omi_request_duration_seconds", "route" => event.route).record(event.total.as_secs_f64());
+        if let Some(upstream) = event.upstream {
+            metrics::histogram!("omi_upstream_duration_seconds", "route" => event.route).record(upstream.as_secs_f64());
+            metrics::histogram!("omi_gateway_overhead_seconds", "route" => event.route)
+                .record(event.overhead().as_secs_f64());
+        }
+        let Some(usage) = event.usage else { return };
+        for (token_kind, count) in
+            [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens), ("cached", usage.cached_tokens)]
+        {
+            metrics::counter!("omi_tokens_total", "kind" => token_kind, "model" => model.clone()).increment(count);
+        }
+        // BYOK requests cost the house nothing upstream.
+        if let (false, Some(price)) = (event.byok, self.price) {
+            metrics::counter!("omi_house_cost_nanodollars_total", "model" => model).increment(price.cost(&usage));
+        }
     }
 }

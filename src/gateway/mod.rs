@@ -10,7 +10,6 @@ pub mod providers;
 pub mod request_id;
 mod stream;
 
-use crate::agents::accountant;
 use crate::billing::mailer::{EmailAddress, Mailer};
 use crate::billing::outbox::{OutboxSignal, Worker};
 use crate::billing::prices::PriceTable;
@@ -43,6 +42,15 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub events: EventBus,
     pub outbox: Arc<OutboxSignal>,
+}
+
+impl AppState {
+    /// A model as a metric label or alert subject: its name (without a `provider/` prefix)
+    /// when this gateway lists or prices it, else `other`, so callers cannot grow the set.
+    pub fn model_label<'a>(&'a self, model: &'a str) -> &'a str {
+        let name = self.providers.route(model).map_or(model, |route| route.upstream_model);
+        if self.providers.lists(name) || self.prices.get(name).is_some() { name } else { "other" }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,26 +185,6 @@ impl Server {
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
-        if config.metering {
-            background.push(accountant::spawn_writer(
-                &state.events,
-                state.store.clone(),
-                state.prices.clone(),
-                accountant::WriterSettings::default(),
-            ));
-        }
-        background.push(accountant::budgets::spawn_counter(
-            &state.events,
-            state.store.clone(),
-            config.clone(),
-            state.prices.clone(),
-        ));
-        background.push(accountant::spawn_daily_summary(
-            state.store.clone(),
-            config.clone(),
-            state.events.clone(),
-            shutdown.clone(),
-        ));
         background.push(crate::billing::spawn_lifecycle(state.clone(), Duration::from_secs(30), shutdown.clone()));
         let worker = Worker {
             store: state.store.clone(),
@@ -206,6 +194,7 @@ impl Server {
             api_base: config.public_api_base(),
         };
         background.push(worker.spawn(shutdown.clone()));
+        background.extend(crate::agents::spawn_all(&state, &shutdown));
 
         let addr = listener.local_addr()?;
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -85,6 +85,11 @@ impl Providers {
         self.catch_all.map(|index| Route { provider: &self.all[index], upstream_model: model })
     }
 
+    /// Whether a provider lists this model by name.
+    pub fn lists(&self, model: &str) -> bool {
+        self.by_model.contains_key(model)
+    }
+
     /// Every model listed by a provider, as `/v1/models` shows them.
     pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
         self.all.iter().flat_map(|p| p.models.iter().map(move |m| (m.as_str(), &*p.name)))

@@ -4,6 +4,7 @@
 
 use super::{ApiKey, KeyHash};
 use crate::store::{Store, StoreResult};
+use crate::ticker::Ticker;
 use moka::future::Cache;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,13 +145,8 @@ impl KeyVerifier {
     pub fn spawn_sync(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let verifier = Arc::clone(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
+            let mut ticker = Ticker::new(every, shutdown);
+            while ticker.tick().await {
                 if let Err(e) = verifier.sync_changes().await {
                     tracing::warn!(error = %e, "key change poll failed; cached keys are kept until it recovers");
                 }

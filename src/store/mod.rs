@@ -60,6 +60,7 @@ macro_rules! upsert_customer {
     }};
 }
 
+mod alerts;
 mod billing;
 mod keys;
 mod schema;
@@ -71,6 +72,7 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;

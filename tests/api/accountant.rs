@@ -253,6 +253,8 @@ async fn postgres_down_holds_records_then_writes_them_and_counts_drops() {
     let customer = uuid::Uuid::now_v7();
 
     outage.down();
+    // `down` cuts open connections within 20 ms: until then a flush could still get through.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for n in 0..150 {
         bus.publish(request_event(customer, n));
     }

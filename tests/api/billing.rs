@@ -13,7 +13,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub(crate) const SECRET: &str = "whsec_test_secret";
-const ORDER: i64 = 6922210;
+pub(crate) const ORDER: i64 = 6922210;
 const SUBSCRIPTION: i64 = 1674641;
 const EMAIL: &str = "ada@example.com";
 
@@ -78,7 +78,7 @@ fn refund(order_id: i64, minute: u32) -> Value {
     body
 }
 
-async fn postmark() -> MockServer {
+pub(crate) async fn postmark() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/email"))
@@ -90,7 +90,7 @@ async fn postmark() -> MockServer {
     server
 }
 
-fn billing_config(config: &mut omi::config::Config, postmark_url: &str) {
+pub(crate) fn billing_config(config: &mut omi::config::Config, postmark_url: &str) {
     config.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
     config.postmark_server_token = Some(SecretString::from("pm-server-token"));
     config.postmark_api_url = Some(postmark_url.to_string());
@@ -111,7 +111,7 @@ async fn deliver(app: &TestApp, body: &Value) -> reqwest::Response {
         .expect("deliver")
 }
 
-async fn outcome(app: &TestApp, body: &Value) -> String {
+pub(crate) async fn outcome(app: &TestApp, body: &Value) -> String {
     let response = deliver(app, body).await;
     assert_eq!(response.status(), 200, "{body}");
     let reply: Value = response.json().await.expect("json");
@@ -131,7 +131,7 @@ async fn emailed_keys(postmark: &MockServer) -> Vec<String> {
         .collect()
 }
 
-async fn wait_for_emails(postmark: &MockServer, n: usize) -> Vec<String> {
+pub(crate) async fn wait_for_emails(postmark: &MockServer, n: usize) -> Vec<String> {
     eventually(Duration::from_secs(10), || async { emailed_keys(postmark).await.len() >= n }).await;
     emailed_keys(postmark).await
 }

@@ -5,6 +5,7 @@ mod accountant;
 mod billing;
 mod cli;
 mod gateway;
+mod hawk;
 mod mailer;
 mod revocation;
 mod schema;

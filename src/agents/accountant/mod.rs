@@ -84,12 +84,8 @@ pub fn spawn_daily_summary(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut ticker = crate::ticker::Ticker::new(Duration::from_secs(600), shutdown);
+        while ticker.tick().await {
             let today = chrono::Utc::now().date_naive();
             let Some(yesterday) = today.pred_opt() else { continue };
             let day = yesterday.to_string();
