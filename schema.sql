@@ -132,4 +132,33 @@ ALTER TABLE email_outbox ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (2, 'billing', TRUE, '\x5e1f7f293ad211f286bd571a07c1e0c3511e2e1dd0ff2ce00b32e3e849c18f7136818cf1c56731b0613bcbacd48ddc7e', 0);
 
+-- migration 0004 findings
+-- The Sentinel's findings: prompts judged as injections, and what the output shield removed
+-- from answers. A short redacted excerpt is kept; the whole prompt only when the operator
+-- sets `sentinel_store_prompts`.
+
+CREATE TABLE findings (
+    id                   UUID PRIMARY KEY,
+    at                   TIMESTAMPTZ NOT NULL,
+    request_id           TEXT NOT NULL,
+    customer_id          UUID REFERENCES customers(id),
+    key_id               UUID REFERENCES api_keys(id),
+    kind                 TEXT NOT NULL CHECK (kind IN ('injection', 'system_prompt_leak', 'secret_leak')),
+    severity             TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+    score                DOUBLE PRECISION NOT NULL,
+    verdict              TEXT NOT NULL,
+    rules                TEXT NOT NULL,
+    judge_verdict        TEXT,
+    judge_reason         TEXT,
+    judge_cost_nano_usd  BIGINT,
+    excerpt              TEXT NOT NULL,
+    prompt               TEXT
+);
+-- Strike counts: a customer's high-severity findings of one day.
+CREATE INDEX findings_customer_idx ON findings (customer_id, at);
+
+ALTER TABLE findings ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (4, 'findings', TRUE, '\x21cf0769ea5651ce4442ea178e53b6bdc4e54dfbd87c8c564a7543f422f26d48f4ea46b609c3475d527071e7338d55d2', 0);
+
 COMMIT;

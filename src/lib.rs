@@ -2,6 +2,7 @@
 //! books, watch the service and guard it — one process. See ARCHITECTURE.md.
 
 pub mod admin;
+pub mod agents;
 pub mod billing;
 pub mod cli;
 pub mod config;

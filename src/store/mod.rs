@@ -61,6 +61,7 @@ macro_rules! upsert_customer {
 }
 
 mod billing;
+mod findings;
 mod keys;
 mod schema;
 
@@ -71,6 +72,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use billing::{Applied, OutboxEmail, VendedKey};
+pub use findings::{FindingQuery, FindingRecord, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
 
