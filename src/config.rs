@@ -427,6 +427,8 @@ mod tests {
                 .expect("omi.toml.example parses");
             assert_eq!(config.providers.len(), 3);
             assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
+            assert_eq!(config.shield_internal_hosts.len(), 3);
+            assert!(!config.sentinel_store_prompts);
             Ok(())
         });
     }

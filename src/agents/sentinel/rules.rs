@@ -1585,9 +1585,12 @@ mod tests {
     fn crafted_input_stays_fast() {
         // Dense near-misses for the longest patterns, 200 KB.
         let text = "ignore any previous all the ".repeat(7_000);
+        // Quadratic behaviour would take minutes; the bound leaves room for an unoptimized
+        // build on a machine busy with other builds (the test suite runs in debug).
+        let bound = std::time::Duration::from_secs(if cfg!(debug_assertions) { 10 } else { 2 });
         let start = std::time::Instant::now();
         let v = rules().scan(&text);
-        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(start.elapsed() < bound, "{:?}", start.elapsed());
         assert!((0.0..=1.0).contains(&v.score));
     }
 

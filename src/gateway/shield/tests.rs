@@ -471,6 +471,37 @@ fn field_text(out: &[u8], idx: u64, field: &str) -> String {
     text
 }
 
+/// Streams a text of 1..=`max_parts` random `parts` in random chunks of at most `max_chunk`
+/// bytes and checks it against the whole-text result (byte for byte when clean).
+fn check_random_stream(
+    sh: &Arc<Shield>,
+    rng: &mut Rng,
+    parts: &[&str],
+    max_parts: usize,
+    max_chunk: usize,
+    round: usize,
+) {
+    let mut text = String::new();
+    for _ in 0..1 + rng.below(max_parts) {
+        text.push_str(parts[rng.below(parts.len())]);
+    }
+    let toks = tokenize(&text, rng);
+    let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+    let input = sse(&refs);
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let n = (1 + rng.below(max_chunk)).min(input.len() - i);
+        chunks.push(&input[i..i + n]);
+        i += n;
+    }
+    let (out, _) = run(sh, &chunks);
+    assert_eq!(content(&out), clean(sh, &text), "round {round}: {text:?} {toks:?}");
+    if sh.sanitize(&text).is_none() {
+        assert!(out == input, "round {round}: clean stream changed");
+    }
+}
+
 fn content(out: &[u8]) -> String {
     field_text(out, 0, "content")
 }
@@ -608,25 +639,7 @@ fn stream_random_chunking_matches_whole_text() {
     ];
     let mut rng = Rng(0x5eed);
     for round in 0..150 {
-        let mut text = String::new();
-        for _ in 0..1 + rng.below(4) {
-            text.push_str(pieces[rng.below(pieces.len())]);
-        }
-        let toks = tokenize(&text, &mut rng);
-        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
-        let input = sse(&refs);
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut i = 0;
-        while i < input.len() {
-            let n = (1 + rng.below(40)).min(input.len() - i);
-            chunks.push(&input[i..i + n]);
-            i += n;
-        }
-        let (out, _) = run(&sh, &chunks);
-        assert_eq!(content(&out), clean(&sh, &text), "round {round}: {text:?}");
-        if sh.sanitize(&text).is_none() {
-            assert_eq!(out, input, "round {round}");
-        }
+        check_random_stream(&sh, &mut rng, &pieces, 4, 40, round);
     }
 }
 
@@ -892,25 +905,7 @@ fn stream_fuzz_random_soup_matches_whole_text() {
     ];
     let mut rng = Rng(0xfeed_beef);
     for round in 0..400 {
-        let mut text = String::new();
-        for _ in 0..1 + rng.below(60) {
-            text.push_str(atoms[rng.below(atoms.len())]);
-        }
-        let toks = tokenize(&text, &mut rng);
-        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
-        let input = sse(&refs);
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut i = 0;
-        while i < input.len() {
-            let n = (1 + rng.below(30)).min(input.len() - i);
-            chunks.push(&input[i..i + n]);
-            i += n;
-        }
-        let (out, _) = run(&sh, &chunks);
-        assert_eq!(content(&out), clean(&sh, &text), "round {round}: {text:?} {toks:?}");
-        if sh.sanitize(&text).is_none() {
-            assert!(out == input, "round {round}: clean stream changed");
-        }
+        check_random_stream(&sh, &mut rng, &atoms, 60, 30, round);
     }
 }
 
