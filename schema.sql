@@ -180,6 +180,35 @@ ALTER TABLE daily_summaries ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (3, 'usage', TRUE, '\x34869c96fa4d4f3921765e405f25394d924745296ae476441b7bd136b737eccc5c87f95bac4a7a15b5c4037faefd12b6', 0);
 
+-- migration 0004 findings
+-- The Sentinel's findings: prompts judged as injections, and what the output shield removed
+-- from answers. A short redacted excerpt is kept; the whole prompt only when the operator
+-- sets `sentinel_store_prompts`.
+
+CREATE TABLE findings (
+    id                   UUID PRIMARY KEY,
+    at                   TIMESTAMPTZ NOT NULL,
+    request_id           TEXT NOT NULL,
+    customer_id          UUID REFERENCES customers(id),
+    key_id               UUID REFERENCES api_keys(id),
+    kind                 TEXT NOT NULL CHECK (kind IN ('injection', 'system_prompt_leak', 'secret_leak')),
+    severity             TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+    score                DOUBLE PRECISION NOT NULL,
+    verdict              TEXT NOT NULL,
+    rules                TEXT NOT NULL,
+    judge_verdict        TEXT,
+    judge_reason         TEXT,
+    judge_cost_nano_usd  BIGINT,
+    excerpt              TEXT NOT NULL,
+    prompt               TEXT
+);
+-- Strike counts: a customer's high-severity findings of one day.
+CREATE INDEX findings_customer_idx ON findings (customer_id, at);
+
+ALTER TABLE findings ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (4, 'findings', TRUE, '\x21cf0769ea5651ce4442ea178e53b6bdc4e54dfbd87c8c564a7543f422f26d48f4ea46b609c3475d527071e7338d55d2', 0);
+
 -- migration 0005 alerts
 -- The Hawk's alerts: one row per firing episode of an alert key (rule + subject), written
 -- when it fires, while it holds, and when it resolves.

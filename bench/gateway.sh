@@ -9,14 +9,7 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 MOCK_PORT=18001
 OMI_PORT=18002
-out=bench/out; mkdir -p "$out"
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release --bins --quiet
-bin="${CARGO_TARGET_DIR:-target}/release"
-
-work=$(mktemp -d)
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
-pids=(); trap cleanup EXIT
+source bench/setup.sh
 
 "$bin/mock-upstream" --port $MOCK_PORT --chunks 3 >"$work/mock.log" 2>&1 & pids+=($!)
 export DATABASE_URL="sqlite://$work/omi.db" OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" \

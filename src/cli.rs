@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// The Sentinel's tools.
+    Sentinel {
+        #[command(subcommand)]
+        command: SentinelCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,6 +63,13 @@ enum ReportFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Subcommand)]
+enum SentinelCommand {
+    /// Score prompts from stdin, one a line (JSON with a `text` field, or plain text); prints
+    /// one JSON verdict a line: {"score", "injection", "rules"}.
+    Scan,
 }
 
 #[derive(Subcommand)]
@@ -140,8 +152,36 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
                 ReportFormat::Json => println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?),
             }
         }
+        // Local rules only: no configuration, database or network needed.
+        Command::Sentinel { command: SentinelCommand::Scan } => {
+            let stdin = std::io::stdin();
+            sentinel_scan(stdin.lock(), std::io::stdout().lock())?
+        }
     }
     Ok(())
+}
+
+fn sentinel_scan(input: impl std::io::BufRead, mut out: impl std::io::Write) -> anyhow::Result<()> {
+    let rules = crate::agents::sentinel::Rules::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("reading line {}: {e}", n + 1))?;
+        let text = prompt_of_line(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        serde_json::to_writer(&mut out, &rules.scan(&text))?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A line is a JSON object with a `text` field, or else the prompt itself.
+fn prompt_of_line(line: &str) -> Result<String, &'static str> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(object)) => match object.get("text") {
+            Some(serde_json::Value::String(text)) => Ok(text.clone()),
+            _ => Err("a JSON object needs a string `text` field"),
+        },
+        _ => Ok(line.to_owned()),
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

@@ -4,11 +4,11 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +45,13 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("N8N_WEBHOOK_URL", "n8n_webhook_url"),
     ("N8N_WEBHOOK_SECRET", "n8n_webhook_secret"),
     ("OMI_LATENCY_ALERT_MS", "hawk.latency_alert_ms"),
+    ("SENTINEL_MODEL", "sentinel_model"),
+    ("SENTINEL_BASE_URL", "sentinel_base_url"),
+    ("SENTINEL_API_KEY", "sentinel_api_key"),
+    ("SENTINEL_MODE", "sentinel_mode"),
+    ("SENTINEL_BLOCK", "sentinel_block"),
+    ("OMI_SYSTEM_PROMPT", "system_prompt"),
+    ("OMI_SYSTEM_PROMPT_FILE", "system_prompt_file"),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -96,6 +103,42 @@ pub struct Config {
     pub n8n_webhook_secret: Option<SecretString>,
     /// The Hawk's rules (`[hawk]` in omi.toml).
     pub hawk: HawkConfig,
+    /// The proprietary system prompt placed first in every upstream request; never logged.
+    pub system_prompt: Option<SecretString>,
+    /// A file holding the system prompt instead, read once at start-up.
+    pub system_prompt_file: Option<PathBuf>,
+    /// The canary token appended to the system prompt; a random one per process when unset.
+    pub shield_canary: Option<SecretString>,
+    /// Internal host names the output shield removes, with their sub-domains (`db.corp.local`).
+    pub shield_internal_hosts: Vec<String>,
+    /// Shortest run of system-prompt words that counts as a leak; 0 means the shield's default (8).
+    pub shield_min_leak_words: usize,
+    /// Scan answers for leaks. Off only to measure the shield's cost: upstream error messages
+    /// are sanitized either way.
+    pub shield_answers: bool,
+    /// `off`, `rules` or `llm`; unset means `llm` when a judge key is configured, else `rules`.
+    pub sentinel_mode: Option<SentinelMode>,
+    /// The LLM judge: model, OpenAI-compatible base URL (default `openai_base_url`) and key
+    /// (default `openai_api_key`).
+    pub sentinel_model: String,
+    pub sentinel_base_url: Option<String>,
+    pub sentinel_api_key: Option<SecretString>,
+    /// Prompts whose local score is at least this are refused inline (400 `prompt_rejected`).
+    pub sentinel_block: Option<f32>,
+    /// The judge sees prompts the rules scored in `[judge_min, judge_max)`: neither cleared
+    /// nor condemned by the rules. `sentinel_judge_all` sends every prompt instead.
+    pub sentinel_judge_min: f32,
+    pub sentinel_judge_max: f32,
+    pub sentinel_judge_all: bool,
+    pub sentinel_judge_timeout_ms: u64,
+    /// Judge calls in flight at once; more wait, and the queue fills (then scans are dropped).
+    pub sentinel_judge_concurrency: usize,
+    /// Prompts waiting for a scan; when full, new prompts are not scanned (and counted).
+    pub sentinel_queue_capacity: usize,
+    /// Keep the whole prompt with each finding (default: a short redacted excerpt only).
+    pub sentinel_store_prompts: bool,
+    /// Suspend a customer's keys after this many high-severity findings in one UTC day.
+    pub sentinel_auto_suspend_after: Option<u32>,
 }
 
 /// Thresholds and timings of the Hawk's alert rules. Windows slide; an alert fires once,
@@ -145,6 +188,17 @@ impl Default for HawkConfig {
             n8n_auth_header: None,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SentinelMode {
+    /// No scanning and no blocking.
+    Off,
+    /// Local rules only.
+    Rules,
+    /// Local rules, then the LLM judge for the prompts they neither clear nor condemn.
+    Llm,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -220,6 +274,25 @@ impl Default for Config {
             n8n_webhook_url: None,
             n8n_webhook_secret: None,
             hawk: HawkConfig::default(),
+            system_prompt: None,
+            system_prompt_file: None,
+            shield_canary: None,
+            shield_internal_hosts: Vec::new(),
+            shield_min_leak_words: 0,
+            shield_answers: true,
+            sentinel_mode: None,
+            sentinel_model: "gpt-4o-mini".into(),
+            sentinel_base_url: None,
+            sentinel_api_key: None,
+            sentinel_block: None,
+            sentinel_judge_min: 0.2,
+            sentinel_judge_max: 0.8,
+            sentinel_judge_all: false,
+            sentinel_judge_timeout_ms: 10_000,
+            sentinel_judge_concurrency: 4,
+            sentinel_queue_capacity: 1024,
+            sentinel_store_prompts: false,
+            sentinel_auto_suspend_after: None,
         }
     }
 }
@@ -273,14 +346,78 @@ impl Config {
             return Err(ConfigError::Invalid(format!("hawk.n8n_auth_header `{name}` is not a header name")));
         }
         for provider in &self.providers {
-            if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://")) {
+            if !is_http_url(&provider.base_url) {
                 return Err(ConfigError::Invalid(format!(
                     "provider `{}`: base_url must start with http:// or https://",
                     provider.name
                 )));
             }
         }
+        self.validate_sentinel()
+    }
+
+    fn validate_sentinel(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.system_prompt.is_some() && self.system_prompt_file.is_some() {
+            return invalid("set OMI_SYSTEM_PROMPT or OMI_SYSTEM_PROMPT_FILE, not both");
+        }
+        if let Some(block) = self.sentinel_block {
+            if !(block > 0.0 && block <= 1.0) {
+                return invalid("SENTINEL_BLOCK must be a score in (0, 1]");
+            }
+            if self.sentinel_mode() == SentinelMode::Off {
+                return invalid("SENTINEL_BLOCK needs the Sentinel on: SENTINEL_MODE is off");
+            }
+        }
+        let (min, max) = (self.sentinel_judge_min, self.sentinel_judge_max);
+        if !(0.0..=1.0).contains(&min) || !(0.0..=1.0).contains(&max) || min >= max {
+            return invalid("sentinel_judge_min and sentinel_judge_max must satisfy 0 <= min < max <= 1");
+        }
+        if self.sentinel_queue_capacity == 0 || self.sentinel_judge_concurrency == 0 {
+            return invalid("sentinel_queue_capacity and sentinel_judge_concurrency must be at least 1");
+        }
+        if self.sentinel_auto_suspend_after == Some(0) {
+            return invalid("sentinel_auto_suspend_after must be at least 1 (leave it unset to turn it off)");
+        }
+        if !is_http_url(self.sentinel_base_url()) {
+            return invalid("SENTINEL_BASE_URL must start with http:// or https://");
+        }
+        if self.sentinel_mode == Some(SentinelMode::Llm) && self.sentinel_judge_key().is_none() {
+            return invalid("SENTINEL_MODE=llm needs a judge key: SENTINEL_API_KEY or OPENAI_API_KEY");
+        }
         Ok(())
+    }
+
+    /// The judge's key: `SENTINEL_API_KEY`, else the house key.
+    pub fn sentinel_judge_key(&self) -> Option<&SecretString> {
+        let set = |k: &&SecretString| !k.expose_secret().is_empty();
+        self.sentinel_api_key.as_ref().filter(set).or(self.openai_api_key.as_ref().filter(set))
+    }
+
+    pub fn sentinel_base_url(&self) -> &str {
+        self.sentinel_base_url.as_deref().filter(|u| !u.is_empty()).unwrap_or(&self.openai_base_url)
+    }
+
+    /// INTERFACE.md's default: `llm` when a judge key is configured, else `rules`.
+    pub fn sentinel_mode(&self) -> SentinelMode {
+        self.sentinel_mode.unwrap_or(if self.sentinel_judge_key().is_some() {
+            SentinelMode::Llm
+        } else {
+            SentinelMode::Rules
+        })
+    }
+
+    /// The system prompt, from `OMI_SYSTEM_PROMPT` or read from `OMI_SYSTEM_PROMPT_FILE`.
+    pub fn load_system_prompt(&self) -> Result<Option<SecretString>, ConfigError> {
+        let Some(path) = &self.system_prompt_file else {
+            return Ok(self.system_prompt.clone().filter(|p| !p.expose_secret().trim().is_empty()));
+        };
+        let file_error = |message: String| ConfigError::File { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("OMI_SYSTEM_PROMPT_FILE: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(file_error("OMI_SYSTEM_PROMPT_FILE is empty".into()));
+        }
+        Ok(Some(SecretString::from(text)))
     }
 
     /// The plan a Lemon Squeezy variant buys: with no plans configured, every variant buys
@@ -317,11 +454,14 @@ impl Config {
     }
 }
 
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own (large) error
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn defaults_then_file_then_environment() {
@@ -387,6 +527,8 @@ mod tests {
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
+            assert_eq!(config.shield_internal_hosts.len(), 3);
+            assert!(!config.sentinel_store_prompts);
             Ok(())
         });
     }
@@ -425,7 +567,60 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let config = Config { admin_key: Some(SecretString::from("very-secret-admin")), ..Config::default() };
-        assert!(!format!("{config:?}").contains("very-secret-admin"));
+        let config = Config {
+            admin_key: Some(SecretString::from("very-secret-admin")),
+            sentinel_api_key: Some(SecretString::from("sk-judge-secret")),
+            system_prompt: Some(SecretString::from("proprietary prompt text")),
+            ..Config::default()
+        };
+        let debug = format!("{config:?}");
+        for secret in ["very-secret-admin", "sk-judge-secret", "proprietary prompt text"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    #[test]
+    fn sentinel_mode_defaults_to_the_judge_when_a_key_is_configured() {
+        assert_eq!(Config::default().sentinel_mode(), SentinelMode::Rules);
+        let house = Config { openai_api_key: Some(SecretString::from("sk-house")), ..Config::default() };
+        assert_eq!(house.sentinel_mode(), SentinelMode::Llm);
+        assert_eq!(house.sentinel_judge_key().map(|k| k.expose_secret()), Some("sk-house"));
+        assert_eq!(house.sentinel_base_url(), "https://api.openai.com/v1");
+        let own = Config { sentinel_api_key: Some(SecretString::from("sk-judge")), ..house };
+        assert_eq!(own.sentinel_judge_key().map(|k| k.expose_secret()), Some("sk-judge"));
+    }
+
+    #[test]
+    fn sentinel_and_system_prompt_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let load = || Config::from_figment(Config::figment(None).expect("figment"));
+            jail.create_file("prompt.txt", "You are the support bot of Acme.")?;
+            jail.set_env("OMI_SYSTEM_PROMPT_FILE", "prompt.txt");
+            jail.set_env("SENTINEL_MODE", "rules");
+            jail.set_env("SENTINEL_BLOCK", "0.9");
+            let config = load().expect("config");
+            assert_eq!((config.sentinel_mode(), config.sentinel_block), (SentinelMode::Rules, Some(0.9)));
+            let prompt = config.load_system_prompt().expect("read").expect("set");
+            assert_eq!(prompt.expose_secret(), "You are the support bot of Acme.");
+
+            jail.set_env("OMI_SYSTEM_PROMPT_FILE", "missing.txt");
+            let err = load().expect("config").load_system_prompt().unwrap_err().to_string();
+            assert!(err.contains("missing.txt") && err.contains("OMI_SYSTEM_PROMPT_FILE"), "{err}");
+            jail.set_env("OMI_SYSTEM_PROMPT", "inline too");
+            assert!(load().unwrap_err().to_string().contains("not both"));
+            jail.clear_env();
+
+            for (block, mode) in [("1.5", "rules"), ("0", "rules"), ("0.9", "off")] {
+                jail.set_env("SENTINEL_BLOCK", block);
+                jail.set_env("SENTINEL_MODE", mode);
+                assert!(load().unwrap_err().to_string().contains("SENTINEL_BLOCK"), "{block} {mode}");
+            }
+            jail.set_env("SENTINEL_BLOCK", "0.9");
+            jail.set_env("SENTINEL_MODE", "llm");
+            assert!(load().unwrap_err().to_string().contains("judge key"));
+            jail.set_env("SENTINEL_MODE", "sometimes");
+            assert!(load().is_err());
+            Ok(())
+        });
     }
 }

@@ -1,7 +1,7 @@
 //! A mock OpenAI-compatible upstream for tests, demos and benchmarks (`mock-upstream`
 //! binary). Each request may steer it with a `"mock"` object in its body:
-//! `{"latency_ms", "status", "chunks", "chunk_delay_ms", "cut_after", "prompt_tokens",
-//! "completion_tokens", "content"}`; server-wide defaults come from [`MockConfig`].
+//! `{"latency_ms", "status", "error_message", "chunks", "chunk_delay_ms", "cut_after",
+//! "prompt_tokens", "completion_tokens", "content"}`; server-wide defaults come from [`MockConfig`].
 //! Usage is deterministic: prompt tokens = message characters / 4 (rounded up) unless
 //! given, completion tokens = number of chunks.
 
@@ -41,6 +41,7 @@ pub struct MockUpstream {
 struct Steering {
     latency_ms: Option<u64>,
     status: Option<u16>,
+    error_message: Option<String>,
     chunks: Option<usize>,
     chunk_delay_ms: Option<u64>,
     cut_after: Option<usize>,
@@ -115,7 +116,7 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if let Some(status) = steer.status.and_then(|s| StatusCode::from_u16(s).ok()).filter(|s| !s.is_success()) {
-        return error(status, "mock failure as requested");
+        return error(status, steer.error_message.as_deref().unwrap_or("mock failure as requested"));
     }
     let model = body["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
     let chunks = steer.chunks.unwrap_or(if mock.config.chunks == 0 { 3 } else { mock.config.chunks }).max(1);

@@ -5,7 +5,7 @@ use crate::customers::EmailAddress;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
 use crate::keys::{self, KeyStatus};
-use crate::store::StoreError;
+use crate::store::{FindingQuery, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use uuid::Uuid;
+
+/// Findings per page: the default, and the most one page may ask for.
+const FINDINGS_PAGE: i64 = 50;
+const FINDINGS_PAGE_MAX: i64 = 500;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -23,6 +28,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/margins", get(margins))
         .route("/admin/api/usage", get(usage))
         .route("/admin/api/alerts", get(list_alerts))
+        .route("/admin/api/findings", get(list_findings))
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -230,4 +236,65 @@ async fn usage(State(app): State<Arc<AppState>>, headers: HeaderMap, Query(q): Q
         }
         Err(e) => store_error(e),
     }
+}
+
+#[derive(Deserialize)]
+struct FindingsParams {
+    limit: Option<i64>,
+    /// The id of the previous page's last finding.
+    before: Option<String>,
+    /// A customer id or email.
+    customer: Option<String>,
+}
+
+/// `GET /admin/api/findings?limit=&before=&customer=`: newest first. With `customer`, also
+/// that customer's strikes (high-severity findings today and in total).
+async fn list_findings(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<FindingsParams>,
+) -> Response {
+    if let Some(denied) = admin_denial(&app, &headers) {
+        return denied;
+    }
+    let limit = params.limit.unwrap_or(FINDINGS_PAGE);
+    if !(1..=FINDINGS_PAGE_MAX).contains(&limit) {
+        return ApiError::invalid_request(format!("`limit` must be between 1 and {FINDINGS_PAGE_MAX}."))
+            .into_response();
+    }
+    let before = match params.before.as_deref().map(Uuid::parse_str).transpose() {
+        Ok(before) => before,
+        Err(_) => return ApiError::invalid_request("`before` must be a finding id.").into_response(),
+    };
+    let customer_id = match params.customer.as_deref() {
+        None => None,
+        Some(raw) => match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => match app.store.customer_id_by_email(&raw.trim().to_lowercase()).await {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => {
+                    return ApiError::invalid_request(format!("No customer `{raw}`."))
+                        .into_response_with(StatusCode::NOT_FOUND);
+                }
+                Err(e) => return store_error(e),
+            },
+        },
+    };
+    // One more than asked tells whether another page follows.
+    let query = FindingQuery { limit: limit + 1, before, customer_id };
+    let mut findings = match app.store.list_findings(&query).await {
+        Ok(findings) => findings,
+        Err(e) => return store_error(e),
+    };
+    let has_more = findings.len() as i64 > limit;
+    findings.truncate(limit as usize);
+    let next_before = if has_more { findings.last().map(|f| f.id) } else { None };
+    let mut body = json!({"data": findings, "has_more": has_more, "next_before": next_before});
+    if let Some(customer_id) = customer_id {
+        match app.store.strikes(customer_id, chrono::Utc::now()).await {
+            Ok(strikes) => body["strikes"] = json!(strikes),
+            Err(e) => return store_error(e),
+        }
+    }
+    Json(body).into_response()
 }

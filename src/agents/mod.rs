@@ -8,6 +8,7 @@ pub mod accountant;
 mod delivery;
 pub mod hawk;
 pub mod n8n;
+pub mod sentinel;
 
 use crate::gateway::AppState;
 use std::sync::Arc;

@@ -1,13 +1,17 @@
-//! `POST /v1/chat/completions`: authenticate, validate, route, forward with the house key
-//! or the customer's own (`X-Provider-Key`), and relay the answer — whole, or streamed
-//! chunk by chunk — while the [`Meter`] books the request.
+//! `POST /v1/chat/completions`: authenticate, validate, screen the prompt (the Sentinel),
+//! put the operator's system prompt first, route, forward with the house key or the
+//! customer's own (`X-Provider-Key`), and relay the answer — whole, or streamed chunk by
+//! chunk — through the output shield while the [`Meter`] books the request.
 
 use super::AppState;
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::guard::{Guard, RemovalReport};
 use super::meter::Meter;
 use super::request_id::RequestId;
-use super::stream::{MeteredSse, usage_of_body};
+use super::shield::RemovalKind;
+use super::stream::{MeteredSse, ShieldedSse, usage_of_body};
+use crate::agents::sentinel::{Prompt, Screening, user_text};
 use crate::events::UPSTREAM_UNREACHABLE;
 use axum::Extension;
 use axum::body::Body;
@@ -20,10 +24,15 @@ use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 pub const BYOK_HEADER: &str = "x-provider-key";
+/// Upstream error messages reach the customer; longer ones are cut.
+const MAX_UPSTREAM_MESSAGE_CHARS: usize = 500;
 
 struct Prepared {
+    request_id: Arc<str>,
+    customer_id: Uuid,
     upstream_url: String,
     upstream_key: SecretString,
     byok: bool,
@@ -40,8 +49,8 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut meter = Meter::start(app.events.clone(), request_id, "chat", peer.ip());
-    match prepare(&app, &mut meter, &headers, body).await {
+    let mut meter = Meter::start(app.events.clone(), request_id.clone(), "chat", peer.ip());
+    match prepare(&app, &mut meter, request_id, &headers, body).await {
         Ok(prepared) => forward(&app, meter, prepared).await,
         Err(error) => fail(meter, error),
     }
@@ -52,7 +61,13 @@ fn fail(meter: Meter, error: ApiError) -> Response {
     error.into_response()
 }
 
-async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: Body) -> Result<Prepared, ApiError> {
+async fn prepare(
+    app: &AppState,
+    meter: &mut Meter,
+    request_id: Arc<str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Prepared, ApiError> {
     let key = authenticate(app, headers).await?;
     meter.set_key(&key);
     crate::agents::accountant::budgets::check(&app.config, &app.store, &key).await?;
@@ -104,11 +119,27 @@ async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: B
     if route.upstream_model != model {
         request.insert("model".into(), Value::String(route.upstream_model.to_string()));
     }
+    if app.sentinel.is_on() {
+        let text = request.get("messages").and_then(Value::as_array).map(|m| user_text(m)).unwrap_or_default();
+        let prompt = Prompt { request_id: request_id.clone(), customer_id: key.customer_id, key_id: key.key_id, text };
+        if let Screening::Blocked { score } = app.sentinel.screen(prompt) {
+            tracing::info!(score, %request_id, "the sentinel refused a prompt");
+            return Err(ApiError::prompt_rejected());
+        }
+    }
+    // After the screening: the operator's prompt is not the customer's text.
+    if let Some(system) = app.guard.system_message()
+        && let Some(Value::Array(messages)) = request.get_mut("messages")
+    {
+        messages.insert(0, system.clone());
+    }
 
     let client_asked_usage = streamed && ask_for_stream_usage(&mut request);
     let body =
         serde_json::to_vec(&request).map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
     Ok(Prepared {
+        request_id,
+        customer_id: key.customer_id,
         upstream_url: route.provider.chat_url.clone(),
         upstream_key,
         byok: is_byok,
@@ -154,7 +185,8 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         .post(&prepared.upstream_url)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::AUTHORIZATION, format!("Bearer {}", prepared.upstream_key.expose_secret()))
-        .body(prepared.body);
+        // Bytes: a reference count, not a copy.
+        .body(prepared.body.clone());
     meter.upstream_started();
     let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
     let response = match tokio::time::timeout(first_byte, request.send()).await {
@@ -176,7 +208,9 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     if !status.is_success() {
         let body = tokio::time::timeout(first_byte, response.bytes()).await.ok().and_then(Result::ok);
         meter.upstream_finished();
-        return fail(meter, upstream_failure(status, body.as_deref(), prepared.byok));
+        let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
+        removal_report(app, &prepared, "upstream error message").add(&removed);
+        return fail(meter, error);
     }
 
     if prepared.streamed {
@@ -188,11 +222,17 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             prepared.prompt_estimate,
             idle,
         );
+        let body = match app.guard.answer_stream() {
+            Some(shield) => {
+                Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, &prepared, "streamed answer")))
+            }
+            None => Body::from_stream(sse),
+        };
         return Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from_stream(sse))
+            .body(body)
             .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
     }
 
@@ -208,6 +248,13 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     if let Some(usage) = usage_of_body(&body) {
         meter.record_usage(usage, false);
     }
+    let body = match app.guard.sanitize_answer(&body) {
+        Some((clean, removed)) => {
+            removal_report(app, &prepared, "answer").add(&removed);
+            Bytes::from(clean)
+        }
+        None => body,
+    };
     meter.add_response_bytes(body.len());
     meter.finish(status.as_u16(), None);
     let mut response = Response::new(Body::from(body));
@@ -215,10 +262,20 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     response
 }
 
-/// Maps an upstream error to what the customer sees. Client errors keep a scrubbed
-/// message (they are the customer's to fix); everything else becomes a generic 502.
-fn upstream_failure(status: StatusCode, body: Option<&[u8]>, byok: bool) -> ApiError {
-    match status.as_u16() {
+fn removal_report(app: &AppState, prepared: &Prepared, place: &'static str) -> RemovalReport {
+    RemovalReport::new(app.events.clone(), prepared.request_id.clone(), Some(prepared.customer_id), place)
+}
+
+/// Maps an upstream error to what the customer sees, with what the shield removed from it.
+/// Client errors keep the upstream's message, shielded and cut short (they are the customer's
+/// to fix); everything else becomes a generic 502.
+fn upstream_failure(
+    status: StatusCode,
+    body: Option<&[u8]>,
+    byok: bool,
+    guard: &Guard,
+) -> (ApiError, Vec<RemovalKind>) {
+    let error = match status.as_u16() {
         401 | 403 if byok => {
             ApiError::invalid_api_key("The upstream provider rejected the key sent in X-Provider-Key.")
         }
@@ -230,32 +287,23 @@ fn upstream_failure(status: StatusCode, body: Option<&[u8]>, byok: bool) -> ApiE
         400 | 404 | 409 | 413 | 422 => {
             let message = body
                 .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(scrub_message))
-                .unwrap_or_else(|| "The upstream provider rejected the request.".into());
-            ApiError::upstream_client_error(status, message)
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned));
+            let Some(message) = message else {
+                return (
+                    ApiError::upstream_client_error(status, "The upstream provider rejected the request.".into()),
+                    Vec::new(),
+                );
+            };
+            let (clean, removed) = guard.sanitize_text(&message);
+            let short: String = clean.chars().take(MAX_UPSTREAM_MESSAGE_CHARS).collect();
+            return (ApiError::upstream_client_error(status, short), removed);
         }
         _ => {
             tracing::warn!(%status, "upstream server error");
             ApiError::upstream("The upstream provider failed to answer.")
         }
-    }
-}
-
-/// Keeps an upstream message short and free of anything key- or host-like.
-fn scrub_message(message: &str) -> String {
-    let scrubbed: Vec<&str> = message
-        .split_whitespace()
-        .map(|word| {
-            let lower = word.to_ascii_lowercase();
-            let secret = lower.starts_with("sk-") || lower.starts_with("omi_") || lower.starts_with("bearer");
-            let address = lower.contains("://")
-                || lower.chars().filter(|c| *c == '.').count() >= 3 && lower.chars().any(|c| c.is_ascii_digit());
-            if secret || address { "[redacted]" } else { word }
-        })
-        .collect();
-    let mut text = scrubbed.join(" ");
-    text.truncate(text.char_indices().nth(500).map_or(text.len(), |(i, _)| i));
-    text
+    };
+    (error, Vec::new())
 }
 
 #[cfg(test)]
@@ -276,15 +324,24 @@ mod tests {
 
     #[test]
     fn upstream_errors_never_carry_keys_or_hosts() {
-        let body = br#"{"error":{"message":"Incorrect API key provided: sk-abc123. Host http://10.0.0.5:8000 refused","type":"invalid_request_error"}}"#;
-        let err = upstream_failure(StatusCode::BAD_REQUEST, Some(body), false);
+        let config = crate::config::Config { shield_internal_hosts: vec!["corp.local".into()], ..Default::default() };
+        let guard = Guard::from_config(&config).expect("guard");
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-Ab12Cd34Ef56Gh78Ij90. Host http://10.0.0.5:8000 (vllm.corp.local) refused","type":"invalid_request_error"}}"#;
+        let (err, removed) = upstream_failure(StatusCode::BAD_REQUEST, Some(body), false, &guard);
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        assert!(!err.message.contains("sk-abc123") && !err.message.contains("10.0.0.5"), "{}", err.message);
-        let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), false);
+        for secret in ["sk-proj", "Ab12Cd34", "10.0.0.5", "vllm", "corp.local"] {
+            assert!(!err.message.contains(secret), "{secret} in {}", err.message);
+        }
+        assert!(err.message.starts_with("Incorrect API key provided: [REDACTED]"), "{}", err.message);
+        assert_eq!(removed, vec![RemovalKind::Secret, RemovalKind::InternalAddress, RemovalKind::InternalHost]);
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "word ".repeat(300));
+        let (err, _) = upstream_failure(StatusCode::BAD_REQUEST, Some(long.as_bytes()), false, &guard);
+        assert_eq!(err.message.chars().count(), MAX_UPSTREAM_MESSAGE_CHARS);
+        let (err, _) = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), false, &guard);
         assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
-        let err = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), true);
+        let (err, _) = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), true, &guard);
         assert_eq!((err.status, err.code), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
-        let err = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false);
+        let (err, _) = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false, &guard);
         assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
     }
 }

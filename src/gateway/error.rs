@@ -22,6 +22,13 @@ impl ApiError {
     pub fn invalid_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+    pub fn prompt_rejected() -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "prompt_rejected",
+            "The prompt was refused: it looks like a prompt injection.",
+        )
+    }
     pub fn invalid_api_key(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
     }

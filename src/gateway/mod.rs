@@ -5,15 +5,18 @@
 mod auth;
 mod chat;
 pub mod error;
+pub mod guard;
 mod meter;
 pub mod providers;
 pub mod request_id;
-mod stream;
+pub mod shield;
+pub(crate) mod stream;
 
+use crate::agents::sentinel::{self, Sentinel};
 use crate::billing::mailer::{EmailAddress, Mailer};
 use crate::billing::outbox::{OutboxSignal, Worker};
 use crate::billing::prices::PriceTable;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::events::EventBus;
 use crate::keys::KeyVerifier;
 use crate::store::Store;
@@ -23,6 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use guard::Guard;
 use providers::Providers;
 use request_id::RequestId;
 use serde_json::json;
@@ -42,6 +46,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub events: EventBus,
     pub outbox: Arc<OutboxSignal>,
+    pub guard: Arc<Guard>,
+    pub sentinel: Arc<Sentinel>,
 }
 
 impl AppState {
@@ -63,6 +69,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("email configuration: {0}")]
     Email(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no randomness for the shield's canary: {0}")]
+    Random(String),
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -141,12 +151,20 @@ fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeE
     .map_err(|e| ServeError::Email(e.to_string()))
 }
 
+async fn wait_for(task: JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+        tracing::warn!("a background task did not stop in time");
+    }
+}
+
 /// A running gateway: its address, and the handle that stops it.
 pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    /// Stopped before the event bus closes: it publishes its findings there.
+    sentinel_worker: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -170,8 +188,20 @@ impl Server {
             .build()
             .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
+        let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
         let outbox = Arc::new(OutboxSignal::default());
+        let (sentinel, sentinel_tasks) = Sentinel::start(
+            &config,
+            sentinel::Deps {
+                store: store.clone(),
+                events: events.clone(),
+                verifier: verifier.clone(),
+                guard: guard.clone(),
+                http: http.clone(),
+                prices: prices.clone(),
+            },
+        );
         let state = Arc::new(AppState {
             config: config.clone(),
             store,
@@ -181,9 +211,12 @@ impl Server {
             http,
             events,
             outbox: outbox.clone(),
+            guard,
+            sentinel,
         });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
+        background.push(sentinel_tasks.recorder);
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
         background.push(crate::billing::spawn_lifecycle(state.clone(), Duration::from_secs(30), shutdown.clone()));
         let worker = Worker {
@@ -218,7 +251,7 @@ impl Server {
             }
         });
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
-        Ok(Server { addr, state, shutdown, task, background })
+        Ok(Server { addr, state, shutdown, task, sentinel_worker: sentinel_tasks.worker, background })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), then drains the agents'
@@ -226,11 +259,14 @@ impl Server {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        // The Sentinel scans what is queued and publishes its findings before the bus closes.
+        self.state.sentinel.close();
+        if let Some(worker) = self.sentinel_worker {
+            wait_for(worker).await;
+        }
         self.state.events.close();
         for task in self.background {
-            if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
-                tracing::warn!("a background task did not stop in time");
-            }
+            wait_for(task).await;
         }
         self.state.store.close().await;
     }

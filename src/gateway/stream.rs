@@ -1,9 +1,12 @@
 //! Relays an upstream SSE stream chunk by chunk while reading the token usage out of it.
 //! The gateway always asks upstream for `include_usage`; when the client did not ask, the
 //! extra usage chunk is removed here so the client sees exactly what it asked for.
-//! Nothing is buffered beyond one incomplete SSE event.
+//! Nothing is buffered beyond one incomplete SSE event. [`ShieldedSse`] then passes the
+//! relayed events through the output shield.
 
+use super::guard::RemovalReport;
 use super::meter::Meter;
+use super::shield::SseShield;
 use crate::events::TokenUsage;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -231,6 +234,71 @@ impl Drop for MeteredSse {
     fn drop(&mut self) {
         // The client went away before the stream ended: book what was used so far.
         self.finish(true);
+    }
+}
+
+/// The output shield chained after [`MeteredSse`]: clean events pass byte for byte, text that
+/// could still turn into a leak is held for a few words, leaks leave as `[REDACTED]`. The
+/// removals are published as findings when the stream is dropped.
+pub struct ShieldedSse<S> {
+    inner: S,
+    shield: SseShield,
+    report: RemovalReport,
+    /// An upstream failure, returned after the held text is flushed.
+    failed: Option<std::io::Error>,
+    done: bool,
+}
+
+impl<S> ShieldedSse<S> {
+    pub fn new(inner: S, shield: SseShield, report: RemovalReport) -> ShieldedSse<S> {
+        ShieldedSse { inner, shield, report, failed: None, done: false }
+    }
+
+    /// Releases everything held: the stream is over, so nothing can still grow into a leak.
+    fn flush(&mut self) -> Option<Bytes> {
+        let (out, removed) = self.shield.finish();
+        self.report.add(&removed);
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+impl<S> Stream for ShieldedSse<S>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(error) = this.failed.take() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let (out, removed) = this.shield.push(&chunk);
+                    this.report.add(&removed);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.done = true;
+                    this.failed = Some(error);
+                    if let Some(out) = this.flush() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(this.flush().map(Ok));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

@@ -62,6 +62,7 @@ macro_rules! upsert_customer {
 
 mod alerts;
 mod billing;
+mod findings;
 mod keys;
 mod schema;
 mod usage;
@@ -74,6 +75,7 @@ use std::time::Duration;
 
 pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
+pub use findings::{FindingQuery, FindingRecord, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
 pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals};

@@ -10,5 +10,6 @@ mod mailer;
 mod revocation;
 mod schema;
 mod sdk;
+mod sentinel;
 mod store;
 mod support;

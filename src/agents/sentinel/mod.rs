@@ -1,0 +1,512 @@
+//! The Sentinel: watches every prompt for injections without slowing the request down.
+//!
+//! The gateway hands each prompt (the user-controlled text of a chat request) to
+//! [`Sentinel::screen`], which only queues it: a bounded queue, and when it is full the scan
+//! is dropped and counted, never the request. With `SENTINEL_BLOCK` set the local rules also
+//! run inline (microseconds) and a prompt scoring at least the threshold is refused before it
+//! goes upstream. A worker then scores queued prompts with the local [`Rules`], asks the LLM
+//! [`judge::Judge`] about those the rules neither clear nor condemn, and records a finding for
+//! every injection: stored, published as [`Event::Finding`], counted as a strike against the
+//! customer (optionally suspending their keys). It also stores the output shield's removals,
+//! which the gateway publishes on the event bus. See README.md beside this file.
+
+pub mod judge;
+mod normalize;
+mod rules;
+
+pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
+
+use crate::config::{Config, SentinelMode};
+use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
+use crate::gateway::guard::Guard;
+use crate::keys::{KeyStatus, KeyVerifier};
+use crate::store::{NewFinding, Store};
+use chrono::{DateTime, Utc};
+use judge::{Judge, JudgeVerdict, Judged};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Characters of a prompt kept as a finding's excerpt.
+const EXCERPT_CHARS: usize = 160;
+/// Shield findings waiting to be stored (they are rare; a burst beyond this is dropped and
+/// counted by the event bus).
+const RECORDER_QUEUE: usize = 4096;
+
+/// One prompt to scan.
+pub struct Prompt {
+    pub request_id: Arc<str>,
+    pub customer_id: Uuid,
+    pub key_id: Uuid,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Screening {
+    Pass,
+    /// Block mode refused the prompt: its local score reached the threshold.
+    Blocked {
+        score: f32,
+    },
+}
+
+/// The Sentinel's background tasks. The worker stops after [`Sentinel::close`]; the recorder
+/// when the event bus closes, so the worker (which publishes) is awaited first.
+pub struct Tasks {
+    pub worker: Option<JoinHandle<()>>,
+    pub recorder: JoinHandle<()>,
+}
+
+struct Job {
+    prompt: Prompt,
+    /// Already scored inline (block mode): the worker does not scan again.
+    verdict: Option<Verdict>,
+    blocked: bool,
+}
+
+/// What the worker needs, shared with its judge tasks.
+pub struct Deps {
+    pub store: Store,
+    pub events: EventBus,
+    pub verifier: Arc<KeyVerifier>,
+    pub guard: Arc<Guard>,
+    pub http: reqwest::Client,
+    pub prices: crate::billing::prices::PriceTable,
+}
+
+pub struct Sentinel {
+    block: Option<f32>,
+    rules: Arc<Rules>,
+    /// None when the Sentinel is off.
+    queue: Option<mpsc::Sender<Job>>,
+    dropped: AtomicU64,
+    close: CancellationToken,
+}
+
+impl Sentinel {
+    /// Builds the Sentinel and starts its worker and the shield-finding recorder.
+    pub fn start(config: &Config, deps: Deps) -> (Arc<Sentinel>, Tasks) {
+        let mode = config.sentinel_mode();
+        let rules = Arc::new(Rules::new());
+        let judge = match (mode, config.sentinel_judge_key()) {
+            (SentinelMode::Llm, Some(key)) => Some(Judge::new(
+                deps.http.clone(),
+                config.sentinel_base_url(),
+                key.clone(),
+                &config.sentinel_model,
+                Duration::from_millis(config.sentinel_judge_timeout_ms),
+                &deps.prices,
+            )),
+            _ => None,
+        };
+        let findings = Arc::new(Findings {
+            store: deps.store,
+            events: deps.events.clone(),
+            verifier: deps.verifier,
+            guard: deps.guard,
+            store_prompts: config.sentinel_store_prompts,
+            auto_suspend_after: config.sentinel_auto_suspend_after,
+        });
+        let close = CancellationToken::new();
+        let recorder = spawn_recorder(&deps.events, findings.clone());
+        let mut worker_task = None;
+        let queue = (mode != SentinelMode::Off).then(|| {
+            let (tx, rx) = mpsc::channel(config.sentinel_queue_capacity);
+            let worker = Worker {
+                rx,
+                rules: rules.clone(),
+                judge: judge.map(Arc::new),
+                judge_band: (config.sentinel_judge_min, config.sentinel_judge_max),
+                judge_all: config.sentinel_judge_all,
+                judge_slots: Arc::new(Semaphore::new(config.sentinel_judge_concurrency)),
+                findings,
+            };
+            worker_task = Some(tokio::spawn(worker.run(close.clone())));
+            tx
+        });
+        let sentinel = Sentinel { block: config.sentinel_block, rules, queue, dropped: AtomicU64::new(0), close };
+        (Arc::new(sentinel), Tasks { worker: worker_task, recorder })
+    }
+
+    /// Whether prompts are screened at all (`SENTINEL_MODE` is not `off`).
+    pub fn is_on(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// On the request path: never waits. Scores inline only in block mode.
+    pub fn screen(&self, prompt: Prompt) -> Screening {
+        let Some(queue) = &self.queue else {
+            return Screening::Pass;
+        };
+        if prompt.text.trim().is_empty() {
+            return Screening::Pass;
+        }
+        let (verdict, screening) = match self.block {
+            Some(threshold) => {
+                let verdict = self.rules.scan(&prompt.text);
+                let screening = if verdict.score >= threshold {
+                    Screening::Blocked { score: verdict.score }
+                } else {
+                    Screening::Pass
+                };
+                (Some(verdict), screening)
+            }
+            None => (None, Screening::Pass),
+        };
+        let blocked = screening != Screening::Pass;
+        if blocked {
+            metrics::counter!("omi_sentinel_blocked_total").increment(1);
+        }
+        if queue.try_send(Job { prompt, verdict, blocked }).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("omi_sentinel_dropped_total").increment(1);
+        }
+        screening
+    }
+
+    /// Prompts not scanned because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Graceful shutdown: the worker scans what is queued, waits for its judge calls, and stops.
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+}
+
+/// The user-controlled text of a chat request: the content of its user messages, string or
+/// the text parts of multimodal content, one paragraph each.
+pub fn user_text(messages: &[Value]) -> String {
+    let mut text = String::new();
+    let mut push = |part: &str| {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(part);
+    };
+    for message in messages.iter().filter(|m| m["role"] == "user") {
+        match &message["content"] {
+            Value::String(s) => push(s),
+            Value::Array(parts) => {
+                for part in parts.iter().filter(|p| p["type"] == "text") {
+                    if let Some(s) = part["text"].as_str() {
+                        push(s);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    text
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Job>,
+    rules: Arc<Rules>,
+    judge: Option<Arc<Judge>>,
+    judge_band: (f32, f32),
+    judge_all: bool,
+    /// Bounds judge calls in flight; a full set makes the worker wait, so the queue (not
+    /// memory) absorbs the backlog.
+    judge_slots: Arc<Semaphore>,
+    findings: Arc<Findings>,
+}
+
+impl Worker {
+    async fn run(mut self, close: CancellationToken) {
+        let mut judging = JoinSet::new();
+        loop {
+            let job = tokio::select! {
+                job = self.rx.recv() => job,
+                _ = close.cancelled() => None,
+            };
+            // Closing: what is already queued is still scanned.
+            let Some(job) = job.or_else(|| self.rx.try_recv().ok()) else { break };
+            self.process(job, &mut judging).await;
+            while judging.try_join_next().is_some() {}
+        }
+        while judging.join_next().await.is_some() {}
+    }
+
+    async fn process(&self, job: Job, judging: &mut JoinSet<()>) {
+        let verdict = match &job.verdict {
+            Some(v) => v.clone(),
+            None => self.rules.scan(&job.prompt.text),
+        };
+        metrics::counter!("omi_sentinel_scans_total").increment(1);
+        let (low, high) = self.judge_band;
+        let in_band = self.judge_all || (low..high).contains(&verdict.score);
+        match &self.judge {
+            Some(judge) if in_band && !job.blocked => {
+                let Ok(slot) = self.judge_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (judge, findings) = (judge.clone(), self.findings.clone());
+                judging.spawn(async move {
+                    let judged = judge.judge(&job.prompt.text).await;
+                    drop(slot);
+                    findings.conclude(job, verdict, Some(judged)).await;
+                });
+            }
+            _ => self.findings.conclude(job, verdict, None).await,
+        }
+    }
+}
+
+/// Records findings: the Sentinel's own, and the shield's heard on the bus.
+struct Findings {
+    store: Store,
+    events: EventBus,
+    verifier: Arc<KeyVerifier>,
+    guard: Arc<Guard>,
+    store_prompts: bool,
+    auto_suspend_after: Option<u32>,
+}
+
+/// The decision on one prompt, when it is worth a finding.
+struct Decision {
+    verdict: &'static str,
+    score: f32,
+    severity: Severity,
+}
+
+fn decide(rules: &Verdict, judged: Option<&Judged>, blocked: bool) -> Option<Decision> {
+    let by_score = |score: f32| {
+        if score >= 0.8 {
+            Severity::High
+        } else if score >= INJECTION_THRESHOLD {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    };
+    if blocked {
+        return Some(Decision { verdict: "blocked", score: rules.score, severity: by_score(rules.score) });
+    }
+    match judged.map(|j| &j.verdict) {
+        // An injection is at least medium, whatever score the judge put on it.
+        Some(JudgeVerdict::Answer { injection: true, score, .. }) => {
+            Some(Decision { verdict: "injection", score: *score, severity: by_score(*score).max(Severity::Medium) })
+        }
+        // The rules flagged it and the judge overruled them: kept (low) to tune the rules.
+        Some(JudgeVerdict::Answer { injection: false, score, .. }) => {
+            rules.injection.then_some(Decision { verdict: "cleared", score: *score, severity: Severity::Low })
+        }
+        // No usable judge verdict: the rules decide.
+        Some(JudgeVerdict::Unknown(_)) | None => rules.injection.then(|| Decision {
+            verdict: "injection",
+            score: rules.score,
+            severity: by_score(rules.score),
+        }),
+    }
+}
+
+impl Findings {
+    async fn conclude(&self, job: Job, rules: Verdict, judged: Option<Judged>) {
+        let Some(decision) = decide(&rules, judged.as_ref(), job.blocked) else {
+            return;
+        };
+        let prompt = &job.prompt;
+        let names: Vec<String> = rules.rules.iter().map(|r| (*r).to_owned()).collect();
+        let excerpt = self.excerpt(&prompt.text);
+        let judge_reason = match judged.as_ref().map(|j| &j.verdict) {
+            // The judge may quote the prompt: its reason is redacted like the excerpt.
+            Some(JudgeVerdict::Answer { reason, .. }) => Some(self.guard.sanitize_text(reason).0),
+            _ => None,
+        };
+        let judge_label = judged.as_ref().map(|j| j.verdict.label());
+        let cost = judged.as_ref().and_then(|j| j.cost_nano_usd);
+        let mut detail = format!("{} (score {:.2}", decision.verdict, decision.score);
+        if let Some(label) = judge_label {
+            detail.push_str(&format!(", judge: {label}"));
+        }
+        if let Some(cost) = cost {
+            detail.push_str(&format!(", judge cost ${:.6}", cost as f64 / 1e9));
+        }
+        detail.push_str(&format!("): {excerpt}"));
+        let at = Utc::now();
+        let finding = NewFinding {
+            at,
+            request_id: &prompt.request_id,
+            customer_id: Some(prompt.customer_id),
+            key_id: Some(prompt.key_id),
+            kind: FindingKind::Injection,
+            severity: decision.severity,
+            score: decision.score,
+            verdict: decision.verdict,
+            rules: &names,
+            judge_verdict: judge_label,
+            judge_reason: judge_reason.as_deref(),
+            judge_cost_nano_usd: cost,
+            excerpt: &excerpt,
+            prompt: self.store_prompts.then_some(prompt.text.as_str()),
+        };
+        let event = FindingEvent {
+            request_id: prompt.request_id.clone(),
+            at,
+            customer_id: Some(prompt.customer_id),
+            kind: FindingKind::Injection,
+            severity: decision.severity,
+            score: decision.score,
+            rules: names.clone(),
+            detail,
+        };
+        self.record(&finding, event).await;
+    }
+
+    /// Stores a finding the shield published (the gateway has no database on its path).
+    async fn record_shield_finding(&self, event: &FindingEvent) {
+        let finding = NewFinding {
+            at: event.at,
+            request_id: &event.request_id,
+            customer_id: event.customer_id,
+            key_id: None,
+            kind: event.kind,
+            severity: event.severity,
+            score: event.score,
+            verdict: "removed",
+            rules: &event.rules,
+            judge_verdict: None,
+            judge_reason: None,
+            judge_cost_nano_usd: None,
+            excerpt: &event.detail,
+            prompt: None,
+        };
+        self.store(&finding).await;
+    }
+
+    async fn record(&self, finding: &NewFinding<'_>, event: FindingEvent) {
+        self.store(finding).await;
+        self.events.publish(Event::Finding(Box::new(event)));
+    }
+
+    async fn store(&self, finding: &NewFinding<'_>) {
+        metrics::counter!("omi_sentinel_findings_total", "kind" => crate::store::kind_name(finding.kind),
+            "severity" => crate::store::severity_name(finding.severity))
+        .increment(1);
+        if let Err(e) = self.store.insert_finding(finding).await {
+            tracing::error!(error = %e, "could not store a finding");
+            return;
+        }
+        if finding.severity == Severity::High
+            && let Some(customer) = finding.customer_id
+        {
+            self.strike(customer, finding.at).await;
+        }
+    }
+
+    /// A high-severity finding is a strike; enough in one UTC day suspend the customer's keys.
+    async fn strike(&self, customer_id: Uuid, at: DateTime<Utc>) {
+        metrics::counter!("omi_sentinel_strikes_total").increment(1);
+        let Some(limit) = self.auto_suspend_after else {
+            return;
+        };
+        let strikes = match self.store.strikes(customer_id, at).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "could not count strikes");
+                return;
+            }
+        };
+        if strikes.today < i64::from(limit) {
+            return;
+        }
+        let keys = match self.store.active_key_ids(customer_id).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list keys to suspend");
+                return;
+            }
+        };
+        for key in &keys {
+            match self.store.set_key_status(*key, KeyStatus::Suspended).await {
+                Ok(_) => {
+                    metrics::counter!("omi_sentinel_suspensions_total").increment(1);
+                    tracing::warn!(%customer_id, key_id = %key, strikes = strikes.today, "sentinel suspended a key");
+                }
+                Err(e) => tracing::error!(error = %e, key_id = %key, "could not suspend a key"),
+            }
+        }
+        if !keys.is_empty()
+            && let Err(e) = self.verifier.sync_changes().await
+        {
+            tracing::warn!(error = %e, "could not apply the suspension locally yet");
+        }
+    }
+
+    /// The first characters of the prompt on one line, with secrets and internal addresses removed.
+    fn excerpt(&self, text: &str) -> String {
+        let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let (clean, _) = self.guard.sanitize_text(&one_line);
+        let mut excerpt: String = clean.chars().take(EXCERPT_CHARS).collect();
+        if clean.chars().nth(EXCERPT_CHARS).is_some() {
+            excerpt.push('…');
+        }
+        excerpt
+    }
+}
+
+fn spawn_recorder(events: &EventBus, findings: Arc<Findings>) -> JoinHandle<()> {
+    let mut rx = events.subscribe("sentinel_findings", RECORDER_QUEUE);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            // Injection findings are the Sentinel's own, stored before they were published.
+            if let Event::Finding(finding) = &*event
+                && finding.kind != FindingKind::Injection
+            {
+                findings.record_shield_finding(finding).await;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn user_text_takes_user_messages_and_text_parts_only() {
+        let messages = json!([
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "look at this"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "text", "text": "and this"}
+            ]},
+        ]);
+        let text = user_text(messages.as_array().expect("array"));
+        assert_eq!(text, "first question\n\nlook at this\n\nand this");
+    }
+
+    fn verdict(score: f32) -> Verdict {
+        Verdict { score, injection: score >= INJECTION_THRESHOLD, rules: vec!["instruction_override"] }
+    }
+
+    fn judged(injection: bool, score: f32) -> Judged {
+        Judged { verdict: JudgeVerdict::Answer { injection, score, reason: String::new() }, cost_nano_usd: Some(30) }
+    }
+
+    #[test]
+    fn the_judge_decides_when_it_answers_and_the_rules_otherwise() {
+        let d = |v, j: Option<Judged>, b| decide(&verdict(v), j.as_ref(), b).map(|d| (d.verdict, d.severity));
+        assert_eq!(d(0.9, None, false), Some(("injection", Severity::High)));
+        assert_eq!(d(0.6, None, false), Some(("injection", Severity::Medium)));
+        assert_eq!(d(0.3, None, false), None);
+        assert_eq!(d(0.3, Some(judged(true, 0.95)), false), Some(("injection", Severity::High)));
+        assert_eq!(d(0.3, Some(judged(true, 0.2)), false), Some(("injection", Severity::Medium)));
+        assert_eq!(d(0.6, Some(judged(false, 0.1)), false), Some(("cleared", Severity::Low)));
+        assert_eq!(d(0.3, Some(judged(false, 0.1)), false), None);
+        let unknown = Judged { verdict: JudgeVerdict::Unknown("timeout"), cost_nano_usd: None };
+        assert_eq!(d(0.6, Some(unknown), false), Some(("injection", Severity::Medium)));
+        assert_eq!(d(0.95, None, true), Some(("blocked", Severity::High)));
+    }
+}

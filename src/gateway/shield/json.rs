@@ -1,0 +1,459 @@
+//! Minimal JSON walker that reports the byte span of every value with its
+//! path, so answers can be edited by splicing new string literals into the
+//! original bytes: everything not edited (key order, number formatting,
+//! whitespace, unknown fields) reaches the client exactly as upstream sent
+//! it, and no full `serde_json::Value` round trip is needed.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::{RemovalKind, Shield};
+
+/// Deeper documents are treated as not-JSON (plain-text fallback) instead of
+/// risking the stack.
+const MAX_DEPTH: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Seg<'a> {
+    Key(&'a [u8]),
+    Index(usize),
+}
+
+impl Seg<'_> {
+    fn is(&self, name: &str) -> bool {
+        matches!(self, Seg::Key(k) if *k == name.as_bytes())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Str,
+    Num,
+    Lit,
+    Obj,
+    Arr,
+}
+
+type Visit<'a, 'f> = &'f mut dyn FnMut(&[Seg<'a>], Range<usize>, Kind);
+
+/// Walks one complete JSON document, calling `visit` for every value after
+/// it is parsed (so containers get their full span). `None` if `s` is not a
+/// single valid JSON value.
+pub(super) fn walk<'a>(s: &'a [u8], visit: Visit<'a, '_>) -> Option<()> {
+    let mut w = Walker { s, pos: 0, path: Vec::new(), visit };
+    w.value(0)?;
+    w.ws();
+    (w.pos == s.len()).then_some(())
+}
+
+struct Walker<'a, 'f> {
+    s: &'a [u8],
+    pos: usize,
+    path: Vec<Seg<'a>>,
+    visit: Visit<'a, 'f>,
+}
+
+impl<'a> Walker<'a, '_> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let b = *self.s.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        let start = self.pos;
+        let kind = match *self.s.get(self.pos)? {
+            b'{' => {
+                self.pos += 1;
+                self.ws();
+                if self.s.get(self.pos) == Some(&b'}') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        let k = self.string()?;
+                        self.ws();
+                        if self.bump()? != b':' {
+                            return None;
+                        }
+                        let s = self.s;
+                        self.path.push(Seg::Key(&s[k.start + 1..k.end - 1]));
+                        self.value(depth + 1)?;
+                        self.path.pop();
+                        self.ws();
+                        match self.bump()? {
+                            b',' => {}
+                            b'}' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                Kind::Obj
+            }
+            b'[' => {
+                self.pos += 1;
+                self.ws();
+                if self.s.get(self.pos) == Some(&b']') {
+                    self.pos += 1;
+                } else {
+                    let mut i = 0;
+                    loop {
+                        self.path.push(Seg::Index(i));
+                        self.value(depth + 1)?;
+                        self.path.pop();
+                        i += 1;
+                        self.ws();
+                        match self.bump()? {
+                            b',' => {}
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                Kind::Arr
+            }
+            b'"' => {
+                self.string()?;
+                Kind::Str
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => {
+                let n = self.s[self.pos..]
+                    .iter()
+                    .take_while(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .count();
+                self.pos += n;
+                Kind::Num
+            }
+            _ => return None,
+        };
+        (self.visit)(&self.path, start..self.pos, kind);
+        Some(())
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Option<Kind> {
+        if !self.s[self.pos..].starts_with(lit) {
+            return None;
+        }
+        self.pos += lit.len();
+        Some(Kind::Lit)
+    }
+
+    /// Span of a string literal including its quotes; validates escapes and
+    /// rejects raw control characters.
+    fn string(&mut self) -> Option<Range<usize>> {
+        let start = self.pos;
+        if self.bump()? != b'"' {
+            return None;
+        }
+        loop {
+            let rest = &self.s[self.pos..];
+            let off = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest[..off].iter().any(|&b| b < 0x20) {
+                return None;
+            }
+            self.pos += off + 1;
+            if rest[off] == b'"' {
+                return Some(start..self.pos);
+            }
+            match self.bump()? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                b'u' => {
+                    for _ in 0..4 {
+                        if !self.bump()?.is_ascii_hexdigit() {
+                            return None;
+                        }
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Decodes a string literal (with quotes) that [`walk`] accepted. Lenient on
+/// purpose: a lone UTF-16 surrogate escape (which a model's tokenizer can
+/// produce) or stray invalid UTF-8 becomes U+FFFD instead of making the text
+/// undecodable, so such a string is still scanned. Borrowed when there is
+/// nothing to unescape.
+pub(super) fn decode_str(lit: &[u8]) -> Cow<'_, str> {
+    let inner = lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default();
+    if memchr::memchr(b'\\', inner).is_none() {
+        return String::from_utf8_lossy(inner);
+    }
+    let hex4 = |at: usize| {
+        let h = std::str::from_utf8(inner.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(h, 16).ok()
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while let Some(&b) = inner.get(i) {
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&e) = inner.get(i + 1) else { break };
+        i += 2;
+        let simple = match e {
+            b'"' | b'\\' | b'/' => e,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => 0,
+        };
+        if simple != 0 {
+            out.push(simple);
+            continue;
+        }
+        let Some(hi) = hex4(i) else { break };
+        i += 4;
+        let c = if (0xD800..0xDC00).contains(&hi) {
+            match (inner.get(i..i + 2), hex4(i + 2)) {
+                (Some(b"\\u"), Some(lo)) if (0xDC00..0xE000).contains(&lo) => {
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                }
+                _ => None,
+            }
+        } else {
+            char::from_u32(hi)
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.unwrap_or('\u{FFFD}').encode_utf8(&mut buf).as_bytes());
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+/// Encodes `s` as a JSON string literal.
+pub(super) fn encode_str(s: &str) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+    out
+}
+
+/// Applies non-overlapping edits (sorted here) to `data`.
+pub(super) fn splice(data: &[u8], edits: &mut [(Range<usize>, Vec<u8>)]) -> Vec<u8> {
+    edits.sort_by_key(|e| e.0.start);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut cur = 0;
+    for (r, rep) in edits.iter() {
+        if r.start < cur {
+            continue;
+        }
+        out.extend_from_slice(&data[cur..r.start]);
+        out.extend_from_slice(rep);
+        cur = r.end;
+    }
+    out.extend_from_slice(&data[cur..]);
+    out
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Values under these keys are protocol fields, not model output: editing
+/// them could break clients and they cannot carry a leak.
+const STRUCTURAL_KEYS: &[&str] = &[
+    "id",
+    "object",
+    "model",
+    "role",
+    "finish_reason",
+    "system_fingerprint",
+    "type",
+    "service_tier",
+    "name",
+    "code",
+    "param",
+    "index",
+];
+
+/// Whole-body sanitizer: every string value except protocol fields is
+/// sanitized as one text (so `choices[].message.content`, tool-call
+/// `arguments`, `refusal`, `error.message` and unknown vendor fields are all
+/// covered). Per-token `logprobs` of a choice are replaced by `null` when
+/// anything in that choice was removed, since they spell the answer out
+/// token by token.
+pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<RemovalKind>)> {
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut kinds = Vec::new();
+    let mut affected: Vec<usize> = Vec::new();
+    let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
+    let parsed = walk(body, &mut |path, span, kind| {
+        if let [c, Seg::Index(k), l] = path
+            && c.is("choices")
+            && l.is("logprobs")
+            && kind != Kind::Lit
+        {
+            logprobs.push((*k, span));
+            return;
+        }
+        if kind != Kind::Str || path.iter().any(|s| s.is("logprobs")) {
+            return;
+        }
+        let structural = path
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Seg::Key(_)))
+            .is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)));
+        if structural {
+            return;
+        }
+        if let Some((clean, k)) = sh.sanitize(&decode_str(&body[span.clone()])) {
+            edits.push((span, encode_str(&clean)));
+            kinds.extend(k);
+            if let [c, Seg::Index(i), ..] = path
+                && c.is("choices")
+            {
+                affected.push(*i);
+            }
+        }
+    });
+    if parsed.is_none() {
+        // Not JSON (a plain-text error page, a truncated body): sanitize the
+        // text itself rather than pass it through unchecked.
+        return sh.sanitize_lossy(body);
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    for (k, span) in logprobs {
+        if affected.contains(&k) {
+            edits.push((span, b"null".to_vec()));
+        }
+    }
+    Some((splice(body, &mut edits), kinds))
+}
+
+/// Which streamed text field of a choice a string belongs to; each is an
+/// independent text stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Field {
+    Content,
+    Refusal,
+    ReasoningContent,
+    Reasoning,
+    ToolArguments(u64),
+    FunctionArguments,
+}
+
+/// The text-bearing parts of one `chat.completion.chunk`.
+#[derive(Debug, Default)]
+pub(super) struct Delta {
+    /// (choice index, field, literal span)
+    pub(super) texts: Vec<(u64, Field, Range<usize>)>,
+    /// choices whose `finish_reason` is set in this chunk
+    pub(super) finished: Vec<u64>,
+    /// (choice index, span of its `logprobs` value)
+    pub(super) logprobs: Vec<(u64, Range<usize>)>,
+}
+
+/// Extracts the streamed text fields of a chunk; `None` if not JSON.
+pub(super) fn delta(data: &[u8]) -> Option<Delta> {
+    // Collected by array position first: `index` may come after `delta`.
+    let mut texts: Vec<(usize, Option<usize>, Field, Range<usize>)> = Vec::new();
+    let mut choice_index: Vec<(usize, u64)> = Vec::new();
+    let mut tool_index: Vec<(usize, usize, u64)> = Vec::new();
+    let mut finished: Vec<usize> = Vec::new();
+    let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
+    walk(data, &mut |path, span, kind| {
+        let [c, Seg::Index(k), rest @ ..] = path else {
+            return;
+        };
+        if !c.is("choices") {
+            return;
+        }
+        let k = *k;
+        let field = |name: &Seg| {
+            [
+                ("content", Field::Content),
+                ("refusal", Field::Refusal),
+                ("reasoning_content", Field::ReasoningContent),
+                ("reasoning", Field::Reasoning),
+            ]
+            .into_iter()
+            .find(|(n, _)| name.is(n))
+            .map(|(_, f)| f)
+        };
+        match (rest, kind) {
+            ([i], Kind::Num) if i.is("index") => {
+                if let Some(n) = parse_u64(&data[span]) {
+                    choice_index.push((k, n));
+                }
+            }
+            ([f], Kind::Str) if f.is("finish_reason") => finished.push(k),
+            ([l], Kind::Obj | Kind::Arr) if l.is("logprobs") => logprobs.push((k, span)),
+            ([t], Kind::Str) if t.is("text") => texts.push((k, None, Field::Content, span)),
+            ([d, f], Kind::Str) if d.is("delta") => {
+                if let Some(f) = field(f) {
+                    texts.push((k, None, f, span));
+                }
+            }
+            ([d, tc, Seg::Index(j), i], Kind::Num) if d.is("delta") && tc.is("tool_calls") && i.is("index") => {
+                if let Some(n) = parse_u64(&data[span]) {
+                    tool_index.push((k, *j, n));
+                }
+            }
+            ([d, tc, Seg::Index(j), f, a], Kind::Str)
+                if d.is("delta") && tc.is("tool_calls") && f.is("function") && a.is("arguments") =>
+            {
+                texts.push((k, Some(*j), Field::ToolArguments(0), span));
+            }
+            ([d, f, a], Kind::Str) if d.is("delta") && f.is("function_call") && a.is("arguments") => {
+                texts.push((k, None, Field::FunctionArguments, span));
+            }
+            _ => {}
+        }
+    })?;
+    let choice = |k: usize| choice_index.iter().find(|(p, _)| *p == k).map_or(k as u64, |(_, n)| *n);
+    Some(Delta {
+        texts: texts
+            .into_iter()
+            .map(|(k, tool, f, span)| {
+                let f = match tool {
+                    Some(j) => Field::ToolArguments(
+                        tool_index.iter().find(|(p, q, _)| *p == k && *q == j).map_or(j as u64, |(_, _, n)| *n),
+                    ),
+                    None => f,
+                };
+                (choice(k), f, span)
+            })
+            .collect(),
+        finished: finished.into_iter().map(choice).collect(),
+        logprobs: logprobs.into_iter().map(|(k, s)| (choice(k), s)).collect(),
+    })
+}

@@ -1,0 +1,434 @@
+//! Streaming shield for OpenAI server-sent events.
+//!
+//! Raw bytes are cut into complete SSE events (chunk boundaries are
+//! arbitrary). The text of every streamed field (`choices[i].delta.content`,
+//! tool-call arguments, ...) is appended to that field's *channel*, which
+//! runs the same detectors as [`Shield::sanitize`] over a small window of
+//! not-yet-released text and commits everything that can no longer become
+//! part of a match. Events are queued in arrival order and released once all
+//! the text they carry is committed. An event untouched by any removal is
+//! released as its original bytes; an affected one gets new string literals
+//! spliced in: the marker goes into the event where the removal starts and
+//! later events of the same removal carry the text that remains (often "").
+//! Events without streamed text (role, finish, usage, `[DONE]`, comments,
+//! errors) keep their place in the queue and are sanitized on their own.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::detect::Class;
+use super::json::{self, Field};
+use super::prompt::PromptState;
+use super::{Redactions, RemovalKind, Shield, render};
+
+/// An "event" this long without a blank line is not OpenAI SSE; it is
+/// sanitized as plain text so memory stays bounded.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+/// Queued bytes beyond which held text is force-committed. Only reachable
+/// when upstream sends huge amounts of non-text events while a few words of
+/// text are held.
+const MAX_QUEUE_BYTES: usize = 1 << 20;
+
+/// Per-response streaming state. Not shared between responses.
+pub struct SseShield {
+    shield: Arc<Shield>,
+    input: BytesMut,
+    /// Where the search for the next line end resumes inside `input`.
+    line_start: usize,
+    queue: VecDeque<Held>,
+    queued: usize,
+    channels: Vec<Channel>,
+    out: BytesMut,
+    kinds: Vec<RemovalKind>,
+}
+
+struct Held {
+    raw: Bytes,
+    body: HeldBody,
+}
+
+enum HeldBody {
+    /// Already decided: the replacement (if sanitized) and its removals.
+    Ready(Option<(Vec<u8>, Vec<RemovalKind>)>),
+    Text(TextEvent),
+}
+
+struct TextEvent {
+    /// The event's joined `data:` payload (JSON).
+    data: Vec<u8>,
+    parts: Vec<Part>,
+    logprobs: Vec<(u64, Range<usize>)>,
+}
+
+/// One string of streamed text inside an event.
+struct Part {
+    channel: usize,
+    choice: u64,
+    /// Span of the string literal inside `data`.
+    literal: Range<usize>,
+    /// Offset of `text` inside its channel.
+    start: usize,
+    text: String,
+}
+
+struct Channel {
+    choice: u64,
+    field: Field,
+    scan: TextScan,
+    reds: Redactions,
+}
+
+/// The not-yet-committed tail of one channel's text and the detector state.
+struct TextScan {
+    /// Channel offset of `window[0]`: everything before is decided.
+    committed: usize,
+    total: usize,
+    window: String,
+    /// Last committed byte (left-boundary context for the detectors).
+    prev: u8,
+    /// A credential that reached the committed edge continues with this class.
+    cont: Option<Class>,
+    prompt: PromptState,
+}
+
+impl TextScan {
+    fn new() -> TextScan {
+        TextScan { committed: 0, total: 0, window: String::new(), prev: 0, cont: None, prompt: PromptState::new() }
+    }
+
+    fn append(&mut self, sh: &Shield, text: &str, reds: &mut Redactions) {
+        if text.is_empty() {
+            return;
+        }
+        self.window.push_str(text);
+        if let Some(idx) = &sh.prompt {
+            self.prompt.feed(idx, text, self.total, &mut |s, e, k| reds.add(s, e, k));
+        }
+        self.total += text.len();
+        self.settle(sh, false, reds);
+    }
+
+    /// The field is complete (finish_reason, `[DONE]`, end of stream).
+    fn finish(&mut self, sh: &Shield, reds: &mut Redactions) {
+        if let Some(idx) = &sh.prompt {
+            self.prompt.finish(idx, &mut |s, e, k| reds.add(s, e, k));
+        }
+        self.settle(sh, true, reds);
+    }
+
+    /// Scans the window, records decided removals and commits the longest
+    /// prefix that no future text can turn into (part of) a match.
+    fn settle(&mut self, sh: &Shield, eof: bool, reds: &mut Redactions) {
+        let base = self.committed;
+        let tail = sh.detector.scan(&self.window, self.prev, self.cont, eof, |s, e, k| reds.add(base + s, base + e, k));
+        let open = tail.open.map(|o| (base + o.trigger, base + o.start, base + o.body, o.class));
+        let mut c = self.total;
+        if let Some((trigger, _, body, _)) = open {
+            // Commit into an open credential only inside its body run and
+            // short of its last `open_tail` bytes; a shorter one is held
+            // whole, trigger included, so the next scan sees it again.
+            let tail_start = self.total.saturating_sub(sh.detector.open_tail());
+            c = if tail_start > body { tail_start } else { trigger };
+        }
+        if !eof {
+            // Holds inside an open credential are moot: that text is removed
+            // whatever comes next.
+            let hold = |p: usize| open.is_none_or(|(_, s, _, _)| p < s);
+            for p in [tail.pending.map(|p| base + p), self.prompt.pending()].into_iter().flatten() {
+                if hold(p) {
+                    c = c.min(p);
+                }
+            }
+        }
+        let mut c = c.max(base);
+        // Every hold point is a character boundary by construction; this
+        // only guarantees that a slip could never make `drain` panic.
+        while !self.window.is_char_boundary(c - base) {
+            c -= 1;
+        }
+        let n = c - base;
+        self.cont = match open {
+            // Committing into an open credential: keep removing its class.
+            Some((_, s, _, cls)) if s < c => Some(cls),
+            _ if self.cont.is_some() && n < tail.cont_run => self.cont,
+            _ => None,
+        };
+        if eof {
+            self.cont = None;
+        }
+        if n == 0 {
+            return;
+        }
+        self.prev = self.window.as_bytes()[n - 1];
+        self.window.drain(..n);
+        self.committed = c;
+    }
+}
+
+impl SseShield {
+    pub(super) fn new(shield: Arc<Shield>) -> SseShield {
+        SseShield {
+            shield,
+            input: BytesMut::new(),
+            line_start: 0,
+            queue: VecDeque::new(),
+            queued: 0,
+            channels: Vec::new(),
+            out: BytesMut::new(),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// Feed raw bytes exactly as received from upstream. Returns the bytes
+    /// to send to the client now, plus removals found in them.
+    pub fn push(&mut self, chunk: &[u8]) -> (Bytes, Vec<RemovalKind>) {
+        self.input.extend_from_slice(chunk);
+        while let Some(end) = self.next_event_end() {
+            let raw = self.input.split_to(end).freeze();
+            self.process(raw);
+        }
+        if self.input.len() > MAX_EVENT_BYTES {
+            self.line_start = 0;
+            let raw = self.input.split().freeze();
+            self.process(raw);
+        }
+        if self.queued > MAX_QUEUE_BYTES {
+            self.finish_channels(None);
+        }
+        self.release();
+        self.take_output()
+    }
+
+    /// Upstream finished (or was cut): flush everything still held. A
+    /// trailing event without its blank line is processed as an event.
+    pub fn finish(&mut self) -> (Bytes, Vec<RemovalKind>) {
+        if !self.input.is_empty() {
+            self.line_start = 0;
+            let raw = self.input.split().freeze();
+            self.process(raw);
+        }
+        self.finish_channels(None);
+        self.release();
+        self.take_output()
+    }
+
+    fn take_output(&mut self) -> (Bytes, Vec<RemovalKind>) {
+        (self.out.split().freeze(), std::mem::take(&mut self.kinds))
+    }
+
+    /// End offset (after the blank line) of the first complete event.
+    fn next_event_end(&mut self) -> Option<usize> {
+        let buf = &self.input[..];
+        let mut i = self.line_start;
+        loop {
+            let Some(off) = memchr::memchr2(b'\n', b'\r', &buf[i..]) else {
+                self.line_start = i;
+                return None;
+            };
+            let p = i + off;
+            let term = if buf[p] == b'\r' {
+                match buf.get(p + 1) {
+                    // A CR at the end may be the first half of a CRLF.
+                    None => {
+                        self.line_start = i;
+                        return None;
+                    }
+                    Some(b'\n') => 2,
+                    Some(_) => 1,
+                }
+            } else {
+                1
+            };
+            let blank = p == i;
+            i = p + term;
+            if blank {
+                self.line_start = 0;
+                return Some(i);
+            }
+        }
+    }
+
+    fn process(&mut self, raw: Bytes) {
+        let body = match sse_data(&raw) {
+            None => HeldBody::Ready(self.shield.sanitize_lossy(&raw)),
+            Some(d) if d.as_slice() == b"[DONE]" => {
+                self.finish_channels(None);
+                HeldBody::Ready(None)
+            }
+            Some(d) => self.process_json(d, &raw),
+        };
+        self.queued += raw.len();
+        self.queue.push_back(Held { raw, body });
+    }
+
+    fn process_json(&mut self, data: Vec<u8>, raw: &[u8]) -> HeldBody {
+        let Some(delta) = json::delta(&data) else {
+            return HeldBody::Ready(self.shield.sanitize_lossy(raw));
+        };
+        if delta.texts.is_empty() {
+            for c in &delta.finished {
+                self.finish_channels(Some(*c));
+            }
+            // Finish, usage and error chunks: sanitize their own strings.
+            let repl = json::sanitize_body(&self.shield, &data).map(|(d, k)| (rebuild_event(raw, &d), k));
+            return HeldBody::Ready(repl);
+        }
+        let mut parts = Vec::with_capacity(delta.texts.len());
+        for (choice, field, literal) in delta.texts {
+            let text = json::decode_str(&data[literal.clone()]);
+            let channel = self.channel(choice, field);
+            let ch = &mut self.channels[channel];
+            let start = ch.scan.total;
+            ch.scan.append(&self.shield, &text, &mut ch.reds);
+            parts.push(Part { channel, choice, literal, start, text: text.into_owned() });
+        }
+        for c in &delta.finished {
+            self.finish_channels(Some(*c));
+        }
+        HeldBody::Text(TextEvent { data, parts, logprobs: delta.logprobs })
+    }
+
+    fn channel(&mut self, choice: u64, field: Field) -> usize {
+        if let Some(i) = self.channels.iter().position(|c| c.choice == choice && c.field == field) {
+            return i;
+        }
+        self.channels.push(Channel { choice, field, scan: TextScan::new(), reds: Redactions::default() });
+        self.channels.len() - 1
+    }
+
+    /// Completes the channels of one choice (or all): their text is final.
+    fn finish_channels(&mut self, choice: Option<u64>) {
+        for ch in &mut self.channels {
+            if choice.is_none_or(|c| c == ch.choice) {
+                ch.scan.finish(&self.shield, &mut ch.reds);
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        while let Some(h) = self.queue.front() {
+            let ready = match &h.body {
+                HeldBody::Ready(_) => true,
+                HeldBody::Text(ev) => {
+                    ev.parts.iter().all(|p| self.channels[p.channel].scan.committed >= p.start + p.text.len())
+                }
+            };
+            if !ready {
+                break;
+            }
+            let Some(h) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued -= h.raw.len();
+            self.emit(h);
+        }
+    }
+
+    fn emit(&mut self, h: Held) {
+        match h.body {
+            HeldBody::Ready(None) => self.out.extend_from_slice(&h.raw),
+            HeldBody::Ready(Some((bytes, kinds))) => {
+                self.out.extend_from_slice(&bytes);
+                self.kinds.extend(kinds);
+            }
+            HeldBody::Text(ev) => {
+                let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+                let mut affected: Vec<u64> = Vec::new();
+                for p in &ev.parts {
+                    let ch = &mut self.channels[p.channel];
+                    let end = p.start + p.text.len();
+                    if ch.reds.overlaps(p.start, end) {
+                        let text = render(&p.text, p.start, &ch.reds, &self.shield.marker, &mut self.kinds);
+                        edits.push((p.literal.clone(), json::encode_str(&text)));
+                        affected.push(p.choice);
+                    }
+                    ch.reds.prune(end);
+                }
+                if edits.is_empty() {
+                    self.out.extend_from_slice(&h.raw);
+                    return;
+                }
+                for (c, span) in ev.logprobs {
+                    if affected.contains(&c) {
+                        edits.push((span, b"null".to_vec()));
+                    }
+                }
+                let data = json::splice(&ev.data, &mut edits);
+                self.out.extend_from_slice(&rebuild_event(&h.raw, &data));
+            }
+        }
+    }
+}
+
+/// Splits raw event bytes into (line, terminator) pairs.
+fn lines(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, term_len) = match memchr::memchr2(b'\n', b'\r', rest) {
+            None => (rest, 0),
+            Some(p) if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') => (&rest[..p], 2),
+            Some(p) => (&rest[..p], 1),
+        };
+        let term = &rest[line.len()..line.len() + term_len];
+        rest = &rest[line.len() + term_len..];
+        Some((line, term))
+    })
+}
+
+/// The value of a `data` field line (`data:x`, `data: x` or bare `data`).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let v = line.strip_prefix(b"data")?;
+    if v.is_empty() {
+        return Some(v);
+    }
+    let v = v.strip_prefix(b":")?;
+    Some(v.strip_prefix(b" ").unwrap_or(v))
+}
+
+/// The event's data lines joined with `\n` (per the SSE spec).
+fn sse_data(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for (line, _) in lines(raw) {
+        if let Some(v) = data_value(line) {
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(v);
+                }
+                None => data = Some(v.to_vec()),
+            }
+        }
+    }
+    data
+}
+
+/// Re-emits an event with new data: other fields and the terminating blank
+/// line are kept as they were, the data goes where the first data line was.
+fn rebuild_event(raw: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + data.len());
+    let mut wrote = false;
+    for (line, term) in lines(raw) {
+        if data_value(line).is_none() {
+            out.extend_from_slice(line);
+            out.extend_from_slice(term);
+            continue;
+        }
+        if !wrote {
+            // Keep the stream's own line ending (LF or CRLF).
+            let term: &[u8] = if term.is_empty() { b"\n" } else { term };
+            for piece in data.split(|&b| b == b'\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(piece);
+                out.extend_from_slice(term);
+            }
+            wrote = true;
+        }
+    }
+    out
+}
