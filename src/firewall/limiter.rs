@@ -71,7 +71,7 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
 }
 
-const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(super) const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
@@ -89,11 +89,15 @@ impl Decision {
         headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(self.limit));
         headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
         headers.insert(X_RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset_after)));
-        if !self.allowed
-            && let Some(retry) = self.retry_after
-        {
-            headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+        if let Some(retry) = self.retry_after_secs() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry));
         }
+    }
+
+    /// What `Retry-After` says on a refusal: seconds, rounded up, at least 1.
+    /// `None` when the request was allowed or can never pass.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.filter(|_| !self.allowed).map(|retry| ceil_secs(retry).max(1))
     }
 }
 

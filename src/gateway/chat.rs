@@ -3,20 +3,20 @@
 //! chunk by chunk — while the [`Meter`] books the request.
 
 use super::AppState;
-use super::auth::authenticate;
+use super::auth::admit;
 use super::error::ApiError;
 use super::meter::Meter;
 use super::request_id::RequestId;
 use super::stream::{MeteredSse, usage_of_body};
+use crate::firewall::{BodyFailure, Origin};
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +35,12 @@ struct Prepared {
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut meter = Meter::start(app.events.clone(), request_id, "chat", peer.ip());
-    match prepare(&app, &mut meter, &headers, body).await {
+    let mut meter = Meter::start(app.events.clone(), request_id, "chat", origin.client.ip);
+    match prepare(&app, &mut meter, &origin, &headers, body).await {
         Ok(prepared) => forward(&app, meter, prepared).await,
         Err(error) => fail(meter, error),
     }
@@ -51,12 +51,21 @@ fn fail(meter: Meter, error: ApiError) -> Response {
     error.into_response()
 }
 
-async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: Body) -> Result<Prepared, ApiError> {
-    let key = authenticate(app, headers).await?;
-    meter.set_key(&key);
+async fn prepare(
+    app: &AppState,
+    meter: &mut Meter,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Prepared, ApiError> {
+    let key = admit(app, headers, origin, meter).await?;
 
     let limit = app.config.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| match BodyFailure::of(&e) {
+        BodyFailure::TooLarge => ApiError::too_large(limit),
+        BodyFailure::TooSlow => ApiError::request_timeout(),
+        BodyFailure::Broken => ApiError::invalid_request("The request body could not be read."),
+    })?;
     meter.set_request_bytes(raw.len());
     let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
         Ok(Value::Object(map)) => map,
@@ -97,6 +106,9 @@ async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: B
             return Err(ApiError::upstream("No provider key is configured for this model; send X-Provider-Key."));
         }
     };
+    // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
+    let prompt_estimate = (raw.len() as u64).div_ceil(4);
+    app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
     meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
     if route.upstream_model != model {
         request.insert("model".into(), Value::String(route.upstream_model.to_string()));
@@ -112,8 +124,8 @@ async fn prepare(app: &AppState, meter: &mut Meter, headers: &HeaderMap, body: B
         body: Bytes::from(body),
         streamed,
         client_asked_usage,
-        // ~4 bytes a token: only used when a cut stream never reports its usage.
-        prompt_estimate: (raw.len() as u64).div_ceil(4),
+        // Only used when a cut stream never reports its usage.
+        prompt_estimate,
     })
 }
 

@@ -260,7 +260,7 @@ mod tests {
         }
         drop(sse);
         let Some(event) = rx.recv().await else { panic!("an event is published") };
-        let Event::Request(event) = &*event;
+        let Event::Request(event) = &*event else { panic!("the meter publishes request events") };
         (out, (**event).clone())
     }
 

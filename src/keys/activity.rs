@@ -20,8 +20,9 @@ pub fn spawn(events: &EventBus, store: Store) -> JoinHandle<()> {
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(event) => {
-                        let Event::Request(request) = &*event;
-                        if let Some(key) = request.key_id {
+                        if let Event::Request(request) = &*event
+                            && let Some(key) = request.key_id
+                        {
                             let at = seen.entry(key).or_insert(request.at);
                             *at = (*at).max(request.at);
                         }

@@ -11,10 +11,15 @@ use tokio::sync::mpsc::Receiver;
 
 on_both_backends!(chat_round_trip_and_events, streaming_relays_and_books_usage);
 
+/// The next request event; other kinds (firewall events) are skipped.
 async fn next_request_event(rx: &mut Receiver<std::sync::Arc<Event>>) -> RequestEvent {
-    let event = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("event in time").expect("open");
-    let Event::Request(request) = &*event;
-    (**request).clone()
+    loop {
+        let event =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("event in time").expect("open");
+        if let Event::Request(request) = &*event {
+            return (**request).clone();
+        }
+    }
 }
 
 fn error_code(body: &Value) -> &str {

@@ -2,6 +2,7 @@
 //! One test binary (each extra binary relinks the whole dependency graph).
 
 mod cli;
+mod firewall;
 mod gateway;
 mod revocation;
 mod schema;
