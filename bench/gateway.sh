@@ -5,19 +5,16 @@
 #   bench/gateway.sh            # full run (about 2 minutes after the build)
 #   DURATION=5 bench/gateway.sh # shorter
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DURATION="${DURATION:-10}"
 MOCK_PORT=18001
 OMI_PORT=18002
-source bench/setup.sh
+source "$(dirname "$0")/common.sh"
 
-"$bin/mock-upstream" --port $MOCK_PORT --chunks 3 >"$work/mock.log" 2>&1 & pids+=($!)
-export DATABASE_URL="sqlite://$work/omi.db" OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" \
-       OPENAI_API_KEY="sk-bench-house-key" OMI_LISTEN="127.0.0.1:$OMI_PORT" RUST_LOG=warn
+# One client sends everything: the per-IP limit is off here (bench/firewall.sh measures it).
+export DATABASE_URL="sqlite://$work/omi.db" OMI_LISTEN="127.0.0.1:$OMI_PORT" OMI_RATE_LIMIT_PER_MINUTE=0
 OMI_BENCH_KEY=$("$bin/omi" keys create --email bench@example.com)
 export OMI_BENCH_KEY
 "$bin/omi" serve >"$work/omi.log" 2>&1 & omi_pid=$!; pids+=($omi_pid)
-for _ in $(seq 50); do curl -sf "127.0.0.1:$OMI_PORT/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy $OMI_PORT
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
@@ -26,9 +23,6 @@ idle_rss=$(rss $omi_pid)
 run() { # name url connections
   wrk -t"$([ "$3" -gt 1 ] && echo 2 || echo 1)" -c"$3" -d"${DURATION}s" --latency -s bench/post.lua "$2/v1/chat/completions" >"$out/$1.txt"
 }
-rps() { awk '/Requests\/sec/ {print $2}' "$out/$1.txt"; }
-pct() { awk -v p="$2%" '$1==p {print $2}' "$out/$1.txt"; }
-to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000} }'; }
 
 # Warm both paths, then measure each side right after the other.
 wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$OMI_PORT/v1/chat/completions" >/dev/null

@@ -2,6 +2,7 @@
 //! present), then environment variables, which win. Secrets are `SecretString`s from the
 //! moment they are read, so no `Debug` or log line can print them.
 
+use crate::firewall::{CountryPolicy, FallbackPolicy, FirewallError, RateLimits, TrustedProxies};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
@@ -52,6 +53,10 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("SENTINEL_BLOCK", "sentinel_block"),
     ("OMI_SYSTEM_PROMPT", "system_prompt"),
     ("OMI_SYSTEM_PROMPT_FILE", "system_prompt_file"),
+    ("OMI_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute"),
+    ("OMI_TRUSTED_PROXIES", "trusted_proxies"),
+    ("OMI_BLOCKED_COUNTRIES", "blocked_countries"),
+    ("OMI_ALLOWED_COUNTRIES", "allowed_countries"),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -139,6 +144,35 @@ pub struct Config {
     pub sentinel_store_prompts: bool,
     /// Suspend a customer's keys after this many high-severity findings in one UTC day.
     pub sentinel_auto_suspend_after: Option<u32>,
+
+    // The firewall (src/firewall/README.md).
+    /// Requests a minute per client IP (IPv6: per /64); 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// Peers believed about the client: CIDRs, addresses and `cloudflare`, comma-separated.
+    pub trusted_proxies: TrustedProxies,
+    /// Countries refused with 403 (ISO codes, `T1` Tor, `XX` unknown), comma-separated.
+    pub blocked_countries: String,
+    /// When set, only these countries are served; excludes `blocked_countries`.
+    pub allowed_countries: Option<String>,
+    /// While Redis is unreachable: `local` (limits per instance) or `refuse` (every request).
+    pub rate_limit_fallback: FallbackPolicy,
+    /// Prefix of the limiters' Redis keys; instances that share limits share it.
+    pub rate_limit_redis_prefix: String,
+    /// Limits per key, by plan or for one key.
+    pub rate_limits: RateLimits,
+    /// Body limits of `/admin…` and `/webhooks/…` (`max_body_bytes` covers the rest).
+    pub admin_max_body_bytes: usize,
+    pub webhook_max_body_bytes: usize,
+    /// A request's body must arrive completely within this.
+    pub body_read_timeout_ms: u64,
+    /// A request's headers must arrive within this; also how long an idle connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Open connections at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Origins allowed to call `/v1/*` from a browser (`*` for any); empty turns CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 /// Thresholds and timings of the Hawk's alert rules. Windows slide; an alert fires once,
@@ -293,6 +327,20 @@ impl Default for Config {
             sentinel_queue_capacity: 1024,
             sentinel_store_prompts: false,
             sentinel_auto_suspend_after: None,
+            rate_limit_per_minute: 100,
+            trusted_proxies: TrustedProxies::default(),
+            blocked_countries: String::new(),
+            allowed_countries: None,
+            rate_limit_fallback: FallbackPolicy::Local,
+            rate_limit_redis_prefix: "omi:rl".into(),
+            rate_limits: RateLimits::default(),
+            admin_max_body_bytes: 64 * 1024,
+            webhook_max_body_bytes: 64 * 1024,
+            body_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -324,15 +372,41 @@ impl Config {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(name_variables(e)))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        if self.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        for (name, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("admin_max_body_bytes", self.admin_max_body_bytes),
+            ("webhook_max_body_bytes", self.webhook_max_body_bytes),
+        ] {
+            if value < 1024 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1024")));
+            }
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_header_bytes must be at least 1024".into()));
+        }
+        if self.max_connections == 0 || self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections, header_read_timeout_ms and body_read_timeout_ms must be above 0".into(),
+            ));
+        }
+        self.country_policy()
+            .map_err(|e| ConfigError::Invalid(format!("OMI_BLOCKED_COUNTRIES / OMI_ALLOWED_COUNTRIES: {e}")))?;
+        for origin in &self.cors_origins {
+            let valid = origin == "*"
+                || (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "cors_origins: `{origin}` is not `*` or an origin like https://app.example.com"
+                )));
+            }
         }
         let hawk = &self.hawk;
         if hawk.window_secs == 0 || hawk.probe_interval_secs == 0 || hawk.server_errors_fire == 0 {
@@ -443,6 +517,15 @@ impl Config {
         format!("{}/v1", self.public_base())
     }
 
+    /// The block list, or the allow list when one is set; never both.
+    pub fn country_policy(&self) -> Result<CountryPolicy, FirewallError> {
+        match &self.allowed_countries {
+            None => CountryPolicy::block_list(&self.blocked_countries),
+            Some(_) if !self.blocked_countries.trim().is_empty() => Err(FirewallError::BlockAndAllowList),
+            Some(allowed) => CountryPolicy::allow_list(allowed),
+        }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         match (&self.listen, self.port) {
             (Some(addr), _) => {
@@ -458,10 +541,29 @@ fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
+/// Figment names a bad environment value by its setting (`TRUSTED_PROXIES`); the operator
+/// set `OMI_TRUSTED_PROXIES`, so say that instead.
+fn name_variables(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let from_env = e.metadata.as_ref().is_some_and(|m| m.name.starts_with("environment"));
+            let variable = e.path.last().and_then(|setting| ENV_SETTINGS.iter().find(|(_, s)| s == setting));
+            match variable {
+                Some((variable, _)) if from_env => format!("{variable}: {}", e.kind),
+                _ => e.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own (large) error
 mod tests {
     use super::*;
+    use crate::firewall::Country;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn defaults_then_file_then_environment() {
@@ -515,6 +617,53 @@ mod tests {
         });
     }
 
+    fn from_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            for (var, value) in vars {
+                jail.set_env(var, value);
+            }
+            result = Some(Config::from_figment(Config::figment(None).expect("figment")));
+            Ok(())
+        });
+        result.expect("the jail ran")
+    }
+
+    #[test]
+    fn firewall_variables_are_read() {
+        let config = from_env(&[
+            ("OMI_RATE_LIMIT_PER_MINUTE", "0"),
+            ("OMI_TRUSTED_PROXIES", "cloudflare, 10.0.0.0/8"),
+            ("OMI_BLOCKED_COUNTRIES", "ru,T1"),
+        ])
+        .expect("config");
+        assert_eq!(config.rate_limit_per_minute, 0);
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(config.trusted_proxies.contains("172.64.0.1".parse().expect("ip")), "cloudflare's ranges");
+        let policy = config.country_policy().expect("policy");
+        assert!(!policy.allows(Country::from_code("RU")) && policy.allows(Country::from_code("DE")));
+
+        let allowing = from_env(&[("OMI_ALLOWED_COUNTRIES", "DE")]).expect("config");
+        assert!(!allowing.country_policy().expect("policy").allows(Country::from_code("RU")));
+        assert_eq!(Config::default().rate_limit_per_minute, 100);
+    }
+
+    #[test]
+    fn bad_firewall_variables_are_named_in_the_error() {
+        for (vars, says) in [
+            (&[("OMI_TRUSTED_PROXIES", "10.0.0.0/33")][..], "invalid trusted proxy entry \"10.0.0.0/33\""),
+            (&[("OMI_RATE_LIMIT_PER_MINUTE", "lots")], "OMI_RATE_LIMIT_PER_MINUTE"),
+            (&[("OMI_BLOCKED_COUNTRIES", "RU,Russia")], "invalid country code \"Russia\""),
+            (&[("OMI_ALLOWED_COUNTRIES", "")], "at least one country"),
+            (&[("OMI_ALLOWED_COUNTRIES", "DE"), ("OMI_BLOCKED_COUNTRIES", "RU")], "not both"),
+        ] {
+            let err = from_env(vars).expect_err("invalid").to_string();
+            assert!(err.contains(says), "{vars:?}: {err}");
+            let named = vars.iter().any(|(var, _)| err.contains(var));
+            assert!(named, "{vars:?}: the error names the variable: {err}");
+        }
+    }
+
     #[test]
     fn the_example_file_is_valid() {
         figment::Jail::expect_with(|jail| {
@@ -529,6 +678,7 @@ mod tests {
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
             assert!(!config.sentinel_store_prompts);
+            assert_eq!(config.rate_limits.plans["pro"].requests_per_minute, Some(600));
             Ok(())
         });
     }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod customers;
 pub mod events;
+pub mod firewall;
 pub mod gateway;
 pub mod keys;
 pub mod mock_upstream;

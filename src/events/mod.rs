@@ -1,8 +1,11 @@
 //! The in-process event stream. The gateway publishes one [`RequestEvent`] per finished
-//! request; agents (Accountant, Hawk, Sentinel) subscribe with their own bounded queue.
+//! request and one [`FirewallEvent`] per firewall refusal or rate-limiter health change;
+//! agents (Accountant, Hawk, Sentinel) subscribe with their own bounded queue and ignore
+//! the kinds they do not need.
 //! Publishing never blocks and never waits on a subscriber: a full queue drops the event
 //! for that subscriber only, and the drop is counted (`omi_events_dropped_total`).
 
+use crate::firewall::Country;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -46,6 +49,7 @@ pub enum Event {
     },
     /// Yesterday's books, once a day, for the Hawk to post.
     DailySummary(Box<DailySummary>),
+    Firewall(FirewallEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +97,48 @@ pub struct DailySummary {
     pub unprofitable_customers: Vec<String>,
     /// Requests whose model has no price (cost unknown, not zero).
     pub unpriced_requests: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirewallKind {
+    RateLimited,
+    CountryBlocked,
+    TooLarge,
+    /// The request body did not arrive before the body deadline.
+    TooSlow,
+    /// A Redis-backed limiter lost Redis and applies its fallback policy.
+    LimiterDegraded,
+    LimiterRecovered,
+}
+
+impl FirewallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirewallKind::RateLimited => "rate_limited",
+            FirewallKind::CountryBlocked => "country_blocked",
+            FirewallKind::TooLarge => "too_large",
+            FirewallKind::TooSlow => "too_slow",
+            FirewallKind::LimiterDegraded => "limiter_degraded",
+            FirewallKind::LimiterRecovered => "limiter_recovered",
+        }
+    }
+}
+
+/// A request the firewall refused (client, route and request id set), or a limiter's
+/// health change (only `limiter` set).
+#[derive(Clone, Debug, Serialize)]
+pub struct FirewallEvent {
+    pub kind: FirewallKind,
+    pub at: DateTime<Utc>,
+    pub client_ip: Option<IpAddr>,
+    /// From `CF-IPCountry` of a trusted proxy; `None` when nobody trusted said.
+    pub country: Option<Country>,
+    /// The request path (truncated), since refused requests may match no route.
+    pub route: Option<Arc<str>>,
+    pub request_id: Option<Arc<str>>,
+    /// Which limiter refused or changed health: `ip`, `plan:pro:requests`, `key:<id>:tokens`.
+    pub limiter: Option<Arc<str>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -1,14 +1,30 @@
 //! Customer authentication: `Authorization: Bearer omi_…`, checked for shape and checksum
 //! before the (cached) lookup, so malformed keys never cost a cache miss or a query.
+//! Then the key's own request limit (per key or plan), which needs to know the key.
 
 use super::AppState;
 use super::error::ApiError;
+use super::meter::Meter;
+use crate::firewall::Origin;
 use crate::keys::{ApiKey, KeyStatus, Verification, VerifiedKey};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use std::sync::Arc;
 
-pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Arc<VerifiedKey>, ApiError> {
+/// Authenticates, books the key on the meter, and spends one of the key's requests.
+pub async fn admit(
+    app: &AppState,
+    headers: &HeaderMap,
+    origin: &Origin,
+    meter: &mut Meter,
+) -> Result<Arc<VerifiedKey>, ApiError> {
+    let key = authenticate(app, headers).await?;
+    meter.set_key(&key);
+    app.firewall.admit_request(&key, origin).await?;
+    Ok(key)
+}
+
+async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Arc<VerifiedKey>, ApiError> {
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,7 @@
 //! chunk — through the output shield while the [`Meter`] books the request.
 
 use super::AppState;
-use super::auth::authenticate;
+use super::auth::admit;
 use super::error::ApiError;
 use super::guard::{Guard, RemovalReport};
 use super::meter::Meter;
@@ -13,15 +13,15 @@ use super::shield::RemovalKind;
 use super::stream::{MeteredSse, ShieldedSse, usage_of_body};
 use crate::agents::sentinel::{Prompt, Screening, user_text};
 use crate::events::UPSTREAM_UNREACHABLE;
+use crate::firewall::{BodyFailure, Origin};
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -45,12 +45,12 @@ struct Prepared {
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut meter = Meter::start(app.events.clone(), request_id.clone(), "chat", peer.ip());
-    match prepare(&app, &mut meter, request_id, &headers, body).await {
+    let mut meter = Meter::start(app.events.clone(), request_id.clone(), "chat", origin.client.ip);
+    match prepare(&app, &mut meter, request_id, &origin, &headers, body).await {
         Ok(prepared) => forward(&app, meter, prepared).await,
         Err(error) => fail(meter, error),
     }
@@ -65,15 +65,19 @@ async fn prepare(
     app: &AppState,
     meter: &mut Meter,
     request_id: Arc<str>,
+    origin: &Origin,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Prepared, ApiError> {
-    let key = authenticate(app, headers).await?;
-    meter.set_key(&key);
+    let key = admit(app, headers, origin, meter).await?;
     crate::agents::accountant::budgets::check(&app.config, &app.store, &key).await?;
 
     let limit = app.config.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| match BodyFailure::of(&e) {
+        BodyFailure::TooLarge => ApiError::too_large(limit),
+        BodyFailure::TooSlow => ApiError::request_timeout(),
+        BodyFailure::Broken => ApiError::invalid_request("The request body could not be read."),
+    })?;
     meter.set_request_bytes(raw.len());
     let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
         Ok(Value::Object(map)) => map,
@@ -114,6 +118,9 @@ async fn prepare(
             return Err(ApiError::upstream("No provider key is configured for this model; send X-Provider-Key."));
         }
     };
+    // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
+    let prompt_estimate = (raw.len() as u64).div_ceil(4);
+    app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
     meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
     meter.set_catalog(app.model_label(&model), app.prices.get(route.upstream_model));
     if route.upstream_model != model {
@@ -146,8 +153,8 @@ async fn prepare(
         body: Bytes::from(body),
         streamed,
         client_asked_usage,
-        // ~4 bytes a token: only used when a cut stream never reports its usage.
-        prompt_estimate: (raw.len() as u64).div_ceil(4),
+        // Only used when a cut stream never reports its usage.
+        prompt_estimate,
     })
 }
 

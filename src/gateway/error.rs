@@ -2,6 +2,7 @@
 //! with the status codes of INTERFACE.md. Messages are written here, never copied from an
 //! internal error, so no upstream key, host name or stack trace can reach a body.
 
+use crate::firewall::Decision;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,11 +13,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The limiter's verdict on a rate-limited request: `Retry-After` and `X-RateLimit-*`.
+    pub rate_limit: Option<Decision>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), rate_limit: None }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> ApiError {
@@ -48,6 +51,21 @@ impl ApiError {
             "request_too_large",
             format!("Request body is larger than the limit of {limit} bytes."),
         )
+    }
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "The request body did not arrive in time.")
+    }
+    pub fn country_blocked() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "country_blocked", "This service is not available in your country.")
+    }
+    /// `what` names the unit and whose budget it is, e.g. "requests a minute per client".
+    pub fn rate_limited(decision: Decision, what: &str) -> ApiError {
+        let limit = decision.limit;
+        let message = match decision.retry_after_secs() {
+            Some(retry) => format!("Rate limit reached: {limit} {what}. Retry after {retry} s."),
+            None => format!("This request alone exceeds the limit of {limit} {what}."),
+        };
+        ApiError { rate_limit: Some(decision), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
     }
     pub fn upstream(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
@@ -97,6 +115,9 @@ impl IntoResponse for ApiError {
         let body =
             json!({"error": {"message": self.message, "type": self.error_type(), "code": self.code, "param": null}});
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(decision) = self.rate_limit {
+            decision.write_headers(response.headers_mut());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -9,6 +9,7 @@ pub mod guard;
 mod meter;
 pub mod providers;
 pub mod request_id;
+mod serve;
 pub mod shield;
 pub(crate) mod stream;
 
@@ -18,11 +19,12 @@ use crate::billing::outbox::{OutboxSignal, Worker};
 use crate::billing::prices::PriceTable;
 use crate::config::{Config, ConfigError};
 use crate::events::EventBus;
+use crate::firewall::{Firewall, FirewallError, Origin};
 use crate::keys::KeyVerifier;
 use crate::store::Store;
 use crate::telemetry;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -36,6 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -48,6 +51,7 @@ pub struct AppState {
     pub outbox: Arc<OutboxSignal>,
     pub guard: Arc<Guard>,
     pub sentinel: Arc<Sentinel>,
+    pub firewall: Arc<Firewall>,
 }
 
 impl AppState {
@@ -73,30 +77,68 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("no randomness for the shield's canary: {0}")]
     Random(String),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
 }
 
+/// Every route behind the firewall (routes added below its `layer` call would bypass it),
+/// and everything behind `request_id::assign` (outermost).
 pub fn router(app: Arc<AppState>) -> Router {
-    Router::new()
+    let firewall = axum::middleware::from_fn_with_state(app.firewall.clone(), crate::firewall::guard);
+    let mut api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(list_models))
+        .layer(firewall.clone());
+    // Outside the firewall, so that a browser can read its refusals too.
+    if let Some(cors) = cors(&app.config.cors_origins) {
+        api = api.layer(cors);
+    }
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .merge(crate::admin::router())
         .merge(crate::billing::router())
         .fallback(not_found)
+        .layer(firewall)
+        .merge(api)
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(app)
+}
+
+/// Browsers may call `/v1/*` from the configured origins only; `None` (no CORS headers at
+/// all, the default) when there are none. Origins were validated with the configuration.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let allowed =
+        [header::AUTHORIZATION.as_str(), header::CONTENT_TYPE.as_str(), chat::BYOK_HEADER, request_id::HEADER];
+    let exposed =
+        [request_id::HEADER, "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"];
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(allowed.map(header::HeaderName::from_static))
+            .expose_headers(exposed.map(header::HeaderName::from_static))
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 async fn list_models(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
 ) -> Response {
-    let meter = meter::Meter::start(app.events.clone(), request_id, "models", peer.ip());
-    match auth::authenticate(&app, &headers).await {
+    let mut meter = meter::Meter::start(app.events.clone(), request_id, "models", origin.client.ip);
+    match auth::admit(&app, &headers, &origin, &mut meter).await {
         Err(error) => {
             meter.finish(error.status.as_u16(), Some(error.code));
             error.into_response()
@@ -190,6 +232,7 @@ impl Server {
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
+        let firewall = Arc::new(Firewall::from_config(&config, events.clone()).await?);
         let outbox = Arc::new(OutboxSignal::default());
         let (sentinel, sentinel_tasks) = Sentinel::start(
             &config,
@@ -213,6 +256,7 @@ impl Server {
             outbox: outbox.clone(),
             guard,
             sentinel,
+            firewall,
         });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
@@ -228,28 +272,16 @@ impl Server {
         };
         background.push(worker.spawn(shutdown.clone()));
         background.extend(crate::agents::spawn_all(&state, &shutdown));
+        background.extend(state.firewall.spawn_background(&shutdown));
 
         let addr = listener.local_addr()?;
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
+        let limits = serve::ConnectionLimits {
+            max_connections: config.max_connections,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            max_header_bytes: config.max_header_bytes,
+        };
         let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown({
-                let stop = stop.clone();
-                async move { stop.cancelled().await }
-            });
-            let serve = tokio::spawn(async move { serve.await });
-            stop.cancelled().await;
-            // In-flight requests get `grace` to finish; then the rest are cut.
-            match tokio::time::timeout(grace, serve).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-                Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-                Err(_) => {
-                    tracing::warn!("shutdown grace period over; closing remaining connections")
-                }
-            }
-        });
+        let task = tokio::spawn(serve::serve(listener, router(state.clone()), limits, shutdown.clone(), grace));
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
         Ok(Server { addr, state, shutdown, task, sentinel_worker: sentinel_tasks.worker, background })
     }

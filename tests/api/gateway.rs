@@ -11,6 +11,7 @@ use tokio::sync::mpsc::Receiver;
 
 on_both_backends!(chat_round_trip_and_events, streaming_relays_and_books_usage);
 
+/// The next request event; other kinds (firewall events) are skipped.
 async fn next_request_event(rx: &mut Receiver<std::sync::Arc<Event>>) -> RequestEvent {
     loop {
         let event =

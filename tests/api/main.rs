@@ -4,6 +4,7 @@
 mod accountant;
 mod billing;
 mod cli;
+mod firewall;
 mod gateway;
 mod hawk;
 mod mailer;

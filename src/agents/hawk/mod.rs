@@ -11,7 +11,7 @@ pub mod slack;
 
 use super::n8n::N8nEvent;
 use super::{Queue, Webhook};
-use crate::events::{Event, RequestEvent, Severity, UPSTREAM_UNREACHABLE};
+use crate::events::{Event, FirewallKind, RequestEvent, Severity, UPSTREAM_UNREACHABLE};
 use crate::gateway::AppState;
 use crate::store::Store;
 use chrono::{TimeDelta, Utc};
@@ -141,6 +141,14 @@ impl Hawk {
                 self.forward(event);
             }
             Event::KeyVended { .. } => self.forward(event),
+            // A rate limiter that lost Redis limits per instance (or refuses): page like a
+            // failed Redis probe. Refusals themselves are metrics, not alerts.
+            Event::Firewall(firewall) if firewall.kind == FirewallKind::LimiterDegraded => {
+                let limiter = firewall.limiter.as_deref().unwrap_or("rate limiter").to_string();
+                let detail = format!("{limiter}: Redis unreachable, limits fall back");
+                self.observe(Trigger::new(Rule::RedisUnreachable, limiter, firewall.at).critical(true).detail(detail));
+            }
+            Event::Firewall(_) => {}
             Event::DailySummary(summary) => {
                 if let Some(slack) = &self.slack {
                     slack.push(SlackMessage::Summary(summary.clone()));
