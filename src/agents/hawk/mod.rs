@@ -54,7 +54,7 @@ pub fn spawn(
             Some(queue)
         }
         None => {
-            tracing::warn!("SLACK_WEBHOOK_URL is not set: alerts are only stored (GET /admin/api/alerts)");
+            tracing::info!("SLACK_WEBHOOK_URL is not set: alerts are only stored (GET /admin/api/alerts)");
             None
         }
     };

@@ -137,7 +137,8 @@ pub struct Policy {
 
 impl Policy {
     pub fn from_config(config: &HawkConfig) -> Policy {
-        let secs = |s: u64| TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        // Capped at a year: longer means "never", and time arithmetic must not overflow.
+        let secs = |s: u64| TimeDelta::seconds(s.min(366 * 24 * 3600) as i64);
         Policy {
             window: secs(config.window_secs),
             repeat: secs(config.repeat_interval_secs),
@@ -656,6 +657,24 @@ mod tests {
             })
             .collect();
         assert_eq!(out.len(), 2, "one per customer");
+    }
+
+    #[test]
+    fn absurd_settings_neither_panic_nor_page_wrongly() {
+        let forever = u64::MAX;
+        let config = HawkConfig {
+            window_secs: forever,
+            repeat_interval_secs: forever,
+            resolve_after_secs: forever,
+            flap_resolve_after_secs: forever,
+            server_errors_critical: 0,
+            ..HawkConfig::default()
+        };
+        let mut hawk = Engine::new(Policy::from_config(&config));
+        let fired: Vec<_> = (0..10).filter_map(|n| hawk.observe(error(t0() + secs(n * 600), "gpt-4o", 0))).collect();
+        assert_eq!(notices(&fired), vec![Notice::Fired], "critical below firing means critical when it fires");
+        assert_eq!(fired[0].alert.severity, AlertSeverity::Critical);
+        assert!(hawk.tick(t0() + secs(100 * 24 * 3600)).is_empty());
     }
 
     #[test]
