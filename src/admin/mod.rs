@@ -1,13 +1,16 @@
-//! The admin API (`/admin/api/…`), guarded by `OMI_ADMIN_KEY` compared in constant time.
-//! Admin is disabled — every call refused — when no admin key is configured.
+//! Admin: the JSON API (`/admin/api/…`, bearer `OMI_ADMIN_KEY` compared in constant time) and
+//! the dashboard (`/admin`, a session cookie; see `dashboard/`). Both act on keys through the
+//! same functions below. Admin is disabled — every call refused — when no admin key is configured.
+
+pub mod dashboard;
 
 use crate::customers::EmailAddress;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
-use crate::keys::{self, KeyStatus};
-use crate::store::StoreError;
+use crate::keys::{self, IssueError, KeyStatus};
+use crate::store::{KeyListing, StoreError, VendedKey};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -22,6 +25,48 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{id}/resend", post(resend_key))
         .route("/admin/api/margins", get(margins))
         .route("/admin/api/usage", get(usage))
+        .merge(dashboard::router())
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// On every `/admin` response, pages and JSON alike: nothing loads from elsewhere, nothing
+/// inline runs, nothing frames the dashboard, nothing is cached or sniffed.
+async fn security_headers(mut response: Response) -> Response {
+    const HEADERS: [(&str, &str); 5] = [
+        (
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ];
+    for (name, value) in HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Moves a key to `status` and applies it on this instance at once; the others follow
+/// within a second through the change log.
+pub async fn change_key_status(app: &AppState, id: uuid::Uuid, status: KeyStatus) -> Result<KeyListing, StoreError> {
+    let listing = app.store.set_key_status(id, status).await?;
+    if let Err(e) = app.verifier.sync_changes().await {
+        tracing::warn!(error = %e, "could not apply the key change locally yet");
+    }
+    Ok(listing)
+}
+
+/// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
+pub async fn rotate_and_email(app: &AppState, id: uuid::Uuid) -> Result<VendedKey, IssueError> {
+    let new_key = keys::ApiKey::generate()?;
+    let vended = app.store.rotate_key(id, &new_key).await?;
+    app.outbox.wake();
+    if let Err(e) = app.verifier.sync_changes().await {
+        tracing::warn!(error = %e, "could not apply the rotation locally yet");
+    }
+    Ok(vended)
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -55,6 +100,16 @@ fn store_error(e: StoreError) -> Response {
         other => {
             tracing::error!(error = %other, "admin store error");
             ApiError::unavailable("The database is unavailable.").into_response()
+        }
+    }
+}
+
+fn issue_error(e: IssueError) -> Response {
+    match e {
+        IssueError::Store(e) => store_error(e),
+        IssueError::Key(e) => {
+            tracing::error!(error = %e, "key generation failed");
+            ApiError::unavailable("Could not generate a key.").into_response()
         }
     }
 }
@@ -95,11 +150,7 @@ async fn create_key(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
             Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan})),
         )
             .into_response(),
-        Err(keys::IssueError::Store(e)) => store_error(e),
-        Err(e) => {
-            tracing::error!(error = %e, "key generation failed");
-            ApiError::unavailable("Could not generate a key.").into_response()
-        }
+        Err(e) => issue_error(e),
     }
 }
 
@@ -111,19 +162,12 @@ async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         Ok(key) => key,
         Err(e) => return store_error(e),
     };
-    match app.store.set_key_status(key.id, KeyStatus::Revoked).await {
-        Ok(listing) => {
-            // This instance refuses it at once; the others within a second via the change log.
-            if let Err(e) = app.verifier.sync_changes().await {
-                tracing::warn!(error = %e, "could not apply the revocation locally yet");
-            }
-            Json(json!({"data": listing})).into_response()
-        }
+    match change_key_status(&app, key.id, KeyStatus::Revoked).await {
+        Ok(listing) => Json(json!({"data": listing})).into_response(),
         Err(e) => store_error(e),
     }
 }
 
-/// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
 async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Some(denied) = admin_denial(&app, &headers) {
         return denied;
@@ -132,23 +176,12 @@ async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         Ok(key) => key,
         Err(e) => return store_error(e),
     };
-    let new_key = match keys::ApiKey::generate() {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::error!(error = %e, "key generation failed");
-            return ApiError::unavailable("Could not generate a key.").into_response();
-        }
-    };
-    match app.store.rotate_key(old.id, &new_key).await {
+    match rotate_and_email(&app, old.id).await {
         Ok(vended) => {
-            app.outbox.wake();
-            if let Err(e) = app.verifier.sync_changes().await {
-                tracing::warn!(error = %e, "could not apply the rotation locally yet");
-            }
             Json(json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}))
                 .into_response()
         }
-        Err(e) => store_error(e),
+        Err(e) => issue_error(e),
     }
 }
 

@@ -4,6 +4,7 @@
 mod accountant;
 mod billing;
 mod cli;
+mod dashboard;
 mod gateway;
 mod mailer;
 mod revocation;

@@ -8,13 +8,14 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::ops::Range;
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a month: use YYYY-MM")]
 pub struct BadMonth(pub String);
 
-/// `[first instant of the month, first instant of the next)` in UTC.
-pub fn month_range(month: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), BadMonth> {
+/// `[first day of the month, first day of the next)`.
+pub fn month_range(month: &str) -> Result<Range<NaiveDate>, BadMonth> {
     let bad = || BadMonth(month.chars().take(20).collect());
     let (y, m) = month.split_once('-').ok_or_else(bad)?;
     let (year, mon): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
@@ -25,8 +26,12 @@ pub fn month_range(month: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), BadMon
     let next =
         if mon == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { NaiveDate::from_ymd_opt(year, mon + 1, 1) }
             .ok_or_else(bad)?;
-    let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
-    Ok((at(start), at(next)))
+    Ok(start..next)
+}
+
+/// The first instant of a UTC day.
+pub fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
 }
 
 pub fn current_month() -> String {
@@ -42,6 +47,9 @@ struct Money {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Line {
+    /// The customer's id (links on the dashboard); `None` on the total line.
+    #[serde(skip)]
+    pub customer: Option<uuid::Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,26 +90,20 @@ fn finish(mut line: Line, money: Money) -> Line {
 }
 
 pub async fn margins(store: &Store, config: &Config, month: &str) -> Result<MarginReport, anyhow::Error> {
-    let (from, to) = month_range(month)?;
-    Ok(build(store, config, month, from, to).await?)
+    Ok(build(store, config, month, month_range(month)?).await?)
 }
 
-/// The report over any period (a month, or a day for the daily summary).
-pub async fn build(
-    store: &Store,
-    config: &Config,
-    month: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> StoreResult<MarginReport> {
-    let usage = store.usage_totals(from, to).await?;
-    let revenue = store.revenue_totals(from, to).await?;
+/// The report over whole UTC days (a month, or one day for the daily summary).
+pub async fn build(store: &Store, config: &Config, month: &str, days: Range<NaiveDate>) -> StoreResult<MarginReport> {
+    let revenue = store.revenue_totals(midnight(days.start), midnight(days.end)).await?;
+    let usage = store.usage_totals(days).await?;
     let customers = store.customers().await?;
     let fee = |payments: i64, count: i64| -> i64 {
         (payments as f64 * config.payment_fee_percent / 100.0).round() as i64 + count * config.payment_fee_fixed_cents
     };
     let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
     let blank = || Line {
+        customer: None,
         email: None,
         plan: None,
         requests: 0,
@@ -132,6 +134,7 @@ pub async fn build(
     let mut rows: Vec<Line> = lines
         .into_iter()
         .map(|(id, (mut line, money))| {
+            line.customer = Some(id);
             if let Some(c) = info.get(&id) {
                 line.email = Some(c.email.clone());
                 line.plan = c.plan.clone();
@@ -231,9 +234,9 @@ mod tests {
 
     #[test]
     fn months_parse_to_utc_ranges() {
-        let (from, to) = month_range("2026-12").expect("month");
-        assert_eq!(from.to_rfc3339(), "2026-12-01T00:00:00+00:00");
-        assert_eq!(to.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        let days = month_range("2026-12").expect("month");
+        assert_eq!(midnight(days.start).to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(midnight(days.end).to_rfc3339(), "2027-01-01T00:00:00+00:00");
         for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-00"] {
             assert!(month_range(bad).is_err(), "{bad}");
         }
@@ -243,6 +246,7 @@ mod tests {
     fn margin_arithmetic_is_exact() {
         let line = finish(
             Line {
+                customer: None,
                 email: None,
                 plan: None,
                 requests: 0,
