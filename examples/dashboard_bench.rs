@@ -40,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
         println!("reusing the seeded database {DATABASE}");
         Store::connect(&url).await?
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")))
+            .execute(&admin)
+            .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}"))).execute(&admin).await?;
         let store = Store::connect(&url).await?;
         store.migrate().await?;
@@ -116,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown().await;
     if !keep {
         let admin = sqlx::PgPool::connect(&admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")))
+            .execute(&admin)
+            .await?;
     }
     anyhow::ensure!(slow.is_empty(), "over {} ms (median): {slow:?}", BUDGET.as_millis());
     println!("every page under {} ms (median of {RUNS})", BUDGET.as_millis());

@@ -177,10 +177,10 @@ async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         Err(e) => return store_error(e),
     };
     match rotate_and_email(&app, old.id).await {
-        Ok(vended) => {
-            Json(json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}))
-                .into_response()
-        }
+        Ok(vended) => Json(
+            json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}),
+        )
+        .into_response(),
         Err(e) => issue_error(e),
     }
 }

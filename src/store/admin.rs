@@ -122,9 +122,16 @@ fn like_pattern(text: &str) -> String {
 
 impl Store {
     /// Latency and overhead histograms per time bucket over `[from, to)`.
-    pub async fn traffic(&self, from: DateTime<Utc>, to: DateTime<Utc>, bucket: Bucket) -> StoreResult<Vec<TrafficRow>> {
+    pub async fn traffic(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> StoreResult<Vec<TrafficRow>> {
         let sql = sqlx::AssertSqlSafe(TRAFFIC_SQL.as_str());
-        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).bind(bucket.prefix_len()).fetch_all(pool).await)?)
+        Ok(
+            with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).bind(bucket.prefix_len()).fetch_all(pool).await)?,
+        )
     }
 
     /// Keys matching `search`, newest first; `limit` from `offset`.

@@ -5,9 +5,9 @@
 
 use super::{BeginWrite, Store, StoreResult, with_pool};
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
-use serde::Serialize;
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]

@@ -116,7 +116,8 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     store.insert_usage(&records).await.expect("seed usage");
 }
 
-const PAGES: &[&str] = &["/admin", "/admin?range=day", "/admin/money", "/admin/money.csv", "/admin/keys", "/admin/webhooks"];
+const PAGES: &[&str] =
+    &["/admin", "/admin?range=day", "/admin/money", "/admin/money.csv", "/admin/keys", "/admin/webhooks"];
 
 on_both_backends!(
     nothing_is_shown_without_a_session,
@@ -225,14 +226,26 @@ async fn forms_without_the_csrf_token_are_refused(backend: Backend) {
         assert_eq!(create.status(), StatusCode::FORBIDDEN);
     }
     assert_eq!(app.state().store.key_by_id(key.id).await.expect("key").status, "active");
-    assert!(app.state().store.search_keys(&omi::store::KeySearch { text: "eve@", ..Default::default() }, 10, 0).await.expect("search").is_empty());
+    assert!(
+        app.state()
+            .store
+            .search_keys(&omi::store::KeySearch { text: "eve@", ..Default::default() }, 10, 0)
+            .await
+            .expect("search")
+            .is_empty()
+    );
 
     // With the token: suspended, restored, revoked; the gateway obeys at once.
     let csrf = admin.csrf().await;
     let models = || app.http.get(format!("{}/v1/models", app.base)).bearer_auth(&plaintext).send();
-    for (action, status, gateway) in [("suspend", "suspended", 403), ("restore", "active", 200), ("revoke", "revoked", 403)] {
+    for (action, status, gateway) in
+        [("suspend", "suspended", 403), ("restore", "active", 200), ("revoke", "revoked", 403)]
+    {
         let response = admin
-            .post(&format!("/admin/keys/{}/{action}", key.id), &[("csrf", &csrf), ("return_to", "https://evil.example/")])
+            .post(
+                &format!("/admin/keys/{}/{action}", key.id),
+                &[("csrf", &csrf), ("return_to", "https://evil.example/")],
+            )
             .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{action}");
         let location = response.headers()[LOCATION].to_str().expect("ascii").to_string();
@@ -249,15 +262,18 @@ async fn forms_without_the_csrf_token_are_refused(backend: Backend) {
     let (_, rest) = html.split_once("<code id=\"new-key\">").expect("the key");
     let new_key = rest.split('<').next().expect("key");
     assert!(new_key.starts_with("omi_"));
-    assert_eq!(app.http.get(format!("{}/v1/models", app.base)).bearer_auth(new_key).send().await.expect("models").status(), 200);
+    assert_eq!(
+        app.http.get(format!("{}/v1/models", app.base)).bearer_auth(new_key).send().await.expect("models").status(),
+        200
+    );
     assert!(!admin.page("/admin/keys").await.contains(new_key), "never listed again");
     let bad = admin.post("/admin/keys", &[("csrf", &csrf), ("email", "not-an-email")]).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 async fn customer_strings_are_escaped(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, |c| c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET)))
-        .await
+    let Some(app) =
+        TestApp::spawn_with(backend, |c| c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET))).await
     else {
         return;
     };
@@ -407,7 +423,8 @@ async fn a_real_browser_walks_the_dashboard() {
         .env("OMI_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run).await.expect("the browser run ends").expect("node runs");
+    let output =
+        tokio::time::timeout(Duration::from_secs(180), run).await.expect("the browser run ends").expect("node runs");
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser run failed:\n{report}");
     println!("{report}screenshots in {}", screenshots.display());

@@ -4,7 +4,7 @@
 /// The drawing's coordinate system; CSS scales it to the page.
 pub const WIDTH: f64 = 640.0;
 const LINE_HEIGHT: f64 = 200.0;
-const LEFT: f64 = 64.0;
+const LEFT: f64 = 72.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 26.0;
@@ -131,9 +131,13 @@ pub fn line_chart(
     }
 }
 
-const BAR_ROW: f64 = 44.0;
+/// The bar chart is narrower than the line charts: its labels stay legible on a phone.
+const BAR_WIDTH: f64 = 480.0;
+const BAR_ROW: f64 = 46.0;
 const BAR_THICKNESS: f64 = 10.0;
-const BAR_LEFT: f64 = 4.0;
+/// Room for the first and last axis labels, which are centred on their ticks.
+const BAR_LEFT: f64 = 28.0;
+const BAR_RIGHT: f64 = 32.0;
 
 pub struct BarRow {
     pub label: String,
@@ -177,7 +181,7 @@ pub fn bar_chart(
 ) -> BarChart {
     let max = data.iter().fold(0.0f64, |a, d| a.max(d.first).max(d.second));
     let (top_value, tick_values, tick_labels) = value_axis(max, format);
-    let span = WIDTH - RIGHT - BAR_LEFT;
+    let span = BAR_WIDTH - BAR_RIGHT - BAR_LEFT;
     let w = |v: f64| r1((v.max(0.0) / top_value) * span);
     let rows: Vec<BarRow> = data
         .into_iter()
@@ -188,10 +192,10 @@ pub fn bar_chart(
                 label: d.label,
                 note: d.note,
                 loss: d.loss,
-                label_y: y + 12.0,
-                first_y: y + 17.0,
+                label_y: y + 14.0,
+                first_y: y + 19.0,
                 first_w: w(d.first),
-                second_y: y + 17.0 + BAR_THICKNESS + 2.0,
+                second_y: y + 19.0 + BAR_THICKNESS + 2.0,
                 second_w: w(d.second),
             }
         })
@@ -207,7 +211,7 @@ pub fn bar_chart(
             .map(|(v, label)| Tick { pos: r1(BAR_LEFT + (v / top_value) * span), label })
             .collect(),
         rows,
-        width: WIDTH,
+        width: BAR_WIDTH,
         height: axis_y + 20.0,
         left: BAR_LEFT,
         axis_y,

@@ -30,7 +30,9 @@ pub fn usd(x: f64) -> String {
 }
 
 pub fn percent(x: f64) -> String {
-    if x != 0.0 && x.abs() < 0.1 { format!("{x:.2}%") } else { format!("{x:.1}%") }
+    let sign = if x < 0.0 { "−" } else { "" };
+    let abs = x.abs();
+    if abs != 0.0 && abs < 0.1 { format!("{sign}{abs:.2}%") } else { format!("{sign}{abs:.1}%") }
 }
 
 /// A duration in microseconds, in the unit that reads best.
@@ -61,6 +63,8 @@ mod tests {
         assert_eq!(usd(-3.2), "−$3.20");
         assert_eq!(usd(0.0004), "<$0.01");
         assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(percent(-829.5), "−829.5%");
+        assert_eq!(percent(0.05), "0.05%");
         assert_eq!(micros(850.0), "850 µs");
         assert_eq!(micros(12_345.0), "12.3 ms");
         assert_eq!(micros(1_250_000.0), "1.25 s");

@@ -95,7 +95,9 @@ fn done_notice(done: Option<&str>, key: Option<&str>) -> Option<Notice> {
         "revoke" => format!("Revoked {key}: every instance refuses it within 2 seconds."),
         "suspend" => format!("Suspended {key}: it is refused until restored."),
         "restore" => format!("Restored {key}."),
-        "resend" => format!("Replaced {key}; the new key is being emailed to the customer. The old one no longer works."),
+        "resend" => {
+            format!("Replaced {key}; the new key is being emailed to the customer. The old one no longer works.")
+        }
         _ => return None,
     };
     Some(Notice { level: "success", text })
@@ -109,7 +111,12 @@ fn plans(app: &AppState) -> Vec<String> {
     plans
 }
 
-async fn keys_page(app: &AppState, session: &Session, q: KeysQuery, notice: Option<Notice>) -> Result<KeysPage, PageError> {
+async fn keys_page(
+    app: &AppState,
+    session: &Session,
+    q: KeysQuery,
+    notice: Option<Notice>,
+) -> Result<KeysPage, PageError> {
     let status = STATUSES.iter().find(|s| **s == q.status).copied();
     let search = KeySearch { text: &q.q, customer: None, status };
     let rows = app.store.search_keys(&search, PER_PAGE + 1, i64::from(q.page) * PER_PAGE).await?;
@@ -314,12 +321,17 @@ pub async fn customer(
     let (keys, daily, recent) = tokio::join!(
         app.store.search_keys(&search, 1000, 0),
         app.store.daily_usage(id, days.clone()),
-        app.store.usage_page(Some(id), q.before.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1)), RECENT + 1),
+        app.store.usage_page(
+            Some(id),
+            q.before.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1)),
+            RECENT + 1
+        ),
     );
     let (keys, daily, mut recent) = (keys?, daily?, recent?);
 
     let today = Utc::now().date_naive();
-    let labels: Vec<String> = days.start.iter_days().take_while(|d| *d < days.end).map(|d| d.format("%d").to_string()).collect();
+    let labels: Vec<String> =
+        days.start.iter_days().take_while(|d| *d < days.end).map(|d| d.format("%d").to_string()).collect();
     let per_day = |f: fn(&crate::store::DailyUsage) -> f64| -> Vec<Option<f64>> {
         days.start
             .iter_days()
@@ -369,7 +381,9 @@ pub async fn customer(
     recent.truncate(RECENT as usize);
     let pager = Pager {
         prev: q.before.map(|_| here.clone()),
-        next: more.then(|| recent.last().map(|r| format!("{here}{}", query_string(&[("before", &r.at.to_rfc3339())])))).flatten(),
+        next: more
+            .then(|| recent.last().map(|r| format!("{here}{}", query_string(&[("before", &r.at.to_rfc3339())]))))
+            .flatten(),
     };
     let mut chrome = Chrome::new(&session, detail.email.clone(), "/admin/keys");
     chrome.notices.extend(done_notice(q.done.as_deref(), q.key.as_deref()));

@@ -109,10 +109,7 @@ impl PageQuery {
 pub fn paged<T>(mut rows: Vec<T>, page: u32, per_page: i64, link: impl Fn(u32) -> String) -> (Vec<T>, Pager) {
     let more = rows.len() as i64 > per_page;
     rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
-    let pager = Pager {
-        prev: page.checked_sub(1).map(&link),
-        next: more.then(|| link(page + 1)),
-    };
+    let pager = Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) };
     (rows, pager)
 }
 
@@ -194,7 +191,11 @@ impl IntoResponse for PageError {
             PageError::Internal(what) => tracing::error!(what, "dashboard internal error"),
             _ => {}
         }
-        let page = ErrorPage { status: status.as_u16(), reason: status.canonical_reason().unwrap_or(""), message: self.to_string() };
+        let page = ErrorPage {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or(""),
+            message: self.to_string(),
+        };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, page.message).into_response(),

@@ -108,7 +108,9 @@ fn sort_lines(lines: &mut [Line], column: &str, descending: bool) {
             "requests" => a.requests.cmp(&b.requests),
             "revenue" => a.revenue_usd.total_cmp(&b.revenue_usd),
             "cost" => a.cost_usd.total_cmp(&b.cost_usd),
-            "margin_pct" => a.margin_pct.unwrap_or(f64::NEG_INFINITY).total_cmp(&b.margin_pct.unwrap_or(f64::NEG_INFINITY)),
+            "margin_pct" => {
+                a.margin_pct.unwrap_or(f64::NEG_INFINITY).total_cmp(&b.margin_pct.unwrap_or(f64::NEG_INFINITY))
+            }
             _ => a.margin_usd.total_cmp(&b.margin_usd),
         };
         let order = order.then_with(|| a.email.cmp(&b.email));
@@ -211,7 +213,7 @@ pub async fn page(
         chrome.notices.push(Notice {
             level: "warning",
             text: format!(
-                "{} requests used models with no price: their cost is unknown and not counted, so the margins of the flagged customers are overstated. Add the prices in omi.toml.",
+                "Requests to models with no price this month: {}. Their cost is unknown and not counted, so the margins of the flagged customers are overstated. Add the prices in omi.toml.",
                 format::count(report.total.unpriced_requests)
             ),
         });
@@ -253,7 +255,10 @@ pub async fn csv(
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"omi-margins-{month}.csv\""))
         .map_err(|_| PageError::Internal("file name"))?;
     Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")), (header::CONTENT_DISPOSITION, disposition)],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
         report.to_csv(),
     )
         .into_response())

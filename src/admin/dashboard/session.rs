@@ -39,11 +39,7 @@ impl Session {
     /// Refuses a state-changing form that does not carry this session's CSRF token.
     pub fn check_csrf(&self, presented: &str) -> Result<(), PageError> {
         use subtle::ConstantTimeEq;
-        if bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes())) {
-            Ok(())
-        } else {
-            Err(PageError::Csrf)
-        }
+        if bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes())) { Ok(()) } else { Err(PageError::Csrf) }
     }
 }
 
