@@ -73,7 +73,12 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.split(';').next())
         .ok_or_else(|| anyhow::anyhow!("no session cookie"))?
         .to_string();
-    let busiest: KeyListing = store.list_keys().await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no keys"))?;
+    // Keys are listed oldest first: customer 0 has the most traffic, customer 999 the least.
+    let keys = store.list_keys().await?;
+    let (busiest, quietest): (&KeyListing, &KeyListing) = (
+        keys.first().ok_or_else(|| anyhow::anyhow!("no keys"))?,
+        keys.last().ok_or_else(|| anyhow::anyhow!("no keys"))?,
+    );
 
     let pages = [
         "/admin".to_string(),
@@ -84,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         "/admin/keys".into(),
         "/admin/keys?q=customer-42".into(),
         format!("/admin/customers/{}", busiest.customer_id),
+        format!("/admin/customers/{}", quietest.customer_id),
         "/admin/webhooks".into(),
     ];
     println!("\n{:<48} {:>9} {:>9} {:>9} {:>9}", "page (server on PostgreSQL)", "min ms", "median", "max ms", "KiB");

@@ -2,7 +2,7 @@
 //! survive restarts, CSRF and lockout refusals, escaping of customer strings, security
 //! headers on every `/admin` response, and a real browser through the whole of it.
 
-use crate::billing::{SECRET, order_created, sign};
+use crate::billing::{SECRET, deliver, order_created};
 use crate::on_both_backends;
 use crate::support::{ADMIN_KEY, Backend, TestApp, service_missing, start_server, test_config};
 use omi::customers::EmailAddress;
@@ -284,15 +284,7 @@ async fn customer_strings_are_escaped(backend: Backend) {
     order["data"]["attributes"]["user_name"] = json!(script);
     order["data"]["attributes"]["created_at"] = json!(now);
     order["meta"]["custom_data"] = json!({"note": "<img src=x onerror=alert(2)>"});
-    let body = order.to_string();
-    let response = app
-        .http
-        .post(format!("{}/webhooks/lemonsqueezy", app.base))
-        .header("x-signature", sign(&body))
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
+    let response = deliver(&app, &order).await;
     assert_eq!(response.status(), 200);
     let (_, key) = issue(&app.state().store, "mallory@example.com", Some(script)).await;
     seed_usage(&app.state().store, &key, 5).await;
@@ -402,15 +394,7 @@ async fn a_real_browser_walks_the_dashboard() {
     };
     let (_, ada) = issue(&app.state().store, "grace@example.com", Some("Grace's prod key")).await;
     seed_usage(&app.state().store, &ada, 600).await;
-    let body = order_created(9100, 1).to_string();
-    let paid = app
-        .http
-        .post(format!("{}/webhooks/lemonsqueezy", app.base))
-        .header("x-signature", sign(&body))
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
+    let paid = deliver(&app, &order_created(9100, 1)).await;
     assert_eq!(paid.status(), 200);
 
     let screenshots: PathBuf =

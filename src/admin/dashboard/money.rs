@@ -269,20 +269,7 @@ mod tests {
     use super::*;
 
     fn line(email: &str, margin: f64) -> Line {
-        Line {
-            customer: None,
-            email: Some(email.into()),
-            plan: None,
-            requests: 0,
-            byok_requests: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            revenue_usd: 0.0,
-            cost_usd: 0.0,
-            margin_usd: margin,
-            margin_pct: None,
-            unpriced_requests: 0,
-        }
+        Line { email: Some(email.into()), margin_usd: margin, ..Line::default() }
     }
 
     #[test]

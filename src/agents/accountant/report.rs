@@ -45,7 +45,7 @@ struct Money {
     cost_nano: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct Line {
     /// The customer's id (links on the dashboard); `None` on the total line.
     #[serde(skip)]
@@ -102,22 +102,8 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         (payments as f64 * config.payment_fee_percent / 100.0).round() as i64 + count * config.payment_fee_fixed_cents
     };
     let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
-    let blank = || Line {
-        customer: None,
-        email: None,
-        plan: None,
-        requests: 0,
-        byok_requests: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        revenue_usd: 0.0,
-        cost_usd: 0.0,
-        margin_usd: 0.0,
-        margin_pct: None,
-        unpriced_requests: 0,
-    };
     for u in usage {
-        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (blank(), Money::default()));
+        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (Line::default(), Money::default()));
         line.requests = u.requests;
         line.byok_requests = u.byok_requests;
         line.prompt_tokens = u.prompt_tokens;
@@ -126,11 +112,11 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         money.cost_nano = u.cost_nano;
     }
     for r in revenue {
-        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (blank(), Money::default()));
+        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (Line::default(), Money::default()));
         money.revenue_cents = r.payments_cents - r.refunds_cents - fee(r.payments_cents, r.payment_count);
     }
     let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
-    let mut total = (blank(), Money::default());
+    let mut total = (Line::default(), Money::default());
     let mut rows: Vec<Line> = lines
         .into_iter()
         .map(|(id, (mut line, money))| {
@@ -244,23 +230,7 @@ mod tests {
 
     #[test]
     fn margin_arithmetic_is_exact() {
-        let line = finish(
-            Line {
-                customer: None,
-                email: None,
-                plan: None,
-                requests: 0,
-                byok_requests: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                revenue_usd: 0.0,
-                cost_usd: 0.0,
-                margin_usd: 0.0,
-                margin_pct: None,
-                unpriced_requests: 0,
-            },
-            Money { revenue_cents: 2900, cost_nano: 435_000 },
-        );
+        let line = finish(Line::default(), Money { revenue_cents: 2900, cost_nano: 435_000 });
         assert_eq!(line.revenue_usd, 29.0);
         assert_eq!(line.cost_usd, 0.000435);
         assert_eq!(line.margin_usd, 28.999565);
