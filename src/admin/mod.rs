@@ -1,11 +1,14 @@
-//! The admin API (`/admin/api/…`), guarded by `OMI_ADMIN_KEY` compared in constant time.
-//! Admin is disabled — every call refused — when no admin key is configured.
+//! Admin: the JSON API (`/admin/api/…`, bearer `OMI_ADMIN_KEY` compared in constant time) and
+//! the dashboard (`/admin`, a session cookie; see `dashboard/`). Both act on keys through the
+//! same functions below. Admin is disabled — every call refused — when no admin key is configured.
+
+pub mod dashboard;
 
 use crate::customers::EmailAddress;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
-use crate::keys::{self, KeyStatus};
-use crate::store::{FindingQuery, StoreError};
+use crate::keys::{self, IssueError, KeyStatus};
+use crate::store::{FindingQuery, KeyListing, StoreError, VendedKey};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +32,29 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/usage", get(usage))
         .route("/admin/api/alerts", get(list_alerts))
         .route("/admin/api/findings", get(list_findings))
+        // Security headers for every /admin response come from the firewall (`secure_headers`).
+        .merge(dashboard::router())
+}
+
+/// Moves a key to `status` and applies it on this instance at once; the others follow
+/// within a second through the change log.
+pub async fn change_key_status(app: &AppState, id: uuid::Uuid, status: KeyStatus) -> Result<KeyListing, StoreError> {
+    let listing = app.store.set_key_status(id, status).await?;
+    if let Err(e) = app.verifier.sync_changes().await {
+        tracing::warn!(error = %e, "could not apply the key change locally yet");
+    }
+    Ok(listing)
+}
+
+/// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
+pub async fn rotate_and_email(app: &AppState, id: uuid::Uuid) -> Result<VendedKey, IssueError> {
+    let new_key = keys::ApiKey::generate()?;
+    let vended = app.store.rotate_key(id, &new_key).await?;
+    app.outbox.wake();
+    if let Err(e) = app.verifier.sync_changes().await {
+        tracing::warn!(error = %e, "could not apply the rotation locally yet");
+    }
+    Ok(vended)
 }
 
 /// `None` when the request carries the admin bearer key; otherwise the refusal to send.
@@ -62,6 +88,16 @@ fn store_error(e: StoreError) -> Response {
         other => {
             tracing::error!(error = %other, "admin store error");
             ApiError::unavailable("The database is unavailable.").into_response()
+        }
+    }
+}
+
+fn issue_error(e: IssueError) -> Response {
+    match e {
+        IssueError::Store(e) => store_error(e),
+        IssueError::Key(e) => {
+            tracing::error!(error = %e, "key generation failed");
+            ApiError::unavailable("Could not generate a key.").into_response()
         }
     }
 }
@@ -134,11 +170,7 @@ async fn create_key(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
             Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan})),
         )
             .into_response(),
-        Err(keys::IssueError::Store(e)) => store_error(e),
-        Err(e) => {
-            tracing::error!(error = %e, "key generation failed");
-            ApiError::unavailable("Could not generate a key.").into_response()
-        }
+        Err(e) => issue_error(e),
     }
 }
 
@@ -150,19 +182,12 @@ async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         Ok(key) => key,
         Err(e) => return store_error(e),
     };
-    match app.store.set_key_status(key.id, KeyStatus::Revoked).await {
-        Ok(listing) => {
-            // This instance refuses it at once; the others within a second via the change log.
-            if let Err(e) = app.verifier.sync_changes().await {
-                tracing::warn!(error = %e, "could not apply the revocation locally yet");
-            }
-            Json(json!({"data": listing})).into_response()
-        }
+    match change_key_status(&app, key.id, KeyStatus::Revoked).await {
+        Ok(listing) => Json(json!({"data": listing})).into_response(),
         Err(e) => store_error(e),
     }
 }
 
-/// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
 async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Some(denied) = admin_denial(&app, &headers) {
         return denied;
@@ -171,23 +196,12 @@ async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         Ok(key) => key,
         Err(e) => return store_error(e),
     };
-    let new_key = match keys::ApiKey::generate() {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::error!(error = %e, "key generation failed");
-            return ApiError::unavailable("Could not generate a key.").into_response();
-        }
-    };
-    match app.store.rotate_key(old.id, &new_key).await {
-        Ok(vended) => {
-            app.outbox.wake();
-            if let Err(e) = app.verifier.sync_changes().await {
-                tracing::warn!(error = %e, "could not apply the rotation locally yet");
-            }
-            Json(json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}))
-                .into_response()
-        }
-        Err(e) => store_error(e),
+    match rotate_and_email(&app, old.id).await {
+        Ok(vended) => Json(
+            json!({"data": {"replaced": old.id, "id": vended.key_id, "prefix": vended.prefix, "email": vended.email}}),
+        )
+        .into_response(),
+        Err(e) => issue_error(e),
     }
 }
 

@@ -31,6 +31,7 @@ pub struct KeyRecord {
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct KeyListing {
     pub id: Uuid,
+    pub customer_id: Uuid,
     pub prefix: String,
     pub email: String,
     pub name: Option<String>,
@@ -40,7 +41,8 @@ pub struct KeyListing {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-const LISTING_COLUMNS: &str = "k.id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at";
+pub(super) const LISTING_COLUMNS: &str =
+    "k.id, k.customer_id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at";
 
 impl Store {
     pub async fn insert_key(&self, key: &NewKey<'_>) -> StoreResult<KeyListing> {

@@ -60,6 +60,7 @@ macro_rules! upsert_customer {
     }};
 }
 
+mod admin;
 mod alerts;
 mod billing;
 mod findings;
@@ -73,12 +74,13 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use admin::{Bucket, CustomerDetail, DailyUsage, KeySearch, TrafficRow, WebhookEventRow, bin_bounds};
 pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use findings::{FindingQuery, FindingRecord, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
-pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals};
+pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals, day_key};
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -1,10 +1,13 @@
-//! The Accountant's books: usage records (written in batches), month-to-date counters for
-//! budgets (updated atomically per request, so every instance sees the same spend), and the
-//! per-customer aggregates behind `omi report margins`.
+//! The Accountant's books: usage records (written in batches, each batch also added to the
+//! daily rollup `usage_daily` in the same transaction), month-to-date counters for budgets
+//! (updated atomically per request, so every instance sees the same spend), and the
+//! per-customer aggregates behind `omi report margins`, read from the rollup.
 
 use super::{BeginWrite, Store, StoreResult, with_pool};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -67,6 +70,52 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (id, request_id, at, key_i
 /// Rows per INSERT: 19 parameters each stays under both backends' bind limits.
 const ROWS_PER_STATEMENT: usize = 1000;
 
+const ADD_TO_DAILY: &str = "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens,
+    completion_tokens, cost_nano, unpriced_requests) ";
+
+const ADD_TO_DAILY_CONFLICT: &str = " ON CONFLICT (day, customer_id) DO UPDATE SET
+    requests = usage_daily.requests + excluded.requests,
+    errors = usage_daily.errors + excluded.errors,
+    byok_requests = usage_daily.byok_requests + excluded.byok_requests,
+    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
+    cost_nano = usage_daily.cost_nano + excluded.cost_nano,
+    unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests";
+
+/// A batch's contribution to one `usage_daily` row.
+#[derive(Default)]
+struct DailyDelta {
+    requests: i64,
+    errors: i64,
+    byok_requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_nano: i64,
+    unpriced_requests: i64,
+}
+
+/// The batch summed per (UTC day, customer). Sorted keys make every writer lock rollup rows
+/// in the same order, so two instances flushing at once cannot deadlock.
+fn daily_deltas(records: &[UsageRecord]) -> BTreeMap<(String, Uuid), DailyDelta> {
+    let mut deltas: BTreeMap<(String, Uuid), DailyDelta> = BTreeMap::new();
+    for r in records {
+        let d = deltas.entry((day_key(r.at.date_naive()), r.customer_id)).or_default();
+        d.requests += 1;
+        d.errors += i64::from(r.status >= 500);
+        d.byok_requests += i64::from(r.byok);
+        d.prompt_tokens += r.prompt_tokens;
+        d.completion_tokens += r.completion_tokens;
+        d.cost_nano += r.cost_nano.unwrap_or(0);
+        d.unpriced_requests += i64::from(r.cost_nano.is_none());
+    }
+    deltas
+}
+
+/// `usage_daily.day`: text, so one comparison works on both backends.
+pub fn day_key(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
 impl Store {
     /// Writes a batch in one transaction (multi-row INSERTs): all or nothing, so a retry
     /// after a failure never duplicates records.
@@ -101,6 +150,23 @@ impl Store {
                 });
                 query.build().execute(&mut *tx).await?;
             }
+            let deltas: Vec<_> = daily_deltas(records).into_iter().collect();
+            for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new(ADD_TO_DAILY);
+                query.push_values(chunk, |mut row, ((day, customer_id), d)| {
+                    row.push_bind(day)
+                        .push_bind(customer_id)
+                        .push_bind(d.requests)
+                        .push_bind(d.errors)
+                        .push_bind(d.byok_requests)
+                        .push_bind(d.prompt_tokens)
+                        .push_bind(d.completion_tokens)
+                        .push_bind(d.cost_nano)
+                        .push_bind(d.unpriced_requests);
+                });
+                query.push(ADD_TO_DAILY_CONFLICT);
+                query.build().execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -130,15 +196,18 @@ impl Store {
         Ok(row.unwrap_or((0, 0)))
     }
 
-    pub async fn usage_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<UsageTotals>> {
-        let sql = "SELECT customer_id, COUNT(*) AS requests,
-                       SUM(CASE WHEN byok THEN 1 ELSE 0 END) AS byok_requests,
-                       CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens,
-                       CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens,
-                       CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost_nano,
-                       SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END) AS unpriced_requests
-                   FROM usage_records WHERE at >= $1 AND at < $2 GROUP BY customer_id";
-        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?)
+    /// Usage per customer over whole UTC days `[start, end)`, from the daily rollup: a month
+    /// is ~31 rows a customer however many requests it holds.
+    pub async fn usage_totals(&self, days: Range<NaiveDate>) -> StoreResult<Vec<UsageTotals>> {
+        let sql = "SELECT customer_id, CAST(SUM(requests) AS BIGINT) AS requests,
+                       CAST(SUM(byok_requests) AS BIGINT) AS byok_requests,
+                       CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
+                       CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens,
+                       CAST(SUM(cost_nano) AS BIGINT) AS cost_nano,
+                       CAST(SUM(unpriced_requests) AS BIGINT) AS unpriced_requests
+                   FROM usage_daily WHERE day >= $1 AND day < $2 GROUP BY customer_id";
+        let (from, to) = (day_key(days.start), day_key(days.end));
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(&from).bind(&to).fetch_all(pool).await)?)
     }
 
     pub async fn revenue_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RevenueTotals>> {

@@ -98,7 +98,7 @@ pub(crate) fn billing_config(config: &mut omi::config::Config, postmark_url: &st
     config.public_url = Some("https://api.omi.example".into());
 }
 
-async fn deliver(app: &TestApp, body: &Value) -> reqwest::Response {
+pub(crate) async fn deliver(app: &TestApp, body: &Value) -> reqwest::Response {
     let text = body.to_string();
     app.http
         .post(format!("{}/webhooks/lemonsqueezy", app.base))

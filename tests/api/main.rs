@@ -4,6 +4,7 @@
 mod accountant;
 mod billing;
 mod cli;
+mod dashboard;
 mod firewall;
 mod gateway;
 mod hawk;

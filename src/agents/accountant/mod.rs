@@ -97,9 +97,7 @@ pub fn spawn_daily_summary(
                     continue;
                 }
             }
-            let at = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-            let (Some(from), Some(to)) = (at(yesterday), at(today)) else { continue };
-            match report::build(&store, &config, &day, from, to).await {
+            match report::build(&store, &config, &day, yesterday..today).await {
                 Ok(books) => events.publish(Event::DailySummary(Box::new(summary_of(yesterday, &books)))),
                 Err(e) => tracing::warn!(error = %e, "daily summary failed"),
             }

@@ -8,13 +8,14 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::ops::Range;
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a month: use YYYY-MM")]
 pub struct BadMonth(pub String);
 
-/// `[first instant of the month, first instant of the next)` in UTC.
-pub fn month_range(month: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), BadMonth> {
+/// `[first day of the month, first day of the next)`.
+pub fn month_range(month: &str) -> Result<Range<NaiveDate>, BadMonth> {
     let bad = || BadMonth(month.chars().take(20).collect());
     let (y, m) = month.split_once('-').ok_or_else(bad)?;
     let (year, mon): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
@@ -25,8 +26,12 @@ pub fn month_range(month: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), BadMon
     let next =
         if mon == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { NaiveDate::from_ymd_opt(year, mon + 1, 1) }
             .ok_or_else(bad)?;
-    let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
-    Ok((at(start), at(next)))
+    Ok(start..next)
+}
+
+/// The first instant of a UTC day.
+pub fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
 }
 
 pub fn current_month() -> String {
@@ -40,8 +45,11 @@ struct Money {
     cost_nano: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct Line {
+    /// The customer's id (links on the dashboard); `None` on the total line.
+    #[serde(skip)]
+    pub customer: Option<uuid::Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,40 +90,20 @@ fn finish(mut line: Line, money: Money) -> Line {
 }
 
 pub async fn margins(store: &Store, config: &Config, month: &str) -> Result<MarginReport, anyhow::Error> {
-    let (from, to) = month_range(month)?;
-    Ok(build(store, config, month, from, to).await?)
+    Ok(build(store, config, month, month_range(month)?).await?)
 }
 
-/// The report over any period (a month, or a day for the daily summary).
-pub async fn build(
-    store: &Store,
-    config: &Config,
-    month: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> StoreResult<MarginReport> {
-    let usage = store.usage_totals(from, to).await?;
-    let revenue = store.revenue_totals(from, to).await?;
+/// The report over whole UTC days (a month, or one day for the daily summary).
+pub async fn build(store: &Store, config: &Config, month: &str, days: Range<NaiveDate>) -> StoreResult<MarginReport> {
+    let revenue = store.revenue_totals(midnight(days.start), midnight(days.end)).await?;
+    let usage = store.usage_totals(days).await?;
     let customers = store.customers().await?;
     let fee = |payments: i64, count: i64| -> i64 {
         (payments as f64 * config.payment_fee_percent / 100.0).round() as i64 + count * config.payment_fee_fixed_cents
     };
     let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
-    let blank = || Line {
-        email: None,
-        plan: None,
-        requests: 0,
-        byok_requests: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        revenue_usd: 0.0,
-        cost_usd: 0.0,
-        margin_usd: 0.0,
-        margin_pct: None,
-        unpriced_requests: 0,
-    };
     for u in usage {
-        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (blank(), Money::default()));
+        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (Line::default(), Money::default()));
         line.requests = u.requests;
         line.byok_requests = u.byok_requests;
         line.prompt_tokens = u.prompt_tokens;
@@ -124,14 +112,15 @@ pub async fn build(
         money.cost_nano = u.cost_nano;
     }
     for r in revenue {
-        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (blank(), Money::default()));
+        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (Line::default(), Money::default()));
         money.revenue_cents = r.payments_cents - r.refunds_cents - fee(r.payments_cents, r.payment_count);
     }
     let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
-    let mut total = (blank(), Money::default());
+    let mut total = (Line::default(), Money::default());
     let mut rows: Vec<Line> = lines
         .into_iter()
         .map(|(id, (mut line, money))| {
+            line.customer = Some(id);
             if let Some(c) = info.get(&id) {
                 line.email = Some(c.email.clone());
                 line.plan = c.plan.clone();
@@ -231,9 +220,9 @@ mod tests {
 
     #[test]
     fn months_parse_to_utc_ranges() {
-        let (from, to) = month_range("2026-12").expect("month");
-        assert_eq!(from.to_rfc3339(), "2026-12-01T00:00:00+00:00");
-        assert_eq!(to.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        let days = month_range("2026-12").expect("month");
+        assert_eq!(midnight(days.start).to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(midnight(days.end).to_rfc3339(), "2027-01-01T00:00:00+00:00");
         for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-00"] {
             assert!(month_range(bad).is_err(), "{bad}");
         }
@@ -241,22 +230,7 @@ mod tests {
 
     #[test]
     fn margin_arithmetic_is_exact() {
-        let line = finish(
-            Line {
-                email: None,
-                plan: None,
-                requests: 0,
-                byok_requests: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                revenue_usd: 0.0,
-                cost_usd: 0.0,
-                margin_usd: 0.0,
-                margin_pct: None,
-                unpriced_requests: 0,
-            },
-            Money { revenue_cents: 2900, cost_nano: 435_000 },
-        );
+        let line = finish(Line::default(), Money { revenue_cents: 2900, cost_nano: 435_000 });
         assert_eq!(line.revenue_usd, 29.0);
         assert_eq!(line.cost_usd, 0.000435);
         assert_eq!(line.margin_usd, 28.999565);

@@ -1,0 +1,268 @@
+//! The overview: is the service healthy? Requests per minute, error rate, latency and the
+//! gateway's own overhead (total − upstream time) over the last hour (by minute) and day
+//! (by hour). SQL counts requests per time bucket and latency bin; percentiles come from
+//! those histograms here, since SQLite and PostgreSQL share no percentile function.
+
+use super::charts::{self, LineChart, SeriesData};
+use super::session::Session;
+use super::{Chrome, Notice, PageError, Template, format, render};
+use crate::gateway::AppState;
+use crate::store::{Bucket, Store, StoreResult, bin_bounds};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The time covered by one set of charts: `buckets` steps ending with the current one.
+struct Window {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: Duration,
+    buckets: usize,
+    bucket: Bucket,
+}
+
+impl Window {
+    fn last_hour(now: DateTime<Utc>) -> Window {
+        Window::ending(now, Duration::minutes(1), 60, Bucket::Minute)
+    }
+
+    fn last_day(now: DateTime<Utc>) -> Window {
+        Window::ending(now, Duration::hours(1), 24, Bucket::Hour)
+    }
+
+    fn ending(now: DateTime<Utc>, step: Duration, buckets: usize, bucket: Bucket) -> Window {
+        let current = now.duration_trunc(step).unwrap_or(now);
+        let start = current - step * i32::try_from(buckets - 1).unwrap_or(0);
+        Window { start, end: now, step, buckets, bucket }
+    }
+
+    fn index_of(&self, bucket: &str) -> Option<usize> {
+        // SQLite's text has a `T` where PostgreSQL's has a space; pad to whole seconds.
+        let text = bucket.replacen('T', " ", 1);
+        let padded = match self.bucket {
+            Bucket::Minute => format!("{text}:00"),
+            Bucket::Hour => format!("{text}:00:00"),
+        };
+        let at = NaiveDateTime::parse_from_str(&padded, "%Y-%m-%d %H:%M:%S").ok()?.and_utc();
+        let index = (at - self.start).num_seconds().checked_div(self.step.num_seconds())?;
+        usize::try_from(index).ok().filter(|i| *i < self.buckets)
+    }
+
+    /// Minutes of bucket `i` that have passed (the current bucket is still filling).
+    fn minutes_in(&self, i: usize) -> f64 {
+        let from = self.start + self.step * i32::try_from(i).unwrap_or(0);
+        let covered = (self.end - from).min(self.step);
+        (covered.num_seconds() as f64 / 60.0).max(1.0 / 60.0)
+    }
+}
+
+/// Requests of one bucket (or a whole window) and their latency histograms.
+#[derive(Default, Clone)]
+struct Stats {
+    requests: i64,
+    errors: i64,
+    latency: BTreeMap<i64, i64>,
+    overhead: BTreeMap<i64, i64>,
+}
+
+impl Stats {
+    fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 * 100.0 / self.requests as f64)
+    }
+}
+
+/// The `p`-th percentile (0..1), interpolated within its bin.
+fn percentile(histogram: &BTreeMap<i64, i64>, p: f64) -> Option<f64> {
+    let total: i64 = histogram.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (p * total as f64).max(1.0);
+    let mut below = 0.0;
+    for (&bin, &count) in histogram {
+        let count = count as f64;
+        if below + count >= rank {
+            let (low, high) = bin_bounds(bin);
+            return Some(low + (high - low) * ((rank - below) / count));
+        }
+        below += count;
+    }
+    histogram.keys().next_back().map(|&bin| bin_bounds(bin).1)
+}
+
+async fn traffic(store: &Store, window: &Window) -> StoreResult<(Vec<Stats>, Stats)> {
+    let rows = store.traffic(window.start, window.end, window.bucket).await?;
+    let mut buckets = vec![Stats::default(); window.buckets];
+    let mut total = Stats::default();
+    for row in rows {
+        let Some(i) = window.index_of(&row.bucket) else { continue };
+        for stats in [&mut buckets[i], &mut total] {
+            if row.series == 0 {
+                stats.requests += row.requests;
+                stats.errors += row.errors;
+                *stats.latency.entry(row.bin).or_default() += row.requests;
+            } else {
+                *stats.overhead.entry(row.bin).or_default() += row.requests;
+            }
+        }
+    }
+    Ok((buckets, total))
+}
+
+pub struct SummaryRow {
+    pub label: &'static str,
+    pub hour: String,
+    pub day: String,
+}
+
+fn summary(hour: &Stats, day: &Stats, hour_minutes: f64, day_minutes: f64) -> Vec<SummaryRow> {
+    let or_dash = |v: Option<f64>, f: fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
+    let row = |label, f: &dyn Fn(&Stats, f64) -> String| SummaryRow {
+        label,
+        hour: f(hour, hour_minutes),
+        day: f(day, day_minutes),
+    };
+    vec![
+        row("Requests", &|s, _| format::count(s.requests)),
+        row("Requests per minute", &|s, minutes| format!("{:.1}", s.requests as f64 / minutes)),
+        row("Error rate (5xx)", &|s, _| or_dash(s.error_rate(), format::percent)),
+        row("Latency p50", &|s, _| or_dash(percentile(&s.latency, 0.5), format::micros)),
+        row("Latency p95", &|s, _| or_dash(percentile(&s.latency, 0.95), format::micros)),
+        row("Gateway overhead p50", &|s, _| or_dash(percentile(&s.overhead, 0.5), format::micros)),
+        row("Gateway overhead p95", &|s, _| or_dash(percentile(&s.overhead, 0.95), format::micros)),
+    ]
+}
+
+fn peak_sentence(what: &str, labels: &[String], values: &[Option<f64>], format: fn(f64) -> String) -> String {
+    let peak = values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).max_by(|a, b| a.1.total_cmp(&b.1));
+    match peak {
+        Some((i, v)) => format!("{what}: highest {} at {} UTC.", format(v), labels[i]),
+        None => format!("{what}: no requests in this period."),
+    }
+}
+
+fn charts(window: &Window, buckets: &[Stats]) -> Vec<LineChart> {
+    let labels: Vec<String> = (0..window.buckets)
+        .map(|i| (window.start + window.step * i32::try_from(i).unwrap_or(0)).format("%H:%M").to_string())
+        .collect();
+    let label_every = if window.bucket == Bucket::Minute { 10 } else { 4 };
+    let per_minute: Vec<Option<f64>> =
+        buckets.iter().enumerate().map(|(i, s)| Some(s.requests as f64 / window.minutes_in(i))).collect();
+    let errors: Vec<Option<f64>> = buckets.iter().map(Stats::error_rate).collect();
+    let series = |f: fn(&Stats) -> &BTreeMap<i64, i64>, p: f64| -> Vec<Option<f64>> {
+        buckets.iter().map(|s| percentile(f(s), p)).collect()
+    };
+    let (lat50, lat95) = (series(|s| &s.latency, 0.5), series(|s| &s.latency, 0.95));
+    let (over50, over95) = (series(|s| &s.overhead, 0.5), series(|s| &s.overhead, 0.95));
+    let rate = |x: f64| format!("{x:.1}");
+    vec![
+        charts::line_chart(
+            "rpm",
+            "Requests per minute",
+            peak_sentence("Requests per minute", &labels, &per_minute, rate),
+            &labels,
+            label_every,
+            rate,
+            vec![SeriesData { name: "requests / min", class: "s1", values: per_minute.clone() }],
+        ),
+        charts::line_chart(
+            "errors",
+            "Error rate (5xx)",
+            peak_sentence("Error rate", &labels, &errors, format::percent),
+            &labels,
+            label_every,
+            format::percent,
+            vec![SeriesData { name: "5xx share", class: "s3", values: errors.clone() }],
+        ),
+        charts::line_chart(
+            "latency",
+            "Latency",
+            peak_sentence("Latency p95", &labels, &lat95, format::micros),
+            &labels,
+            label_every,
+            format::micros,
+            vec![
+                SeriesData { name: "p50", class: "s1", values: lat50 },
+                SeriesData { name: "p95", class: "s2", values: lat95 },
+            ],
+        ),
+        charts::line_chart(
+            "overhead",
+            "Gateway overhead (total − upstream time)",
+            peak_sentence("Overhead p95", &labels, &over95, format::micros),
+            &labels,
+            label_every,
+            format::micros,
+            vec![
+                SeriesData { name: "p50", class: "s1", values: over50 },
+                SeriesData { name: "p95", class: "s2", values: over95 },
+            ],
+        ),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    /// Firing alerts, shown first. Empty until the Hawk supplies them.
+    alerts: Vec<Notice>,
+    day_view: bool,
+    summary: Vec<SummaryRow>,
+    charts: Vec<LineChart>,
+}
+
+#[derive(Deserialize)]
+pub struct OverviewQuery {
+    range: Option<String>,
+}
+
+pub async fn page(
+    State(app): State<Arc<AppState>>,
+    session: Session,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Response, PageError> {
+    let now = Utc::now();
+    let (hour, day) = (Window::last_hour(now), Window::last_day(now));
+    let (hour_traffic, day_traffic) = tokio::join!(traffic(&app.store, &hour), traffic(&app.store, &day));
+    let ((hour_buckets, hour_total), (day_buckets, day_total)) = (hour_traffic?, day_traffic?);
+    let minutes = |w: &Window| ((w.end - w.start).num_seconds() as f64 / 60.0).max(1.0);
+    let day_view = q.range.as_deref() == Some("day");
+    let charts = if day_view { charts(&day, &day_buckets) } else { charts(&hour, &hour_buckets) };
+    render(&OverviewPage {
+        chrome: Chrome::new(&session, "Overview", "/admin"),
+        alerts: Vec::new(),
+        day_view,
+        summary: summary(&hour_total, &day_total, minutes(&hour), minutes(&day)),
+        charts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_within_bins() {
+        // 100 requests in [1000, 1100) µs (bin 410) and 100 in [2000, 2100) µs (bin 420).
+        let histogram = BTreeMap::from([(410, 100), (420, 100)]);
+        assert_eq!(percentile(&histogram, 0.5), Some(1100.0));
+        assert_eq!(percentile(&histogram, 0.95), Some(2090.0));
+        assert_eq!(percentile(&BTreeMap::new(), 0.5), None);
+    }
+
+    #[test]
+    fn buckets_from_both_backends_land_in_place() {
+        let now = NaiveDateTime::parse_from_str("2026-03-01 12:34:56", "%Y-%m-%d %H:%M:%S").expect("time").and_utc();
+        let hour = Window::last_hour(now);
+        assert_eq!(hour.index_of("2026-03-01T12:34"), Some(59));
+        assert_eq!(hour.index_of("2026-03-01 11:35"), Some(0));
+        assert_eq!(hour.index_of("2026-03-01 11:34"), None);
+        let day = Window::last_day(now);
+        assert_eq!(day.index_of("2026-03-01T12"), Some(23));
+        assert!((day.minutes_in(23) - 34.9333).abs() < 0.01, "the current hour is partial");
+    }
+}

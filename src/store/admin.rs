@@ -1,0 +1,229 @@
+//! What the admin dashboard reads and its login sessions. Every page is a handful of
+//! aggregates computed in SQL: traffic histograms by time bucket, the daily usage rollup,
+//! paged key and webhook listings. Nothing here scans more than the window it shows.
+
+use super::keys::LISTING_COLUMNS;
+use super::usage::day_key;
+use super::{KeyListing, Store, StoreError, StoreResult, with_pool};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::types::Json;
+use std::ops::Range;
+use uuid::Uuid;
+
+/// The time bucket of a traffic query: the length of the `at` text prefix that names it
+/// (`YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH`; SQLite writes a `T` where PostgreSQL writes a space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    Minute,
+    Hour,
+}
+
+impl Bucket {
+    fn prefix_len(self) -> i32 {
+        match self {
+            Bucket::Minute => 16,
+            Bucket::Hour => 13,
+        }
+    }
+}
+
+/// How many requests of one time bucket fell into one latency bin.
+/// `series` 0 is total latency, 1 is gateway overhead (latency − upstream time).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrafficRow {
+    pub series: i64,
+    pub bucket: String,
+    pub bin: i64,
+    pub requests: i64,
+    pub errors: i64,
+}
+
+/// A microsecond value rounded down to two significant digits, encoded as
+/// `digits * 100 + leading two digits` (0 for values below 1). Text functions make it one
+/// SQL text on both backends, which share no logarithm; the bin is at most 10% wide.
+fn latency_bin(value: &str) -> String {
+    format!(
+        "CASE WHEN {value} < 1 THEN CAST(0 AS BIGINT) ELSE CAST(length(CAST({value} AS TEXT)) * 100 \
+         + CAST(substr(CAST({value} AS TEXT), 1, 2) AS INTEGER) AS BIGINT) END"
+    )
+}
+
+/// The `[low, high)` microseconds a [`latency_bin`] number stands for.
+pub fn bin_bounds(bin: i64) -> (f64, f64) {
+    let (digits, lead) = (bin / 100, (bin % 100) as f64);
+    if digits <= 1 {
+        return (lead, lead + 1.0);
+    }
+    let scale = 10f64.powi(i32::try_from(digits - 2).unwrap_or(0));
+    (lead * scale, (lead + 1.0) * scale)
+}
+
+static TRAFFIC_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT CAST(0 AS BIGINT) AS series, substr(CAST(at AS TEXT), 1, $3) AS bucket, {latency} AS bin,
+                COUNT(*) AS requests, SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors
+         FROM usage_records WHERE at >= $1 AND at < $2 GROUP BY 1, 2, 3
+         UNION ALL
+         SELECT CAST(1 AS BIGINT), substr(CAST(at AS TEXT), 1, $3), {overhead}, COUNT(*), CAST(0 AS BIGINT)
+         FROM usage_records WHERE at >= $1 AND at < $2 AND upstream_us IS NOT NULL GROUP BY 1, 2, 3",
+        latency = latency_bin("latency_us"),
+        overhead = latency_bin("(latency_us - upstream_us)"),
+    )
+});
+
+/// Which keys a listing shows. An empty `text` matches every key.
+#[derive(Debug, Default)]
+pub struct KeySearch<'a> {
+    /// Part of the email, customer or key name, or key prefix; or a whole key id.
+    pub text: &'a str,
+    pub customer: Option<Uuid>,
+    pub status: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerDetail {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub ls_customer_id: Option<i64>,
+    /// Lemon Squeezy checkout custom data: customer-controlled.
+    pub custom_data: Option<Json<serde_json::Value>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DailyUsage {
+    pub day: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nano: i64,
+    pub unpriced_requests: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookEventRow {
+    pub id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub event_name: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub test_mode: bool,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// `%` and `_` in an operator's search text are literal, not wildcards.
+fn like_pattern(text: &str) -> String {
+    let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+impl Store {
+    /// Latency and overhead histograms per time bucket over `[from, to)`.
+    pub async fn traffic(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> StoreResult<Vec<TrafficRow>> {
+        let sql = sqlx::AssertSqlSafe(TRAFFIC_SQL.as_str());
+        Ok(
+            with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).bind(bucket.prefix_len()).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Keys matching `search`, newest first; `limit` from `offset`.
+    pub async fn search_keys(&self, search: &KeySearch<'_>, limit: i64, offset: i64) -> StoreResult<Vec<KeyListing>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {LISTING_COLUMNS} FROM api_keys k JOIN customers c ON c.id = k.customer_id
+             WHERE ($1 = '' OR LOWER(c.email) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(c.name, '')) LIKE $2 ESCAPE '\\'
+                    OR LOWER(COALESCE(k.name, '')) LIKE $2 ESCAPE '\\' OR LOWER(k.prefix) LIKE $2 ESCAPE '\\'
+                    OR k.id = $3)
+               AND ($4 IS NULL OR k.customer_id = $4) AND ($5 IS NULL OR k.status = $5)
+             ORDER BY k.created_at DESC, k.id DESC LIMIT $6 OFFSET $7"
+        ));
+        let text = search.text.trim();
+        let (pattern, id) = (like_pattern(text), Uuid::parse_str(text).ok());
+        Ok(with_pool!(self, pool => sqlx::query_as(sql)
+            .bind(text)
+            .bind(&pattern)
+            .bind(id)
+            .bind(search.customer)
+            .bind(search.status)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    pub async fn customer_detail(&self, id: Uuid) -> StoreResult<CustomerDetail> {
+        let sql = "SELECT id, email, name, ls_customer_id, custom_data, created_at FROM customers WHERE id = $1";
+        with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
+            .ok_or_else(|| StoreError::NotFound(format!("no customer with id {id}")))
+    }
+
+    /// One customer's usage per UTC day over `days`, from the rollup.
+    pub async fn daily_usage(&self, customer: Uuid, days: Range<NaiveDate>) -> StoreResult<Vec<DailyUsage>> {
+        let sql = "SELECT day, requests, errors, prompt_tokens, completion_tokens, cost_nano, unpriced_requests
+                   FROM usage_daily WHERE customer_id = $1 AND day >= $2 AND day < $3 ORDER BY day";
+        let (from, to) = (day_key(days.start), day_key(days.end));
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer).bind(&from).bind(&to).fetch_all(pool).await)?)
+    }
+
+    /// Webhook deliveries, newest first (the raw body stays out: it is for audit and replay).
+    pub async fn webhook_events(&self, limit: i64, offset: i64) -> StoreResult<Vec<WebhookEventRow>> {
+        let sql = "SELECT id, received_at, event_name, resource_type, resource_id, test_mode, outcome, detail
+                   FROM webhook_events ORDER BY received_at DESC, id DESC LIMIT $1 OFFSET $2";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(limit).bind(offset).fetch_all(pool).await)?)
+    }
+
+    /// Starts a session known by `token_hash`; sessions past their expiry are swept here,
+    /// the only place that adds any.
+    pub async fn create_admin_session(&self, token_hash: &[u8], expires_at: DateTime<Utc>) -> StoreResult<()> {
+        let now = Utc::now();
+        with_pool!(self, pool => {
+            sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1").bind(now).execute(pool).await?;
+            sqlx::query("INSERT INTO admin_sessions (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
+                .bind(token_hash)
+                .bind(now)
+                .bind(expires_at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn admin_session_active(&self, token_hash: &[u8]) -> StoreResult<bool> {
+        let sql = "SELECT COUNT(*) FROM admin_sessions WHERE token_hash = $1 AND expires_at > $2";
+        let (n,): (i64,) =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(token_hash).bind(Utc::now()).fetch_one(pool).await)?;
+        Ok(n > 0)
+    }
+
+    pub async fn end_admin_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+        let sql = "DELETE FROM admin_sessions WHERE token_hash = $1";
+        with_pool!(self, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_cover_their_values() {
+        // The SQL expression, evaluated by hand: 7 → 107, 12_345 → 512, 999 → 399.
+        assert_eq!(bin_bounds(107), (7.0, 8.0));
+        assert_eq!(bin_bounds(512), (12_000.0, 13_000.0));
+        assert_eq!(bin_bounds(399), (990.0, 1000.0));
+        assert_eq!(bin_bounds(0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn search_text_is_literal() {
+        assert_eq!(like_pattern("A_b%"), "%a\\_b\\%%");
+    }
+}
