@@ -3,8 +3,9 @@
 # and three `omi serve` instances that differ only in the rate limiter: off, in-process, and on
 # Redis. The limit is set so high that nothing is refused, so what differs is the check itself.
 # Measured side by side in one run, alternating round by round so that machine noise hits all
-# three alike, and reported as the median of the rounds: throughput at c=50, and p50/p99
-# latency at c=1 (where the Redis round trip shows).
+# three alike, and reported as the median of the rounds: throughput at c=50, omi's own CPU time
+# per request at c=50 (steadier than throughput on a shared machine), and p50/p99 latency at c=1
+# (where the Redis round trip shows).
 #   bench/firewall.sh                  # full run (about 3 minutes after the build)
 #   DURATION=10 ROUNDS=3 bench/firewall.sh
 # Redis: REDIS_URL (default redis://127.0.0.1:6379/); keys go under a prefix of their own.
@@ -31,8 +32,9 @@ start() { # limiter
   [ "$1" = redis ] && redis="$REDIS"
   env DATABASE_URL="sqlite://$work/$1.db" OMI_LISTEN="127.0.0.1:${PORT[$1]}" OMI_CONFIG="$work/omi.toml" \
     OMI_RATE_LIMIT_PER_MINUTE=$limit ${redis:+REDIS_URL=$redis} "$bin/omi" serve >"$work/$1.log" 2>&1 &
-  pids+=($!)
+  pids+=($!); PID[$1]=$!
 }
+declare -A PID
 for l in "${LIMITERS[@]}"; do start "$l"; done
 for l in "${LIMITERS[@]}"; do wait_healthy "${PORT[$l]}"; done
 for l in "${LIMITERS[@]}"; do
@@ -48,18 +50,30 @@ run() { # name limiter connections
     "http://127.0.0.1:${PORT[$2]}/v1/chat/completions" >"$out/$1.txt"
 }
 refused() { awk '/Non-2xx/ {print $NF}' "$out/$1.txt"; }
-median() { sort -n | awk '{v[NR]=$1} END {printf "%.0f", NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+requests() { awk '/requests in/ {print $1}' "$out/$1.txt"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system time of the process
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+median() { # [decimals]
+  sort -n | awk -v d="${1:-0}" '{v[NR]=$1} END {printf "%." d "f", NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+change() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f", (a-b)/b*100}'; }
 
 # Warm every path (connections, key cache, Redis script), then alternate the three, round by round.
 for l in "${LIMITERS[@]}"; do
   OMI_BENCH_KEY=${KEY[$l]} wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:${PORT[$l]}/v1/chat/completions" >/dev/null
 done
-declare -A RPS P50 P99
+declare -A RPS CPU P50 P99
+: >"$out/fw_rounds.txt"
 for r in $(seq "$ROUNDS"); do
   for l in "${LIMITERS[@]}"; do
+    before=$(cpu_ticks "${PID[$l]}")
     run "fw_${l}_c50_r$r" "$l" 50
+    used=$(($(cpu_ticks "${PID[$l]}") - before))
     run "fw_${l}_c1_r$r" "$l" 1
     RPS[$l]+="$(rps "fw_${l}_c50_r$r")"$'\n'
+    cpu=$(awk -v t="$used" -v us="$tick_us" -v n="$(requests "fw_${l}_c50_r$r")" 'BEGIN {printf "%.1f", t*us/n}')
+    CPU[$l]+="$cpu"$'\n'
+    echo "round $r $l: $(rps "fw_${l}_c50_r$r") req/s, $cpu CPU us/req" >>"$out/fw_rounds.txt"
     P50[$l]+="$(to_us "$(pct "fw_${l}_c1_r$r" 50)")"$'\n'
     P99[$l]+="$(to_us "$(pct "fw_${l}_c1_r$r" 99)")"$'\n'
     bad=$(refused "fw_${l}_c50_r$r")
@@ -69,14 +83,14 @@ done
 
 {
   echo "== OMI firewall benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk, ${DURATION}s per run, median of $ROUNDS rounds) =="
-  off=$(printf '%s' "${RPS[off]}" | median)
-  printf "%-10s %12s %10s %12s %12s\n" limiter "req/s c=50" "vs off" "p50 c=1 us" "p99 c=1 us"
+  off=$(printf '%s' "${RPS[off]}" | median); off_cpu=$(printf '%s' "${CPU[off]}" | median 1)
+  printf "%-8s %11s %8s %15s %8s %11s %11s\n" limiter "req/s c=50" "vs off" "omi CPU us/req" "vs off" "p50 c=1 us" "p99 c=1 us"
   for l in "${LIMITERS[@]}"; do
-    rps=$(printf '%s' "${RPS[$l]}" | median)
-    printf "%-10s %12s %9s%% %12s %12s\n" "$l" "$rps" "$(awk -v a="$rps" -v b="$off" 'BEGIN {printf "%+.1f", (a-b)/b*100}')" \
+    rps=$(printf '%s' "${RPS[$l]}" | median); cpu=$(printf '%s' "${CPU[$l]}" | median 1)
+    printf "%-8s %11s %7s%% %15s %7s%% %11s %11s\n" "$l" "$rps" "$(change "$rps" "$off")" "$cpu" "$(change "$cpu" "$off_cpu")" \
       "$(printf '%s' "${P50[$l]}" | median)" "$(printf '%s' "${P99[$l]}" | median)"
   done
   local_p50=$(printf '%s' "${P50[local]}" | median); redis_p50=$(printf '%s' "${P50[redis]}" | median)
   echo "Redis hop (p50 c=1, redis minus in-process): $((redis_p50 - local_p50)) us per request"
-  echo "per-round raw numbers: $out/fw_*.txt"
+  echo "per-round numbers: $out/fw_rounds.txt, wrk's output: $out/fw_*_r*.txt"
 } | tee "$out/firewall_summary.txt"
