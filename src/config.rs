@@ -419,10 +419,13 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!("hawk.n8n_auth_header `{name}` is not a header name")));
         }
+        if self.providers.is_empty() && !is_http_url(&self.openai_base_url) {
+            return Err(ConfigError::Invalid("OPENAI_BASE_URL must be an http:// or https:// URL".into()));
+        }
         for provider in &self.providers {
             if !is_http_url(&provider.base_url) {
                 return Err(ConfigError::Invalid(format!(
-                    "provider `{}`: base_url must start with http:// or https://",
+                    "provider `{}`: base_url must be an http:// or https:// URL",
                     provider.name
                 )));
             }
@@ -454,7 +457,7 @@ impl Config {
             return invalid("sentinel_auto_suspend_after must be at least 1 (leave it unset to turn it off)");
         }
         if !is_http_url(self.sentinel_base_url()) {
-            return invalid("SENTINEL_BASE_URL must start with http:// or https://");
+            return invalid("SENTINEL_BASE_URL must be an http:// or https:// URL");
         }
         if self.sentinel_mode == Some(SentinelMode::Llm) && self.sentinel_judge_key().is_none() {
             return invalid("SENTINEL_MODE=llm needs a judge key: SENTINEL_API_KEY or OPENAI_API_KEY");
@@ -537,8 +540,9 @@ impl Config {
     }
 }
 
+/// An http(s) URL that parses: the gateway parses provider URLs once at start-up.
 fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }
 
 /// Figment names a bad environment value by its setting (`TRUSTED_PROXIES`); the operator

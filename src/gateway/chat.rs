@@ -33,7 +33,7 @@ const MAX_UPSTREAM_MESSAGE_CHARS: usize = 500;
 struct Prepared {
     request_id: Arc<str>,
     customer_id: Uuid,
-    upstream_url: String,
+    upstream_url: reqwest::Url,
     upstream_key: SecretString,
     byok: bool,
     body: Bytes,
@@ -189,7 +189,7 @@ fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
 async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Response {
     let request = app
         .http
-        .post(&prepared.upstream_url)
+        .post(prepared.upstream_url.clone())
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::AUTHORIZATION, format!("Bearer {}", prepared.upstream_key.expose_secret()))
         // Bytes: a reference count, not a copy.

@@ -187,7 +187,7 @@ mod tests {
         report.add(&[RemovalKind::SystemPrompt, RemovalKind::Canary, RemovalKind::Secret, RemovalKind::SystemPrompt]);
         drop(report);
         let mut findings = Vec::new();
-        while let Ok(event) = rx.try_recv() {
+        while let Some(event) = rx.try_recv() {
             if let Event::Finding(f) = &*event {
                 findings.push((f.kind, f.severity, f.rules.clone(), f.detail.clone()));
             }

@@ -221,7 +221,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
         let prices = PriceTable::new(&config.prices);
-        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| std::env::var(var).ok());
+        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| std::env::var(var).ok())?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))

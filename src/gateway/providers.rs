@@ -1,7 +1,7 @@
 //! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
 //! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, ConfigError, ProviderConfig};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ pub struct Provider {
     pub name: Arc<str>,
     /// Base URL without a trailing slash; `/chat/completions` is appended.
     pub base_url: String,
-    pub chat_url: String,
+    /// Parsed once: a request clones it rather than parsing a string again.
+    pub chat_url: reqwest::Url,
     pub house_key: Option<SecretString>,
     pub models: Vec<String>,
 }
@@ -33,7 +34,11 @@ pub struct Route<'a> {
 impl Providers {
     /// Builds the routing table. With no `[[providers]]` configured, one `openai` provider
     /// from `OPENAI_BASE_URL`/`OPENAI_API_KEY` serves every model, listing the priced ones.
-    pub fn from_config(config: &Config, priced_models: &[&str], env: impl Fn(&str) -> Option<String>) -> Providers {
+    pub fn from_config(
+        config: &Config,
+        priced_models: &[&str],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Providers, ConfigError> {
         let configured: Vec<ProviderConfig> = if config.providers.is_empty() {
             vec![ProviderConfig {
                 name: "openai".into(),
@@ -61,15 +66,17 @@ impl Providers {
             if spec.catch_all && providers.catch_all.is_none() {
                 providers.catch_all = Some(index);
             }
+            let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
+                .map_err(|e| ConfigError::Invalid(format!("provider `{}`: base_url: {e}", spec.name)))?;
             providers.all.push(Arc::new(Provider {
                 name: spec.name.as_str().into(),
-                chat_url: format!("{base_url}/chat/completions"),
+                chat_url,
                 base_url,
                 house_key,
                 models: spec.models,
             }));
         }
-        providers
+        Ok(providers)
     }
 
     pub fn route<'a>(&'a self, model: &'a str) -> Option<Route<'a>> {
@@ -107,10 +114,10 @@ mod tests {
 
     #[test]
     fn default_provider_takes_every_model_with_the_house_key() {
-        let providers = Providers::from_config(&config_with(vec![]), &["gpt-4o-mini"], |_| None);
+        let providers = Providers::from_config(&config_with(vec![]), &["gpt-4o-mini"], |_| None).expect("providers");
         let route = providers.route("some-new-model").expect("catch-all");
         assert_eq!(&*route.provider.name, "openai");
-        assert_eq!(route.provider.chat_url, "https://api.openai.com/v1/chat/completions");
+        assert_eq!(route.provider.chat_url.as_str(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(route.provider.house_key.as_ref().map(|k| k.expose_secret()), Some("sk-house"));
         assert_eq!(providers.listed_models().collect::<Vec<_>>(), vec![("gpt-4o-mini", "openai")]);
     }
@@ -133,10 +140,11 @@ mod tests {
         };
         let providers = Providers::from_config(&config_with(vec![groq, local]), &[], |var| {
             (var == "GROQ_API_KEY").then(|| "gsk-1".to_string())
-        });
+        })
+        .expect("providers");
         let route = providers.route("llama-3.1-8b-instant").expect("exact");
         assert_eq!(&*route.provider.name, "groq");
-        assert_eq!(route.provider.chat_url, "https://api.groq.com/openai/v1/chat/completions");
+        assert_eq!(route.provider.chat_url.as_str(), "https://api.groq.com/openai/v1/chat/completions");
         let route = providers.route("local/qwen2.5").expect("prefixed");
         assert_eq!((&*route.provider.name, route.upstream_model), ("local", "qwen2.5"));
         assert!(route.provider.house_key.is_none());

@@ -67,8 +67,21 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (id, request_id, at, key_i
     prompt_tokens, cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok,
     usage_estimated, aborted) ";
 
-/// Rows per INSERT: 19 parameters each stays under both backends' bind limits.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per multi-row statement, largest first (512 rows of 19 parameters stay under both
+/// backends' bind limits). A batch is cut into these sizes so that only a few distinct
+/// statements exist, each parsed once per connection and then served from the statement
+/// cache: with one statement text per batch size, SQLite spent more time parsing each
+/// flush's INSERT than running it.
+const STATEMENT_ROWS: [usize; 6] = [512, 128, 32, 8, 2, 1];
+
+fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS.into_iter().find(|&rows| rows <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
 
 const ADD_TO_DAILY: &str = "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens,
     completion_tokens, cost_nano, unpriced_requests) ";
@@ -125,7 +138,7 @@ impl Store {
         }
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(records) {
                 let mut query = sqlx::QueryBuilder::new(INSERT_USAGE);
                 query.push_values(chunk, |mut row, r| {
                     row.push_bind(r.id)
@@ -151,7 +164,7 @@ impl Store {
                 query.build().execute(&mut *tx).await?;
             }
             let deltas: Vec<_> = daily_deltas(records).into_iter().collect();
-            for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&deltas) {
                 let mut query = sqlx::QueryBuilder::new(ADD_TO_DAILY);
                 query.push_values(chunk, |mut row, ((day, customer_id), d)| {
                     row.push_bind(day)
@@ -244,5 +257,22 @@ impl Store {
         let sql = "INSERT INTO daily_summaries (day, created_at) VALUES ($1, $2) ON CONFLICT (day) DO NOTHING";
         let inserted = with_pool!(self, pool => sqlx::query(sql).bind(day).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(inserted == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_statement_sizes_covering_every_row_in_order() {
+        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 5000] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
+            assert!(chunks.iter().all(|c| STATEMENT_ROWS.contains(&c.len())), "n={n}");
+            assert_eq!(chunks.concat(), items, "n={n}");
+        }
+        let sizes: Vec<usize> = statement_chunks(&[(); 1000]).map(<[()]>::len).collect();
+        assert_eq!(sizes, vec![512, 128, 128, 128, 32, 32, 32, 8]);
     }
 }

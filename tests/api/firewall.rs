@@ -6,7 +6,7 @@
 use crate::support::{Backend, TestApp, chat_body, random_suffix, service_missing, start_server, test_config};
 use futures_util::StreamExt;
 use omi::config::Config;
-use omi::events::{Event, FirewallEvent, FirewallKind};
+use omi::events::{Event, FirewallEvent, FirewallKind, Subscription};
 use omi::firewall::{
     FallbackPolicy, KeyLimit, LimitKey, LimiterHealth, Quota, RateLimiter, RedisLimiter, RedisLimiterConfig, limit_key,
 };
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc::Receiver;
 
 // ---------------------------------------------------------------------------------------
 // Redis fixtures
@@ -415,7 +414,7 @@ async fn raw_request(addr: SocketAddr, method_path: &str, headers: &[(&str, &str
     (status, head)
 }
 
-async fn next_firewall_event(rx: &mut Receiver<Arc<Event>>) -> FirewallEvent {
+async fn next_firewall_event(rx: &mut Subscription) -> FirewallEvent {
     loop {
         let event =
             tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("open");

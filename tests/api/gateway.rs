@@ -3,16 +3,15 @@
 use crate::on_both_backends;
 use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body};
 use futures_util::StreamExt;
-use omi::events::{Event, RequestEvent};
+use omi::events::{Event, RequestEvent, Subscription};
 use omi::keys::KeyStatus;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::sync::mpsc::Receiver;
 
 on_both_backends!(chat_round_trip_and_events, streaming_relays_and_books_usage);
 
 /// The next request event; other kinds (firewall events) are skipped.
-async fn next_request_event(rx: &mut Receiver<std::sync::Arc<Event>>) -> RequestEvent {
+async fn next_request_event(rx: &mut Subscription) -> RequestEvent {
     loop {
         let event =
             tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("event in time").expect("open");

@@ -6,13 +6,11 @@ use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body, eventually};
 use omi::agents::sentinel::judge::{Judge, JudgeVerdict};
 use omi::billing::prices::PriceTable;
 use omi::config::SentinelMode;
-use omi::events::{Event, FindingEvent, FindingKind, Severity};
+use omi::events::{Event, FindingEvent, FindingKind, Severity, Subscription};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc::Receiver;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -56,7 +54,7 @@ async fn wait_for_findings(app: &TestApp, n: usize) -> Vec<Value> {
     }
 }
 
-async fn next_finding(rx: &mut Receiver<Arc<Event>>) -> FindingEvent {
+async fn next_finding(rx: &mut Subscription) -> FindingEvent {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open");
         if let Event::Finding(finding) = &*event {

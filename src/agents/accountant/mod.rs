@@ -7,10 +7,9 @@ pub mod budgets;
 pub mod report;
 
 use crate::billing::prices::PriceTable;
-use crate::events::{Event, EventBus, RequestEvent};
+use crate::events::{Event, EventBus, RequestEvent, Subscription};
 use crate::store::{Store, UsageRecord};
 use std::time::Duration;
-use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -136,7 +135,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: Receiver<std::sync::Arc<Event>>) {
+    async fn run(mut self, mut rx: Subscription) {
         let mut tick = tokio::time::interval(self.settings.flush_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::ZERO;

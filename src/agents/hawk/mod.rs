@@ -11,7 +11,7 @@ pub mod slack;
 
 use super::n8n::N8nEvent;
 use super::{Queue, Webhook};
-use crate::events::{Event, FirewallKind, RequestEvent, Severity, UPSTREAM_UNREACHABLE};
+use crate::events::{Event, FirewallKind, RequestEvent, Severity, Subscription, UPSTREAM_UNREACHABLE};
 use crate::gateway::AppState;
 use crate::store::Store;
 use chrono::{TimeDelta, Utc};
@@ -87,7 +87,7 @@ struct Hawk {
 }
 
 impl Hawk {
-    async fn watch(mut self, mut events: mpsc::Receiver<Arc<Event>>, mut alarms: mpsc::Receiver<Trigger>) {
+    async fn watch(mut self, mut events: Subscription, mut alarms: mpsc::Receiver<Trigger>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
