@@ -3,8 +3,11 @@
 //! headers on every `/admin` response, and a real browser through the whole of it.
 
 use crate::billing::{SECRET, deliver, order_created};
+use crate::hawk::view;
 use crate::on_both_backends;
 use crate::support::{ADMIN_KEY, Backend, TestApp, service_missing, start_server, test_config};
+use chrono::TimeDelta;
+use omi::agents::hawk::rules::{AlertSeverity, AlertState, Rule};
 use omi::customers::EmailAddress;
 use omi::store::{KeyListing, Store, UsageRecord};
 use reqwest::StatusCode;
@@ -116,14 +119,22 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     store.insert_usage(&records).await.expect("seed usage");
 }
 
-const PAGES: &[&str] =
-    &["/admin", "/admin?range=day", "/admin/money", "/admin/money.csv", "/admin/keys", "/admin/webhooks"];
+const PAGES: &[&str] = &[
+    "/admin",
+    "/admin?range=day",
+    "/admin/money",
+    "/admin/money.csv",
+    "/admin/keys",
+    "/admin/webhooks",
+    "/admin/alerts",
+];
 
 on_both_backends!(
     nothing_is_shown_without_a_session,
     sessions_are_strict_cookies_that_survive_restarts,
     forms_without_the_csrf_token_are_refused,
-    customer_strings_are_escaped
+    customer_strings_are_escaped,
+    alerts_are_listed_and_firing_ones_top_the_overview
 );
 
 async fn nothing_is_shown_without_a_session(backend: Backend) {
@@ -308,6 +319,43 @@ async fn customer_strings_are_escaped(backend: Backend) {
     assert!(buyer_page.contains("&#60;img src=x onerror=alert(2)&#62;"), "custom data is shown, as text");
 }
 
+async fn alerts_are_listed_and_firing_ones_top_the_overview(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    let admin = Admin::sign_in(&app.base).await;
+    assert!(!admin.page("/admin").await.contains("Firing alerts"), "nothing firing, nothing on top");
+    assert!(admin.page("/admin/alerts").await.contains("No alerts."));
+
+    // A subject is whatever the Hawk was told (a model name, a customer): escaped like all else.
+    let mut firing = view(Rule::ServerErrors, "<script>alert(3)</script>", AlertState::Firing, TimeDelta::minutes(1));
+    firing.severity = AlertSeverity::Critical;
+    let resolved = view(Rule::Latency, "gpt-4o", AlertState::Resolved, TimeDelta::seconds(10));
+    for alert in [&firing, &resolved] {
+        store.upsert_alert(alert).await.expect("alert");
+    }
+
+    let overview = admin.page("/admin").await;
+    let on_top = overview.find("Firing alerts").expect("firing alerts on the overview");
+    assert!(on_top < overview.find("Health").expect("health"), "above everything else");
+    assert!(
+        overview.contains("Critical: 5xx errors (&#60;script&#62;alert(3)&#60;/script&#62;) — HTTP 502. Firing since"),
+        "{overview}"
+    );
+    assert!(!overview.contains("<script>alert") && !overview.contains("Slow requests"), "only firing ones, escaped");
+
+    let all = admin.page("/admin/alerts").await;
+    assert!(!all.contains("<script>alert"));
+    let (firing_at, resolved_at) =
+        (all.find("5xx errors").expect("firing"), all.find("Slow requests").expect("resolved"));
+    assert!(firing_at < resolved_at, "firing first, though the resolved one was seen last");
+    assert_eq!(all.matches("<tr class=\"firing\">").count(), 1, "firing rows stand out");
+    assert!(all.contains("<span class=\"badge critical\">critical</span>"), "severity in words");
+    let resolved_only = admin.page("/admin/alerts?state=resolved").await;
+    assert!(resolved_only.contains("Slow requests") && !resolved_only.contains("5xx errors"));
+    let firing_only = admin.page("/admin/alerts?state=firing").await;
+    assert!(firing_only.contains("5xx errors") && !firing_only.contains("Slow requests"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_address_out() {
     let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
@@ -352,7 +400,7 @@ async fn every_admin_response_carries_the_security_headers() {
         assert_eq!(headers["cache-control"], "no-store", "{url}");
     }
     // No inline script or style anywhere: the CSP would refuse them.
-    for path in ["/admin", "/admin/keys", "/admin/money", "/admin/webhooks"] {
+    for path in PAGES.iter().filter(|p| !p.ends_with(".csv")) {
         let html = admin.page(path).await;
         assert!(!html.contains("<script>") && !html.contains("style=") && !html.contains("<style"), "{path}");
     }

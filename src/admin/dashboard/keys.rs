@@ -3,7 +3,9 @@
 
 use super::charts::{self, LineChart, SeriesData};
 use super::session::Session;
-use super::{Chrome, Notice, PER_PAGE, PageError, Pager, Template, format, paged, query_string, render, render_with};
+use super::{
+    Chrome, Notice, PER_PAGE, PageError, Pager, Template, format, page_link, paged, query_string, render, render_with,
+};
 use crate::admin::{change_key_status, rotate_and_email};
 use crate::agents::accountant::report;
 use crate::customers::EmailAddress;
@@ -120,10 +122,8 @@ async fn keys_page(
     let status = STATUSES.iter().find(|s| **s == q.status).copied();
     let search = KeySearch { text: &q.q, customer: None, status };
     let rows = app.store.search_keys(&search, PER_PAGE + 1, i64::from(q.page) * PER_PAGE).await?;
-    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| {
-        let page = if n == 0 { String::new() } else { n.to_string() };
-        format!("/admin/keys{}", query_string(&[("q", q.q.trim()), ("status", &q.status), ("page", &page)]))
-    });
+    let (rows, pager) =
+        paged(rows, q.page, PER_PAGE, |n| page_link("/admin/keys", &[("q", q.q.trim()), ("status", &q.status)], n));
     let mut chrome = Chrome::new(session, "Keys & customers", "/admin/keys");
     chrome.notices.extend(notice.or_else(|| done_notice(q.done.as_deref(), q.key.as_deref())));
     Ok(KeysPage {

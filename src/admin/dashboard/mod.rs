@@ -7,6 +7,7 @@
 //! [`Chrome`] (navigation, CSRF token, notices) and a template that extends `base.html`.
 //! A listing adds a [`Pager`] and includes `pager.html`.
 
+mod alerts;
 mod charts;
 mod format;
 mod keys;
@@ -38,6 +39,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/keys/{id}/{action}", post(keys::act))
         .route("/admin/customers/{id}", get(keys::customer))
         .route("/admin/webhooks", get(webhooks))
+        .route("/admin/alerts", get(alerts::page))
         .route("/admin/static/{file}", get(static_file))
         .route("/admin/{*rest}", axum::routing::any(not_found))
         .layer(Extension(Arc::new(session::LoginGuard::default())))
@@ -49,6 +51,7 @@ const NAV: &[(&str, &str)] = &[
     ("Money", "/admin/money"),
     ("Keys & customers", "/admin/keys"),
     ("Webhooks", "/admin/webhooks"),
+    ("Alerts", "/admin/alerts"),
 ];
 
 pub struct NavItem {
@@ -104,18 +107,28 @@ impl PageQuery {
     }
 }
 
+impl Pager {
+    /// The links around page `page` (from 0); `more` says whether a next page exists.
+    /// `link(n)` is the URL of page `n`.
+    pub fn around(page: u32, more: bool, link: impl Fn(u32) -> String) -> Pager {
+        Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) }
+    }
+}
+
 /// Offset paging: the store is asked for `per_page + 1` rows, and the extra one only says
 /// there is a next page. `link(n)` is the URL of page `n`.
 pub fn paged<T>(mut rows: Vec<T>, page: u32, per_page: i64, link: impl Fn(u32) -> String) -> (Vec<T>, Pager) {
     let more = rows.len() as i64 > per_page;
     rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
-    let pager = Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) };
-    (rows, pager)
+    (rows, Pager::around(page, more, link))
 }
 
-/// `?page=n`, or nothing for the first page.
-pub fn page_param(n: u32) -> String {
-    query_string(&[("page", &if n == 0 { String::new() } else { n.to_string() })])
+/// `path` with `pairs` and `page=n` (left out for the first page) as its query string.
+pub fn page_link(path: &str, pairs: &[(&str, &str)], n: u32) -> String {
+    let page = if n == 0 { String::new() } else { n.to_string() };
+    let mut all = pairs.to_vec();
+    all.push(("page", &page));
+    format!("{path}{}", query_string(&all))
 }
 
 /// A query string from pairs, empty values left out.
@@ -275,7 +288,7 @@ async fn webhooks(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     let rows = app.store.webhook_events(PER_PAGE + 1, q.offset(PER_PAGE)).await?;
-    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| format!("/admin/webhooks{}", page_param(n)));
+    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| page_link("/admin/webhooks", &[], n));
     render(&WebhooksPage {
         chrome: Chrome::new(&session, "Webhook deliveries", "/admin/webhooks"),
         rows: rows.into_iter().map(WebhookRow::from).collect(),

@@ -5,7 +5,7 @@
 
 use super::charts::{self, LineChart, SeriesData};
 use super::session::Session;
-use super::{Chrome, Notice, PageError, Template, format, render};
+use super::{Chrome, Notice, PageError, Template, alerts, format, render};
 use crate::gateway::AppState;
 use crate::store::{Bucket, Store, StoreResult, bin_bounds};
 use axum::extract::{Query, State};
@@ -204,12 +204,17 @@ fn charts(window: &Window, buckets: &[Stats]) -> Vec<LineChart> {
     ]
 }
 
+/// Firing alerts shown on the overview; the alerts page lists them all.
+const OVERVIEW_ALERTS: i64 = 10;
+
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage {
     chrome: Chrome,
-    /// Firing alerts, shown first. Empty until the Hawk supplies them.
+    /// Firing alerts, shown first.
     alerts: Vec<Notice>,
+    /// More alerts are firing than shown.
+    more_alerts: bool,
     day_view: bool,
     summary: Vec<SummaryRow>,
     charts: Vec<LineChart>,
@@ -227,14 +232,20 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let now = Utc::now();
     let (hour, day) = (Window::last_hour(now), Window::last_day(now));
-    let (hour_traffic, day_traffic) = tokio::join!(traffic(&app.store, &hour), traffic(&app.store, &day));
+    let (hour_traffic, day_traffic, firing) = tokio::join!(
+        traffic(&app.store, &hour),
+        traffic(&app.store, &day),
+        alerts::firing_notices(&app.store, OVERVIEW_ALERTS)
+    );
     let ((hour_buckets, hour_total), (day_buckets, day_total)) = (hour_traffic?, day_traffic?);
+    let (alerts, more_alerts) = firing?;
     let minutes = |w: &Window| ((w.end - w.start).num_seconds() as f64 / 60.0).max(1.0);
     let day_view = q.range.as_deref() == Some("day");
     let charts = if day_view { charts(&day, &day_buckets) } else { charts(&hour, &hour_buckets) };
     render(&OverviewPage {
         chrome: Chrome::new(&session, "Overview", "/admin"),
-        alerts: Vec::new(),
+        alerts,
+        more_alerts,
         day_view,
         summary: summary(&hour_total, &day_total, minutes(&hour), minutes(&day)),
         charts,
