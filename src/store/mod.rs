@@ -77,7 +77,7 @@ use std::time::Duration;
 pub use admin::{Bucket, CustomerDetail, DailyUsage, KeySearch, TrafficRow, WebhookEventRow, bin_bounds};
 pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
-pub use findings::{FindingQuery, FindingRecord, NewFinding, Strikes, kind_name, severity_name};
+pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
 pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals, day_key};

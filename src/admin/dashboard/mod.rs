@@ -9,6 +9,7 @@
 
 mod alerts;
 mod charts;
+mod findings;
 mod format;
 mod keys;
 mod money;
@@ -40,6 +41,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/customers/{id}", get(keys::customer))
         .route("/admin/webhooks", get(webhooks))
         .route("/admin/alerts", get(alerts::page))
+        .route("/admin/findings", get(findings::sentinel))
+        .route("/admin/shield", get(findings::shield))
         .route("/admin/static/{file}", get(static_file))
         .route("/admin/{*rest}", axum::routing::any(not_found))
         .layer(Extension(Arc::new(session::LoginGuard::default())))
@@ -52,6 +55,8 @@ const NAV: &[(&str, &str)] = &[
     ("Keys & customers", "/admin/keys"),
     ("Webhooks", "/admin/webhooks"),
     ("Alerts", "/admin/alerts"),
+    ("Sentinel findings", "/admin/findings"),
+    ("Shield removals", "/admin/shield"),
 ];
 
 pub struct NavItem {
@@ -121,6 +126,23 @@ pub fn paged<T>(mut rows: Vec<T>, page: u32, per_page: i64, link: impl Fn(u32) -
     let more = rows.len() as i64 > per_page;
     rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
     (rows, Pager::around(page, more, link))
+}
+
+/// Keyset paging, newest first: the store was asked for `per_page + 1` rows older than a
+/// cursor (`later` when the page has one), and the extra one only says there is more.
+/// `after(row)` is the URL of the page that follows `row`. Pages go forward; "previous"
+/// goes back to the newest, `first`.
+pub fn keyset<T>(
+    mut rows: Vec<T>,
+    per_page: i64,
+    later: bool,
+    first: String,
+    after: impl Fn(&T) -> String,
+) -> (Vec<T>, Pager) {
+    let more = rows.len() as i64 > per_page;
+    rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+    let next = if more { rows.last().map(after) } else { None };
+    (rows, Pager { prev: later.then_some(first), next })
 }
 
 /// `path` with `pairs` and `page=n` (left out for the first page) as its query string.
