@@ -445,6 +445,44 @@ async fn repeated_failures_lock_the_address_out() {
     let right = attempt(ADMIN_KEY).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "locked out: even the right key waits");
     assert!(session_cookie(right.headers()).is_none());
+    // No proxy is trusted: a forwarding header is the peer's claim, and changes nothing.
+    let spoofed = post_form(&client(), format!("{}/admin/login", app.base), &[("key", ADMIN_KEY)])
+        .header("CF-Connecting-IP", "203.0.113.9")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
+    // The test client is the proxy (Cloudflare, say): every sign-in comes from 127.0.0.1.
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    else {
+        return;
+    };
+    let from = |client_ip: &'static str, key: &'static str| {
+        post_form(&client(), format!("{}/admin/login", app.base), &[("key", key)])
+            .header("CF-Connecting-IP", client_ip)
+            .send()
+    };
+    let mallory = "198.51.100.1";
+    for _ in 0..4 {
+        assert_eq!(from(mallory, "wrong").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(from(mallory, "wrong").await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy has failures of its own, and signs in.
+    let ada = "198.51.100.2";
+    assert_eq!(from(ada, "typo").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    let signed_in = from(ada, ADMIN_KEY).await.expect("sign in");
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER, "not locked out by mallory");
+    assert!(session_cookie(signed_in.headers()).is_some());
+    assert_eq!(from(mallory, ADMIN_KEY).await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    // Without the header the proxy itself is the client: a third, separate count.
+    let direct = try_sign_in(&app.base, ADMIN_KEY).await;
+    assert_eq!(direct.status(), StatusCode::SEE_OTHER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
