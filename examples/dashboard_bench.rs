@@ -99,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         format!("/admin/customers/{}", busiest.customer_id),
         format!("/admin/customers/{}", quietest.customer_id),
         "/admin/webhooks".into(),
+        "/admin/alerts".into(),
+        "/admin/findings".into(),
+        "/admin/shield".into(),
     ];
     println!("\n{:<48} {:>9} {:>9} {:>9} {:>9}", "page (server on PostgreSQL)", "min ms", "median", "max ms", "KiB");
     let mut slow = Vec::new();

@@ -94,31 +94,40 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     let now = chrono::Utc::now();
     let records: Vec<UsageRecord> = (0..n)
         .map(|i| {
-            let latency_us = 2_000 + (i as i64 * 7_919) % 2_000_000;
-            UsageRecord {
-                id: uuid::Uuid::now_v7(),
-                request_id: format!("seed-{i}"),
-                at: now - chrono::Duration::seconds((i as i64 * 3_000) / n as i64 + 1),
-                key_id: key.id,
-                customer_id: key.customer_id,
-                plan: "pro".into(),
-                model: Some(if i + 1 == n { "mystery-model" } else { "gpt-4o-mini" }.into()),
-                provider: Some("openai".into()),
-                prompt_tokens: 1_000,
-                cached_tokens: 0,
-                completion_tokens: 500,
-                cost_nano: (i + 1 != n).then_some(450_000_000),
-                status: if i % 10 == 0 { 502 } else { 200 },
-                latency_us,
-                upstream_us: Some(latency_us - 300 - (i as i64 % 50) * 10),
-                streamed: i % 2 == 0,
-                byok: false,
-                usage_estimated: false,
-                aborted: false,
+            let mut record = usage_record(key, i, now - chrono::Duration::seconds((i as i64 * 3_000) / n as i64 + 1));
+            if i + 1 == n {
+                (record.model, record.cost_nano) = (Some("mystery-model".into()), None);
             }
+            record
         })
         .collect();
     store.insert_usage(&records).await.expect("seed usage");
+}
+
+/// The `i`-th of a series of priced requests: 2 ms to 2 s, one in ten failing upstream.
+pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chrono::Utc>) -> UsageRecord {
+    let latency_us = 2_000 + (i as i64 * 7_919) % 2_000_000;
+    UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        request_id: format!("seed-{i}"),
+        at,
+        key_id: key.id,
+        customer_id: key.customer_id,
+        plan: "pro".into(),
+        model: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        prompt_tokens: 1_000,
+        cached_tokens: 0,
+        completion_tokens: 500,
+        cost_nano: Some(450_000_000),
+        status: if i.is_multiple_of(10) { 502 } else { 200 },
+        latency_us,
+        upstream_us: Some(latency_us - 300 - (i as i64 % 50) * 10),
+        streamed: i.is_multiple_of(2),
+        byok: false,
+        usage_estimated: false,
+        aborted: false,
+    }
 }
 
 const PAGES: &[&str] = &[
