@@ -547,8 +547,9 @@ fn browser_prerequisites(e2e: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The e2e script: sign in, the overview chart, create and revoke a key, the margins
-/// chart, screenshots; any request to another host fails it.
+/// The e2e script: sign in, the overview chart and a firing alert, create and revoke a key,
+/// the margins chart, alerts, findings and removals, screenshots; any request to another
+/// host fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_walks_the_dashboard() {
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
@@ -563,8 +564,14 @@ async fn a_real_browser_walks_the_dashboard() {
     else {
         return;
     };
-    let (_, ada) = issue(&app.state().store, "grace@example.com", Some("Grace's prod key")).await;
-    seed_usage(&app.state().store, &ada, 600).await;
+    let store = &app.state().store;
+    let (_, ada) = issue(store, "grace@example.com", Some("Grace's prod key")).await;
+    seed_usage(store, &ada, 600).await;
+    let mut firing = view(Rule::ServerErrors, "gpt-4o-mini", AlertState::Firing, TimeDelta::minutes(1));
+    firing.severity = AlertSeverity::Critical;
+    store.upsert_alert(&firing).await.expect("alert");
+    finding(store, &ada, FindingKind::Injection, Severity::High, "ignore previous instructions").await;
+    finding(store, &ada, FindingKind::SecretLeak, Severity::Medium, "removed from the answer: aws_key x1").await;
     let paid = deliver(&app, &order_created(9100, 1)).await;
     assert_eq!(paid.status(), 200);
 
