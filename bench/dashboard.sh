@@ -5,8 +5,16 @@
 #   bench/dashboard.sh                       # full run
 #   OMI_BENCH_ROWS=200000 bench/dashboard.sh # smaller
 #   OMI_BENCH_KEEP=1 bench/dashboard.sh      # keep (and reuse) the seeded database
-# PostgreSQL: OMI_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/postgres.
+#   OMI_BENCH_PROFILE=debug bench/dashboard.sh  # an unoptimized build (slower; not the budget's build)
+# PostgreSQL: OMI_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/postgres; the
+# database it creates: OMI_BENCH_DB, default omi_dashboard_bench (two checkouts on one server
+# need two names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out; mkdir -p "$out"
-RUST_LOG=warn cargo run --release --quiet --example dashboard_bench | tee "$out/dashboard.txt"
+case "${OMI_BENCH_PROFILE:-release}" in
+  release) profile=(--release); report="$out/dashboard.txt" ;;
+  debug) profile=(); report="$out/dashboard-debug.txt" ;;
+  *) echo "OMI_BENCH_PROFILE must be release or debug" >&2; exit 2 ;;
+esac
+RUST_LOG=warn cargo run "${profile[@]}" --quiet --example dashboard_bench | tee "$report"

@@ -4,6 +4,7 @@
 //!
 //!   OMI_BENCH_ROWS=1500000 cargo run --release --example dashboard_bench
 //!   OMI_BENCH_KEEP=1 … keeps the seeded database for the next run.
+//!   OMI_BENCH_DB=name … seeds that database instead of `omi_dashboard_bench`.
 
 use omi::config::Config;
 use omi::customers::EmailAddress;
@@ -13,7 +14,7 @@ use secrecy::SecretString;
 use std::time::{Duration, Instant};
 
 const CUSTOMERS: usize = 1_000;
-const DATABASE: &str = "omi_dashboard_bench";
+const DEFAULT_DATABASE: &str = "omi_dashboard_bench";
 const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 const RUNS: usize = 15;
 const BUDGET: Duration = Duration::from_millis(100);
@@ -28,22 +29,27 @@ async fn main() -> anyhow::Result<()> {
     let admin_url = env_or("OMI_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres");
     let rows: usize = env_or("OMI_BENCH_ROWS", "1500000").parse()?;
     let keep = std::env::var("OMI_BENCH_KEEP").is_ok();
+    let database = env_or("OMI_BENCH_DB", DEFAULT_DATABASE);
+    anyhow::ensure!(
+        !database.is_empty() && database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "OMI_BENCH_DB must be lowercase letters, digits and underscores"
+    );
     let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_else(|| admin_url.clone());
-    let url = format!("{base}/{DATABASE}");
+    let url = format!("{base}/{database}");
 
     let admin = sqlx::PgPool::connect(&admin_url).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(DATABASE)
+        .bind(&database)
         .fetch_one(&admin)
         .await?;
     let store = if exists && keep {
-        println!("reusing the seeded database {DATABASE}");
+        println!("reusing the seeded database {database}");
         Store::connect(&url).await?
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
             .execute(&admin)
             .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&admin).await?;
         let store = Store::connect(&url).await?;
         store.migrate().await?;
         seed(&store, rows).await?;
@@ -54,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         database_url: SecretString::from(url.clone()),
         admin_key: Some(SecretString::from(ADMIN_KEY)),
+        // Every request comes from 127.0.0.1: the per-IP limit would refuse the timing runs.
+        rate_limit_per_minute: 0,
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -91,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         format!("/admin/customers/{}", busiest.customer_id),
         format!("/admin/customers/{}", quietest.customer_id),
         "/admin/webhooks".into(),
+        "/admin/alerts".into(),
+        "/admin/findings".into(),
+        "/admin/shield".into(),
     ];
     println!("\n{:<48} {:>9} {:>9} {:>9} {:>9}", "page (server on PostgreSQL)", "min ms", "median", "max ms", "KiB");
     let mut slow = Vec::new();
@@ -124,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown().await;
     if !keep {
         let admin = sqlx::PgPool::connect(&admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
             .execute(&admin)
             .await?;
     }

@@ -295,7 +295,7 @@ async fn list_findings(
         },
     };
     // One more than asked tells whether another page follows.
-    let query = FindingQuery { limit: limit + 1, before, customer_id };
+    let query = FindingQuery { limit: limit + 1, before, customer_id, source: None };
     let mut findings = match app.store.list_findings(&query).await {
         Ok(findings) => findings,
         Err(e) => return store_error(e),

@@ -1,6 +1,6 @@
 //! What the admin dashboard reads and its login sessions. Every page is a handful of
-//! aggregates computed in SQL: traffic histograms by time bucket, the daily usage rollup,
-//! paged key and webhook listings. Nothing here scans more than the window it shows.
+//! aggregates computed in SQL: the daily usage rollup, paged key and webhook listings (the
+//! overview's traffic rollup is `traffic.rs`). Nothing here scans more than the window it shows.
 
 use super::keys::LISTING_COLUMNS;
 use super::usage::day_key;
@@ -9,67 +9,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::types::Json;
 use std::ops::Range;
 use uuid::Uuid;
-
-/// The time bucket of a traffic query: the length of the `at` text prefix that names it
-/// (`YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH`; SQLite writes a `T` where PostgreSQL writes a space).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bucket {
-    Minute,
-    Hour,
-}
-
-impl Bucket {
-    fn prefix_len(self) -> i32 {
-        match self {
-            Bucket::Minute => 16,
-            Bucket::Hour => 13,
-        }
-    }
-}
-
-/// How many requests of one time bucket fell into one latency bin.
-/// `series` 0 is total latency, 1 is gateway overhead (latency − upstream time).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TrafficRow {
-    pub series: i64,
-    pub bucket: String,
-    pub bin: i64,
-    pub requests: i64,
-    pub errors: i64,
-}
-
-/// A microsecond value rounded down to two significant digits, encoded as
-/// `digits * 100 + leading two digits` (0 for values below 1). Text functions make it one
-/// SQL text on both backends, which share no logarithm; the bin is at most 10% wide.
-fn latency_bin(value: &str) -> String {
-    format!(
-        "CASE WHEN {value} < 1 THEN CAST(0 AS BIGINT) ELSE CAST(length(CAST({value} AS TEXT)) * 100 \
-         + CAST(substr(CAST({value} AS TEXT), 1, 2) AS INTEGER) AS BIGINT) END"
-    )
-}
-
-/// The `[low, high)` microseconds a [`latency_bin`] number stands for.
-pub fn bin_bounds(bin: i64) -> (f64, f64) {
-    let (digits, lead) = (bin / 100, (bin % 100) as f64);
-    if digits <= 1 {
-        return (lead, lead + 1.0);
-    }
-    let scale = 10f64.powi(i32::try_from(digits - 2).unwrap_or(0));
-    (lead * scale, (lead + 1.0) * scale)
-}
-
-static TRAFFIC_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT CAST(0 AS BIGINT) AS series, substr(CAST(at AS TEXT), 1, $3) AS bucket, {latency} AS bin,
-                COUNT(*) AS requests, SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors
-         FROM usage_records WHERE at >= $1 AND at < $2 GROUP BY 1, 2, 3
-         UNION ALL
-         SELECT CAST(1 AS BIGINT), substr(CAST(at AS TEXT), 1, $3), {overhead}, COUNT(*), CAST(0 AS BIGINT)
-         FROM usage_records WHERE at >= $1 AND at < $2 AND upstream_us IS NOT NULL GROUP BY 1, 2, 3",
-        latency = latency_bin("latency_us"),
-        overhead = latency_bin("(latency_us - upstream_us)"),
-    )
-});
 
 /// Which keys a listing shows. An empty `text` matches every key.
 #[derive(Debug, Default)]
@@ -121,19 +60,6 @@ fn like_pattern(text: &str) -> String {
 }
 
 impl Store {
-    /// Latency and overhead histograms per time bucket over `[from, to)`.
-    pub async fn traffic(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket: Bucket,
-    ) -> StoreResult<Vec<TrafficRow>> {
-        let sql = sqlx::AssertSqlSafe(TRAFFIC_SQL.as_str());
-        Ok(
-            with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).bind(bucket.prefix_len()).fetch_all(pool).await)?,
-        )
-    }
-
     /// Keys matching `search`, newest first; `limit` from `offset`.
     pub async fn search_keys(&self, search: &KeySearch<'_>, limit: i64, offset: i64) -> StoreResult<Vec<KeyListing>> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -212,15 +138,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bins_cover_their_values() {
-        // The SQL expression, evaluated by hand: 7 → 107, 12_345 → 512, 999 → 399.
-        assert_eq!(bin_bounds(107), (7.0, 8.0));
-        assert_eq!(bin_bounds(512), (12_000.0, 13_000.0));
-        assert_eq!(bin_bounds(399), (990.0, 1000.0));
-        assert_eq!(bin_bounds(0), (0.0, 1.0));
-    }
 
     #[test]
     fn search_text_is_literal() {

@@ -62,6 +62,16 @@ pub struct FindingQuery {
     /// Only findings older than this one (the previous page's last id).
     pub before: Option<Uuid>,
     pub customer_id: Option<Uuid>,
+    /// Only the Sentinel's, or only the shield's; both when `None`.
+    pub source: Option<FindingSource>,
+}
+
+/// Who made a finding: the Sentinel judging a prompt (kind `injection`), or the output
+/// shield removing a leak from an answer (`system_prompt_leak`, `secret_leak`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingSource {
+    Sentinel,
+    Shield,
 }
 
 /// High-severity findings of one customer.
@@ -118,17 +128,20 @@ impl Store {
         Ok(id)
     }
 
-    /// Newest first, at most `limit`.
+    /// Newest first, at most `limit`, walking the primary key backwards (ids are UUIDv7).
     pub async fn list_findings(&self, q: &FindingQuery) -> StoreResult<Vec<FindingRecord>> {
         let sql = "SELECT f.id, f.at, f.request_id, f.customer_id, c.email, f.key_id, f.kind, f.severity, f.score,
                           f.verdict, f.rules, f.judge_verdict, f.judge_reason, f.judge_cost_nano_usd, f.excerpt, f.prompt
                    FROM findings f LEFT JOIN customers c ON c.id = f.customer_id
                    WHERE ($1 IS NULL OR f.id < $1) AND ($2 IS NULL OR f.customer_id = $2)
+                     AND ($4 IS NULL OR (f.kind = 'injection') = $4)
                    ORDER BY f.id DESC LIMIT $3";
+        let injections = q.source.map(|s| s == FindingSource::Sentinel);
         Ok(with_pool!(self, pool => sqlx::query_as(sql)
             .bind(q.before)
             .bind(q.customer_id)
             .bind(q.limit)
+            .bind(injections)
             .fetch_all(pool)
             .await)?)
     }

@@ -66,6 +66,7 @@ mod billing;
 mod findings;
 mod keys;
 mod schema;
+mod traffic;
 mod usage;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -74,12 +75,13 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use admin::{Bucket, CustomerDetail, DailyUsage, KeySearch, TrafficRow, WebhookEventRow, bin_bounds};
+pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
-pub use findings::{FindingQuery, FindingRecord, NewFinding, Strikes, kind_name, severity_name};
+pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;
+pub use traffic::{Bucket, TRAFFIC_KEPT, TrafficRow, bin_bounds, latency_bin};
 pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals, day_key};
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -1,8 +1,10 @@
 //! The Accountant's books: usage records (written in batches, each batch also added to the
-//! daily rollup `usage_daily` in the same transaction), month-to-date counters for budgets
-//! (updated atomically per request, so every instance sees the same spend), and the
-//! per-customer aggregates behind `omi report margins`, read from the rollup.
+//! daily rollup `usage_daily` and to the overview's traffic rollup in the same transaction),
+//! month-to-date counters for budgets (updated atomically per request, so every instance sees
+//! the same spend), and the per-customer aggregates behind `omi report margins`, read from
+//! the daily rollup.
 
+use super::traffic::{Bucket, TRAFFIC_KEPT, traffic_deltas};
 use super::{BeginWrite, Store, StoreResult, with_pool};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -131,11 +133,13 @@ pub fn day_key(day: NaiveDate) -> String {
 
 impl Store {
     /// Writes a batch in one transaction (multi-row INSERTs): all or nothing, so a retry
-    /// after a failure never duplicates records.
+    /// after a failure never duplicates records. The same transaction adds the batch to the
+    /// daily rollup and to the traffic rollup, and drops traffic buckets past `TRAFFIC_KEPT`.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
+        let kept_since = Utc::now() - TRAFFIC_KEPT;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records) {
@@ -179,6 +183,22 @@ impl Store {
                 });
                 query.push(ADD_TO_DAILY_CONFLICT);
                 query.build().execute(&mut *tx).await?;
+            }
+            for bucket in Bucket::ALL {
+                let sql = bucket.sql();
+                let deltas: Vec<_> = traffic_deltas(records, bucket, kept_since).into_iter().collect();
+                for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(sql.insert.as_str());
+                    query.push_values(chunk, |mut row, ((key, series, bin), d)| {
+                        row.push_bind(key).push_bind(*series).push_bind(*bin).push_bind(d.requests).push_bind(d.errors);
+                    });
+                    query.push(&sql.on_conflict);
+                    query.build().execute(&mut *tx).await?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(sql.prune.as_str()))
+                    .bind(bucket.key(kept_since))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

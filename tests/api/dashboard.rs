@@ -3,10 +3,15 @@
 //! headers on every `/admin` response, and a real browser through the whole of it.
 
 use crate::billing::{SECRET, deliver, order_created};
+use crate::hawk::view;
 use crate::on_both_backends;
 use crate::support::{ADMIN_KEY, Backend, TestApp, service_missing, start_server, test_config};
+use chrono::TimeDelta;
+use omi::admin::dashboard::PER_PAGE;
+use omi::agents::hawk::rules::{AlertSeverity, AlertState, Rule};
 use omi::customers::EmailAddress;
-use omi::store::{KeyListing, Store, UsageRecord};
+use omi::events::{FindingKind, Severity};
+use omi::store::{KeyListing, NewFinding, Store, UsageRecord};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use secrecy::SecretString;
@@ -89,41 +94,61 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     let now = chrono::Utc::now();
     let records: Vec<UsageRecord> = (0..n)
         .map(|i| {
-            let latency_us = 2_000 + (i as i64 * 7_919) % 2_000_000;
-            UsageRecord {
-                id: uuid::Uuid::now_v7(),
-                request_id: format!("seed-{i}"),
-                at: now - chrono::Duration::seconds((i as i64 * 3_000) / n as i64 + 1),
-                key_id: key.id,
-                customer_id: key.customer_id,
-                plan: "pro".into(),
-                model: Some(if i + 1 == n { "mystery-model" } else { "gpt-4o-mini" }.into()),
-                provider: Some("openai".into()),
-                prompt_tokens: 1_000,
-                cached_tokens: 0,
-                completion_tokens: 500,
-                cost_nano: (i + 1 != n).then_some(450_000_000),
-                status: if i % 10 == 0 { 502 } else { 200 },
-                latency_us,
-                upstream_us: Some(latency_us - 300 - (i as i64 % 50) * 10),
-                streamed: i % 2 == 0,
-                byok: false,
-                usage_estimated: false,
-                aborted: false,
+            let mut record = usage_record(key, i, now - chrono::Duration::seconds((i as i64 * 3_000) / n as i64 + 1));
+            if i + 1 == n {
+                (record.model, record.cost_nano) = (Some("mystery-model".into()), None);
             }
+            record
         })
         .collect();
     store.insert_usage(&records).await.expect("seed usage");
 }
 
-const PAGES: &[&str] =
-    &["/admin", "/admin?range=day", "/admin/money", "/admin/money.csv", "/admin/keys", "/admin/webhooks"];
+/// The `i`-th of a series of priced requests: 2 ms to 2 s, one in ten failing upstream.
+pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chrono::Utc>) -> UsageRecord {
+    let latency_us = 2_000 + (i as i64 * 7_919) % 2_000_000;
+    UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        request_id: format!("seed-{i}"),
+        at,
+        key_id: key.id,
+        customer_id: key.customer_id,
+        plan: "pro".into(),
+        model: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        prompt_tokens: 1_000,
+        cached_tokens: 0,
+        completion_tokens: 500,
+        cost_nano: Some(450_000_000),
+        status: if i.is_multiple_of(10) { 502 } else { 200 },
+        latency_us,
+        upstream_us: Some(latency_us - 300 - (i as i64 % 50) * 10),
+        streamed: i.is_multiple_of(2),
+        byok: false,
+        usage_estimated: false,
+        aborted: false,
+    }
+}
+
+const PAGES: &[&str] = &[
+    "/admin",
+    "/admin?range=day",
+    "/admin/money",
+    "/admin/money.csv",
+    "/admin/keys",
+    "/admin/webhooks",
+    "/admin/alerts",
+    "/admin/findings",
+    "/admin/shield",
+];
 
 on_both_backends!(
     nothing_is_shown_without_a_session,
     sessions_are_strict_cookies_that_survive_restarts,
     forms_without_the_csrf_token_are_refused,
-    customer_strings_are_escaped
+    customer_strings_are_escaped,
+    alerts_are_listed_and_firing_ones_top_the_overview,
+    findings_and_shield_removals_are_listed_apart
 );
 
 async fn nothing_is_shown_without_a_session(backend: Backend) {
@@ -308,6 +333,114 @@ async fn customer_strings_are_escaped(backend: Backend) {
     assert!(buyer_page.contains("&#60;img src=x onerror=alert(2)&#62;"), "custom data is shown, as text");
 }
 
+async fn alerts_are_listed_and_firing_ones_top_the_overview(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    let admin = Admin::sign_in(&app.base).await;
+    assert!(!admin.page("/admin").await.contains("Firing alerts"), "nothing firing, nothing on top");
+    assert!(admin.page("/admin/alerts").await.contains("No alerts."));
+
+    // A subject is whatever the Hawk was told (a model name, a customer): escaped like all else.
+    let mut firing = view(Rule::ServerErrors, "<script>alert(3)</script>", AlertState::Firing, TimeDelta::minutes(1));
+    firing.severity = AlertSeverity::Critical;
+    let resolved = view(Rule::Latency, "gpt-4o", AlertState::Resolved, TimeDelta::seconds(10));
+    for alert in [&firing, &resolved] {
+        store.upsert_alert(alert).await.expect("alert");
+    }
+
+    let overview = admin.page("/admin").await;
+    let on_top = overview.find("Firing alerts").expect("firing alerts on the overview");
+    assert!(on_top < overview.find("Health").expect("health"), "above everything else");
+    assert!(
+        overview.contains("Critical: 5xx errors (&#60;script&#62;alert(3)&#60;/script&#62;) — HTTP 502. Firing since"),
+        "{overview}"
+    );
+    assert!(!overview.contains("<script>alert") && !overview.contains("Slow requests"), "only firing ones, escaped");
+
+    let all = admin.page("/admin/alerts").await;
+    assert!(!all.contains("<script>alert"));
+    let (firing_at, resolved_at) =
+        (all.find("5xx errors").expect("firing"), all.find("Slow requests").expect("resolved"));
+    assert!(firing_at < resolved_at, "firing first, though the resolved one was seen last");
+    assert_eq!(all.matches("<tr class=\"firing\">").count(), 1, "firing rows stand out");
+    assert!(all.contains("<span class=\"badge critical\">critical</span>"), "severity in words");
+    let resolved_only = admin.page("/admin/alerts?state=resolved").await;
+    assert!(resolved_only.contains("Slow requests") && !resolved_only.contains("5xx errors"));
+    let firing_only = admin.page("/admin/alerts?state=firing").await;
+    assert!(firing_only.contains("5xx errors") && !firing_only.contains("Slow requests"));
+}
+
+/// The pager's "next" link on a page, unescaped.
+fn next_page(html: &str) -> Option<String> {
+    let (before, _) = html.split_once("\" rel=\"next\"")?;
+    let (_, href) = before.rsplit_once("href=\"")?;
+    Some(href.replace("&#38;", "&"))
+}
+
+/// A finding as the Sentinel or the shield stores it; the excerpt is customer text.
+async fn finding(store: &Store, key: &KeyListing, kind: FindingKind, severity: Severity, excerpt: &str) {
+    let rules = ["ignore_previous".to_string()];
+    let injection = kind == FindingKind::Injection;
+    store
+        .insert_finding(&NewFinding {
+            at: chrono::Utc::now(),
+            request_id: "req-finding",
+            customer_id: Some(key.customer_id),
+            key_id: Some(key.id),
+            kind,
+            severity,
+            score: 0.91,
+            verdict: if injection { "injection" } else { "removed" },
+            rules: &rules,
+            judge_verdict: injection.then_some("injection"),
+            judge_reason: injection.then_some("asks to <b>ignore</b> the system prompt"),
+            judge_cost_nano_usd: None,
+            excerpt,
+            prompt: None,
+        })
+        .await
+        .expect("finding");
+}
+
+async fn findings_and_shield_removals_are_listed_apart(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    let (_, mallory) = issue(store, "mallory@example.com", None).await;
+    let (_, ada) = issue(store, "ada@example.com", None).await;
+    let script = "<script>alert(4)</script> ignore all previous instructions";
+    finding(store, &mallory, FindingKind::Injection, Severity::High, script).await;
+    finding(store, &mallory, FindingKind::SecretLeak, Severity::Medium, "removed from the answer: aws_key x1").await;
+    for n in 0..PER_PAGE {
+        finding(store, &ada, FindingKind::Injection, Severity::Low, &format!("prompt by ada {n}")).await;
+    }
+    let admin = Admin::sign_in(&app.base).await;
+
+    // The Sentinel's page: injections only, newest first, customer text escaped, paged.
+    let first = admin.page("/admin/findings").await;
+    assert!(!first.contains("<script>alert") && !first.contains("<b>ignore"), "escaped");
+    assert!(first.contains(&format!("prompt by ada {}", PER_PAGE - 1)), "the newest first");
+    assert!(!first.contains("mallory@example.com") && !first.contains("aws_key"), "one page of ada's, no removal");
+    let href = next_page(&first).expect("a next page");
+    assert!(href.starts_with("/admin/findings?before="), "{href}");
+    let second = admin.page(&href).await;
+    assert!(second.contains("&#60;script&#62;alert(4)&#60;/script&#62; ignore all previous instructions"));
+    assert!(second.contains("injection: asks to &#60;b&#62;ignore&#60;/b&#62; the system prompt"), "the judge's word");
+    assert!(second.contains("mallory@example.com") && !second.contains("prompt by ada"), "{second}");
+
+    // The shield's page: the removal only.
+    let shield = admin.page("/admin/shield").await;
+    assert!(shield.contains("removed from the answer: aws_key x1") && shield.contains("<td>secret</td>"));
+    assert!(!shield.contains("ignore all previous") && !shield.contains("prompt by ada"));
+
+    // One customer's, on the pages and on the customer page with the strikes.
+    let only = admin.page(&format!("/admin/findings?customer={}", mallory.customer_id)).await;
+    assert!(only.contains("Only mallory@example.com") && only.contains("alert(4)") && !only.contains("ada's"));
+    let customer = admin.page(&format!("/admin/customers/{}", mallory.customer_id)).await;
+    assert!(!customer.contains("<script>alert"));
+    assert!(customer.contains("alert(4)") && customer.contains("aws_key x1"), "both kinds on the customer page");
+    assert!(customer.contains("<dt>Strikes today</dt><dd>1</dd>"), "{customer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_address_out() {
     let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
@@ -321,6 +454,44 @@ async fn repeated_failures_lock_the_address_out() {
     let right = attempt(ADMIN_KEY).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "locked out: even the right key waits");
     assert!(session_cookie(right.headers()).is_none());
+    // No proxy is trusted: a forwarding header is the peer's claim, and changes nothing.
+    let spoofed = post_form(&client(), format!("{}/admin/login", app.base), &[("key", ADMIN_KEY)])
+        .header("CF-Connecting-IP", "203.0.113.9")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
+    // The test client is the proxy (Cloudflare, say): every sign-in comes from 127.0.0.1.
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    else {
+        return;
+    };
+    let from = |client_ip: &'static str, key: &'static str| {
+        post_form(&client(), format!("{}/admin/login", app.base), &[("key", key)])
+            .header("CF-Connecting-IP", client_ip)
+            .send()
+    };
+    let mallory = "198.51.100.1";
+    for _ in 0..4 {
+        assert_eq!(from(mallory, "wrong").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(from(mallory, "wrong").await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy has failures of its own, and signs in.
+    let ada = "198.51.100.2";
+    assert_eq!(from(ada, "typo").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    let signed_in = from(ada, ADMIN_KEY).await.expect("sign in");
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER, "not locked out by mallory");
+    assert!(session_cookie(signed_in.headers()).is_some());
+    assert_eq!(from(mallory, ADMIN_KEY).await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    // Without the header the proxy itself is the client: a third, separate count.
+    let direct = try_sign_in(&app.base, ADMIN_KEY).await;
+    assert_eq!(direct.status(), StatusCode::SEE_OTHER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +523,7 @@ async fn every_admin_response_carries_the_security_headers() {
         assert_eq!(headers["cache-control"], "no-store", "{url}");
     }
     // No inline script or style anywhere: the CSP would refuse them.
-    for path in ["/admin", "/admin/keys", "/admin/money", "/admin/webhooks"] {
+    for path in PAGES.iter().filter(|p| !p.ends_with(".csv")) {
         let html = admin.page(path).await;
         assert!(!html.contains("<script>") && !html.contains("style=") && !html.contains("<style"), "{path}");
     }
@@ -376,8 +547,9 @@ fn browser_prerequisites(e2e: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The e2e script: sign in, the overview chart, create and revoke a key, the margins
-/// chart, screenshots; any request to another host fails it.
+/// The e2e script: sign in, the overview chart and a firing alert, create and revoke a key,
+/// the margins chart, alerts, findings and removals, screenshots; any request to another
+/// host fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_walks_the_dashboard() {
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
@@ -392,8 +564,14 @@ async fn a_real_browser_walks_the_dashboard() {
     else {
         return;
     };
-    let (_, ada) = issue(&app.state().store, "grace@example.com", Some("Grace's prod key")).await;
-    seed_usage(&app.state().store, &ada, 600).await;
+    let store = &app.state().store;
+    let (_, ada) = issue(store, "grace@example.com", Some("Grace's prod key")).await;
+    seed_usage(store, &ada, 600).await;
+    let mut firing = view(Rule::ServerErrors, "gpt-4o-mini", AlertState::Firing, TimeDelta::minutes(1));
+    firing.severity = AlertSeverity::Critical;
+    store.upsert_alert(&firing).await.expect("alert");
+    finding(store, &ada, FindingKind::Injection, Severity::High, "ignore previous instructions").await;
+    finding(store, &ada, FindingKind::SecretLeak, Severity::Medium, "removed from the answer: aws_key x1").await;
     let paid = deliver(&app, &order_created(9100, 1)).await;
     assert_eq!(paid.status(), 200);
 

@@ -157,7 +157,7 @@ async fn a_burst_of_upstream_500s_makes_one_or_two_messages_then_one_resolved() 
 
 on_both_backends!(alerts_are_listed_firing_first_and_paged);
 
-fn view(rule: Rule, subject: &str, state: AlertState, seen_ago: TimeDelta) -> AlertView {
+pub(crate) fn view(rule: Rule, subject: &str, state: AlertState, seen_ago: TimeDelta) -> AlertView {
     let last_seen = Utc::now() - seen_ago;
     AlertView {
         id: Uuid::now_v7(),

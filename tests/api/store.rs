@@ -1,12 +1,18 @@
 //! The storage suite, run unchanged against SQLite and PostgreSQL.
 
+use crate::dashboard::{seed_usage, usage_record};
 use crate::on_both_backends;
 use crate::support::{Backend, TestDb};
 use omi::customers::EmailAddress;
 use omi::keys::{self, ApiKey, KeyStatus};
-use omi::store::StoreError;
+use omi::store::{Store, StoreError, TRAFFIC_KEPT};
 
-on_both_backends!(keys_round_trip, status_changes_are_logged_and_revocation_is_final, prefixes_resolve_or_refuse);
+on_both_backends!(
+    keys_round_trip,
+    status_changes_are_logged_and_revocation_is_final,
+    prefixes_resolve_or_refuse,
+    the_traffic_rollup_is_what_its_backfill_computes
+);
 
 async fn keys_round_trip(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
@@ -72,4 +78,57 @@ async fn prefixes_resolve_or_refuse(backend: Backend) {
     assert_eq!(store.resolve_key(&key.display_prefix()).await.expect("by prefix").id, listing.id);
     assert_eq!(store.resolve_key(&listing.id.to_string()).await.expect("by id").id, listing.id);
     assert!(matches!(store.resolve_key("omi_nothing").await, Err(StoreError::NotFound(_))));
+}
+
+/// Runs one SQL text on whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+type TrafficLine = (String, i64, i64, i64, i64, i64);
+
+/// Both traffic rollup tables, in key order.
+async fn traffic_tables(store: &Store) -> Vec<TrafficLine> {
+    let sql = "SELECT 'minute' AS t, bucket, series, bin, requests, errors FROM traffic_minutely
+               UNION ALL SELECT 'hour', bucket, series, bin, requests, errors FROM traffic_hourly ORDER BY 1, 2, 3, 4";
+    on_pool!(store, pool => sqlx::query_as(sql).fetch_all(pool).await).expect("rollup")
+}
+
+/// The writer keeps the overview's rollup in step with the records (and within what it keeps);
+/// the migration that made it computes the same rows from the records in SQL.
+async fn the_traffic_rollup_is_what_its_backfill_computes(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let store = db.store().await;
+    let email = EmailAddress::parse("ada@example.com").expect("email");
+    let (_, key) = keys::issue(&store, &email, "pro", None).await.expect("issue");
+    let stale = "INSERT INTO traffic_minutely (bucket, series, bin, requests, errors) VALUES (15778080, 0, 107, 1, 0)";
+    on_pool!(&store, pool => sqlx::query(stale).execute(pool).await.map(|_| ())).expect("a stale bucket");
+    seed_usage(&store, &key, 300).await;
+    // Older than the rollup keeps: in the records, not in the rollup.
+    let old = usage_record(&key, 1, chrono::Utc::now() - TRAFFIC_KEPT - chrono::Duration::hours(1));
+    store.insert_usage(&[old]).await.expect("an old record");
+
+    let written = traffic_tables(&store).await;
+    assert!(!written.iter().any(|line| line.1 == 15_778_080), "buckets past what is kept (2000-01-01) are dropped");
+    for table in ["minute", "hour"] {
+        let lines = written.iter().filter(|line| line.0 == table);
+        let (requests, errors) = lines.filter(|line| line.2 == 0).fold((0, 0), |(r, e), line| (r + line.4, e + line.5));
+        assert_eq!((requests, errors), (300, 30), "{table}: every recent request once, one in ten failed");
+        let overhead: i64 = written.iter().filter(|line| line.0 == table && line.2 == 1).map(|line| line.4).sum();
+        assert_eq!(overhead, 300, "{table}: each request's overhead once");
+    }
+
+    let migration = match backend {
+        Backend::Sqlite => include_str!("../../migrations/sqlite/0007_traffic_rollup.sql"),
+        Backend::Postgres => include_str!("../../migrations/postgres/0007_traffic_rollup.sql"),
+    };
+    let drop = "DROP TABLE traffic_minutely; DROP TABLE traffic_hourly;";
+    on_pool!(&store, pool => sqlx::raw_sql(drop).execute(pool).await.map(|_| ())).expect("drop");
+    on_pool!(&store, pool => sqlx::raw_sql(migration).execute(pool).await.map(|_| ())).expect("the migration again");
+    assert_eq!(traffic_tables(&store).await, written, "the backfill and the writer agree");
 }

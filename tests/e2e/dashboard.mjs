@@ -82,6 +82,7 @@ try {
   check(drawn && drawn.includes("L"), "overview: the requests chart has a line");
   check(await page.getByRole("cell", { name: "Latency p95" }).count() === 0, "measures are row headers");
   check(await page.getByRole("rowheader", { name: "Latency p95" }).count() === 1, "health table has p95");
+  check(await page.locator(".alerts .notice.error").count() === 1, "the firing alert tops the overview");
   await shot(page, "overview");
   await page.click("text=Last 24 hours, by hour");
   await page.waitForURL(`${base}/admin?range=day`);
@@ -123,6 +124,17 @@ try {
   await page.click("nav >> text=Webhooks");
   check(await page.locator("tbody >> text=order_created").count() >= 1, "the order delivery is listed");
   await shot(page, "webhooks");
+
+  // The Hawk's alerts, the Sentinel's findings and the shield's removals.
+  await page.click("nav >> text=Alerts");
+  check(await page.locator("tbody tr.firing").count() === 1, "the firing alert stands out");
+  await shot(page, "alerts");
+  await page.click("nav >> text=Sentinel findings");
+  check(await page.locator("tbody >> text=ignore previous instructions").count() === 1, "the finding is listed");
+  await shot(page, "findings");
+  await page.click("nav >> text=Shield removals");
+  check(await page.locator("tbody >> text=aws_key x1").count() === 1, "the removal is listed");
+  await shot(page, "shield");
 
   // Keyboard: the skip link is the first stop and leads to the content.
   await page.keyboard.press("Tab");

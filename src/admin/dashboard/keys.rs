@@ -1,15 +1,19 @@
 //! Keys and customers: search, create (the key shown once), suspend, restore, revoke and
-//! resend, through the same functions as the JSON API; a customer's keys and usage.
+//! resend, through the same functions as the JSON API; a customer's keys, usage and findings.
 
 use super::charts::{self, LineChart, SeriesData};
+use super::findings::{Columns, FindingRow};
 use super::session::Session;
-use super::{Chrome, Notice, PER_PAGE, PageError, Pager, Template, format, paged, query_string, render, render_with};
+use super::{
+    Chrome, Notice, PER_PAGE, PageError, Pager, Template, format, keyset, page_link, paged, query_string, render,
+    render_with,
+};
 use crate::admin::{change_key_status, rotate_and_email};
 use crate::agents::accountant::report;
 use crate::customers::EmailAddress;
 use crate::gateway::AppState;
 use crate::keys::{self, KeyStatus};
-use crate::store::{KeyListing, KeySearch, UsageRecord};
+use crate::store::{FindingQuery, KeyListing, KeySearch, UsageRecord};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -120,10 +124,8 @@ async fn keys_page(
     let status = STATUSES.iter().find(|s| **s == q.status).copied();
     let search = KeySearch { text: &q.q, customer: None, status };
     let rows = app.store.search_keys(&search, PER_PAGE + 1, i64::from(q.page) * PER_PAGE).await?;
-    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| {
-        let page = if n == 0 { String::new() } else { n.to_string() };
-        format!("/admin/keys{}", query_string(&[("q", q.q.trim()), ("status", &q.status), ("page", &page)]))
-    });
+    let (rows, pager) =
+        paged(rows, q.page, PER_PAGE, |n| page_link("/admin/keys", &[("q", q.q.trim()), ("status", &q.status)], n));
     let mut chrome = Chrome::new(session, "Keys & customers", "/admin/keys");
     chrome.notices.extend(notice.or_else(|| done_notice(q.done.as_deref(), q.key.as_deref())));
     Ok(KeysPage {
@@ -295,6 +297,12 @@ struct CustomerPage {
     charts: Vec<LineChart>,
     recent: Vec<UsageRow>,
     pager: Pager,
+    findings: Vec<FindingRow>,
+    finding_columns: Columns,
+    strikes: [(&'static str, String); 2],
+    /// This customer's Sentinel findings and shield removals, all of them.
+    sentinel_href: String,
+    shield_href: String,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +314,8 @@ pub struct CustomerQuery {
 }
 
 const RECENT: i64 = 50;
+/// The newest findings on the customer page; the findings pages have the rest.
+const CUSTOMER_FINDINGS: i64 = 10;
 
 pub async fn customer(
     State(app): State<Arc<AppState>>,
@@ -318,7 +328,8 @@ pub async fn customer(
     let month = report::current_month();
     let days = report::month_range(&month).map_err(|e| PageError::BadRequest(e.to_string()))?;
     let search = KeySearch { customer: Some(id), ..KeySearch::default() };
-    let (keys, daily, recent) = tokio::join!(
+    let findings = FindingQuery { limit: CUSTOMER_FINDINGS, customer_id: Some(id), ..FindingQuery::default() };
+    let (keys, daily, recent, findings, strikes) = tokio::join!(
         app.store.search_keys(&search, 1000, 0),
         app.store.daily_usage(id, days.clone()),
         app.store.usage_page(
@@ -326,8 +337,10 @@ pub async fn customer(
             q.before.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1)),
             RECENT + 1
         ),
+        app.store.list_findings(&findings),
+        app.store.strikes(id, Utc::now()),
     );
-    let (keys, daily, mut recent) = (keys?, daily?, recent?);
+    let (keys, daily, recent, findings, strikes) = (keys?, daily?, recent?, findings?, strikes?);
 
     let today = Utc::now().date_naive();
     let labels: Vec<String> =
@@ -377,14 +390,9 @@ pub async fn customer(
     ];
 
     let here = format!("/admin/customers/{id}");
-    let more = recent.len() as i64 > RECENT;
-    recent.truncate(RECENT as usize);
-    let pager = Pager {
-        prev: q.before.map(|_| here.clone()),
-        next: more
-            .then(|| recent.last().map(|r| format!("{here}{}", query_string(&[("before", &r.at.to_rfc3339())]))))
-            .flatten(),
-    };
+    let (recent, pager) = keyset(recent, RECENT, q.before.is_some(), here.clone(), |r| {
+        format!("{here}{}", query_string(&[("before", &r.at.to_rfc3339())]))
+    });
     let mut chrome = Chrome::new(&session, detail.email.clone(), "/admin/keys");
     chrome.notices.extend(done_notice(q.done.as_deref(), q.key.as_deref()));
     render(&CustomerPage {
@@ -403,5 +411,10 @@ pub async fn customer(
         charts,
         recent: recent.iter().map(UsageRow::from).collect(),
         pager,
+        findings: findings.into_iter().map(FindingRow::from).collect(),
+        finding_columns: Columns { customer: false, kind: true, judged: true },
+        strikes: [("Strikes today", format::count(strikes.today)), ("Strikes in all", format::count(strikes.total))],
+        sentinel_href: format!("/admin/findings?customer={id}"),
+        shield_href: format!("/admin/shield?customer={id}"),
     })
 }

@@ -7,7 +7,9 @@
 //! [`Chrome`] (navigation, CSRF token, notices) and a template that extends `base.html`.
 //! A listing adds a [`Pager`] and includes `pager.html`.
 
+mod alerts;
 mod charts;
+mod findings;
 mod format;
 mod keys;
 mod money;
@@ -38,6 +40,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/keys/{id}/{action}", post(keys::act))
         .route("/admin/customers/{id}", get(keys::customer))
         .route("/admin/webhooks", get(webhooks))
+        .route("/admin/alerts", get(alerts::page))
+        .route("/admin/findings", get(findings::sentinel))
+        .route("/admin/shield", get(findings::shield))
         .route("/admin/static/{file}", get(static_file))
         .route("/admin/{*rest}", axum::routing::any(not_found))
         .layer(Extension(Arc::new(session::LoginGuard::default())))
@@ -49,6 +54,9 @@ const NAV: &[(&str, &str)] = &[
     ("Money", "/admin/money"),
     ("Keys & customers", "/admin/keys"),
     ("Webhooks", "/admin/webhooks"),
+    ("Alerts", "/admin/alerts"),
+    ("Sentinel findings", "/admin/findings"),
+    ("Shield removals", "/admin/shield"),
 ];
 
 pub struct NavItem {
@@ -104,18 +112,45 @@ impl PageQuery {
     }
 }
 
+impl Pager {
+    /// The links around page `page` (from 0); `more` says whether a next page exists.
+    /// `link(n)` is the URL of page `n`.
+    pub fn around(page: u32, more: bool, link: impl Fn(u32) -> String) -> Pager {
+        Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) }
+    }
+}
+
 /// Offset paging: the store is asked for `per_page + 1` rows, and the extra one only says
 /// there is a next page. `link(n)` is the URL of page `n`.
 pub fn paged<T>(mut rows: Vec<T>, page: u32, per_page: i64, link: impl Fn(u32) -> String) -> (Vec<T>, Pager) {
     let more = rows.len() as i64 > per_page;
     rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
-    let pager = Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) };
-    (rows, pager)
+    (rows, Pager::around(page, more, link))
 }
 
-/// `?page=n`, or nothing for the first page.
-pub fn page_param(n: u32) -> String {
-    query_string(&[("page", &if n == 0 { String::new() } else { n.to_string() })])
+/// Keyset paging, newest first: the store was asked for `per_page + 1` rows older than a
+/// cursor (`later` when the page has one), and the extra one only says there is more.
+/// `after(row)` is the URL of the page that follows `row`. Pages go forward; "previous"
+/// goes back to the newest, `first`.
+pub fn keyset<T>(
+    mut rows: Vec<T>,
+    per_page: i64,
+    later: bool,
+    first: String,
+    after: impl Fn(&T) -> String,
+) -> (Vec<T>, Pager) {
+    let more = rows.len() as i64 > per_page;
+    rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+    let next = if more { rows.last().map(after) } else { None };
+    (rows, Pager { prev: later.then_some(first), next })
+}
+
+/// `path` with `pairs` and `page=n` (left out for the first page) as its query string.
+pub fn page_link(path: &str, pairs: &[(&str, &str)], n: u32) -> String {
+    let page = if n == 0 { String::new() } else { n.to_string() };
+    let mut all = pairs.to_vec();
+    all.push(("page", &page));
+    format!("{path}{}", query_string(&all))
 }
 
 /// A query string from pairs, empty values left out.
@@ -275,7 +310,7 @@ async fn webhooks(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     let rows = app.store.webhook_events(PER_PAGE + 1, q.offset(PER_PAGE)).await?;
-    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| format!("/admin/webhooks{}", page_param(n)));
+    let (rows, pager) = paged(rows, q.page, PER_PAGE, |n| page_link("/admin/webhooks", &[], n));
     render(&WebhooksPage {
         chrome: Chrome::new(&session, "Webhook deliveries", "/admin/webhooks"),
         rows: rows.into_iter().map(WebhookRow::from).collect(),

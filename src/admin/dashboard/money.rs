@@ -4,7 +4,7 @@
 
 use super::charts::{self, BarChart, BarData};
 use super::session::Session;
-use super::{Chrome, Notice, PageError, Pager, Template, format, paged, query_string, render};
+use super::{Chrome, Notice, PageError, Pager, Template, format, page_link, paged, query_string, render};
 use crate::agents::accountant::report::{self, Line, MarginReport};
 use crate::gateway::AppState;
 use axum::extract::{Query, State};
@@ -177,11 +177,7 @@ pub async fn page(
         .collect();
     sort_lines(&mut lines, column, descending);
     let link = |sort: &str, dir: &str, page: u32| {
-        let page = if page == 0 { String::new() } else { page.to_string() };
-        format!(
-            "/admin/money{}",
-            query_string(&[("month", &month), ("q", q.q.trim()), ("sort", sort), ("dir", dir), ("page", &page)])
-        )
+        page_link("/admin/money", &[("month", &month), ("q", q.q.trim()), ("sort", sort), ("dir", dir)], page)
     };
     let headers = COLUMNS
         .iter()

@@ -1,16 +1,17 @@
-//! The overview: is the service healthy? Requests per minute, error rate, latency and the
-//! gateway's own overhead (total − upstream time) over the last hour (by minute) and day
-//! (by hour). SQL counts requests per time bucket and latency bin; percentiles come from
-//! those histograms here, since SQLite and PostgreSQL share no percentile function.
+//! The overview: is the service healthy? Firing alerts first; then requests per minute,
+//! error rate, latency and the gateway's own overhead (total − upstream time) over the last
+//! hour (by minute) and day (by hour), read from the traffic rollup (requests per time bucket
+//! and latency bin, `store/traffic.rs`); percentiles come from those histograms here, since
+//! SQLite and PostgreSQL share no percentile function.
 
 use super::charts::{self, LineChart, SeriesData};
 use super::session::Session;
-use super::{Chrome, Notice, PageError, Template, format, render};
+use super::{Chrome, Notice, PageError, Template, alerts, format, render};
 use crate::gateway::AppState;
 use crate::store::{Bucket, Store, StoreResult, bin_bounds};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,29 +27,23 @@ struct Window {
 
 impl Window {
     fn last_hour(now: DateTime<Utc>) -> Window {
-        Window::ending(now, Duration::minutes(1), 60, Bucket::Minute)
+        Window::ending(now, 60, Bucket::Minute)
     }
 
     fn last_day(now: DateTime<Utc>) -> Window {
-        Window::ending(now, Duration::hours(1), 24, Bucket::Hour)
+        Window::ending(now, 24, Bucket::Hour)
     }
 
-    fn ending(now: DateTime<Utc>, step: Duration, buckets: usize, bucket: Bucket) -> Window {
+    fn ending(now: DateTime<Utc>, buckets: usize, bucket: Bucket) -> Window {
+        let step = Duration::seconds(bucket.seconds());
         let current = now.duration_trunc(step).unwrap_or(now);
         let start = current - step * i32::try_from(buckets - 1).unwrap_or(0);
         Window { start, end: now, step, buckets, bucket }
     }
 
-    fn index_of(&self, bucket: &str) -> Option<usize> {
-        // SQLite's text has a `T` where PostgreSQL's has a space; pad to whole seconds.
-        let text = bucket.replacen('T', " ", 1);
-        let padded = match self.bucket {
-            Bucket::Minute => format!("{text}:00"),
-            Bucket::Hour => format!("{text}:00:00"),
-        };
-        let at = NaiveDateTime::parse_from_str(&padded, "%Y-%m-%d %H:%M:%S").ok()?.and_utc();
-        let index = (at - self.start).num_seconds().checked_div(self.step.num_seconds())?;
-        usize::try_from(index).ok().filter(|i| *i < self.buckets)
+    /// Where a bucket ([`Bucket::key`]) falls in the window.
+    fn index_of(&self, bucket: i64) -> Option<usize> {
+        usize::try_from(bucket - self.bucket.key(self.start)).ok().filter(|i| *i < self.buckets)
     }
 
     /// Minutes of bucket `i` that have passed (the current bucket is still filling).
@@ -98,7 +93,7 @@ async fn traffic(store: &Store, window: &Window) -> StoreResult<(Vec<Stats>, Sta
     let mut buckets = vec![Stats::default(); window.buckets];
     let mut total = Stats::default();
     for row in rows {
-        let Some(i) = window.index_of(&row.bucket) else { continue };
+        let Some(i) = window.index_of(row.bucket) else { continue };
         for stats in [&mut buckets[i], &mut total] {
             if row.series == 0 {
                 stats.requests += row.requests;
@@ -204,12 +199,17 @@ fn charts(window: &Window, buckets: &[Stats]) -> Vec<LineChart> {
     ]
 }
 
+/// Firing alerts shown on the overview; the alerts page lists them all.
+const OVERVIEW_ALERTS: i64 = 10;
+
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage {
     chrome: Chrome,
-    /// Firing alerts, shown first. Empty until the Hawk supplies them.
+    /// Firing alerts, shown first.
     alerts: Vec<Notice>,
+    /// More alerts are firing than shown.
+    more_alerts: bool,
     day_view: bool,
     summary: Vec<SummaryRow>,
     charts: Vec<LineChart>,
@@ -227,14 +227,20 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let now = Utc::now();
     let (hour, day) = (Window::last_hour(now), Window::last_day(now));
-    let (hour_traffic, day_traffic) = tokio::join!(traffic(&app.store, &hour), traffic(&app.store, &day));
+    let (hour_traffic, day_traffic, firing) = tokio::join!(
+        traffic(&app.store, &hour),
+        traffic(&app.store, &day),
+        alerts::firing_notices(&app.store, OVERVIEW_ALERTS)
+    );
     let ((hour_buckets, hour_total), (day_buckets, day_total)) = (hour_traffic?, day_traffic?);
+    let (alerts, more_alerts) = firing?;
     let minutes = |w: &Window| ((w.end - w.start).num_seconds() as f64 / 60.0).max(1.0);
     let day_view = q.range.as_deref() == Some("day");
     let charts = if day_view { charts(&day, &day_buckets) } else { charts(&hour, &hour_buckets) };
     render(&OverviewPage {
         chrome: Chrome::new(&session, "Overview", "/admin"),
-        alerts: Vec::new(),
+        alerts,
+        more_alerts,
         day_view,
         summary: summary(&hour_total, &day_total, minutes(&hour), minutes(&day)),
         charts,
@@ -244,6 +250,7 @@ pub async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDateTime;
 
     #[test]
     fn percentiles_interpolate_within_bins() {
@@ -255,14 +262,17 @@ mod tests {
     }
 
     #[test]
-    fn buckets_from_both_backends_land_in_place() {
+    fn buckets_land_in_place() {
         let now = NaiveDateTime::parse_from_str("2026-03-01 12:34:56", "%Y-%m-%d %H:%M:%S").expect("time").and_utc();
+        let at = |text: &str| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").expect("time").and_utc();
         let hour = Window::last_hour(now);
-        assert_eq!(hour.index_of("2026-03-01T12:34"), Some(59));
-        assert_eq!(hour.index_of("2026-03-01 11:35"), Some(0));
-        assert_eq!(hour.index_of("2026-03-01 11:34"), None);
+        assert_eq!(hour.index_of(Bucket::Minute.key(now)), Some(59));
+        assert_eq!(hour.index_of(Bucket::Minute.key(at("2026-03-01 11:35:00"))), Some(0));
+        assert_eq!(hour.index_of(Bucket::Minute.key(at("2026-03-01 11:34:59"))), None);
+        assert_eq!(hour.index_of(Bucket::Minute.key(now) + 1), None, "a clock ahead of this one");
         let day = Window::last_day(now);
-        assert_eq!(day.index_of("2026-03-01T12"), Some(23));
+        assert_eq!(day.index_of(Bucket::Hour.key(now)), Some(23));
+        assert_eq!(day.index_of(Bucket::Hour.key(at("2026-02-28 13:59:59"))), Some(0));
         assert!((day.minutes_in(23) - 34.9333).abs() < 0.01, "the current hour is partial");
     }
 }

@@ -2,13 +2,15 @@
 //! SameSite=Strict cookie, known to the database only by an HMAC under the admin key (so
 //! sessions survive restarts, work on every instance, and all end when the key changes).
 //! Each session has a CSRF token derived from its own token, checked on every form that
-//! changes anything. Failed sign-ins are counted per client IP in memory; from the fifth,
-//! the IP is locked out for an exponentially growing time.
+//! changes anything. Failed sign-ins are counted in memory per client, as the firewall knows
+//! it (the real client behind a trusted proxy, never the proxy; IPv6 per /64, as its rate
+//! limits count); from the fifth, the client is locked out for an exponentially growing time.
 
 use super::{PageError, Template, render, render_with};
+use crate::firewall::{LimitKey, Origin, limit_key};
 use crate::gateway::AppState;
 use crate::keys::secrets_match;
-use axum::extract::{ConnectInfo, Extension, FromRequestParts, State};
+use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,10 +113,11 @@ fn cookie(app: &AppState, value: &str, max_age: u64) -> Result<HeaderValue, Page
     HeaderValue::from_str(&cookie).map_err(|_| PageError::Internal("cookie"))
 }
 
-/// Failed sign-ins per client IP (memory only: an instance restart forgives everyone).
+/// Failed sign-ins per client (memory only: an instance restart forgives everyone). A client
+/// is an IPv4 address or an IPv6 /64, like the firewall's per-IP budgets ([`limit_key`]).
 #[derive(Default)]
 pub struct LoginGuard {
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<LimitKey, Failures>>,
 }
 
 #[derive(Clone, Copy)]
@@ -134,30 +137,31 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_TRACKED: usize = 10_000;
 
 impl LoginGuard {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKey, Failures>> {
         // The table stays consistent even if a holder panicked: every update is one insert.
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How long `ip` must still wait, if it is locked out.
     pub fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let until = self.table().get(&ip)?.locked_until?;
+        let until = self.table().get(&limit_key(ip))?.locked_until?;
         until.checked_duration_since(now).filter(|d| !d.is_zero())
     }
 
     /// Counts a failure; returns the lockout it starts, if any.
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let client = limit_key(ip);
         let mut table = self.table();
-        if table.len() >= MAX_TRACKED && !table.contains_key(&ip) {
+        if table.len() >= MAX_TRACKED && !table.contains_key(&client) {
             table.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER && f.locked_until.is_some_and(|u| u > now));
             if table.len() >= MAX_TRACKED {
                 // Still full of live lockouts: evict the stalest entry rather than grow.
-                if let Some(oldest) = table.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip) {
+                if let Some(oldest) = table.iter().min_by_key(|(_, f)| f.last).map(|(client, _)| *client) {
                     table.remove(&oldest);
                 }
             }
         }
-        let entry = table.entry(ip).or_insert(Failures { count: 0, last: now, locked_until: None });
+        let entry = table.entry(client).or_insert(Failures { count: 0, last: now, locked_until: None });
         if now.duration_since(entry.last) >= FORGET_AFTER {
             *entry = Failures { count: 0, last: now, locked_until: None };
         }
@@ -170,7 +174,7 @@ impl LoginGuard {
     }
 
     pub fn succeeded(&self, ip: IpAddr) {
-        self.table().remove(&ip);
+        self.table().remove(&limit_key(ip));
     }
 }
 
@@ -206,11 +210,12 @@ fn wait_message(wait: Duration) -> (StatusCode, String, Option<(header::HeaderNa
 pub async fn login(
     State(app): State<Arc<AppState>>,
     Extension(guard): Extension<Arc<LoginGuard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(origin): Extension<Origin>,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let admin_key = app.config.admin_key.as_ref().ok_or(PageError::Disabled)?;
-    let (ip, now) = (peer.ip(), Instant::now());
+    // The firewall's client, not the TCP peer: behind Cloudflare every peer is a proxy.
+    let (ip, now) = (origin.client.ip, Instant::now());
     // While locked out, the key is not even compared: guessing gains nothing.
     if let Some(wait) = guard.locked_for(ip, now) {
         let (status, message, retry) = wait_message(wait);
@@ -274,6 +279,18 @@ mod tests {
         assert!(guard.locked_for([10, 0, 0, 2].into(), t0).is_none(), "other addresses are unaffected");
         guard.succeeded(ip);
         assert!(guard.locked_for(ip, t0).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let guard = LoginGuard::default();
+        let t0 = Instant::now();
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        for n in 0..=FREE_FAILURES {
+            guard.failed(ip(&format!("2001:db8:1:2::{}", n + 1)), t0);
+        }
+        assert!(guard.locked_for(ip("2001:db8:1:2:ffff::1"), t0).is_some(), "new addresses in the /64 do not help");
+        assert!(guard.locked_for(ip("2001:db8:1:3::1"), t0).is_none(), "the next /64 is someone else");
     }
 
     #[test]
