@@ -187,7 +187,7 @@ impl Store {
             for bucket in Bucket::ALL {
                 let sql = bucket.sql();
                 let deltas: Vec<_> = traffic_deltas(records, bucket, kept_since).into_iter().collect();
-                for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+                for chunk in statement_chunks(&deltas) {
                     let mut query = sqlx::QueryBuilder::new(sql.insert.as_str());
                     query.push_values(chunk, |mut row, ((key, series, bin), d)| {
                         row.push_bind(key).push_bind(*series).push_bind(*bin).push_bind(d.requests).push_bind(d.errors);
