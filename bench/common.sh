@@ -4,7 +4,9 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 out=bench/out; mkdir -p "$out"
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+for tool in wrk hey; do
+  command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool; }
+done
 cargo build --release --bins --quiet
 bin="${CARGO_TARGET_DIR:-target}/release"
 
@@ -45,7 +47,7 @@ start_variant() {
   wait_healthy "$port"
 }
 ROUND_COLUMNS=(round variant rps cpu_us mock_cpu_us p50_us p99_us)
-tag_of() { echo "$1" | tr -c 'a-z0-9\n' '_'; }
+tag_of() { echo "$1" | tr "A-Z" "a-z" | tr -c "a-z0-9\n" "_"; }
 variant_median() { # title variant column
   local col; for col in "${!ROUND_COLUMNS[@]}"; do [ "${ROUND_COLUMNS[$col]}" = "$3" ] && break; done
   awk -v v="$2" -v c=$((col + 1)) '$2 == v {print $c}' "$out/$(tag_of "$1")_rounds.txt" | median 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gateway overhead benchmark (issue: foundation). Builds release binaries, starts the mock
 # upstream and `omi serve` (SQLite, key auth on), and measures side by side in one run:
-# the mock directly vs. the mock through omi. Results go to stdout and bench/out/.
+# the mock directly vs. the mock through omi: wrk at saturation (c=50) and at c=1, hey at a
+# fixed rate (RATE, default 1,000 requests/s). Results go to stdout and bench/out/.
 #   bench/gateway.sh            # full run (about 2 minutes after the build)
 #   DURATION=5 bench/gateway.sh # shorter
 set -euo pipefail
@@ -33,6 +34,17 @@ run omi_c50 "http://127.0.0.1:$OMI_PORT" 50 & load=$!
 sleep $((DURATION / 2)); load_rss=$(rss $omi_pid); wait $load
 peak_rss=$(hwm $omi_pid)
 
+# Fixed rate (hey: RATE requests/s from 10 workers, each throttled), p50/p99 each way.
+RATE="${RATE:-1000}"
+fixed_rate() { # name url
+  hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -m POST -T application/json -H "Authorization: Bearer $OMI_BENCH_KEY" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in three words"}]}' \
+    "$2/v1/chat/completions" >"$out/$1.txt"
+}
+hey_pct() { awk -v p="$2%" '$1==p && $2=="in" {printf "%.0f", $3 * 1000000}' "$out/$1.txt"; }
+fixed_rate direct_rate "http://127.0.0.1:$MOCK_PORT"
+fixed_rate omi_rate "http://127.0.0.1:$OMI_PORT"
+
 # Streaming time to first byte, 50 sequential requests each way.
 ttfb() {
   local total=0
@@ -54,6 +66,10 @@ d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
     "$(awk -v a="$(rps omi_c50)" -v b="$(rps direct_c50)" 'BEGIN {printf "%.2f", a/b}')"
   printf "latency c=1 p50      direct %8s us      through omi %8s us      added %s us\n" "$d50" "$o50" "$(awk -v a="$o50" -v b="$d50" 'BEGIN {printf "%.0f", a-b}')"
   printf "latency c=1 p99      direct %8s us      through omi %8s us      added %s us\n" "$d99" "$o99" "$(awk -v a="$o99" -v b="$d99" 'BEGIN {printf "%.0f", a-b}')"
+  for p in 50 99; do
+    printf "fixed %s/s p%s     direct %8s us      through omi %8s us      added %s us\n" "$RATE" "$p" "$(hey_pct direct_rate $p)" \
+      "$(hey_pct omi_rate $p)" "$(($(hey_pct omi_rate $p) - $(hey_pct direct_rate $p)))"
+  done
   printf "stream TTFB (mean)   direct %8s us      through omi %8s us      added %s us\n" "$ttfb_direct" "$ttfb_omi" "$((ttfb_omi - ttfb_direct))"
   printf "omi RSS              idle %s MiB, under c=50 load %s MiB, peak %s MiB\n" "$idle_rss" "$load_rss" "$peak_rss"
   echo "gateway overhead histogram: omi_gateway_overhead_seconds at /metrics"

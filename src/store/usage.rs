@@ -69,16 +69,22 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (id, request_id, at, key_i
     prompt_tokens, cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok,
     usage_estimated, aborted) ";
 
-/// Rows per multi-row statement, largest first (512 rows of 19 parameters stay under both
-/// backends' bind limits). A batch is cut into these sizes so that only a few distinct
-/// statements exist, each parsed once per connection and then served from the statement
-/// cache: with one statement text per batch size, SQLite spent more time parsing each
-/// flush's INSERT than running it.
-const STATEMENT_ROWS: [usize; 6] = [512, 128, 32, 8, 2, 1];
+/// How batches are cut into multi-row statements, largest first; 1,000 rows of 19 parameters
+/// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
+/// fresh INSERT of hundreds of rows cost more than running it, so batches are cut into a few
+/// fixed sizes whose statements stay in the statement cache. On PostgreSQL every statement
+/// is a round trip, which costs more than parsing: as few statements as possible.
+const SQLITE_STATEMENT_ROWS: &[usize] = &[128, 32, 8, 2, 1];
+const POSTGRES_STATEMENT_ROWS: &[usize] = &[1000];
 
-fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+/// `items` in chunks of the first size in `sizes` that fits; a remainder smaller than every
+/// size is one chunk.
+fn statement_chunks<'a, T>(mut items: &'a [T], sizes: &'static [usize]) -> impl Iterator<Item = &'a [T]> {
     std::iter::from_fn(move || {
-        let size = STATEMENT_ROWS.into_iter().find(|&rows| rows <= items.len())?;
+        if items.is_empty() {
+            return None;
+        }
+        let size = sizes.iter().copied().find(|&rows| rows <= items.len()).unwrap_or(items.len());
         let (chunk, rest) = items.split_at(size);
         items = rest;
         Some(chunk)
@@ -140,9 +146,13 @@ impl Store {
             return Ok(());
         }
         let kept_since = Utc::now() - TRAFFIC_KEPT;
+        let sizes = match self {
+            Store::Sqlite(_) => SQLITE_STATEMENT_ROWS,
+            Store::Postgres(_) => POSTGRES_STATEMENT_ROWS,
+        };
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            for chunk in statement_chunks(records) {
+            for chunk in statement_chunks(records, sizes) {
                 let mut query = sqlx::QueryBuilder::new(INSERT_USAGE);
                 query.push_values(chunk, |mut row, r| {
                     row.push_bind(r.id)
@@ -168,7 +178,7 @@ impl Store {
                 query.build().execute(&mut *tx).await?;
             }
             let deltas: Vec<_> = daily_deltas(records).into_iter().collect();
-            for chunk in statement_chunks(&deltas) {
+            for chunk in statement_chunks(&deltas, sizes) {
                 let mut query = sqlx::QueryBuilder::new(ADD_TO_DAILY);
                 query.push_values(chunk, |mut row, ((day, customer_id), d)| {
                     row.push_bind(day)
@@ -187,7 +197,7 @@ impl Store {
             for bucket in Bucket::ALL {
                 let sql = bucket.sql();
                 let deltas: Vec<_> = traffic_deltas(records, bucket, kept_since).into_iter().collect();
-                for chunk in statement_chunks(&deltas) {
+                for chunk in statement_chunks(&deltas, sizes) {
                     let mut query = sqlx::QueryBuilder::new(sql.insert.as_str());
                     query.push_values(chunk, |mut row, ((key, series, bin), d)| {
                         row.push_bind(key).push_bind(*series).push_bind(*bin).push_bind(d.requests).push_bind(d.errors);
@@ -285,14 +295,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_cut_into_few_statement_sizes_covering_every_row_in_order() {
-        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 5000] {
-            let items: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
-            assert!(chunks.iter().all(|c| STATEMENT_ROWS.contains(&c.len())), "n={n}");
-            assert_eq!(chunks.concat(), items, "n={n}");
+    fn batches_are_cut_into_the_backend_sizes_covering_every_row_in_order() {
+        for sizes in [SQLITE_STATEMENT_ROWS, POSTGRES_STATEMENT_ROWS] {
+            for n in [0, 1, 2, 3, 511, 512, 513, 1000, 1001, 5000] {
+                let items: Vec<usize> = (0..n).collect();
+                let chunks: Vec<&[usize]> = statement_chunks(&items, sizes).collect();
+                assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= sizes[0]), "n={n}");
+                assert_eq!(chunks.concat(), items, "n={n}");
+            }
         }
-        let sizes: Vec<usize> = statement_chunks(&[(); 1000]).map(<[()]>::len).collect();
-        assert_eq!(sizes, vec![512, 128, 128, 128, 32, 32, 32, 8]);
+        let sqlite: Vec<usize> = statement_chunks(&[(); 1000], SQLITE_STATEMENT_ROWS).map(<[()]>::len).collect();
+        assert_eq!(sqlite, [vec![128; 7], vec![32, 32, 8]].concat(), "only cached sizes on SQLite");
+        let postgres: Vec<usize> = statement_chunks(&[(); 2500], POSTGRES_STATEMENT_ROWS).map(<[()]>::len).collect();
+        assert_eq!(postgres, vec![1000, 1000, 500], "few round trips on PostgreSQL");
     }
 }
