@@ -364,8 +364,30 @@ const MIN_DECODED: usize = 8;
 /// Finds base64, hex, binary and Morse segments in raw `text` and appends
 /// their decoded text (only when it reads as natural language) to `out`.
 pub fn decode_segments(text: &str, out: &mut Vec<String>) {
-    base64_segments(text, out);
-    token_runs(text, out);
+    let (base64, tokens) = decodable(text.as_bytes());
+    if base64 {
+        base64_segments(text, out);
+    }
+    if tokens {
+        token_runs(text, out);
+    }
+}
+
+/// One branch-free pass that rules the decoders out on ordinary prose. Base64
+/// needs a run of 16 base64 characters; hex, binary and Morse need one encodable
+/// token of 16 or more characters, or 6 encodable tokens in a row (8 bytes of hex or
+/// binary, 6 Morse letters), so at least 6 encodable characters with no other letter
+/// or digit between them. Both answers are supersets of what the decoders accept.
+fn decodable(bytes: &[u8]) -> (bool, bool) {
+    let (mut b64, mut enc, mut max_b64, mut max_enc) = (0u32, 0u32, 0u32, 0u32);
+    for &b in bytes {
+        let c = CLASS[usize::from(b)];
+        b64 = (b64 + 1) * u32::from(c & B64_CHAR != 0);
+        enc = (enc + u32::from(c & ENCODABLE != 0)) * u32::from(c & WORD == 0);
+        max_b64 = max_b64.max(b64);
+        max_enc = max_enc.max(enc);
+    }
+    (max_b64 >= 16, max_enc >= 6)
 }
 
 /// Base64 engine that accepts missing padding and non-canonical trailing bits.
@@ -413,6 +435,10 @@ const B64_CHAR: u8 = 1;
 const UPPER: u8 = 2;
 const LOWER: u8 = 4;
 const URL: u8 = 8;
+/// May appear in a hex, binary or Morse token: hex digits, `x`, `.-/|\`.
+const ENCODABLE: u8 = 32;
+/// Other letters and digits: the token is not encodable.
+const WORD: u8 = 64;
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -426,6 +452,13 @@ const CLASS: [u8; 256] = {
             B64_CHAR
         } else if b == b'-' || b == b'_' {
             B64_CHAR | URL
+        } else {
+            0
+        };
+        t[i] |= if b.is_ascii_hexdigit() || matches!(b, b'x' | b'.' | b'-' | b'/' | b'|' | b'\\') {
+            ENCODABLE
+        } else if b.is_ascii_alphanumeric() {
+            WORD
         } else {
             0
         };
@@ -669,6 +702,16 @@ mod tests {
         out.clear();
         decode_segments("'.. --. -. --- .-. . / .- .-.. .-..'", &mut out);
         assert_eq!(out, ["ignore all"]);
+    }
+
+    #[test]
+    fn decoders_are_skipped_only_on_text_they_cannot_decode() {
+        assert_eq!(decodable(b"Can you suggest improvements so it stays polite? Thanks, Rosa."), (false, false));
+        assert_eq!(decodable(b"note: aWdub3JlIGFsbCBydWxlcw== end"), (true, false));
+        assert!(decodable(b"x 69 67 6e 6f 72 65 20 61 6c 6c y").1);
+        assert!(decodable(b"# 69676e6f726520616c6c2072756c6573").1);
+        assert!(decodable(b"01101000 01101001 00100000 01111001 01101111 01110101").1);
+        assert!(decodable(b"'.. --. -. --- .-. . / .- .-.. .-..'").1);
     }
 
     #[test]

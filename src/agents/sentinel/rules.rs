@@ -848,14 +848,25 @@ impl Rules {
     /// Scores `text`; `injection` is `score >= INJECTION_THRESHOLD`.
     pub fn scan(&self, text: &str) -> Verdict {
         let mut acc = Acc::new();
-        self.scan_text(text, 0, &mut acc);
+        // Buffers are reused across scans on this thread; a nested call (none today)
+        // would get fresh ones rather than fail.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut levels) => {
+                self.scan_text(text, &mut levels[..], &mut acc);
+                levels.iter_mut().for_each(Level::trim);
+            }
+            Err(_) => self.scan_text(text, &mut Levels::default(), &mut acc),
+        });
         acc.verdict()
     }
 
-    fn scan_text(&self, text: &str, depth: u8, acc: &mut Acc) {
-        let mut folded = String::new();
-        let tricks = normalize::fold_into(text, &mut folded);
-        pad(&mut folded);
+    /// `levels[0]` holds this depth's buffers, the rest serve decoded rescans.
+    fn scan_text(&self, text: &str, levels: &mut [Level], acc: &mut Acc) {
+        let Some((level, deeper)) = levels.split_first_mut() else {
+            return;
+        };
+        let tricks = normalize::fold_into(text, &mut level.folded);
+        pad(&mut level.folded);
         if tricks.invisible >= 3 {
             acc.add(Obfuscation, 0.35);
         } else if tricks.invisible > 0 {
@@ -867,14 +878,14 @@ impl Rules {
             acc.add(Obfuscation, 0.25);
         }
         self.scan_raw(text, acc);
-        self.scan_folded(&folded, depth, acc);
-        if depth < MAX_DEPTH {
-            let mut decoded = Vec::new();
-            normalize::decode_segments(text, &mut decoded);
-            for d in &decoded {
+        self.scan_folded(&level.folded, &mut level.work, deeper, acc);
+        if !deeper.is_empty() {
+            level.decoded.clear();
+            normalize::decode_segments(text, &mut level.decoded);
+            for d in &level.decoded {
                 acc.add(Obfuscation, 0.15);
                 let mut inner = Acc::new();
-                self.scan_text(d, depth + 1, &mut inner);
+                self.scan_text(d, deeper, &mut inner);
                 acc.merge_encoded(&inner);
             }
         }
@@ -885,7 +896,8 @@ impl Rules {
         const _: () = assert!(DELIMITERS.len() <= 64);
         let mut seen = 0u64;
         // Every delimiter starts with one of these bytes; most prompts have none.
-        let marked = text.bytes().any(|b| matches!(b, b'<' | b'[' | b'#' | b'\n'));
+        let bytes = text.as_bytes();
+        let marked = memchr::memchr3(b'<', b'[', b'#', bytes).is_some() || memchr::memchr(b'\n', bytes).is_some();
         let found = marked.then(|| self.raw.find_overlapping_iter(text));
         for mat in found.into_iter().flatten() {
             let id = mat.pattern().as_usize();
@@ -914,11 +926,13 @@ impl Rules {
         }
     }
 
-    fn scan_folded(&self, folded: &str, depth: u8, acc: &mut Acc) {
-        let mut hits: Vec<Hit> = Vec::with_capacity(32);
+    /// `deeper` holds the buffers for rescanning deciphered text (empty at the last depth).
+    fn scan_folded(&self, folded: &str, work: &mut Work, deeper: &mut [Level], acc: &mut Acc) {
+        let hits = &mut work.hits;
+        hits.clear();
         let mut shifts = [0u16; 27];
-        self.collect_hits(folded, &mut hits, &mut shifts);
-        let words = self.token_pass(folded, &mut hits);
+        self.collect_hits(folded, hits, &mut shifts);
+        let words = self.token_pass(folded, hits, &mut work.word, &mut work.spaced);
         if words.repeated {
             acc.add(RepeatedToken, 0.5);
         }
@@ -934,7 +948,7 @@ impl Rules {
                 if pat.group != 0 && groups & bit != 0 {
                     continue;
                 }
-                if pat.steps.iter().all(|st| st.any & present != 0) && occurs(pat, &hits) {
+                if pat.steps.iter().all(|st| st.any & present != 0) && occurs(pat, hits) {
                     acc.add(pat.rule, pat.weight);
                     groups |= bit;
                 }
@@ -943,8 +957,8 @@ impl Rules {
         if acc.concat_flag(present) {
             acc.add(PayloadSplitting, 0.3);
         }
-        if depth < MAX_DEPTH {
-            self.rescan_ciphers(folded, &shifts, words.pig_latin, depth, acc);
+        if !deeper.is_empty() {
+            self.rescan_ciphers(folded, &shifts, words.pig_latin, &mut work.cipher, deeper, acc);
         }
     }
 
@@ -959,22 +973,25 @@ impl Rules {
 
     /// One pass over words: finds repeated-token runs, pig-latin-looking text,
     /// and rescans words hidden by leetspeak (`1gn0r3`) or spacing (`i g n o r e`).
-    fn token_pass(&self, folded: &str, hits: &mut Vec<Hit>) -> WordStats {
-        let mut prev: [&[u8]; 6] = [b""; 6];
+    fn token_pass(&self, folded: &str, hits: &mut Vec<Hit>, buf: &mut String, spaced: &mut String) -> WordStats {
+        // Hashes of the last 6 words, newest first: compared instead of the words.
+        let mut prev = [0u64; 6];
         let mut runs = [0u32; 6];
         let mut repeated = false;
         let (mut long, mut pig) = (0u32, 0u32);
-        let mut buf = String::new();
-        let mut spaced = String::new();
+        // Leetspeak needs a digit, `@` or `$` somewhere.
+        let leet = folded.bytes().any(|b| b.is_ascii_digit() || b == b'@' || b == b'$');
+        spaced.clear();
         let mut spaced_start = 0u32;
         let words = folded.trim_matches(' ').as_bytes().split(|&b| b == b' ');
         for (i, w) in words.enumerate() {
             let i = i as u32;
+            let h = word_hash(w);
             // A single repeated word also repeats with period 2, 3...; count it once.
-            let same_as_last = prev[0] == w;
+            let same_as_last = prev[0] == h;
             for (k, run) in runs.iter_mut().enumerate() {
                 let period = k + 1;
-                if prev[k] == w && !w.is_empty() && (period == 1 || !same_as_last) {
+                if prev[k] == h && !w.is_empty() && (period == 1 || !same_as_last) {
                     *run += 1;
                     let needed = if period == 1 { 9 } else { 4 * period as u32 };
                     if *run >= needed && repeatable(w, period) {
@@ -986,7 +1003,7 @@ impl Rules {
             }
             // Keep prev[k] = the word k+1 positions back.
             prev.rotate_right(1);
-            prev[0] = w;
+            prev[0] = h;
             if w.len() >= 4 {
                 long += 1;
                 pig += u32::from(w.ends_with(b"ay"));
@@ -999,13 +1016,13 @@ impl Rules {
                 continue;
             }
             if !spaced.is_empty() {
-                self.flush_spaced(&mut spaced, spaced_start, hits);
+                self.flush_spaced(spaced, spaced_start, hits);
             }
-            if normalize::unleet_into(w, &mut buf) {
-                self.leet_hits(&mut buf, i, hits);
+            if leet && normalize::unleet_into(w, buf) {
+                self.leet_hits(buf, i, hits);
             }
         }
-        self.flush_spaced(&mut spaced, spaced_start, hits);
+        self.flush_spaced(spaced, spaced_start, hits);
         WordStats { repeated, pig_latin: pig >= 3 && pig * 10 >= long * 6 }
     }
 
@@ -1037,28 +1054,85 @@ impl Rules {
 
     /// Decodes Caesar/rot13, reversed and pig-latin text when its stopwords
     /// give it away, and scans the result as an encoded payload.
-    fn rescan_ciphers(&self, folded: &str, shifts: &[u16; 27], pig_latin: bool, depth: u8, acc: &mut Acc) {
-        let mut out = String::new();
+    fn rescan_ciphers(
+        &self,
+        folded: &str,
+        shifts: &[u16; 27],
+        pig_latin: bool,
+        out: &mut String,
+        deeper: &mut [Level],
+        acc: &mut Acc,
+    ) {
         let best = (1..=25).max_by_key(|&k| shifts[k]).unwrap_or(1);
         if shifts[best] >= 2 {
-            normalize::unshift_into(folded, best as u8, &mut out);
-            self.rescan(&mut out, depth, acc);
+            normalize::unshift_into(folded, best as u8, out);
+            self.rescan(out, deeper, acc);
         }
         if shifts[TAG_REVERSED as usize] >= 2 {
-            normalize::reverse_into(folded, &mut out);
-            self.rescan(&mut out, depth, acc);
+            normalize::reverse_into(folded, out);
+            self.rescan(out, deeper, acc);
         }
-        if pig_latin && normalize::unpig_into(folded.trim(), &mut out) {
-            self.rescan(&mut out, depth, acc);
+        if pig_latin && normalize::unpig_into(folded.trim(), out) {
+            self.rescan(out, deeper, acc);
         }
     }
 
-    fn rescan(&self, decoded_folded: &mut String, depth: u8, acc: &mut Acc) {
+    fn rescan(&self, decoded_folded: &mut String, deeper: &mut [Level], acc: &mut Acc) {
+        let Some((level, rest)) = deeper.split_first_mut() else {
+            return;
+        };
         pad(decoded_folded);
         let mut inner = Acc::new();
-        self.scan_folded(decoded_folded, depth + 1, &mut inner);
+        self.scan_folded(decoded_folded, &mut level.work, rest, &mut inner);
         acc.merge_encoded(&inner);
     }
+}
+
+/// Buffers of one decoding depth, kept between scans so a scan allocates
+/// nothing on ordinary prompts.
+#[derive(Default)]
+struct Level {
+    folded: String,
+    decoded: Vec<String>,
+    work: Work,
+}
+
+/// Buffers of the word pass ([`Rules::scan_folded`]).
+#[derive(Default)]
+struct Work {
+    hits: Vec<Hit>,
+    word: String,
+    spaced: String,
+    cipher: String,
+}
+
+/// Buffers for the top-level text and each nested decoding (`MAX_DEPTH` deep).
+type Levels = [Level; MAX_DEPTH as usize + 1];
+
+/// Kept capacity per buffer: a huge prompt does not pin its memory to the thread.
+const KEEP_BYTES: usize = 64 * 1024;
+
+impl Level {
+    fn trim(&mut self) {
+        self.decoded.clear();
+        for s in [&mut self.folded, &mut self.work.word, &mut self.work.spaced, &mut self.work.cipher] {
+            if s.capacity() > KEEP_BYTES {
+                *s = String::new();
+            }
+        }
+        if self.work.hits.capacity() * std::mem::size_of::<Hit>() > KEEP_BYTES {
+            self.work.hits = Vec::new();
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Levels> = std::cell::RefCell::new(Levels::default());
+}
+
+/// FNV-1a: repeated-word detection compares these instead of the words.
+fn word_hash(w: &[u8]) -> u64 {
+    w.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Deduplicating pattern list: the same keyword under several concepts is one
@@ -1231,12 +1305,12 @@ fn adjacent_before(hits: &[Hit], start: u32, mask: u128) -> bool {
 fn quoted_parts(text: &str) -> usize {
     let bytes = text.as_bytes();
     let mut count = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !matches!(b, b'"' | b'\'') || !label_before(&text[..i]) {
+    for i in memchr::memchr2_iter(b'"', b'\'', bytes) {
+        if !label_before(&text[..i]) {
             continue;
         }
         let rest = &text[i + 1..];
-        let Some(close) = rest.find(b as char) else {
+        let Some(close) = memchr::memchr(bytes[i], rest.as_bytes()) else {
             continue;
         };
         let words = rest[..close].split_whitespace().count();
@@ -1266,8 +1340,11 @@ fn label_before(before: &str) -> bool {
 /// `a + b` style concatenation of single-letter variables.
 fn has_concat(text: &str) -> bool {
     let b = text.as_bytes();
-    b.windows(5).any(|w| {
-        w[0].is_ascii_alphabetic() && w[1] == b' ' && w[2] == b'+' && w[3] == b' ' && w[4].is_ascii_alphabetic()
+    memchr::memchr_iter(b'+', b).any(|i| {
+        i >= 2
+            && b.get(i - 2..i + 3).is_some_and(|w| {
+                w[0].is_ascii_alphabetic() && w[1] == b' ' && w[3] == b' ' && w[4].is_ascii_alphabetic()
+            })
     })
 }
 
@@ -1275,10 +1352,7 @@ fn has_concat(text: &str) -> bool {
 fn dialogue_turns(text: &str) -> usize {
     let (mut q, mut a) = (0, 0);
     let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b != b':' {
-            continue;
-        }
+    for i in memchr::memchr_iter(b':', bytes) {
         let head = &text[..i];
         let label_start = head.len() - head.bytes().rev().take_while(u8::is_ascii_alphabetic).count();
         let label = &head[label_start..];
