@@ -1235,9 +1235,14 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Levels> = std::cell::RefCell::new(Levels::default());
 }
 
-/// FNV-1a: repeated-word detection compares these instead of the words.
+/// Repeated-word detection compares these instead of the words.
 fn word_hash(w: &[u8]) -> u64 {
-    w.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    // Eight bytes per step: words are short, so this is one or two multiplications.
+    w.chunks(8).fold(w.len() as u64, |h, c| {
+        let mut x = [0u8; 8];
+        x[..c.len()].copy_from_slice(c);
+        (h ^ u64::from_le_bytes(x)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+    })
 }
 
 /// Deduplicating pattern list: the same keyword under several concepts is one
@@ -1251,7 +1256,14 @@ struct Table {
 
 impl Table {
     fn compile(self, kind: AhoCorasickKind) -> Matcher {
-        Matcher { ac: build(&self.texts, false, kind), kws: self.kws }
+        // Word patterns start with a space, the commonest byte: a prefilter only adds work.
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .kind(Some(kind))
+            .prefilter(false)
+            .build(&self.texts)
+            .expect("static keyword tables always compile");
+        Matcher { ac, kws: self.kws }
     }
 
     fn add(&mut self, text: String, mask: u128, spaces: u32, tag: u8) {
