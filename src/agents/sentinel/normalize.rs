@@ -378,26 +378,18 @@ pub fn decode_segments(text: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Rules the decoders out on ordinary prose, one space-separated chunk at a time
-/// (chunks are found with `memchr`, and most words are rejected by their first
-/// letters). Base64 needs a run of 16 base64 characters with both cases; hex, binary
+/// Rules the decoders out on ordinary prose, one token at a time (most words are
+/// rejected by their first letters). Base64 needs a run of 16 base64 characters with both cases; hex, binary
 /// and Morse need one encodable token of 16 or more characters, or 6 encodable tokens
 /// in a row (8 bytes of hex or binary, 6 Morse letters). Both answers are supersets
 /// of what the decoders accept: punctuation the decoders trim is ignored here.
 fn decodable(bytes: &[u8]) -> (bool, bool) {
     let (mut base64, mut tokens, mut run) = (false, false, 0u32);
-    // `token_runs` splits on ASCII whitespace and `,`; `memchr` finds the usual three.
-    let rare_space = memchr::memchr3(b'\t', b'\r', 0x0c, bytes).is_some() || memchr::memchr(0x0b, bytes).is_some();
-    let next = |rest: &[u8]| {
-        if rare_space {
-            rest.iter().position(|&b| b.is_ascii_whitespace() || b == b',')
-        } else {
-            memchr::memchr3(b' ', b',', b'\n', rest)
-        }
-    };
     let mut start = 0;
     while start <= bytes.len() && !(base64 && tokens) {
-        let end = next(&bytes[start..]).map_or(bytes.len(), |i| start + i);
+        // `token_runs` splits on ASCII whitespace and `,`.
+        let end = bytes[start..].iter().position(|&b| CLASS[usize::from(b)] & SEPARATOR != 0);
+        let end = end.map_or(bytes.len(), |i| start + i);
         let chunk = &bytes[start..end];
         start = end + 1;
         if chunk.len() >= 16 && !base64 {
@@ -483,6 +475,8 @@ const B64_CHAR: u8 = 1;
 const UPPER: u8 = 2;
 const LOWER: u8 = 4;
 const URL: u8 = 8;
+/// Token separator of `token_runs`: ASCII whitespace and `,`.
+const SEPARATOR: u8 = 16;
 /// May appear in a hex, binary or Morse token: hex digits, `x`, `.-/|\`.
 const ENCODABLE: u8 = 32;
 /// Other letters and digits: the token is not encodable.
@@ -503,7 +497,9 @@ const CLASS: [u8; 256] = {
         } else {
             0
         };
-        t[i] |= if b.is_ascii_hexdigit() || matches!(b, b'x' | b'.' | b'-' | b'/' | b'|' | b'\\') {
+        t[i] |= if b.is_ascii_whitespace() || b == b',' {
+            SEPARATOR
+        } else if b.is_ascii_hexdigit() || matches!(b, b'x' | b'.' | b'-' | b'/' | b'|' | b'\\') {
             ENCODABLE
         } else if b.is_ascii_alphanumeric() {
             WORD

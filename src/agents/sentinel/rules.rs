@@ -1085,7 +1085,8 @@ impl Rules {
         let mut repeated = false;
         let (mut long, mut pig) = (0u32, 0u32);
         // Leetspeak needs a digit, `@` or `$` somewhere.
-        let leet = folded.bytes().any(|b| b.is_ascii_digit() || b == b'@' || b == b'$');
+        // (A fold, not `any`: without the early exit it compiles to vector code.)
+        let leet = folded.bytes().fold(false, |a, b| a | b.is_ascii_digit() | (b == b'@') | (b == b'$'));
         spaced.clear();
         let mut spaced_start = 0u32;
         let words = folded.trim_matches(' ').as_bytes().split(|&b| b == b' ');
@@ -1094,17 +1095,11 @@ impl Rules {
             let h = word_hash(w);
             // A single repeated word also repeats with period 2, 3...; count it once.
             let same_as_last = prev[0] == h;
-            for (k, run) in runs.iter_mut().enumerate() {
-                let period = k + 1;
-                if prev[k] == h && !w.is_empty() && (period == 1 || !same_as_last) {
-                    *run += 1;
-                    let needed = if period == 1 { 9 } else { 4 * period as u32 };
-                    if *run >= needed && repeatable(w, period) {
-                        repeated = true;
-                    }
-                } else {
-                    *run = 0;
-                }
+            if !prev.contains(&h) {
+                // Most words repeat none of the last six: every run ends.
+                runs = [0; 6];
+            } else {
+                repeated |= extend_runs(&mut runs, &prev, h, w, same_as_last);
             }
             // Keep prev[k] = the word k+1 positions back.
             prev.rotate_right(1);
@@ -1239,9 +1234,8 @@ thread_local! {
 fn word_hash(w: &[u8]) -> u64 {
     // Eight bytes per step: words are short, so this is one or two multiplications.
     w.chunks(8).fold(w.len() as u64, |h, c| {
-        let mut x = [0u8; 8];
-        x[..c.len()].copy_from_slice(c);
-        (h ^ u64::from_le_bytes(x)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+        let x = c.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
     })
 }
 
@@ -1331,6 +1325,24 @@ fn build<P: AsRef<[u8]>>(patterns: &[P], ascii_case_insensitive: bool, kind: Aho
         .ascii_case_insensitive(ascii_case_insensitive)
         .build(patterns)
         .expect("static keyword tables always compile")
+}
+
+/// Extends or ends the repetition run of each period 1..=6 with word `w` (key `h`);
+/// true once a run is long enough to be a repetition attack.
+fn extend_runs(runs: &mut [u32; 6], prev: &[u64; 6], h: u64, w: &[u8], same_as_last: bool) -> bool {
+    let mut repeated = false;
+    for (k, run) in runs.iter_mut().enumerate() {
+        let period = k + 1;
+        // A single repeated word also repeats with period 2, 3...; count it once.
+        if prev[k] == h && !w.is_empty() && (period == 1 || !same_as_last) {
+            *run += 1;
+            let needed = if period == 1 { 9 } else { 4 * period as u32 };
+            repeated |= *run >= needed && repeatable(w, period);
+        } else {
+            *run = 0;
+        }
+    }
+    repeated
 }
 
 /// Words worth counting as a repetition attack: not numbers or data literals.
