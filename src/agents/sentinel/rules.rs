@@ -944,9 +944,9 @@ impl Rules {
         Rules {
             ascii: ascii.compile(AhoCorasickKind::DFA),
             unicode: unicode.compile(AhoCorasickKind::ContiguousNFA),
-            squashed: build(&squashed.texts, false, AhoCorasickKind::ContiguousNFA),
+            squashed: build(&squashed.texts, false, AhoCorasickKind::ContiguousNFA, true),
             squashed_masks: squashed.kws.iter().map(|k| k.mask).collect(),
-            raw: build(&delimiters, true, AhoCorasickKind::ContiguousNFA),
+            raw: build(&delimiters, true, AhoCorasickKind::ContiguousNFA, true),
         }
     }
 
@@ -1251,13 +1251,7 @@ struct Table {
 impl Table {
     fn compile(self, kind: AhoCorasickKind) -> Matcher {
         // Word patterns start with a space, the commonest byte: a prefilter only adds work.
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(kind))
-            .prefilter(false)
-            .build(&self.texts)
-            .expect("static keyword tables always compile");
-        Matcher { ac, kws: self.kws }
+        Matcher { ac: build(&self.texts, false, kind, false), kws: self.kws }
     }
 
     fn add(&mut self, text: String, mask: u128, spaces: u32, tag: u8) {
@@ -1318,10 +1312,16 @@ impl Matcher {
     }
 }
 
-fn build<P: AsRef<[u8]>>(patterns: &[P], ascii_case_insensitive: bool, kind: AhoCorasickKind) -> AhoCorasick {
+fn build<P: AsRef<[u8]>>(
+    patterns: &[P],
+    ascii_case_insensitive: bool,
+    kind: AhoCorasickKind,
+    prefilter: bool,
+) -> AhoCorasick {
     AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
         .kind(Some(kind))
+        .prefilter(prefilter)
         .ascii_case_insensitive(ascii_case_insensitive)
         .build(patterns)
         .expect("static keyword tables always compile")
