@@ -1,6 +1,11 @@
 //! Latency of the Sentinel's `Rules::scan`: `cargo run --release --example sentinel_bench`.
 //! Prints the mean time per prompt for short (~100 B), typical (~500 B) and long (~5 KB)
 //! prompts, benign and hostile (and a mixed-script one), plus the time to compile the rules.
+//!
+//! `-- --only "typical benign" --iters 100` skips the timing and scans one case `iters`
+//! times in `scan_many`, for an instruction count that a loaded machine cannot disturb:
+//! `valgrind --tool=callgrind --toggle-collect='*scan_many*' target/release/examples/sentinel_bench
+//! --only "typical benign" --iters 100` (instructions per scan = Ir / iters).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -44,6 +49,18 @@ fn main() {
         ("long benign", &long_benign),
         ("long attack", &long_attack),
     ];
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    if let Some(only) = arg("--only") {
+        let iters = arg("--iters").and_then(|n| n.parse().ok()).unwrap_or(100);
+        let Some((_, text)) = cases.iter().find(|(name, _)| name == only) else {
+            eprintln!("unknown case {only:?}; one of {:?}", cases.map(|(name, _)| name));
+            std::process::exit(2);
+        };
+        scan_many(&rules, text, iters);
+        println!("{only}: {} B, {iters} scans", text.len());
+        return;
+    }
     for (name, text) in cases {
         let v = rules.scan(text);
         // Warm up, then time enough iterations for a stable mean.
@@ -71,6 +88,14 @@ fn main() {
             v.score,
             v.rules
         );
+    }
+}
+
+/// The measured region for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn scan_many(rules: &Rules, text: &str, iters: u32) {
+    for _ in 0..iters {
+        black_box(rules.scan(black_box(text)));
     }
 }
 

@@ -16,6 +16,8 @@ struct Case {
     text: String,
     attack: bool,
     source: String,
+    /// Row index in its file, printed by `--verbose`.
+    row: usize,
     tag: String,
     held_out: bool,
     context_dependent: bool,
@@ -55,13 +57,22 @@ fn main() {
         println!("\nfalse positives:");
         for (c, _) in cases.iter().zip(&flags).filter(|(c, f)| !c.attack && **f) {
             let v = rules.scan(&c.text);
-            println!("  [{:.2} {:?}] {}", v.score, v.rules, short(&c.text));
+            println!("  {}#{} [{:.2} {:?}] {}", c.source, c.row, v.score, v.rules, short(&c.text));
         }
         println!("\nmissed attacks:");
         for (c, _) in cases.iter().zip(&flags).filter(|(c, f)| c.attack && !**f) {
             let v = rules.scan(&c.text);
             let ctx = if c.context_dependent { " (context-dependent)" } else { "" };
-            println!("  [{:.2} {:?}] {}{ctx} | {}", v.score, v.rules, c.tag, short(&c.text));
+            let held = if c.held_out { " held-out" } else { "" };
+            println!(
+                "  {}#{}{held} [{:.2} {:?}] {}{ctx} | {}",
+                c.source,
+                c.row,
+                v.score,
+                v.rules,
+                c.tag,
+                short(&c.text)
+            );
         }
     }
 }
@@ -119,6 +130,7 @@ fn load() -> Vec<Case> {
             text: row["user_input"].as_str().unwrap_or_default().to_string(),
             attack: true,
             source: "purplellama".into(),
+            row: i,
             tag: row["injection_variant"].as_str().unwrap_or_default().to_string(),
             held_out: i % 3 == 2,
             context_dependent: row["prompt_id"].as_u64().is_some_and(|id| ctx_ids.contains(&id)),
@@ -134,6 +146,7 @@ fn load() -> Vec<Case> {
             text: r[prompt].clone(),
             attack: true,
             source: "giskard".into(),
+            row: i,
             tag: r[group].clone(),
             held_out: i % 3 == 2,
             context_dependent: false,
@@ -146,6 +159,7 @@ fn load() -> Vec<Case> {
             text: v["text"].as_str().unwrap_or_default().to_string(),
             attack: false,
             source: "benign".into(),
+            row: i,
             tag: v["tag"].as_str().unwrap_or("normal").to_string(),
             held_out: i % 3 == 2,
             context_dependent: false,
