@@ -305,7 +305,7 @@ mod tests {
             }
         }
         let sqlite: Vec<usize> = statement_chunks(&[(); 1000], SQLITE_STATEMENT_ROWS).map(<[()]>::len).collect();
-        assert_eq!(sqlite, [vec![128; 7], vec![32, 32, 8]].concat(), "only cached sizes on SQLite");
+        assert_eq!(sqlite, [vec![128; 7], vec![32, 32, 32, 8]].concat(), "only cached sizes on SQLite");
         let postgres: Vec<usize> = statement_chunks(&[(); 2500], POSTGRES_STATEMENT_ROWS).map(<[()]>::len).collect();
         assert_eq!(postgres, vec![1000, 1000, 500], "few round trips on PostgreSQL");
     }
