@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Cost of the Sentinel and the output shield (issue: Sentinel + output shield). Builds release
-# binaries, starts the mock upstream and two gateways on one database: one with the Sentinel
+# binaries, starts the mock upstream and three gateways: one with the Sentinel
 # (local rules, inline blocking at 0.9) and the shield on, a ~1,500-word system prompt with its
-# canary inserted into every request; one with all of it off. Then measures both side by side
-# under wrk, alternating round by round. Results go to stdout and bench/out/.
+# canary inserted into every request; one with the same system prompt but no guards; one with
+# all of it off. Then measures them side by side
+# under wrk, alternating round by round. Results go to stdout and bench/out/
 #   bench/sentinel.sh                     # full run (about 3 minutes after the build)
 #   DURATION=5 ROUNDS=1 bench/sentinel.sh # shorter
 set -euo pipefail
@@ -34,6 +35,8 @@ PY
 export OMI_RATE_LIMIT_PER_MINUTE=0
 printf 'shield_answers = false\n' >"$work/off.toml"
 start_variant off 18012 OMI_CONFIG="$work/off.toml" SENTINEL_MODE=off
+# The system prompt alone: placing it is the operator's feature, which the guards protect.
+start_variant prompt 18014 OMI_CONFIG="$work/off.toml" SENTINEL_MODE=off OMI_SYSTEM_PROMPT_FILE="$work/system_prompt.txt"
 start_variant on 18013 SENTINEL_MODE=rules SENTINEL_BLOCK=0.9 OMI_SYSTEM_PROMPT_FILE="$work/system_prompt.txt"
 
 # Block mode must refuse an attack, and both answers must come back whole (checked by
@@ -44,9 +47,15 @@ curl -sf -H "Authorization: Bearer ${KEY[on]}" -H 'Content-Type: application/jso
 
 {
   echo "on: SENTINEL_MODE=rules SENTINEL_BLOCK=0.9, shield on, $(wc -w <"$work/system_prompt.txt")-word system prompt + canary;"
-  echo "off: SENTINEL_MODE=off, shield_answers=false, no system prompt (the mock parses the system prompt too)"
-  compare_variants "OMI Sentinel and shield, non-streamed" bench/sentinel.lua STREAM=0
-  compare_variants "OMI Sentinel and shield, streamed in 40 chunks" bench/sentinel.lua STREAM=1
+  echo "off: SENTINEL_MODE=off, shield_answers=false, no system prompt; prompt: off with the system prompt"
+  echo "(the mock parses the system prompt too). The guards' own cost: on against prompt."
+  for stream in 0 1; do
+    title="OMI Sentinel and shield, $([ $stream = 1 ] && echo "streamed in 40 chunks" || echo non-streamed)"
+    compare_variants "$title" bench/sentinel.lua STREAM=$stream
+    printf "guards' cost (on vs prompt): throughput %s%%, omi CPU per request %s%%\n" \
+      "$(change "$(variant_median "$title" on rps)" "$(variant_median "$title" prompt rps)")" \
+      "$(change "$(variant_median "$title" on cpu_us)" "$(variant_median "$title" prompt cpu_us)")"
+  done
   metric() { curl -s "127.0.0.1:${PORT[on]}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
   echo "on gateway: prompts scanned $(metric omi_sentinel_scans_total), scans dropped $(metric omi_sentinel_dropped_total) (empty: none)"
 } | tee "$out/sentinel_summary.txt"

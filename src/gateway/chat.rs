@@ -134,16 +134,10 @@ async fn prepare(
             return Err(ApiError::prompt_rejected());
         }
     }
-    // After the screening: the operator's prompt is not the customer's text.
-    if let Some(system) = app.guard.system_message()
-        && let Some(Value::Array(messages)) = request.get_mut("messages")
-    {
-        messages.insert(0, system.clone());
-    }
-
     let client_asked_usage = streamed && ask_for_stream_usage(&mut request);
-    let body =
-        serde_json::to_vec(&request).map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
+    // After the screening: the operator's prompt is not the customer's text.
+    let body = encode_upstream(&request, app.guard.system_message())
+        .map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
     Ok(Prepared {
         request_id,
         customer_id: key.customer_id,
@@ -156,6 +150,35 @@ async fn prepare(
         // Only used when a cut stream never reports its usage.
         prompt_estimate,
     })
+}
+
+/// The request as sent upstream, with the operator's system message (encoded once, at
+/// start-up) spliced in first among the messages: a long system prompt then costs a copy
+/// per request rather than an encoding.
+fn encode_upstream(request: &Map<String, Value>, system_message: Option<&[u8]>) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024 + system_message.map_or(0, <[u8]>::len));
+    out.push(b'{');
+    for (index, (key, value)) in request.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key)?;
+        out.push(b':');
+        match (value, system_message) {
+            (Value::Array(messages), Some(system)) if key == "messages" => {
+                out.push(b'[');
+                out.extend_from_slice(system);
+                for message in messages {
+                    out.push(b',');
+                    serde_json::to_writer(&mut out, message)?;
+                }
+                out.push(b']');
+            }
+            _ => serde_json::to_writer(&mut out, value)?,
+        }
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 /// Sets `stream_options.include_usage` so the stream reports tokens; returns whether the
@@ -316,6 +339,7 @@ fn upstream_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn stream_usage_is_requested_and_the_client_choice_remembered() {
@@ -327,6 +351,23 @@ mod tests {
                 .expect("json");
         assert!(ask_for_stream_usage(&mut asked));
         assert_eq!(asked["stream_options"]["include_obfuscation"], Value::Bool(false));
+    }
+
+    #[test]
+    fn the_system_message_is_spliced_first_exactly_as_an_encoder_would_write_it() {
+        let request: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi \"there\""}],"stream":false,"x":{"messages":[1]}}"#,
+        )
+        .expect("json");
+        let system = json!({"role": "system", "content": "Be brief.\nomi-canary-1"});
+        let spliced = encode_upstream(&request, Some(&serde_json::to_vec(&system).expect("encode"))).expect("encode");
+        let mut expected = request.clone();
+        if let Some(Value::Array(messages)) = expected.get_mut("messages") {
+            messages.insert(0, system);
+        }
+        assert_eq!(String::from_utf8(spliced).expect("utf-8"), serde_json::to_string(&expected).expect("encode"));
+        let plain = encode_upstream(&request, None).expect("encode");
+        assert_eq!(plain, serde_json::to_vec(&request).expect("encode"), "no system prompt: the request as it came");
     }
 
     #[test]

@@ -6,11 +6,11 @@
 
 use super::ServeError;
 use super::shield::{RemovalKind, Shield, ShieldConfig, SseShield};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -26,9 +26,9 @@ const KINDS: [(RemovalKind, &str, FindingKind); 5] = [
 pub struct Guard {
     shield: Arc<Shield>,
     scan_answers: bool,
-    /// `{"role": "system", "content": prompt + canary line}`, built once. Not `Debug`: it
+    /// `{"role": "system", "content": prompt + canary line}`, encoded once. Not `Debug`: it
     /// holds the proprietary prompt.
-    system_message: Option<Value>,
+    system_message: Option<Box<[u8]>>,
 }
 
 impl Guard {
@@ -58,13 +58,18 @@ impl Guard {
         Ok(Guard {
             shield: Arc::new(shield),
             scan_answers: config.shield_answers,
-            system_message: system_text.map(|content| json!({"role": "system", "content": content})),
+            system_message: system_text
+                .map(|content| serde_json::to_vec(&json!({"role": "system", "content": content})))
+                .transpose()
+                .map_err(|e| ConfigError::Invalid(format!("the system prompt cannot be encoded: {e}")))?
+                .map(Vec::into_boxed_slice),
         })
     }
 
-    /// The system message to put first in every upstream request, if one is configured.
-    pub fn system_message(&self) -> Option<&Value> {
-        self.system_message.as_ref()
+    /// The system message (encoded JSON) to put first in every upstream request, if one is
+    /// configured.
+    pub fn system_message(&self) -> Option<&[u8]> {
+        self.system_message.as_deref()
     }
 
     /// Streaming state for one answer; none when answers are not scanned.
@@ -166,7 +171,9 @@ mod tests {
             ..Config::default()
         };
         let guard = Guard::from_config(&config).expect("guard");
-        let content = guard.system_message().and_then(|m| m["content"].as_str()).expect("system message");
+        let message: serde_json::Value =
+            serde_json::from_slice(guard.system_message().expect("system message")).expect("json");
+        let content = message["content"].as_str().expect("content");
         let canary = content.rsplit(' ').next().expect("canary");
         assert!(canary.starts_with("omi-canary-") && canary.len() == "omi-canary-".len() + 24, "{content}");
         let (clean, kinds) = guard.sanitize_text(&format!("my marker is {canary}"));
