@@ -49,7 +49,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut meter = Meter::start(app.events.clone(), request_id.clone(), "chat", origin.client.ip);
+    let mut meter = Meter::start(app.events.clone(), &app.meters, request_id.clone(), "chat", origin.client.ip);
     match prepare(&app, &mut meter, request_id, &origin, &headers, body).await {
         Ok(prepared) => forward(&app, meter, prepared).await,
         Err(error) => fail(meter, error),

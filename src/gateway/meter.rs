@@ -6,9 +6,87 @@ use crate::billing::prices::NanoPrice;
 use crate::events::{Event, EventBus, RequestEvent, TokenUsage};
 use crate::keys::VerifiedKey;
 use chrono::Utc;
+use dashmap::DashMap;
+use metrics::{Counter, Histogram};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The request metrics' handles, registered once per route and model label (a bounded set:
+/// see `AppState::model_label`), so that booking a request costs a few atomic adds rather
+/// than a registry lookup, with label allocations, per metric.
+#[derive(Default)]
+pub struct MeterMetrics {
+    routes: DashMap<&'static str, Arc<RouteMetrics>>,
+}
+
+struct RouteMetrics {
+    route: &'static str,
+    duration: Histogram,
+    upstream: Histogram,
+    overhead: Histogram,
+    by_label: DashMap<Box<str>, Arc<LabelMetrics>>,
+    /// Before a model is known.
+    none: Arc<LabelMetrics>,
+}
+
+struct LabelMetrics {
+    /// By status class (2xx, 4xx, 5xx, other), then key kind (house, byok).
+    requests: [[Counter; 2]; 4],
+    /// prompt, completion, cached.
+    tokens: [Counter; 3],
+    house_cost: Counter,
+}
+
+const STATUS_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
+const KEY_KINDS: [&str; 2] = ["house", "byok"];
+const TOKEN_KINDS: [&str; 3] = ["prompt", "completion", "cached"];
+
+impl MeterMetrics {
+    fn route(&self, route: &'static str) -> Arc<RouteMetrics> {
+        if let Some(known) = self.routes.get(route) {
+            return known.clone();
+        }
+        self.routes
+            .entry(route)
+            .or_insert_with(|| {
+                Arc::new(RouteMetrics {
+                    route,
+                    duration: metrics::histogram!("omi_request_duration_seconds", "route" => route),
+                    upstream: metrics::histogram!("omi_upstream_duration_seconds", "route" => route),
+                    overhead: metrics::histogram!("omi_gateway_overhead_seconds", "route" => route),
+                    by_label: DashMap::new(),
+                    none: Arc::new(LabelMetrics::new(route, "none")),
+                })
+            })
+            .clone()
+    }
+}
+
+impl RouteMetrics {
+    fn label(&self, label: &str) -> Arc<LabelMetrics> {
+        if let Some(known) = self.by_label.get(label) {
+            return known.clone();
+        }
+        self.by_label.entry(label.into()).or_insert_with(|| Arc::new(LabelMetrics::new(self.route, label))).clone()
+    }
+}
+
+impl LabelMetrics {
+    fn new(route: &'static str, model: &str) -> LabelMetrics {
+        let model = model.to_owned();
+        LabelMetrics {
+            requests: STATUS_CLASSES.map(|status| {
+                KEY_KINDS.map(|kind| {
+                    metrics::counter!("omi_requests_total", "route" => route, "model" => model.clone(), "status" => status, "key_kind" => kind)
+                })
+            }),
+            tokens: TOKEN_KINDS
+                .map(|kind| metrics::counter!("omi_tokens_total", "kind" => kind, "model" => model.clone())),
+            house_cost: metrics::counter!("omi_house_cost_nanodollars_total", "model" => model),
+        }
+    }
+}
 
 pub struct Meter {
     bus: EventBus,
@@ -16,19 +94,28 @@ pub struct Meter {
     upstream_started: Option<Instant>,
     upstream_elapsed: Option<Duration>,
     event: Option<RequestEvent>,
-    /// The `model` metric label: `none` until a model is known.
-    model_label: String,
+    route_metrics: Arc<RouteMetrics>,
+    /// The handles of the request's `model` label: `none` until a model is known.
+    label_metrics: Arc<LabelMetrics>,
     price: Option<NanoPrice>,
 }
 
 impl Meter {
-    pub fn start(bus: EventBus, request_id: Arc<str>, route: &'static str, client_ip: IpAddr) -> Meter {
+    pub fn start(
+        bus: EventBus,
+        metrics: &MeterMetrics,
+        request_id: Arc<str>,
+        route: &'static str,
+        client_ip: IpAddr,
+    ) -> Meter {
+        let route_metrics = metrics.route(route);
         Meter {
             bus,
             started: Instant::now(),
             upstream_started: None,
             upstream_elapsed: None,
-            model_label: "none".into(),
+            label_metrics: route_metrics.none.clone(),
+            route_metrics,
             price: None,
             event: Some(RequestEvent {
                 request_id,
@@ -80,7 +167,7 @@ impl Meter {
     /// How metrics see the model: `label` is bounded (see `AppState::model_label`), and
     /// `price` turns house-key tokens into the house-cost counter.
     pub fn set_catalog(&mut self, label: &str, price: Option<NanoPrice>) {
-        label.clone_into(&mut self.model_label);
+        self.label_metrics = self.route_metrics.label(label);
         self.price = price;
     }
 
@@ -153,30 +240,27 @@ impl Drop for Meter {
 impl Meter {
     fn record_metrics(&self, event: &RequestEvent) {
         let class = match event.status {
-            200..=299 => "2xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
+            200..=299 => 0,
+            400..=499 => 1,
+            500..=599 => 2,
+            _ => 3,
         };
-        let kind = if event.byok { "byok" } else { "house" };
-        let model = self.model_label.clone();
-        metrics::counter!("omi_requests_total", "route" => event.route, "model" => model.clone(), "status" => class, "key_kind" => kind)
-            .increment(1);
-        metrics::histogram!("omi_request_duration_seconds", "route" => event.route).record(event.total.as_secs_f64());
+        let labelled = &self.label_metrics;
+        labelled.requests[class][usize::from(event.byok)].increment(1);
+        self.route_metrics.duration.record(event.total.as_secs_f64());
         if let Some(upstream) = event.upstream {
-            metrics::histogram!("omi_upstream_duration_seconds", "route" => event.route).record(upstream.as_secs_f64());
-            metrics::histogram!("omi_gateway_overhead_seconds", "route" => event.route)
-                .record(event.overhead().as_secs_f64());
+            self.route_metrics.upstream.record(upstream.as_secs_f64());
+            self.route_metrics.overhead.record(event.overhead().as_secs_f64());
         }
         let Some(usage) = event.usage else { return };
-        for (token_kind, count) in
-            [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens), ("cached", usage.cached_tokens)]
+        for (counter, count) in
+            labelled.tokens.iter().zip([usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens])
         {
-            metrics::counter!("omi_tokens_total", "kind" => token_kind, "model" => model.clone()).increment(count);
+            counter.increment(count);
         }
         // BYOK requests cost the house nothing upstream.
         if let (false, Some(price)) = (event.byok, self.price) {
-            metrics::counter!("omi_house_cost_nanodollars_total", "model" => model).increment(price.cost(&usage));
+            labelled.house_cost.increment(price.cost(&usage));
         }
     }
 }

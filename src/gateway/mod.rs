@@ -52,6 +52,7 @@ pub struct AppState {
     pub guard: Arc<Guard>,
     pub sentinel: Arc<Sentinel>,
     pub firewall: Arc<Firewall>,
+    pub meters: meter::MeterMetrics,
 }
 
 impl AppState {
@@ -137,7 +138,7 @@ async fn list_models(
     Extension(origin): Extension<Origin>,
     headers: HeaderMap,
 ) -> Response {
-    let mut meter = meter::Meter::start(app.events.clone(), request_id, "models", origin.client.ip);
+    let mut meter = meter::Meter::start(app.events.clone(), &app.meters, request_id, "models", origin.client.ip);
     match auth::admit(&app, &headers, &origin, &mut meter).await {
         Err(error) => {
             meter.finish(error.status.as_u16(), Some(error.code));
@@ -257,6 +258,7 @@ impl Server {
             guard,
             sentinel,
             firewall,
+            meters: meter::MeterMetrics::default(),
         });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];

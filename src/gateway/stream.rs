@@ -319,7 +319,7 @@ mod tests {
     async fn relay(chunks: Vec<Bytes>, client_asked_usage: bool) -> (Vec<u8>, crate::events::RequestEvent) {
         let bus = EventBus::default();
         let mut rx = bus.subscribe("test", 4);
-        let meter = Meter::start(bus.clone(), "r".into(), "chat", [127, 0, 0, 1].into());
+        let meter = Meter::start(bus.clone(), &Default::default(), "r".into(), "chat", [127, 0, 0, 1].into());
         let upstream = futures_util::stream::iter(chunks.into_iter().map(Ok));
         let mut sse = MeteredSse::new(Box::pin(upstream), meter, client_asked_usage, 3, Duration::from_secs(5));
         let mut out = Vec::new();

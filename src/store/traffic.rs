@@ -5,7 +5,7 @@
 //! and day are a few thousand rows however many requests they held. Percentiles come from
 //! the bins in the dashboard, since SQLite and PostgreSQL share no percentile function.
 
-use super::usage::UsageRecord;
+use super::usage::{MultiRow, UsageRecord};
 use super::{Store, StoreResult, with_pool};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -111,11 +111,10 @@ pub(super) fn traffic_deltas(
 }
 
 /// The statements of one rollup table: the overview's read, the batch's multi-row upsert
-/// (`insert`, the values, `on_conflict`) and the deletion of buckets older than a key.
+/// and the deletion of buckets older than a key.
 pub(super) struct RollupSql {
     pub select: String,
-    pub insert: String,
-    pub on_conflict: String,
+    pub upsert: MultiRow,
     pub prune: String,
 }
 
@@ -127,10 +126,13 @@ static ROLLUPS: std::sync::LazyLock<[RollupSql; 2]> = std::sync::LazyLock::new(|
             select: format!(
                 "SELECT series, bucket, bin, requests, errors FROM {table} WHERE bucket >= $1 AND bucket <= $2"
             ),
-            insert: format!("INSERT INTO {table} (bucket, series, bin, requests, errors) "),
-            on_conflict: format!(
-                " ON CONFLICT (bucket, series, bin) DO UPDATE SET requests = {table}.requests + excluded.requests,
+            upsert: MultiRow::new(
+                format!("INSERT INTO {table} (bucket, series, bin, requests, errors) VALUES "),
+                5,
+                format!(
+                    " ON CONFLICT (bucket, series, bin) DO UPDATE SET requests = {table}.requests + excluded.requests,
                   errors = {table}.errors + excluded.errors"
+                ),
             ),
             prune: format!("DELETE FROM {table} WHERE bucket < $1"),
         }

@@ -8,8 +8,10 @@ use super::traffic::{Bucket, TRAFFIC_KEPT, traffic_deltas};
 use super::{BeginWrite, Store, StoreResult, with_pool};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::{LazyLock, OnceLock};
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -65,9 +67,31 @@ pub struct CustomerInfo {
     pub plan: Option<String>,
 }
 
-const INSERT_USAGE: &str = "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, model, provider,
-    prompt_tokens, cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok,
-    usage_estimated, aborted) ";
+static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, model, provider, prompt_tokens,
+    cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok, usage_estimated,
+    aborted) VALUES ",
+        19,
+        "",
+    )
+});
+
+static ADD_TO_DAILY: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens, completion_tokens,
+    cost_nano, unpriced_requests) VALUES ",
+        9,
+        " ON CONFLICT (day, customer_id) DO UPDATE SET
+    requests = usage_daily.requests + excluded.requests,
+    errors = usage_daily.errors + excluded.errors,
+    byok_requests = usage_daily.byok_requests + excluded.byok_requests,
+    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
+    cost_nano = usage_daily.cost_nano + excluded.cost_nano,
+    unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests",
+    )
+});
 
 /// How batches are cut into multi-row statements, largest first; 1,000 rows of 19 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
@@ -91,17 +115,48 @@ fn statement_chunks<'a, T>(mut items: &'a [T], sizes: &'static [usize]) -> impl 
     })
 }
 
-const ADD_TO_DAILY: &str = "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens,
-    completion_tokens, cost_nano, unpriced_requests) ";
+/// A multi-row statement: `head`, then `rows` tuples of `columns` placeholders (`$1`, `$2`…,
+/// which both backends read), then `tail`. The text for SQLite's fixed sizes is written once
+/// and kept: those batches are frequent, and the text is also the key of the prepared-
+/// statement cache. Other sizes are written per use.
+pub(super) struct MultiRow {
+    head: String,
+    columns: usize,
+    tail: String,
+    fixed: [OnceLock<String>; SQLITE_STATEMENT_ROWS.len()],
+}
 
-const ADD_TO_DAILY_CONFLICT: &str = " ON CONFLICT (day, customer_id) DO UPDATE SET
-    requests = usage_daily.requests + excluded.requests,
-    errors = usage_daily.errors + excluded.errors,
-    byok_requests = usage_daily.byok_requests + excluded.byok_requests,
-    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
-    cost_nano = usage_daily.cost_nano + excluded.cost_nano,
-    unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests";
+impl MultiRow {
+    pub(super) fn new(head: impl Into<String>, columns: usize, tail: impl Into<String>) -> MultiRow {
+        let fixed = [const { OnceLock::new() }; SQLITE_STATEMENT_ROWS.len()];
+        MultiRow { head: head.into(), columns, tail: tail.into(), fixed }
+    }
+
+    pub(super) fn sql(&'static self, rows: usize) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        let text = match SQLITE_STATEMENT_ROWS.iter().position(|&fixed| fixed == rows) {
+            Some(slot) => Cow::Borrowed(self.fixed[slot].get_or_init(|| self.write(rows)).as_str()),
+            None => Cow::Owned(self.write(rows)),
+        };
+        sqlx::AssertSqlSafe(text)
+    }
+
+    fn write(&self, rows: usize) -> String {
+        use std::fmt::Write;
+        let mut sql = String::with_capacity(self.head.len() + self.tail.len() + rows * self.columns * 7);
+        sql.push_str(&self.head);
+        let mut n = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..self.columns {
+                n += 1;
+                let _ = write!(sql, "{}${n}", if column == 0 { "" } else { ", " });
+            }
+            sql.push(')');
+        }
+        sql.push_str(&self.tail);
+        sql
+    }
+}
 
 /// A batch's contribution to one `usage_daily` row.
 #[derive(Default)]
@@ -153,57 +208,57 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records, sizes) {
-                let mut query = sqlx::QueryBuilder::new(INSERT_USAGE);
-                query.push_values(chunk, |mut row, r| {
-                    row.push_bind(r.id)
-                        .push_bind(&r.request_id)
-                        .push_bind(r.at)
-                        .push_bind(r.key_id)
-                        .push_bind(r.customer_id)
-                        .push_bind(&r.plan)
-                        .push_bind(&r.model)
-                        .push_bind(&r.provider)
-                        .push_bind(r.prompt_tokens)
-                        .push_bind(r.cached_tokens)
-                        .push_bind(r.completion_tokens)
-                        .push_bind(r.cost_nano)
-                        .push_bind(r.status)
-                        .push_bind(r.latency_us)
-                        .push_bind(r.upstream_us)
-                        .push_bind(r.streamed)
-                        .push_bind(r.byok)
-                        .push_bind(r.usage_estimated)
-                        .push_bind(r.aborted);
-                });
-                query.build().execute(&mut *tx).await?;
+                let mut query = sqlx::query(INSERT_USAGE.sql(chunk.len()));
+                for r in chunk {
+                    query = query
+                        .bind(r.id)
+                        .bind(&r.request_id)
+                        .bind(r.at)
+                        .bind(r.key_id)
+                        .bind(r.customer_id)
+                        .bind(&r.plan)
+                        .bind(&r.model)
+                        .bind(&r.provider)
+                        .bind(r.prompt_tokens)
+                        .bind(r.cached_tokens)
+                        .bind(r.completion_tokens)
+                        .bind(r.cost_nano)
+                        .bind(r.status)
+                        .bind(r.latency_us)
+                        .bind(r.upstream_us)
+                        .bind(r.streamed)
+                        .bind(r.byok)
+                        .bind(r.usage_estimated)
+                        .bind(r.aborted);
+                }
+                query.execute(&mut *tx).await?;
             }
             let deltas: Vec<_> = daily_deltas(records).into_iter().collect();
             for chunk in statement_chunks(&deltas, sizes) {
-                let mut query = sqlx::QueryBuilder::new(ADD_TO_DAILY);
-                query.push_values(chunk, |mut row, ((day, customer_id), d)| {
-                    row.push_bind(day)
-                        .push_bind(customer_id)
-                        .push_bind(d.requests)
-                        .push_bind(d.errors)
-                        .push_bind(d.byok_requests)
-                        .push_bind(d.prompt_tokens)
-                        .push_bind(d.completion_tokens)
-                        .push_bind(d.cost_nano)
-                        .push_bind(d.unpriced_requests);
-                });
-                query.push(ADD_TO_DAILY_CONFLICT);
-                query.build().execute(&mut *tx).await?;
+                let mut query = sqlx::query(ADD_TO_DAILY.sql(chunk.len()));
+                for ((day, customer_id), d) in chunk {
+                    query = query
+                        .bind(day)
+                        .bind(customer_id)
+                        .bind(d.requests)
+                        .bind(d.errors)
+                        .bind(d.byok_requests)
+                        .bind(d.prompt_tokens)
+                        .bind(d.completion_tokens)
+                        .bind(d.cost_nano)
+                        .bind(d.unpriced_requests);
+                }
+                query.execute(&mut *tx).await?;
             }
             for bucket in Bucket::ALL {
                 let sql = bucket.sql();
                 let deltas: Vec<_> = traffic_deltas(records, bucket, kept_since).into_iter().collect();
                 for chunk in statement_chunks(&deltas, sizes) {
-                    let mut query = sqlx::QueryBuilder::new(sql.insert.as_str());
-                    query.push_values(chunk, |mut row, ((key, series, bin), d)| {
-                        row.push_bind(key).push_bind(*series).push_bind(*bin).push_bind(d.requests).push_bind(d.errors);
-                    });
-                    query.push(&sql.on_conflict);
-                    query.build().execute(&mut *tx).await?;
+                    let mut query = sqlx::query(sql.upsert.sql(chunk.len()));
+                    for ((key, series, bin), d) in chunk {
+                        query = query.bind(key).bind(*series).bind(*bin).bind(d.requests).bind(d.errors);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
                 sqlx::query(sqlx::AssertSqlSafe(sql.prune.as_str()))
                     .bind(bucket.key(kept_since))
@@ -293,6 +348,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_statements_number_every_placeholder_and_keep_the_fixed_sizes() {
+        static SHAPE: LazyLock<MultiRow> =
+            LazyLock::new(|| MultiRow::new("INSERT INTO t (a, b) VALUES ", 2, " ON CONFLICT DO NOTHING"));
+        assert_eq!(SHAPE.sql(3).0, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING");
+        let (first, again) = (SHAPE.sql(2).0, SHAPE.sql(2).0);
+        assert!(matches!((&first, &again), (Cow::Borrowed(a), Cow::Borrowed(b)) if std::ptr::eq(*a, *b)), "kept");
+        assert_eq!(first, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING");
+        let rows = 2 * SQLITE_STATEMENT_ROWS[0] + 1;
+        assert!(
+            matches!(SHAPE.sql(rows).0, Cow::Owned(ref sql) if sql.ends_with(&format!("(${}, ${}) ON CONFLICT DO NOTHING", 2 * rows - 1, 2 * rows)))
+        );
+    }
 
     #[test]
     fn batches_are_cut_into_the_backend_sizes_covering_every_row_in_order() {

@@ -121,7 +121,8 @@ pub fn summary_of(day: chrono::NaiveDate, books: &report::MarginReport) -> crate
 
 pub fn spawn_writer(events: &EventBus, store: Store, prices: PriceTable, settings: WriterSettings) -> JoinHandle<()> {
     let rx = events.subscribe("accountant", 65_536);
-    let writer = Writer { store, prices, settings, events: events.clone(), buffer: Vec::new(), dropped: 0 };
+    let buffered = metrics::gauge!("omi_usage_buffered");
+    let writer = Writer { store, prices, settings, events: events.clone(), buffer: Vec::new(), buffered, dropped: 0 };
     tokio::spawn(writer.run(rx))
 }
 
@@ -131,6 +132,8 @@ struct Writer {
     settings: WriterSettings,
     events: EventBus,
     buffer: Vec<UsageRecord>,
+    /// `omi_usage_buffered`, kept: it is set on every event.
+    buffered: metrics::Gauge,
     dropped: u64,
 }
 
@@ -183,7 +186,7 @@ impl Writer {
             return;
         }
         self.buffer.push(record);
-        metrics::gauge!("omi_usage_buffered").set(self.buffer.len() as f64);
+        self.buffered.set(self.buffer.len() as f64);
     }
 
     /// Writes the buffer; returns the delay before the next attempt (zero after success).
@@ -195,7 +198,7 @@ impl Writer {
             Ok(()) => {
                 metrics::counter!("omi_usage_records_written_total").increment(self.buffer.len() as u64);
                 self.buffer.clear();
-                metrics::gauge!("omi_usage_buffered").set(0.0);
+                self.buffered.set(0.0);
                 Duration::ZERO
             }
             Err(e) => {
