@@ -115,32 +115,36 @@ fn statement_chunks<'a, T>(mut items: &'a [T], sizes: &'static [usize]) -> impl 
     })
 }
 
-/// A multi-row statement: `head`, then `rows` tuples of `columns` placeholders (`$1`, `$2`…,
-/// which both backends read), then `tail`. The text for SQLite's fixed sizes is written once
-/// and kept: those batches are frequent, and the text is also the key of the prepared-
-/// statement cache. Other sizes are written per use.
+/// A multi-row statement: `head`, then `rows` tuples of `columns` placeholders, then `tail`.
+/// SQLite gets anonymous `?` placeholders: it treats `$N` as names, and binding named
+/// parameters costs a list scan per parameter. The text for SQLite's fixed sizes is written
+/// once and kept: those batches are frequent, and the text is also the key of the prepared-
+/// statement cache. PostgreSQL (`$1`, `$2`…) gets a fresh text per statement.
 pub(super) struct MultiRow {
     head: String,
     columns: usize,
     tail: String,
-    fixed: [OnceLock<String>; SQLITE_STATEMENT_ROWS.len()],
+    sqlite: [OnceLock<String>; SQLITE_STATEMENT_ROWS.len()],
 }
 
 impl MultiRow {
     pub(super) fn new(head: impl Into<String>, columns: usize, tail: impl Into<String>) -> MultiRow {
-        let fixed = [const { OnceLock::new() }; SQLITE_STATEMENT_ROWS.len()];
-        MultiRow { head: head.into(), columns, tail: tail.into(), fixed }
+        let sqlite = [const { OnceLock::new() }; SQLITE_STATEMENT_ROWS.len()];
+        MultiRow { head: head.into(), columns, tail: tail.into(), sqlite }
     }
 
-    pub(super) fn sql(&'static self, rows: usize) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
-        let text = match SQLITE_STATEMENT_ROWS.iter().position(|&fixed| fixed == rows) {
-            Some(slot) => Cow::Borrowed(self.fixed[slot].get_or_init(|| self.write(rows)).as_str()),
-            None => Cow::Owned(self.write(rows)),
+    pub(super) fn sql(&'static self, store: &Store, rows: usize) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        let text = match (store, SQLITE_STATEMENT_ROWS.iter().position(|&fixed| fixed == rows)) {
+            (Store::Sqlite(_), Some(slot)) => {
+                Cow::Borrowed(self.sqlite[slot].get_or_init(|| self.write(rows, false)).as_str())
+            }
+            (Store::Sqlite(_), None) => Cow::Owned(self.write(rows, false)),
+            (Store::Postgres(_), _) => Cow::Owned(self.write(rows, true)),
         };
         sqlx::AssertSqlSafe(text)
     }
 
-    fn write(&self, rows: usize) -> String {
+    fn write(&self, rows: usize, numbered: bool) -> String {
         use std::fmt::Write;
         let mut sql = String::with_capacity(self.head.len() + self.tail.len() + rows * self.columns * 7);
         sql.push_str(&self.head);
@@ -149,7 +153,8 @@ impl MultiRow {
             sql.push_str(if row == 0 { "(" } else { ", (" });
             for column in 0..self.columns {
                 n += 1;
-                let _ = write!(sql, "{}${n}", if column == 0 { "" } else { ", " });
+                sql.push_str(if column == 0 { "" } else { ", " });
+                let _ = if numbered { write!(sql, "${n}") } else { write!(sql, "?") };
             }
             sql.push(')');
         }
@@ -208,7 +213,7 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records, sizes) {
-                let mut query = sqlx::query(INSERT_USAGE.sql(chunk.len()));
+                let mut query = sqlx::query(INSERT_USAGE.sql(self, chunk.len()));
                 for r in chunk {
                     query = query
                         .bind(r.id)
@@ -235,7 +240,7 @@ impl Store {
             }
             let deltas: Vec<_> = daily_deltas(records).into_iter().collect();
             for chunk in statement_chunks(&deltas, sizes) {
-                let mut query = sqlx::query(ADD_TO_DAILY.sql(chunk.len()));
+                let mut query = sqlx::query(ADD_TO_DAILY.sql(self, chunk.len()));
                 for ((day, customer_id), d) in chunk {
                     query = query
                         .bind(day)
@@ -254,7 +259,7 @@ impl Store {
                 let sql = bucket.sql();
                 let deltas: Vec<_> = traffic_deltas(records, bucket, kept_since).into_iter().collect();
                 for chunk in statement_chunks(&deltas, sizes) {
-                    let mut query = sqlx::query(sql.upsert.sql(chunk.len()));
+                    let mut query = sqlx::query(sql.upsert.sql(self, chunk.len()));
                     for ((key, series, bin), d) in chunk {
                         query = query.bind(key).bind(*series).bind(*bin).bind(d.requests).bind(d.errors);
                     }
@@ -349,18 +354,19 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn multi_row_statements_number_every_placeholder_and_keep_the_fixed_sizes() {
+    #[tokio::test]
+    async fn multi_row_statements_number_placeholders_on_postgres_and_keep_sqlite_fixed_sizes() {
         static SHAPE: LazyLock<MultiRow> =
             LazyLock::new(|| MultiRow::new("INSERT INTO t (a, b) VALUES ", 2, " ON CONFLICT DO NOTHING"));
-        assert_eq!(SHAPE.sql(3).0, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING");
-        let (first, again) = (SHAPE.sql(2).0, SHAPE.sql(2).0);
-        assert!(matches!((&first, &again), (Cow::Borrowed(a), Cow::Borrowed(b)) if std::ptr::eq(*a, *b)), "kept");
-        assert_eq!(first, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING");
-        let rows = 2 * SQLITE_STATEMENT_ROWS[0] + 1;
-        assert!(
-            matches!(SHAPE.sql(rows).0, Cow::Owned(ref sql) if sql.ends_with(&format!("(${}, ${}) ON CONFLICT DO NOTHING", 2 * rows - 1, 2 * rows)))
+        assert_eq!(
+            SHAPE.write(3, true),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING"
         );
+        assert_eq!(SHAPE.write(2, false), "INSERT INTO t (a, b) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING");
+        let sqlite = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("lazy pool"));
+        let (first, again) = (SHAPE.sql(&sqlite, 2).0, SHAPE.sql(&sqlite, 2).0);
+        assert!(matches!((&first, &again), (Cow::Borrowed(a), Cow::Borrowed(b)) if std::ptr::eq(*a, *b)), "kept");
+        assert!(matches!(SHAPE.sql(&sqlite, 3).0, Cow::Owned(_)), "only the fixed sizes are kept");
     }
 
     #[test]
