@@ -136,7 +136,7 @@ async fn prepare(
     }
     let client_asked_usage = streamed && ask_for_stream_usage(&mut request);
     // After the screening: the operator's prompt is not the customer's text.
-    let body = encode_upstream(&request, app.guard.system_message())
+    let body = encode_upstream(&request, raw.len(), app.guard.system_message())
         .map_err(|_| ApiError::invalid_request("The request could not be encoded."))?;
     Ok(Prepared {
         request_id,
@@ -155,8 +155,14 @@ async fn prepare(
 /// The request as sent upstream, with the operator's system message (encoded once, at
 /// start-up) spliced in first among the messages: a long system prompt then costs a copy
 /// per request rather than an encoding.
-fn encode_upstream(request: &Map<String, Value>, system_message: Option<&[u8]>) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(1024 + system_message.map_or(0, <[u8]>::len));
+/// `request_len` (the body as it came) sizes the buffer, so that a long system prompt is not
+/// copied again by a reallocation.
+fn encode_upstream(
+    request: &Map<String, Value>,
+    request_len: usize,
+    system_message: Option<&[u8]>,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(request_len + 256 + system_message.map_or(0, <[u8]>::len));
     out.push(b'{');
     for (index, (key, value)) in request.iter().enumerate() {
         if index > 0 {
@@ -360,13 +366,14 @@ mod tests {
         )
         .expect("json");
         let system = json!({"role": "system", "content": "Be brief.\nomi-canary-1"});
-        let spliced = encode_upstream(&request, Some(&serde_json::to_vec(&system).expect("encode"))).expect("encode");
+        let spliced =
+            encode_upstream(&request, 0, Some(&serde_json::to_vec(&system).expect("encode"))).expect("encode");
         let mut expected = request.clone();
         if let Some(Value::Array(messages)) = expected.get_mut("messages") {
             messages.insert(0, system);
         }
         assert_eq!(String::from_utf8(spliced).expect("utf-8"), serde_json::to_string(&expected).expect("encode"));
-        let plain = encode_upstream(&request, None).expect("encode");
+        let plain = encode_upstream(&request, 0, None).expect("encode");
         assert_eq!(plain, serde_json::to_vec(&request).expect("encode"), "no system prompt: the request as it came");
     }
 

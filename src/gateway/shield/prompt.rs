@@ -108,6 +108,20 @@ fn classify(c: char) -> CharClass {
     }
 }
 
+/// ASCII letters and digits lower-cased, every other byte 0 (not part of an ASCII run).
+static ASCII_WORD_FOLD: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            table[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    table
+};
+
 /// A word being read: its folded hash and where it lies.
 #[derive(Clone, Copy)]
 struct Word {
@@ -399,19 +413,24 @@ impl PromptState {
     /// Folds the run of ASCII letters and digits starting at `bytes[i]`
     /// into the current word in one pass; returns the index after the run.
     fn ascii_run(&mut self, idx: &PromptIndex, bytes: &[u8], i: usize, base: usize) -> usize {
-        let run = bytes[i..].iter().position(|b| !b.is_ascii_alphanumeric()).map_or(bytes.len(), |n| i + n);
         if self.cur.is_none() {
             self.cur = Some(Word::begin(base + i));
             self.gap = 0;
         }
-        let Some(w) = &mut self.cur else { return run };
+        let Some(w) = &mut self.cur else { return i };
+        // One pass that finds the run's end and folds it (same folding as `Word::fold`: an
+        // ASCII byte is its char code), through a table: this loop sees most answer bytes.
+        let mut h = w.hash;
+        let mut run = i;
+        while let Some(&folded) = bytes.get(run).map(|&b| &ASCII_WORD_FOLD[usize::from(b)]) {
+            if folded == 0 {
+                break;
+            }
+            h = (h ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
+            run += 1;
+        }
         if w.overlong {
             return run;
-        }
-        // Same folding as `Word::fold` (an ASCII byte is its char code).
-        let mut h = w.hash;
-        for &b in &bytes[i..run] {
-            h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
         }
         w.hash = h;
         w.chars += run - i;
