@@ -27,8 +27,20 @@ run() { # name url connections
 
 # Warm both paths, then measure each side right after the other.
 wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$OMI_PORT/v1/chat/completions" >/dev/null
+# The gateway's own overhead (its histogram: total minus upstream time) during the c=1 run,
+# as the bucket bound that holds the 50th and 99th percentiles.
+overhead_buckets() {
+  curl -s "127.0.0.1:$OMI_PORT/metrics" | awk -F'[{}" ]+' '/^omi_gateway_overhead_seconds_bucket/ && /route="chat"/ {
+    for (i = 1; i <= NF; i++) if ($i ~ /le=$/) print $(i + 1), $NF }'
+}
+overhead_pct() { # before after percentile
+  paste -d' ' <(echo "$1") <(echo "$2") | awk -v p="$3" '{le[NR] = $1; n[NR] = $4 - $2} END {
+    total = n[NR]; for (i = 1; i <= NR; i++) if (n[i] >= total * p / 100) { printf "%.0f", le[i] * 1000000; exit } }'
+}
 run direct_c1 "http://127.0.0.1:$MOCK_PORT" 1
+before_c1=$(overhead_buckets)
 run omi_c1 "http://127.0.0.1:$OMI_PORT" 1
+after_c1=$(overhead_buckets)
 run direct_c50 "http://127.0.0.1:$MOCK_PORT" 50
 run omi_c50 "http://127.0.0.1:$OMI_PORT" 50 & load=$!
 sleep $((DURATION / 2)); load_rss=$(rss $omi_pid); wait $load
@@ -66,6 +78,9 @@ d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
     "$(awk -v a="$(rps omi_c50)" -v b="$(rps direct_c50)" 'BEGIN {printf "%.2f", a/b}')"
   printf "latency c=1 p50      direct %8s us      through omi %8s us      added %s us\n" "$d50" "$o50" "$(awk -v a="$o50" -v b="$d50" 'BEGIN {printf "%.0f", a-b}')"
   printf "latency c=1 p99      direct %8s us      through omi %8s us      added %s us\n" "$d99" "$o99" "$(awk -v a="$o99" -v b="$d99" 'BEGIN {printf "%.0f", a-b}')"
+  printf "c=1 in-process overhead (omi_gateway_overhead_seconds): p50 <= %s us, p99 <= %s us;\n" \
+    "$(overhead_pct "$before_c1" "$after_c1" 50)" "$(overhead_pct "$before_c1" "$after_c1" 99)"
+  printf "  the rest of the added latency is the two extra loopback hops (direct p50 is one round trip: two)\n"
   for p in 50 99; do
     printf "fixed %s/s p%s     direct %8s us      through omi %8s us      added %s us\n" "$RATE" "$p" "$(hey_pct direct_rate $p)" \
       "$(hey_pct omi_rate $p)" "$(($(hey_pct omi_rate $p) - $(hey_pct direct_rate $p)))"
