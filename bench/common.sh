@@ -91,5 +91,15 @@ compare_variants() { # title lua [wrk environment VAR=value…]
       "$(change "$cpu" "$base_cpu")" "$(variant_median "$title" "$v" mock_cpu_us)" \
       "$(variant_median "$title" "$v" p50_us)" "$(variant_median "$title" "$v" p99_us)"
   done
+  # Each round runs the variants back to back, so a round's own ratio cancels the machine's
+  # drift between rounds (on this shared VM a round can be 20% slower than the next).
+  for v in "${VARIANTS[@]:1}"; do
+    printf "%s vs %s, median of the rounds' own throughput changes: %s%% (each round: %s)\n" "$v" "$first" \
+      "$(paired_changes "$tag" "$first" "$v" | median 1)" "$(paired_changes "$tag" "$first" "$v" | tr '\n' ' ')"
+  done
   echo "machine load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); rounds (${ROUND_COLUMNS[*]}): $out/${tag}_rounds.txt"
+}
+paired_changes() { # tag base variant: one throughput change per round, in percent
+  awk -v b="$2" -v v="$3" '$2 == b {base[$1] = $3} $2 == v {rps[$1] = $3} $1 > n {n = $1}
+    END {for (r = 1; r <= n; r++) if ((r in rps) && (r in base)) printf "%.1f\n", (rps[r] - base[r]) / base[r] * 100}' "$out/$1_rounds.txt"
 }
