@@ -329,4 +329,11 @@ ALTER TABLE traffic_hourly ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (7, 'traffic rollup', TRUE, '\xcd373883c317ef9de1a59c45495b5d59b3579d43061d330d3f4ec7a471cca8d9aa302c9e35cbdb0fd615caf6c0cd0996', 0);
 
+-- migration 0008 sentinel hold
+-- A key the Sentinel suspended stays suspended until an operator restores it: billing's own
+-- status changes (a renewal, an unpause) do not lift it. NULL: no hold.
+ALTER TABLE api_keys ADD COLUMN held_since TIMESTAMPTZ;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (8, 'sentinel hold', TRUE, '\x69b91f22d6640cbeb02f919abeee925db21fcd592db2b75203c725052a1d66177604f1adf0b8e58e4fa3b32aa9620051', 0);
+
 COMMIT;

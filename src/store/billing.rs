@@ -114,8 +114,8 @@ struct PurchaseState {
     refunded: bool,
 }
 
-/// Brings the purchase's key to the status its subscription implies (revocation is final).
-/// Evaluates to whether the key changed.
+/// Brings the purchase's key to the status its subscription implies (revocation is final, and
+/// a key the Sentinel holds is not reactivated). Evaluates to whether the key changed.
 macro_rules! sync_key_status {
     ($tx:expr, $order_id:expr, $now:expr) => {{
         let state: Option<PurchaseState> = sqlx::query_as(
@@ -130,7 +130,8 @@ macro_rules! sync_key_status {
             let desired = key_status_for(subscription_status.as_deref(), ends_at, grace_until, refunded, $now);
             let row: Option<(Vec<u8>,)> = sqlx::query_as(
                 "UPDATE api_keys SET status = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3 ELSE revoked_at END
-                 WHERE id = $1 AND status <> $2 AND status <> 'revoked' RETURNING key_hash",
+                 WHERE id = $1 AND status <> $2 AND status <> 'revoked' AND NOT ($2 = 'active' AND held_since IS NOT NULL)
+                 RETURNING key_hash",
             )
             .bind(key_id)
             .bind(desired.as_str())

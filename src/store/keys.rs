@@ -39,10 +39,12 @@ pub struct KeyListing {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Since when the Sentinel has held the key suspended; only an operator lifts a hold.
+    pub held_since: Option<DateTime<Utc>>,
 }
 
 pub(super) const LISTING_COLUMNS: &str =
-    "k.id, k.customer_id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at";
+    "k.id, k.customer_id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at, k.held_since";
 
 impl Store {
     pub async fn insert_key(&self, key: &NewKey<'_>) -> StoreResult<KeyListing> {
@@ -95,19 +97,37 @@ impl Store {
         }
     }
 
-    /// Moves a key to `status`. Revocation is final: a revoked key is never reactivated.
+    /// Moves a key to `status`: an operator's decision, so restoring a key also lifts a
+    /// Sentinel hold. Revocation is final: a revoked key is never reactivated.
     pub async fn set_key_status(&self, id: Uuid, status: KeyStatus) -> StoreResult<KeyListing> {
+        self.change_key_status(id, status, None).await
+    }
+
+    /// The Sentinel's suspension: the key stays suspended, whatever billing reports, until an
+    /// operator restores it (`set_key_status`).
+    pub async fn hold_key(&self, id: Uuid) -> StoreResult<KeyListing> {
+        self.change_key_status(id, KeyStatus::Suspended, Some(Utc::now())).await
+    }
+
+    async fn change_key_status(
+        &self,
+        id: Uuid,
+        status: KeyStatus,
+        hold: Option<DateTime<Utc>>,
+    ) -> StoreResult<KeyListing> {
         let now = Utc::now();
         let revoked_at = (status == KeyStatus::Revoked).then_some(now);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let row: Option<(Vec<u8>,)> = sqlx::query_as(
-                "UPDATE api_keys SET status = $2, revoked_at = COALESCE(revoked_at, $3)
+                "UPDATE api_keys SET status = $2, revoked_at = COALESCE(revoked_at, $3),
+                     held_since = CASE WHEN $4 IS NOT NULL THEN $4 WHEN $2 = 'active' THEN NULL ELSE held_since END
                  WHERE id = $1 AND (status <> 'revoked' OR $2 = 'revoked') RETURNING key_hash",
             )
             .bind(id)
             .bind(status.as_str())
             .bind(revoked_at)
+            .bind(hold)
             .fetch_optional(&mut *tx)
             .await?;
             let Some((hash,)) = row else {

@@ -5,6 +5,7 @@ use crate::mailer::{SinkTls, SmtpSink, provision_venv};
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually, start_server, test_config};
 use hmac::{Hmac, KeyInit, Mac};
+use omi::keys::KeyStatus;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -265,9 +266,30 @@ async fn the_subscription_lifecycle_moves_the_key(backend: Backend) {
         ),
         (invoice("subscription_payment_recovered", 7, "renewal"), ok.clone(), "recovered payment restores"),
         (invoice("subscription_payment_success", 8, "renewal"), ok.clone(), "renewal paid"),
-        (subscription("subscription_expired", ORDER, "expired", 9, None), revoked.clone(), "expired revokes"),
+    ];
+    for (body, expected, why) in steps {
+        outcome(&app, &body).await;
+        assert_eq!(status_with(&app, &key).await, expected, "{why}");
+    }
+
+    // The Sentinel's suspension holds through billing's news; only an operator lifts it.
+    let store = &app.state().store;
+    let id = store.resolve_key(&key[..12]).await.expect("resolve").id;
+    assert!(store.hold_key(id).await.expect("hold").held_since.is_some());
+    app.state().verifier.sync_changes().await.expect("sync"); // as the Sentinel does after a hold
+    assert_eq!(status_with(&app, &key).await, suspended, "held");
+    outcome(&app, &subscription("subscription_updated", ORDER, "active", 9, None)).await;
+    outcome(&app, &invoice("subscription_payment_success", 10, "renewal")).await;
+    assert_eq!(status_with(&app, &key).await, suspended, "a payment does not lift the Sentinel's hold");
+    let restored = store.set_key_status(id, KeyStatus::Active).await.expect("restore");
+    assert!(restored.held_since.is_none(), "restoring lifts the hold");
+    app.state().verifier.sync_changes().await.expect("sync");
+    assert_eq!(status_with(&app, &key).await, ok, "restored by the operator");
+
+    let steps: Vec<(Value, (u16, String), &str)> = vec![
+        (subscription("subscription_expired", ORDER, "expired", 11, None), revoked.clone(), "expired revokes"),
         (
-            subscription("subscription_updated", ORDER, "active", 10, None),
+            subscription("subscription_updated", ORDER, "active", 12, None),
             revoked.clone(),
             "nothing resurrects a revoked key",
         ),
@@ -278,8 +300,8 @@ async fn the_subscription_lifecycle_moves_the_key(backend: Backend) {
     }
     assert_eq!(
         count(&app, "revenue_ledger WHERE kind = 'payment'").await,
-        2,
-        "order + one renewal (recovered is not a payment)"
+        3,
+        "order + two renewals (recovered is not a payment)"
     );
 
     // A second purchase, refunded in full: revoked, and the refund is on the books.

@@ -329,6 +329,9 @@ async fn the_judge_decides_the_uncertain_band_and_its_cost_is_published() {
     let response = app.chat(&key, chat_body(false)).send().await.expect("send");
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["code"], "key_suspended");
+    let id = app.state().store.resolve_key(&key[..12]).await.expect("resolve").id;
+    let held = app.state().store.key_by_id(id).await.expect("key");
+    assert!(held.held_since.is_some(), "a hold, which billing does not lift");
 }
 
 #[tokio::test]

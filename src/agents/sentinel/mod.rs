@@ -19,7 +19,7 @@ pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
 use crate::config::{Config, SentinelMode};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use crate::gateway::guard::Guard;
-use crate::keys::{KeyStatus, KeyVerifier};
+use crate::keys::KeyVerifier;
 use crate::store::{NewFinding, Store};
 use chrono::{DateTime, Utc};
 use judge::{Judge, JudgeVerdict, Judged};
@@ -425,7 +425,7 @@ impl Findings {
             }
         };
         for key in &keys {
-            match self.store.set_key_status(*key, KeyStatus::Suspended).await {
+            match self.store.hold_key(*key).await {
                 Ok(_) => {
                     metrics::counter!("omi_sentinel_suspensions_total").increment(1);
                     tracing::warn!(%customer_id, key_id = %key, strikes = strikes.today, "sentinel suspended a key");
