@@ -52,8 +52,9 @@ curl -sf -H "Authorization: Bearer ${KEY[on]}" -H 'Content-Type: application/jso
   for stream in 0 1; do
     title="OMI Sentinel and shield, $([ $stream = 1 ] && echo "streamed in 40 chunks" || echo non-streamed)"
     compare_variants "$title" bench/sentinel.lua STREAM=$stream
-    printf "guards' cost (on vs prompt): throughput %s%%, omi CPU per request %s%%\n" \
+    printf "guards' cost (on vs prompt): throughput %s%% (rounds' own changes: median %s%%), omi CPU per request %s%%\n" \
       "$(change "$(variant_median "$title" on rps)" "$(variant_median "$title" prompt rps)")" \
+      "$(paired_changes "$(tag_of "$title")" prompt on | median 1)" \
       "$(change "$(variant_median "$title" on cpu_us)" "$(variant_median "$title" prompt cpu_us)")"
   done
   metric() { curl -s "127.0.0.1:${PORT[on]}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
