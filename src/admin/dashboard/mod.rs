@@ -95,6 +95,9 @@ impl Chrome {
 #[derive(Default)]
 pub struct Pager {
     pub prev: Option<String>,
+    /// What `prev` leads to: the page before, or (keyset paging, which only walks forward)
+    /// the newest page.
+    pub prev_label: &'static str,
     pub next: Option<String>,
 }
 
@@ -116,7 +119,7 @@ impl Pager {
     /// The links around page `page` (from 0); `more` says whether a next page exists.
     /// `link(n)` is the URL of page `n`.
     pub fn around(page: u32, more: bool, link: impl Fn(u32) -> String) -> Pager {
-        Pager { prev: page.checked_sub(1).map(&link), next: more.then(|| link(page + 1)) }
+        Pager { prev: page.checked_sub(1).map(&link), prev_label: "← Previous", next: more.then(|| link(page + 1)) }
     }
 }
 
@@ -142,7 +145,7 @@ pub fn keyset<T>(
     let more = rows.len() as i64 > per_page;
     rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
     let next = if more { rows.last().map(after) } else { None };
-    (rows, Pager { prev: later.then_some(first), next })
+    (rows, Pager { prev: later.then_some(first), prev_label: "← Newest", next })
 }
 
 /// `path` with `pairs` and `page=n` (left out for the first page) as its query string.
