@@ -154,7 +154,11 @@ impl MultiRow {
             for column in 0..self.columns {
                 n += 1;
                 sql.push_str(if column == 0 { "" } else { ", " });
-                let _ = if numbered { write!(sql, "${n}") } else { write!(sql, "?") };
+                if numbered {
+                    let _ = write!(sql, "${n}"); // writing into a String cannot fail
+                } else {
+                    sql.push('?');
+                }
             }
             sql.push(')');
         }
