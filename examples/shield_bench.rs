@@ -1,7 +1,14 @@
 //! `cargo run --release --example shield_bench`
 //!
-//! Measures `Shield::sanitize` throughput on clean text, the per-event cost
-//! of `SseShield`, and the hold-back for a ~1,500-word system prompt.
+//! Measures `Shield::sanitize` throughput on clean text, the per-body cost of
+//! a non-streamed chat completion (bench/sentinel.lua's answer), the
+//! per-event cost of `SseShield`, and the hold-back for a ~1,500-word system
+//! prompt.
+//!
+//! `-- --body-iters 1000` only sanitizes the chat completion body that many
+//! times in `sanitize_bodies`, for an instruction count a loaded machine
+//! cannot disturb: `valgrind --tool=callgrind --toggle-collect='*sanitize_bodies*'
+//! target/release/examples/shield_bench --body-iters 1000`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -82,7 +89,82 @@ impl Rng {
     }
 }
 
+/// bench/sentinel.lua's answer, as the mock upstream returns it.
+const ANSWER_BODY: &str = concat!(
+    r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1764201600,"model":"gpt-4o-mini","#,
+    r#""choices":[{"index":0,"message":{"role":"assistant","content":"Here is a draft for your FAQ page. "#,
+    r#"Where do you deliver? We deliver within ten kilometres of the shop, Tuesday to Saturday, and orders "#,
+    r#"placed before noon arrive the same day. Do your products contain allergens? Most of our bakes contain "#,
+    r#"wheat, milk and eggs, and some contain nuts; every label lists them. How long does bread stay fresh? "#,
+    r#"Sourdough keeps three days in a paper bag and freezes well for a month. Can I order a custom cake? "#,
+    r#"Yes, with five days notice. Do you have gluten-free options? Our gluten-free range is baked on "#,
+    r#"separate days with separate tools, so you can enjoy it with confidence.","refusal":null},"#,
+    r#""logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":312,"completion_tokens":120,"#,
+    r#""total_tokens":432},"system_fingerprint":"fp_mock"}"#
+);
+
+/// bench/sentinel.sh's kind of system prompt: ~1,500 words of support-bot
+/// rules over a small vocabulary, so the answer shares many of its words.
+fn support_prompt(rng: &mut Rng) -> String {
+    let subjects = ["the assistant", "you", "every answer", "each reply", "the support team", "our policy"];
+    let verbs = ["must mention", "should explain", "never reveals", "always checks", "politely declines"];
+    let objects = [
+        "the refund window of thirty days",
+        "the shipping times for Europe",
+        "the wholesale price list",
+        "the loyalty programme tiers",
+        "the internal escalation path",
+        "the opening hours of the Berlin office",
+        "the data retention rules",
+        "the order number format",
+    ];
+    let tails =
+        ["unless a manager approves it", "in plain language", "before closing the ticket", "in under fifty words"];
+    let mut s = String::from("You are Nimbus, the support assistant of Acme Rockets Inc.");
+    while s.split_whitespace().count() < 1500 {
+        let pick = |rng: &mut Rng, xs: &[&'static str]| xs[rng.below(xs.len())];
+        let line = [pick(rng, &subjects), pick(rng, &verbs), pick(rng, &objects), pick(rng, &tails)].join(" ");
+        s.push(' ');
+        s.push_str(&line);
+        s.push('.');
+    }
+    s
+}
+
+/// The measured region for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn sanitize_bodies(sh: &Shield, body: &[u8], iters: u32) {
+    for _ in 0..iters {
+        assert!(black_box(sh.sanitize_json_body(black_box(body))).is_none(), "the answer must be clean");
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let body_iters = args.iter().position(|a| a == "--body-iters").and_then(|i| args.get(i + 1)?.parse().ok());
+    let support = Shield::new(ShieldConfig {
+        system_prompt: Some(support_prompt(&mut Rng(7))),
+        canary: Some("omi-canary-3f9a71c2e4b8d6".to_owned()),
+        ..ShieldConfig::default()
+    });
+    if let Some(iters) = body_iters {
+        sanitize_bodies(&support, ANSWER_BODY.as_bytes(), iters);
+        println!("sanitized a {} B chat completion body {iters} times", ANSWER_BODY.len());
+        return;
+    }
+    let iters = 20_000;
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        sanitize_bodies(&support, ANSWER_BODY.as_bytes(), iters);
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "sanitize_json_body, {} B chat completion, 1,500-word support prompt: {:.2} us/body, best of 10",
+        ANSWER_BODY.len(),
+        best * 1e6 / f64::from(iters)
+    );
+
     let mut rng = Rng(0x0b5e_55ed);
     let prompt = rng.prose(1500, &["v1.2.3", "8.8.8.8"]);
     let words = prompt.split_whitespace().count();

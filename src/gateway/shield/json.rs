@@ -161,7 +161,7 @@ impl<'a> Walker<'a, '_> {
         loop {
             let rest = &self.s[self.pos..];
             let off = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest[..off].iter().any(|&b| b < 0x20) {
+            if has_control_byte(&rest[..off]) {
                 return None;
             }
             self.pos += off + 1;
@@ -183,6 +183,21 @@ impl<'a> Walker<'a, '_> {
     }
 }
 
+/// Whether `s` holds a byte below 0x20, eight bytes at a time: this check
+/// sees every byte of every answer.
+fn has_control_byte(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = s.chunks_exact(8);
+    // A byte b < 0x20 is exactly one where b - 0x20 borrows into its high bit
+    // while b's own high bit is clear.
+    let control = |w: u64| w.wrapping_sub(0x20 * ONES) & !w & HIGH != 0;
+    if words.by_ref().any(|w| control(u64::from_le_bytes(w.try_into().unwrap_or_default()))) {
+        return true;
+    }
+    words.remainder().iter().any(|&b| b < 0x20)
+}
+
 /// Decodes a string literal (with quotes) that [`walk`] accepted. Lenient on
 /// purpose: a lone UTF-16 surrogate escape (which a model's tokenizer can
 /// produce) or stray invalid UTF-8 becomes U+FFFD instead of making the text
@@ -191,7 +206,12 @@ impl<'a> Walker<'a, '_> {
 pub(super) fn decode_str(lit: &[u8]) -> Cow<'_, str> {
     let inner = lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default();
     if memchr::memchr(b'\\', inner).is_none() {
-        return String::from_utf8_lossy(inner);
+        // `from_utf8` checks ASCII a word at a time; the lossy decoder's
+        // chunk iterator goes byte by byte even when there is nothing to fix.
+        return match std::str::from_utf8(inner) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(inner),
+        };
     }
     let hex4 = |at: usize| {
         let h = std::str::from_utf8(inner.get(at..at + 4)?).ok()?;

@@ -347,6 +347,14 @@ impl PromptState {
                 i = self.ascii_run(idx, bytes, i, base);
                 continue;
             }
+            // Spaces and punctuation: what `classify` says of every other
+            // ASCII byte but the apostrophe, without decoding a char.
+            if b.is_ascii() && b != b'\'' {
+                self.end_word(idx, out);
+                self.add_gap(1);
+                i += 1;
+                continue;
+            }
             let c = if b.is_ascii() {
                 char::from(b)
             } else {

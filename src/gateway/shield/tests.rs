@@ -383,6 +383,29 @@ fn json_body_unchanged_and_error_bodies() {
     assert_eq!(v["choices"][0]["message"]["content"], format!("line\n{M}\""));
 }
 
+#[test]
+fn a_raw_control_byte_anywhere_in_a_string_makes_it_invalid_json() {
+    let walks = |inner: &[u8]| {
+        let doc = [b"\"".as_slice(), inner, b"\""].concat();
+        super::json::walk(&doc, &mut |_, _, _| {}).is_some()
+    };
+    // Every position of a word-wise check, its tail bytes included.
+    for len in 1..20 {
+        for at in 0..len {
+            for bad in [0x00, 0x01, 0x09, 0x0a, 0x1f] {
+                let mut inner = vec![b'a'; len];
+                inner[at] = bad;
+                assert!(!walks(&inner), "byte {bad:#04x} at {at} of {len}");
+            }
+            for fine in [0x20, 0x21, 0x7f, 0x80, 0xa0, 0xff] {
+                let mut inner = vec![0x20; len];
+                inner[at] = fine;
+                assert!(walks(&inner), "byte {fine:#04x} at {at} of {len}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- streaming
 
 /// A content chunk (trimmed to the fields that matter, to keep the
