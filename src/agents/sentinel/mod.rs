@@ -82,6 +82,7 @@ pub struct Deps {
 pub struct Sentinel {
     block: Option<f32>,
     rules: Arc<Rules>,
+    judging: JudgePolicy,
     /// None when the Sentinel is off.
     queue: Option<mpsc::Sender<Job>>,
     dropped: AtomicU64,
@@ -104,6 +105,11 @@ impl Sentinel {
             )),
             _ => None,
         };
+        let judging = JudgePolicy {
+            configured: judge.is_some(),
+            band: (config.sentinel_judge_min, config.sentinel_judge_max),
+            all: config.sentinel_judge_all,
+        };
         let findings = Arc::new(Findings {
             store: deps.store,
             events: deps.events.clone(),
@@ -121,15 +127,15 @@ impl Sentinel {
                 rx,
                 rules: rules.clone(),
                 judge: judge.map(Arc::new),
-                judge_band: (config.sentinel_judge_min, config.sentinel_judge_max),
-                judge_all: config.sentinel_judge_all,
+                judging,
                 judge_slots: Arc::new(Semaphore::new(config.sentinel_judge_concurrency)),
                 findings,
             };
             worker_task = Some(tokio::spawn(worker.run(close.clone())));
             tx
         });
-        let sentinel = Sentinel { block: config.sentinel_block, rules, queue, dropped: AtomicU64::new(0), close };
+        let sentinel =
+            Sentinel { block: config.sentinel_block, rules, judging, queue, dropped: AtomicU64::new(0), close };
         (Arc::new(sentinel), Tasks { worker: worker_task, recorder })
     }
 
@@ -161,6 +167,15 @@ impl Sentinel {
         let blocked = screening != Screening::Pass;
         if blocked {
             metrics::counter!("omi_sentinel_blocked_total").increment(1);
+        }
+        // A prompt the inline scan already settled as clean has nothing left for the worker:
+        // queueing it would only wake a thread per request.
+        if let Some(verdict) = &verdict
+            && !self.judging.asks(verdict, blocked)
+            && decide(verdict, None, blocked).is_none()
+        {
+            metrics::counter!("omi_sentinel_scans_total").increment(1);
+            return screening;
         }
         if queue.try_send(Job { prompt, verdict, blocked }).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -206,12 +221,30 @@ pub fn user_text(messages: &[Value]) -> String {
     text
 }
 
+/// Which prompts go to the LLM judge.
+#[derive(Clone, Copy)]
+struct JudgePolicy {
+    /// A judge is set up (`SENTINEL_MODE=llm` with a key).
+    configured: bool,
+    /// Rule scores in `[low, high)` are uncertain enough to ask about.
+    band: (f32, f32),
+    /// Ask about every prompt (`SENTINEL_JUDGE_ALL`).
+    all: bool,
+}
+
+impl JudgePolicy {
+    /// A refused prompt is settled by the rules; the judge is not asked about it.
+    fn asks(&self, rules: &Verdict, blocked: bool) -> bool {
+        let (low, high) = self.band;
+        self.configured && !blocked && (self.all || (low..high).contains(&rules.score))
+    }
+}
+
 struct Worker {
     rx: mpsc::Receiver<Job>,
     rules: Arc<Rules>,
     judge: Option<Arc<Judge>>,
-    judge_band: (f32, f32),
-    judge_all: bool,
+    judging: JudgePolicy,
     /// Bounds judge calls in flight; a full set makes the worker wait, so the queue (not
     /// memory) absorbs the backlog.
     judge_slots: Arc<Semaphore>,
@@ -240,10 +273,8 @@ impl Worker {
             None => self.rules.scan(&job.prompt.text),
         };
         metrics::counter!("omi_sentinel_scans_total").increment(1);
-        let (low, high) = self.judge_band;
-        let in_band = self.judge_all || (low..high).contains(&verdict.score);
         match &self.judge {
-            Some(judge) if in_band && !job.blocked => {
+            Some(judge) if self.judging.asks(&verdict, job.blocked) => {
                 let Ok(slot) = self.judge_slots.clone().acquire_owned().await else {
                     return;
                 };
