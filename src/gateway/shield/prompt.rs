@@ -18,8 +18,17 @@
 //! Unlike fixed-size shingles this finds the whole matched run in one pass
 //! and needs no re-verification.
 //!
-//! A 64-bit hash collision could only make two different words compare equal
-//! (a spurious removal); it can never hide a real leak.
+//! Most answer words share no run with the prompt, so the automaton is only
+//! consulted near one: every adjacent pair of words in a leaked run is also an
+//! adjacent pair of the prompt, and two 8 KiB bit filters (prompt words and
+//! prompt word pairs) bound the run ending at each word. Only once that bound
+//! reaches `min_words` are its words fed through the automaton, which then
+//! steps word by word until the bound drops again. Under load the automaton's
+//! transition map (hundreds of KB) misses the cache; the filters do not.
+//!
+//! A 64-bit hash collision or a filter false positive could only make two
+//! different words compare equal (a spurious removal) or cost a lookup; it can
+//! never hide a real leak.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -50,6 +59,15 @@ fn mix64(mut x: u64) -> u64 {
 /// Filter bit of a word hash: its top 16 bits (already avalanched by `mix64`).
 fn vocab_bit(w: u64) -> usize {
     (w >> (64 - VOCAB_BITS.trailing_zeros())) as usize
+}
+
+/// Filter bit of an ordered pair of word hashes.
+fn pair_bit(prev: u64, w: u64) -> usize {
+    vocab_bit(mix64(prev.rotate_left(21) ^ w))
+}
+
+fn filter_has(filter: &[u64], bit: usize) -> bool {
+    filter.get(bit / 64).is_some_and(|v| v & (1 << (bit % 64)) != 0)
 }
 
 /// Cheap hasher for keys that are already well-mixed word hashes; SipHash
@@ -170,6 +188,8 @@ pub(super) struct PromptIndex {
     /// prompt words, and one bit test is much cheaper than a map lookup.
     /// A false hit only costs the automaton lookups that would follow anyway.
     vocab: Vec<u64>,
+    /// Bit filter over the prompt's adjacent word pairs (see the module docs).
+    pairs: Vec<u64>,
     links: Vec<u32>,
     lens: Vec<u32>,
     next: HashMap<(u32, u64), u32, Mix>,
@@ -248,9 +268,13 @@ impl PromptIndex {
             last = cur;
         }
         let mut vocab = vec![0u64; VOCAB_BITS / 64];
+        let mut pairs = vec![0u64; VOCAB_BITS / 64];
+        let set = |filter: &mut [u64], bit: usize| filter[bit / 64] |= 1 << (bit % 64);
         for &k in &keys {
-            let bit = vocab_bit(k);
-            vocab[bit / 64] |= 1 << (bit % 64);
+            set(&mut vocab, vocab_bit(k));
+        }
+        for pair in keys.windows(2) {
+            set(&mut pairs, pair_bit(pair[0], pair[1]));
         }
         let mut next = HashMap::with_capacity_and_hasher(keys.len() * 2, Mix::default());
         for (s, map) in trans.into_iter().enumerate() {
@@ -263,6 +287,7 @@ impl PromptIndex {
             max_chars,
             max_raw: 4 * max_bytes + 16,
             vocab,
+            pairs,
             links: links.into_iter().map(|l| l.unwrap_or(0)).collect(),
             lens,
             next,
@@ -276,10 +301,31 @@ impl PromptIndex {
         self.min_words * (self.max_raw + GAP_MAX)
     }
 
+    /// An upper bound of the matching statistic after word `w`, from the bound
+    /// `bound` after the word `prev` before it.
+    fn run_bound(&self, bound: usize, prev: u64, w: u64) -> usize {
+        if !filter_has(&self.vocab, vocab_bit(w)) {
+            0
+        } else if bound > 0 && filter_has(&self.pairs, pair_bit(prev, w)) {
+            bound + 1
+        } else {
+            1
+        }
+    }
+
+    /// The matching statistic (state, length) after feeding `words` from the
+    /// root: exact whenever no run longer than `words` can end at the last one.
+    fn match_over(&self, words: impl Iterator<Item = u64>) -> (u32, usize) {
+        let (mut state, mut len) = (0, 0);
+        for w in words {
+            self.step(&mut state, &mut len, w);
+        }
+        (state, len)
+    }
+
     /// Extends the matching statistic by one word (amortised O(1)).
     fn step(&self, state: &mut u32, len: &mut usize, w: u64) {
-        let bit = vocab_bit(w);
-        if self.vocab.get(bit / 64).is_none_or(|v| v & (1 << (bit % 64)) == 0) {
+        if !filter_has(&self.vocab, vocab_bit(w)) {
             *state = 0;
             *len = 0;
             return;
@@ -303,13 +349,20 @@ impl PromptIndex {
 /// Per-text matching state; resumable, so a stream can feed it piece by
 /// piece. Offsets are absolute positions in the whole answer text.
 pub(super) struct PromptState {
+    /// Upper bound of the matching statistic (see the module docs).
+    bound: usize,
+    /// `state` and `len` are the automaton's (exact) only while `bound` is at
+    /// least `min_words`; below, `len` is 0 and the exact length is computed
+    /// on demand from the ring.
+    exact: bool,
     state: u32,
     len: usize,
     /// The last word completed a run of `min_words` or more.
     in_run: bool,
-    /// (start, end) of the last `MAX_RUN_WORDS` words; enough to locate the
-    /// first word of a run the moment it reaches `min_words`.
-    ring: [(usize, usize); MAX_RUN_WORDS],
+    /// (start, end, key) of the last `MAX_RUN_WORDS` words; enough to locate
+    /// the first word of a run the moment it reaches `min_words`, and to
+    /// replay the words of a bound through the automaton.
+    ring: [(usize, usize, u64); MAX_RUN_WORDS],
     words: usize,
     cur: Option<Word>,
     gap: usize,
@@ -319,10 +372,12 @@ pub(super) struct PromptState {
 impl PromptState {
     pub(super) fn new() -> PromptState {
         PromptState {
+            bound: 0,
+            exact: false,
             state: 0,
             len: 0,
             in_run: false,
-            ring: [(0, 0); MAX_RUN_WORDS],
+            ring: [(0, 0, 0); MAX_RUN_WORDS],
             words: 0,
             cur: None,
             gap: 0,
@@ -403,14 +458,17 @@ impl PromptState {
 
     /// Earliest absolute offset that may still become part of a removal and
     /// so must not be released yet; `None` when nothing needs holding.
-    pub(super) fn pending(&self) -> Option<usize> {
+    pub(super) fn pending(&self, idx: &PromptIndex) -> Option<usize> {
         if self.in_run {
             // A confirmed run is already removed up to `last_end`; the gap
             // after it is held so that a continuing run removes it too.
             return Some(self.last_end);
         }
-        if self.len > 0 {
-            return Some(self.ring[(self.words - self.len) % MAX_RUN_WORDS].0);
+        // Only the exact run is held, so that the stream waits no longer than
+        // the automaton says it must.
+        let len = if self.exact { self.len } else { idx.match_over(self.last_keys(self.bound)).1 };
+        if len > 0 {
+            return Some(self.ring[(self.words - len) % MAX_RUN_WORDS].0);
         }
         match &self.cur {
             Some(w) if !w.overlong => Some(w.start),
@@ -472,9 +530,22 @@ impl PromptState {
         if w.overlong {
             return;
         }
-        idx.step(&mut self.state, &mut self.len, w.key());
-        self.ring[self.words % MAX_RUN_WORDS] = (w.start, w.end);
+        let key = w.key();
+        let prev = self.ring[self.words.wrapping_sub(1) % MAX_RUN_WORDS].2;
+        self.bound = idx.run_bound(self.bound, prev, key);
+        self.ring[self.words % MAX_RUN_WORDS] = (w.start, w.end, key);
         self.words += 1;
+        if self.bound < idx.min_words {
+            self.exact = false;
+            self.len = 0;
+        } else if self.exact {
+            idx.step(&mut self.state, &mut self.len, key);
+        } else {
+            // The bound grows one word at a time, so it is `min_words` (at most
+            // `MAX_RUN_WORDS`) here: the ring still holds all its words.
+            (self.state, self.len) = idx.match_over(self.last_keys(self.bound));
+            self.exact = true;
+        }
         self.in_run = self.len >= idx.min_words;
         if self.in_run {
             // Runs overlap or continue each other, so marking the last
@@ -492,8 +563,16 @@ impl PromptState {
     }
 
     fn break_run(&mut self) {
+        self.bound = 0;
+        self.exact = false;
         self.state = 0;
         self.len = 0;
         self.in_run = false;
+    }
+
+    /// Keys of the last `n` words (at most `MAX_RUN_WORDS`), oldest first.
+    fn last_keys(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        let n = n.min(MAX_RUN_WORDS).min(self.words);
+        (self.words - n..self.words).map(|i| self.ring[i % MAX_RUN_WORDS].2)
     }
 }

@@ -137,7 +137,8 @@ impl TextScan {
             // Holds inside an open credential are moot: that text is removed
             // whatever comes next.
             let hold = |p: usize| open.is_none_or(|(_, s, _, _)| p < s);
-            for p in [tail.pending.map(|p| base + p), self.prompt.pending()].into_iter().flatten() {
+            let prompt = sh.prompt.as_ref().and_then(|idx| self.prompt.pending(idx));
+            for p in [tail.pending.map(|p| base + p), prompt].into_iter().flatten() {
                 if hold(p) {
                     c = c.min(p);
                 }

@@ -384,6 +384,27 @@ fn json_body_unchanged_and_error_bodies() {
 }
 
 #[test]
+fn prompt_word_pairs_alone_are_not_a_leak() {
+    let sh = Arc::new(Shield::new(ShieldConfig {
+        system_prompt: Some("alpha beta gamma delta alpha epsilon zeta eta theta iota kappa lambda".into()),
+        ..ShieldConfig::default()
+    }));
+    // Every adjacent pair is a pair of the prompt (the filters' bound reaches 9)
+    // but the longest run of the prompt in it is 5 words.
+    let pairs = "gamma delta alpha beta gamma delta alpha beta gamma";
+    assert_eq!(sh.sanitize(pairs), None);
+    let leak = "alpha epsilon zeta eta theta iota kappa lambda";
+    assert_removed(&sh, &format!("{pairs} {leak}."), &format!("{pairs} {M}."), RemovalKind::SystemPrompt);
+    // The same in a stream cut after every word: nothing clean is removed or held for good.
+    let text = format!("{pairs} {leak}.");
+    let words: Vec<String> = text.split_inclusive(' ').map(|w| event(w)).collect();
+    let chunks: Vec<&[u8]> = words.iter().map(|e| e.as_bytes()).collect();
+    let (out, kinds) = run(&sh, &chunks);
+    assert_eq!(content(&out), format!("{pairs} {M}."));
+    assert_eq!(kinds, vec![RemovalKind::SystemPrompt]);
+}
+
+#[test]
 fn a_raw_control_byte_anywhere_in_a_string_makes_it_invalid_json() {
     let walks = |inner: &[u8]| {
         let doc = [b"\"".as_slice(), inner, b"\""].concat();
