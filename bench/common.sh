@@ -46,11 +46,11 @@ start_variant() {
   pids+=($!); PID[$name]=$!; PORT[$name]=$port; VARIANTS+=("$name")
   wait_healthy "$port"
 }
-ROUND_COLUMNS=(round variant rps cpu_us mock_cpu_us p50_us p99_us)
+ROUND_COLUMNS=(round variant rps cpu_us mock_cpu_us p50_us p99_us cpu_per_mock)
 tag_of() { echo "$1" | tr "A-Z" "a-z" | tr -c "a-z0-9\n" "_"; }
-variant_median() { # title variant column
-  local col; for col in "${!ROUND_COLUMNS[@]}"; do [ "${ROUND_COLUMNS[$col]}" = "$3" ] && break; done
-  awk -v v="$2" -v c=$((col + 1)) '$2 == v {print $c}' "$out/$(tag_of "$1")_rounds.txt" | median 1
+column_of() { local col; for col in "${!ROUND_COLUMNS[@]}"; do [ "${ROUND_COLUMNS[$col]}" = "$1" ] && break; done; echo $((col + 1)); }
+variant_median() { # title variant column [decimals]
+  awk -v v="$2" -v c="$(column_of "$3")" '$2 == v {print $c}' "$out/$(tag_of "$1")_rounds.txt" | median "${4:-1}"
 }
 compare_variants() { # title lua [wrk environment VAR=value…]
   local title=$1 lua=$2; shift 2
@@ -76,20 +76,24 @@ compare_variants() { # title lua [wrk environment VAR=value…]
         echo "$v: non-2xx responses under load (see $out/${name}_c50.txt, $work/$v.log)" >&2; exit 1
       fi
       wrk_at "$v" 1 "$out/${name}_c1.txt" -d"${DURATION}s" --latency
+      # omi's CPU in units of the mock's: the mock does the same work for every variant
+      # with the same upstream traffic, so this cancels the machine's speed of the moment.
       echo "$r $v $(rps "${name}_c50") $omi_us $mock_us $(to_us "$(pct "${name}_c1" 50)") $(to_us "$(pct "${name}_c1" 99)")" \
+        "$(awk -v a="$omi_us" -v b="$mock_us" 'BEGIN {printf "%.3f", a / b}')" \
         >>"$out/${tag}_rounds.txt"
     done
   done
   local first=${VARIANTS[0]} base base_cpu rps cpu
   base=$(variant_median "$title" "$first" rps); base_cpu=$(variant_median "$title" "$first" cpu_us)
   echo "== $title ($(date -u +%FT%TZ), $(nproc) cores, wrk, ${DURATION}s per run, median of $ROUNDS alternating rounds) =="
-  printf "%-10s %11s %8s %15s %8s %16s %11s %11s\n" variant "req/s c=50" "vs $first" "omi CPU us/req" "vs $first" \
-    "mock CPU us/req" "p50 c=1 us" "p99 c=1 us"
+  printf "%-10s %11s %8s %15s %8s %16s %11s %11s %9s\n" variant "req/s c=50" "vs $first" "omi CPU us/req" "vs $first" \
+    "mock CPU us/req" "p50 c=1 us" "p99 c=1 us" "omi/mock"
   for v in "${VARIANTS[@]}"; do
     rps=$(variant_median "$title" "$v" rps); cpu=$(variant_median "$title" "$v" cpu_us)
-    printf "%-10s %11s %7s%% %15s %7s%% %16s %11s %11s\n" "$v" "$rps" "$(change "$rps" "$base")" "$cpu" \
+    printf "%-10s %11s %7s%% %15s %7s%% %16s %11s %11s %9s\n" "$v" "$rps" "$(change "$rps" "$base")" "$cpu" \
       "$(change "$cpu" "$base_cpu")" "$(variant_median "$title" "$v" mock_cpu_us)" \
-      "$(variant_median "$title" "$v" p50_us)" "$(variant_median "$title" "$v" p99_us)"
+      "$(variant_median "$title" "$v" p50_us)" "$(variant_median "$title" "$v" p99_us)" \
+      "$(variant_median "$title" "$v" cpu_per_mock 3)"
   done
   # Each round runs the variants back to back, so a round's own ratio cancels the machine's
   # drift between rounds (on this shared VM a round can be 20% slower than the next).
@@ -99,7 +103,7 @@ compare_variants() { # title lua [wrk environment VAR=value…]
   done
   echo "machine load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); rounds (${ROUND_COLUMNS[*]}): $out/${tag}_rounds.txt"
 }
-paired_changes() { # tag base variant: one throughput change per round, in percent
-  awk -v b="$2" -v v="$3" '$2 == b {base[$1] = $3} $2 == v {rps[$1] = $3} $1 > n {n = $1}
-    END {for (r = 1; r <= n; r++) if ((r in rps) && (r in base)) printf "%.1f\n", (rps[r] - base[r]) / base[r] * 100}' "$out/$1_rounds.txt"
+paired_changes() { # tag base variant [column, rps by default]: one change per round, in percent
+  awk -v b="$2" -v v="$3" -v c="$(column_of "${4:-rps}")" '$2 == b {base[$1] = $c} $2 == v {x[$1] = $c} $1 > n {n = $1}
+    END {for (r = 1; r <= n; r++) if ((r in x) && (r in base)) printf "%.1f\n", (x[r] - base[r]) / base[r] * 100}' "$out/$1_rounds.txt"
 }

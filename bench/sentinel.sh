@@ -56,6 +56,11 @@ curl -sf -H "Authorization: Bearer ${KEY[on]}" -H 'Content-Type: application/jso
       "$(change "$(variant_median "$title" on rps)" "$(variant_median "$title" prompt rps)")" \
       "$(paired_changes "$(tag_of "$title")" prompt on | median 1)" \
       "$(change "$(variant_median "$title" on cpu_us)" "$(variant_median "$title" prompt cpu_us)")"
+    # Both send the mock the same traffic: their omi/mock ratios compare at the same machine speed.
+    printf "guards' cost in omi CPU per request over the mock's: %s%% (rounds' own changes: median %s%%, each: %s)\n" \
+      "$(change "$(variant_median "$title" on cpu_per_mock 3)" "$(variant_median "$title" prompt cpu_per_mock 3)")" \
+      "$(paired_changes "$(tag_of "$title")" prompt on cpu_per_mock | median 1)" \
+      "$(paired_changes "$(tag_of "$title")" prompt on cpu_per_mock | tr '\n' ' ')"
   done
   metric() { curl -s "127.0.0.1:${PORT[on]}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
   echo "on gateway: prompts scanned $(metric omi_sentinel_scans_total), scans dropped $(metric omi_sentinel_dropped_total) (empty: none)"
