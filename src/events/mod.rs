@@ -204,7 +204,7 @@ impl EventBus {
         if let Ok(mut subs) = self.subscribers.write() {
             subs.push(subscriber);
         }
-        Subscription { rx, ready: VecDeque::new(), woken_at: None }
+        Coalescing::new(rx)
     }
 
     pub fn publish(&self, event: Event) {
@@ -247,27 +247,34 @@ impl EventBus {
     }
 }
 
-/// How long a subscriber lets events gather after being woken before it asks to be woken
-/// again. Every request publishes to every subscriber; woken per event, each subscriber
-/// would cost the request path a task wake-up (often a thread switch) per request. This
-/// way a busy subscriber wakes about once per window and takes a batch, while an idle one
-/// still sees the first event at once.
+/// How long a per-request queue's consumer lets items gather after being woken before it
+/// asks to be woken again. Every request publishes to every subscriber (and hands its prompt
+/// to the Sentinel); woken per item, each consumer would cost the request path a task
+/// wake-up (often a thread switch) per request. This way a busy consumer wakes about once
+/// per window and takes a batch, while an idle one still sees the first item at once.
 const COALESCE: Duration = Duration::from_millis(2);
-/// Events taken from the queue at once.
+/// Items taken from the queue at once.
 const BATCH: usize = 256;
 
 /// One subscriber's end of the bus.
-pub struct Subscription {
-    rx: mpsc::Receiver<Arc<Event>>,
-    ready: VecDeque<Arc<Event>>,
+pub type Subscription = Coalescing<Arc<Event>>;
+
+/// The receiving end of a per-request queue, woken at most about once per [`COALESCE`].
+pub struct Coalescing<T> {
+    rx: mpsc::Receiver<T>,
+    ready: VecDeque<T>,
     woken_at: Option<Instant>,
 }
 
-impl Subscription {
-    /// The next event; `None` once the bus is closed and every queued event was taken.
-    /// Cancel-safe, so it can sit in a `select!`: an event leaves the queue only to be returned
+impl<T> Coalescing<T> {
+    pub fn new(rx: mpsc::Receiver<T>) -> Coalescing<T> {
+        Coalescing { rx, ready: VecDeque::new(), woken_at: None }
+    }
+
+    /// The next item; `None` once every sender is gone and every queued item was taken.
+    /// Cancel-safe, so it can sit in a `select!`: an item leaves the queue only to be returned
     /// or kept in `ready`.
-    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+    pub async fn recv(&mut self) -> Option<T> {
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Some(event);
@@ -285,8 +292,8 @@ impl Subscription {
         }
     }
 
-    /// The next event if one is queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+    /// The next item if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
         self.ready.pop_front().or_else(|| self.rx.try_recv().ok())
     }
 

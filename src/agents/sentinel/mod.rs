@@ -17,7 +17,7 @@ mod rules;
 pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
 
 use crate::config::{Config, SentinelMode};
-use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
+use crate::events::{Coalescing, Event, EventBus, FindingEvent, FindingKind, Severity};
 use crate::gateway::guard::Guard;
 use crate::keys::KeyVerifier;
 use crate::store::{NewFinding, Store};
@@ -124,7 +124,7 @@ impl Sentinel {
         let queue = (mode != SentinelMode::Off).then(|| {
             let (tx, rx) = mpsc::channel(config.sentinel_queue_capacity);
             let worker = Worker {
-                rx,
+                rx: Coalescing::new(rx),
                 rules: rules.clone(),
                 judge: judge.map(Arc::new),
                 judging,
@@ -241,7 +241,7 @@ impl JudgePolicy {
 }
 
 struct Worker {
-    rx: mpsc::Receiver<Job>,
+    rx: Coalescing<Job>,
     rules: Arc<Rules>,
     judge: Option<Arc<Judge>>,
     judging: JudgePolicy,
@@ -260,7 +260,7 @@ impl Worker {
                 _ = close.cancelled() => None,
             };
             // Closing: what is already queued is still scanned.
-            let Some(job) = job.or_else(|| self.rx.try_recv().ok()) else { break };
+            let Some(job) = job.or_else(|| self.rx.try_recv()) else { break };
             self.process(job, &mut judging).await;
             while judging.try_join_next().is_some() {}
         }
