@@ -397,7 +397,7 @@ fn prompt_word_pairs_alone_are_not_a_leak() {
     assert_removed(&sh, &format!("{pairs} {leak}."), &format!("{pairs} {M}."), RemovalKind::SystemPrompt);
     // The same in a stream cut after every word: nothing clean is removed or held for good.
     let text = format!("{pairs} {leak}.");
-    let words: Vec<String> = text.split_inclusive(' ').map(|w| event(w)).collect();
+    let words: Vec<String> = text.split_inclusive(' ').map(event).collect();
     let chunks: Vec<&[u8]> = words.iter().map(|e| e.as_bytes()).collect();
     let (out, kinds) = run(&sh, &chunks);
     assert_eq!(content(&out), format!("{pairs} {M}."));
