@@ -7,6 +7,7 @@
 # under wrk, alternating round by round. Results go to stdout and bench/out/
 #   bench/sentinel.sh                     # full run (about 3 minutes after the build)
 #   DURATION=5 ROUNDS=1 bench/sentinel.sh # shorter
+#   STREAMS=0 bench/sentinel.sh           # non-streamed answers only (STREAMS=1: streamed only)
 set -euo pipefail
 MOCK_PORT=18011
 source "$(dirname "$0")/common.sh"
@@ -49,7 +50,7 @@ curl -sf -H "Authorization: Bearer ${KEY[on]}" -H 'Content-Type: application/jso
   echo "on: SENTINEL_MODE=rules SENTINEL_BLOCK=0.9, shield on, $(wc -w <"$work/system_prompt.txt")-word system prompt + canary;"
   echo "off: SENTINEL_MODE=off, shield_answers=false, no system prompt; prompt: off with the system prompt"
   echo "(the mock parses the system prompt too). The guards' own cost: on against prompt."
-  for stream in 0 1; do
+  for stream in ${STREAMS:-0 1}; do
     title="OMI Sentinel and shield, $([ $stream = 1 ] && echo "streamed in 40 chunks" || echo non-streamed)"
     compare_variants "$title" bench/sentinel.lua STREAM=$stream
     printf "guards' cost (on vs prompt): throughput %s%% (rounds' own changes: median %s%%), omi CPU per request %s%%\n" \
