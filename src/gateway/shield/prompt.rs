@@ -349,12 +349,11 @@ impl PromptIndex {
 /// Per-text matching state; resumable, so a stream can feed it piece by
 /// piece. Offsets are absolute positions in the whole answer text.
 pub(super) struct PromptState {
-    /// Upper bound of the matching statistic (see the module docs).
+    /// Upper bound of the matching statistic (see the module docs). `state`
+    /// and `len` are the automaton's (exact) only while it is at least
+    /// `min_words`; below, `len` is 0 and the exact length is computed on
+    /// demand from the ring.
     bound: usize,
-    /// `state` and `len` are the automaton's (exact) only while `bound` is at
-    /// least `min_words`; below, `len` is 0 and the exact length is computed
-    /// on demand from the ring.
-    exact: bool,
     state: u32,
     len: usize,
     /// The last word completed a run of `min_words` or more.
@@ -373,7 +372,6 @@ impl PromptState {
     pub(super) fn new() -> PromptState {
         PromptState {
             bound: 0,
-            exact: false,
             state: 0,
             len: 0,
             in_run: false,
@@ -466,7 +464,7 @@ impl PromptState {
         }
         // Only the exact run is held, so that the stream waits no longer than
         // the automaton says it must.
-        let len = if self.exact { self.len } else { idx.match_over(self.last_keys(self.bound)).1 };
+        let len = if self.bound >= idx.min_words { self.len } else { idx.match_over(self.last_keys(self.bound)).1 };
         if len > 0 {
             return Some(self.ring[(self.words - len) % MAX_RUN_WORDS].0);
         }
@@ -532,19 +530,18 @@ impl PromptState {
         }
         let key = w.key();
         let prev = self.ring[self.words.wrapping_sub(1) % MAX_RUN_WORDS].2;
+        let was_exact = self.bound >= idx.min_words;
         self.bound = idx.run_bound(self.bound, prev, key);
         self.ring[self.words % MAX_RUN_WORDS] = (w.start, w.end, key);
         self.words += 1;
         if self.bound < idx.min_words {
-            self.exact = false;
             self.len = 0;
-        } else if self.exact {
+        } else if was_exact {
             idx.step(&mut self.state, &mut self.len, key);
         } else {
             // The bound grows one word at a time, so it is `min_words` (at most
             // `MAX_RUN_WORDS`) here: the ring still holds all its words.
             (self.state, self.len) = idx.match_over(self.last_keys(self.bound));
-            self.exact = true;
         }
         self.in_run = self.len >= idx.min_words;
         if self.in_run {
@@ -564,7 +561,6 @@ impl PromptState {
 
     fn break_run(&mut self) {
         self.bound = 0;
-        self.exact = false;
         self.state = 0;
         self.len = 0;
         self.in_run = false;
