@@ -62,6 +62,12 @@ pub struct Tasks {
     pub recorder: JoinHandle<()>,
 }
 
+struct Counters {
+    scans: metrics::Counter,
+    blocked: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
 struct Job {
     prompt: Prompt,
     /// Already scored inline (block mode): the worker does not scan again.
@@ -83,6 +89,8 @@ pub struct Sentinel {
     block: Option<f32>,
     rules: Arc<Rules>,
     judging: JudgePolicy,
+    /// Registered once: `screen` runs on every request.
+    counters: Counters,
     /// None when the Sentinel is off.
     queue: Option<mpsc::Sender<Job>>,
     dropped: AtomicU64,
@@ -118,6 +126,11 @@ impl Sentinel {
             store_prompts: config.sentinel_store_prompts,
             auto_suspend_after: config.sentinel_auto_suspend_after,
         });
+        let counters = Counters {
+            scans: metrics::counter!("omi_sentinel_scans_total"),
+            blocked: metrics::counter!("omi_sentinel_blocked_total"),
+            dropped: metrics::counter!("omi_sentinel_dropped_total"),
+        };
         let close = CancellationToken::new();
         let recorder = spawn_recorder(&deps.events, findings.clone());
         let mut worker_task = None;
@@ -129,13 +142,21 @@ impl Sentinel {
                 judge: judge.map(Arc::new),
                 judging,
                 judge_slots: Arc::new(Semaphore::new(config.sentinel_judge_concurrency)),
+                scans: counters.scans.clone(),
                 findings,
             };
             worker_task = Some(tokio::spawn(worker.run(close.clone())));
             tx
         });
-        let sentinel =
-            Sentinel { block: config.sentinel_block, rules, judging, queue, dropped: AtomicU64::new(0), close };
+        let sentinel = Sentinel {
+            block: config.sentinel_block,
+            rules,
+            judging,
+            counters,
+            queue,
+            dropped: AtomicU64::new(0),
+            close,
+        };
         (Arc::new(sentinel), Tasks { worker: worker_task, recorder })
     }
 
@@ -166,7 +187,7 @@ impl Sentinel {
         };
         let blocked = screening != Screening::Pass;
         if blocked {
-            metrics::counter!("omi_sentinel_blocked_total").increment(1);
+            self.counters.blocked.increment(1);
         }
         // A prompt the inline scan already settled as clean has nothing left for the worker:
         // queueing it would only wake a thread per request.
@@ -174,12 +195,12 @@ impl Sentinel {
             && !self.judging.asks(verdict, blocked)
             && decide(verdict, None, blocked).is_none()
         {
-            metrics::counter!("omi_sentinel_scans_total").increment(1);
+            self.counters.scans.increment(1);
             return screening;
         }
         if queue.try_send(Job { prompt, verdict, blocked }).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("omi_sentinel_dropped_total").increment(1);
+            self.counters.dropped.increment(1);
         }
         screening
     }
@@ -248,6 +269,7 @@ struct Worker {
     /// Bounds judge calls in flight; a full set makes the worker wait, so the queue (not
     /// memory) absorbs the backlog.
     judge_slots: Arc<Semaphore>,
+    scans: metrics::Counter,
     findings: Arc<Findings>,
 }
 
@@ -272,7 +294,7 @@ impl Worker {
             Some(v) => v.clone(),
             None => self.rules.scan(&job.prompt.text),
         };
-        metrics::counter!("omi_sentinel_scans_total").increment(1);
+        self.scans.increment(1);
         match &self.judge {
             Some(judge) if self.judging.asks(&verdict, job.blocked) => {
                 let Ok(slot) = self.judge_slots.clone().acquire_owned().await else {
