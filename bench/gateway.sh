@@ -3,11 +3,15 @@
 # upstream and `omi serve` (SQLite, key auth on), and measures side by side in one run:
 # the mock directly vs. the mock through omi: wrk at saturation (c=50) and at c=1, hey at a
 # fixed rate (RATE, default 1,000 requests/s). Results go to stdout and bench/out/.
+# Floors, measured in the same run: `examples/bare_proxy.rs` (axum + reqwest forwarding with no
+# logic: what omi's stack alone adds) and, when `nginx` is installed, nginx as a reverse proxy.
 #   bench/gateway.sh            # full run (about 2 minutes after the build)
 #   DURATION=5 bench/gateway.sh # shorter
 set -euo pipefail
 MOCK_PORT=18001
 OMI_PORT=18002
+BARE_PORT=18003
+NGINX_PORT=18004
 source "$(dirname "$0")/common.sh"
 
 # One client sends everything: the per-IP limit is off here (bench/firewall.sh measures it).
@@ -16,6 +20,32 @@ OMI_BENCH_KEY=$("$bin/omi" keys create --email bench@example.com)
 export OMI_BENCH_KEY
 "$bin/omi" serve >"$work/omi.log" 2>&1 & omi_pid=$!; pids+=($omi_pid)
 wait_healthy $OMI_PORT
+cargo build --release --example bare_proxy --quiet
+"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 & pids+=($!)
+floors=(bare)
+if command -v nginx >/dev/null; then
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $work/nginx/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  nginx -c "$work/nginx.conf" -e "$work/nginx/error.log" & pids+=($!)
+  floors+=(nginx)
+fi
+declare -A FLOOR_PORT=([bare]=$BARE_PORT [nginx]=$NGINX_PORT)
+for _ in $(seq 50); do curl -s -o /dev/null "127.0.0.1:$BARE_PORT/" && break; sleep 0.1; done
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
@@ -26,6 +56,7 @@ run() { # name url connections
 }
 
 # Warm both paths, then measure each side right after the other.
+for f in "${floors[@]}"; do wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:${FLOOR_PORT[$f]}/v1/chat/completions" >/dev/null; done
 wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$OMI_PORT/v1/chat/completions" >/dev/null
 # The gateway's own overhead (its histogram: total minus upstream time) during the c=1 run,
 # as the bucket bound that holds the 50th and 99th percentiles.
@@ -41,7 +72,9 @@ run direct_c1 "http://127.0.0.1:$MOCK_PORT" 1
 before_c1=$(overhead_buckets)
 run omi_c1 "http://127.0.0.1:$OMI_PORT" 1
 after_c1=$(overhead_buckets)
+for f in "${floors[@]}"; do run "${f}_c1" "http://127.0.0.1:${FLOOR_PORT[$f]}" 1; done
 run direct_c50 "http://127.0.0.1:$MOCK_PORT" 50
+for f in "${floors[@]}"; do run "${f}_c50" "http://127.0.0.1:${FLOOR_PORT[$f]}" 50; done
 run omi_c50 "http://127.0.0.1:$OMI_PORT" 50 & load=$!
 sleep $((DURATION / 2)); load_rss=$(rss $omi_pid); wait $load
 peak_rss=$(hwm $omi_pid)
@@ -83,6 +116,12 @@ d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
   printf "c=1 in-process overhead (omi_gateway_overhead_seconds): p50 <= %s us, p99 <= %s us;\n" \
     "$(overhead_pct "$before_c1" "$after_c1" 50)" "$(overhead_pct "$before_c1" "$after_c1" 99)"
   printf "  the rest of the added latency is the two extra loopback hops (direct p50 is one round trip: two)\n"
+  for f in "${floors[@]}"; do
+    f50=$(to_us "$(pct "${f}_c1" 50)"); f99=$(to_us "$(pct "${f}_c1" 99)")
+    printf "floor: %-5s        c=50 %8s req/s     c=1 added p50 %s us, p99 %s us\n" "$f" "$(rps "${f}_c50")" \
+      "$(awk -v a="$f50" -v b="$d50" 'BEGIN {printf "%.0f", a-b}')" "$(awk -v a="$f99" -v b="$d99" 'BEGIN {printf "%.0f", a-b}')"
+  done
+  printf "  (bare: axum + reqwest forwarding, no logic, examples/bare_proxy.rs; nginx: 1 worker, keep-alive upstream)\n"
   for p in 50 99; do
     printf "fixed %s/s p%s     direct %8s us      through omi %8s us      added %s us\n" "$RATE" "$p" "$(hey_pct direct_rate $p)" \
       "$(hey_pct omi_rate $p)" "$(($(hey_pct omi_rate $p) - $(hey_pct direct_rate $p)))"
