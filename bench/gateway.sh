@@ -85,7 +85,7 @@ peak_rss=$(hwm $omi_pid)
 RATE="${RATE:-1000}"
 fixed_rate() { # name url
   hey -z "${DURATION}s" -c 2 -q $((RATE / 2)) -m POST -T application/json -H "Authorization: Bearer $OMI_BENCH_KEY" \
-    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in three words"}]}' \
+    -D bench/post.json \
     "$2/v1/chat/completions" >"$out/$1.txt"
 }
 hey_pct() { awk -v p="$2%" '$1==p && $2=="in" {printf "%.0f", $3 * 1000000}' "$out/$1.txt"; }
