@@ -1,6 +1,7 @@
 //! Sentinel local rules: a fast, dependency-light prompt-injection scorer.
 //!
-//! Text is folded (see `normalize`) and an Aho-Corasick pass tags words with
+//! Text is folded (see `normalize`) and keyword matching (a trie walked from
+//! each space for ASCII keywords, Aho-Corasick for the others) tags words with
 //! *concepts* (IGNORE, PRIOR, INSTRUCTIONS, SECRET, ...) in many languages.
 //! Patterns are short ordered concept sequences with bounded word gaps, so
 //! "ignore all of the previous instructions" and "olvida todas tus
@@ -887,10 +888,10 @@ const MAX_DEPTH: u8 = 2;
 pub struct Rules {
     /// Keywords over space-padded folded text. Word boundaries are part of each
     /// pattern (" word ", " stem"), so only whole-word hits are ever reported.
-    /// ASCII keywords form a contiguous NFA: 140 KB where a DFA takes 2.6 MB, at
-    /// the same speed under load (the DFA's tables miss the cache). The rest run
-    /// only on non-ASCII text.
-    ascii: Matcher,
+    /// The ASCII ones, which all start at a space, form a trie walked from each
+    /// space; the rest (some match inside words) form an automaton run only on
+    /// non-ASCII text.
+    ascii: TrieMatcher,
     unicode: Matcher,
     /// Single-word keywords without boundaries, for text whose spaces were
     /// removed by a spacing trick ("i g n o r e" -> "ignore").
@@ -944,7 +945,7 @@ impl Rules {
         }
         let delimiters: Vec<&str> = DELIMITERS.iter().map(|(d, _)| *d).collect();
         Rules {
-            ascii: ascii.compile(AhoCorasickKind::ContiguousNFA),
+            ascii: TrieMatcher { trie: WordTrie::new(&ascii.texts), kws: ascii.kws },
             unicode: unicode.compile(AhoCorasickKind::ContiguousNFA),
             squashed: build(&squashed.texts, false, AhoCorasickKind::ContiguousNFA, true),
             squashed_masks: squashed.kws.iter().map(|k| k.mask).collect(),
@@ -1146,12 +1147,12 @@ impl Rules {
     fn leet_hits(&self, word_text: &mut String, word: u32, hits: &mut Vec<Hit>) {
         pad(word_text);
         // De-leeted words are always ASCII.
-        for mat in self.ascii.ac.find_overlapping_iter(word_text.as_str()) {
-            let kw = self.ascii.kws[mat.pattern().as_usize()];
-            if kw.mask != 0 && kw.spaces == 0 && mat.start() == 0 {
+        self.ascii.trie.walk(word_text.as_bytes(), 0, |id| {
+            let kw = self.ascii.kws[id];
+            if kw.mask != 0 && kw.spaces == 0 {
                 hits.push(Hit { mask: kw.mask, start: word, end: word, hidden: true });
             }
-        }
+        });
     }
 
     /// Decodes Caesar/rot13, reversed and pig-latin text when its stopwords
@@ -1276,6 +1277,114 @@ fn pad(folded: &mut String) {
     }
     if !folded.ends_with(' ') {
         folded.push(' ');
+    }
+}
+
+/// ASCII keywords, each starting at a space, and the concepts of each.
+struct TrieMatcher {
+    trie: WordTrie,
+    kws: Vec<Kw>,
+}
+
+impl TrieMatcher {
+    /// Appends concept hits in padded folded text; counts stopword tags.
+    fn hits(&self, folded: &str, hits: &mut Vec<Hit>, shifts: &mut [u16; 27]) {
+        let bytes = folded.as_bytes();
+        // A keyword from the n-th space (the padding is the first) starts at word n.
+        for (word, space) in memchr::memchr_iter(b' ', bytes).enumerate() {
+            let start = word as u32;
+            self.trie.walk(bytes, space, |id| {
+                let kw = self.kws[id];
+                if kw.tag != 0 {
+                    shifts[kw.tag as usize] += 1;
+                }
+                if kw.mask != 0 {
+                    hits.push(Hit { mask: kw.mask, start, end: start + kw.spaces, hidden: false });
+                }
+            });
+        }
+    }
+}
+
+/// Keywords as a trie over bytes, walked from one position: finds every keyword
+/// that starts there, reading only as far as some keyword still could match
+/// (a few bytes into most words). Walked from every space it finds what an
+/// unanchored automaton finds when every keyword starts with a space, without
+/// the automaton's work on every byte of every word.
+struct WordTrie {
+    /// Byte to column; 0: no keyword holds the byte.
+    column: [u8; 256],
+    columns: usize,
+    /// Child of node n by column c at `n * columns + c`: its number, with
+    /// `ENDS` set when keywords end there; 0: none (the root, node 0, is no
+    /// node's child).
+    next: Vec<u16>,
+    /// Keywords ending at node n: `ends[starts[n]..starts[n + 1]]`.
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+}
+
+/// Flag of a child number in [`WordTrie::next`]: keywords end at the child.
+const ENDS: u16 = 1 << 15;
+
+impl WordTrie {
+    fn new(keywords: &[String]) -> WordTrie {
+        let mut column = [0u8; 256];
+        let mut columns = 1;
+        for b in keywords.iter().flat_map(|k| k.bytes()) {
+            if column[usize::from(b)] == 0 {
+                column[usize::from(b)] = u8::try_from(columns).expect("keywords use fewer than 255 distinct bytes");
+                columns += 1;
+            }
+        }
+        let mut next = vec![0u16; columns];
+        let mut ends_at: Vec<Vec<u32>> = vec![Vec::new()];
+        let mut slots = Vec::new();
+        for (id, k) in keywords.iter().enumerate() {
+            let (mut node, mut slot) = (0, 0);
+            for b in k.bytes() {
+                slot = node * columns + usize::from(column[usize::from(b)]);
+                if next[slot] == 0 {
+                    next[slot] = u16::try_from(ends_at.len())
+                        .ok()
+                        .filter(|&n| n < ENDS)
+                        .expect("keywords fit 32,767 trie nodes");
+                    next.resize(next.len() + columns, 0);
+                    ends_at.push(Vec::new());
+                }
+                node = usize::from(next[slot]);
+            }
+            ends_at[node].push(id as u32);
+            slots.push(slot);
+        }
+        for slot in slots {
+            next[slot] |= ENDS;
+        }
+        let mut starts = Vec::with_capacity(ends_at.len() + 1);
+        let mut ends = Vec::new();
+        for e in &ends_at {
+            starts.push(ends.len() as u32);
+            ends.extend_from_slice(e);
+        }
+        starts.push(ends.len() as u32);
+        WordTrie { column, columns, next, starts, ends }
+    }
+
+    /// Calls `found` with the index of every keyword that starts at `bytes[from]`.
+    fn walk(&self, bytes: &[u8], from: usize, mut found: impl FnMut(usize)) {
+        let mut node = 0;
+        for &b in &bytes[from..] {
+            let child = self.next[node * self.columns + usize::from(self.column[usize::from(b)])];
+            if child == 0 {
+                return;
+            }
+            node = usize::from(child & !ENDS);
+            if child & ENDS != 0 {
+                for &id in &self.ends[self.starts[node] as usize..self.starts[node + 1] as usize] {
+                    found(id as usize);
+                }
+            }
+        }
     }
 }
 
