@@ -908,41 +908,9 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// Compiles the keyword and delimiter automata.
+    /// Compiles the keyword and delimiter matchers.
     pub fn new() -> Rules {
-        let mut ascii = Table::default();
-        let mut unicode = Table::default();
-        let mut squashed = Table::default();
-        for (concept, list) in KEYWORDS {
-            for w in *list {
-                let mask = m(*concept);
-                // `~x`: anywhere; `x*`: word prefix; `x`: whole word.
-                let (pattern, body) = if let Some(b) = w.strip_prefix('~') {
-                    let body = normalize::fold(b);
-                    (body.clone(), body)
-                } else if let Some(b) = w.strip_suffix('*') {
-                    let body = normalize::fold(b);
-                    (format!(" {body}"), body)
-                } else {
-                    let body = normalize::fold(w);
-                    (format!(" {body} "), body)
-                };
-                if !body.contains(' ') && body.len() >= 3 {
-                    squashed.add(body.clone(), mask, 0, 0);
-                }
-                let spaces = body.bytes().filter(|&b| b == b' ').count() as u32;
-                let table = if pattern.is_ascii() { &mut ascii } else { &mut unicode };
-                table.add(pattern, mask, spaces, 0);
-            }
-        }
-        for w in STOPWORDS {
-            let rev: String = w.chars().rev().collect();
-            ascii.add(format!(" {rev} "), 0, 0, TAG_REVERSED);
-            for shift in 1..=25u8 {
-                let shifted: String = w.bytes().map(|b| (b'a' + (b - b'a' + shift) % 26) as char).collect();
-                ascii.add(format!(" {shifted} "), 0, 0, shift);
-            }
-        }
+        let KeywordTables { ascii, unicode, squashed } = keyword_tables();
         let delimiters: Vec<&str> = DELIMITERS.iter().map(|(d, _)| *d).collect();
         Rules {
             ascii: TrieMatcher { trie: WordTrie::new(&ascii.texts), kws: ascii.kws },
@@ -1189,6 +1157,51 @@ impl Rules {
         self.scan_folded(decoded_folded, &mut level.work, rest, &mut inner);
         acc.merge_encoded(&inner);
     }
+}
+
+/// The keyword tables, before compiling: ASCII keywords (each starting at a space),
+/// the others, and the single words matched where spacing tricks removed the spaces.
+struct KeywordTables {
+    ascii: Table,
+    unicode: Table,
+    squashed: Table,
+}
+
+fn keyword_tables() -> KeywordTables {
+    let mut ascii = Table::default();
+    let mut unicode = Table::default();
+    let mut squashed = Table::default();
+    for (concept, list) in KEYWORDS {
+        for w in *list {
+            let mask = m(*concept);
+            // `~x`: anywhere; `x*`: word prefix; `x`: whole word.
+            let (pattern, body) = if let Some(b) = w.strip_prefix('~') {
+                let body = normalize::fold(b);
+                (body.clone(), body)
+            } else if let Some(b) = w.strip_suffix('*') {
+                let body = normalize::fold(b);
+                (format!(" {body}"), body)
+            } else {
+                let body = normalize::fold(w);
+                (format!(" {body} "), body)
+            };
+            if !body.contains(' ') && body.len() >= 3 {
+                squashed.add(body.clone(), mask, 0, 0);
+            }
+            let spaces = body.bytes().filter(|&b| b == b' ').count() as u32;
+            let table = if pattern.is_ascii() { &mut ascii } else { &mut unicode };
+            table.add(pattern, mask, spaces, 0);
+        }
+    }
+    for w in STOPWORDS {
+        let rev: String = w.chars().rev().collect();
+        ascii.add(format!(" {rev} "), 0, 0, TAG_REVERSED);
+        for shift in 1..=25u8 {
+            let shifted: String = w.bytes().map(|b| (b'a' + (b - b'a' + shift) % 26) as char).collect();
+            ascii.add(format!(" {shifted} "), 0, 0, shift);
+        }
+    }
+    KeywordTables { ascii, unicode, squashed }
 }
 
 /// Buffers of one decoding depth, kept between scans so a scan allocates
@@ -1914,6 +1927,55 @@ mod tests {
         ] {
             clean(t);
         }
+    }
+
+    #[test]
+    fn ascii_keywords_all_start_at_a_space() {
+        // The trie is walked from spaces only; an ASCII keyword matching inside a word
+        // would never be found.
+        let tables = keyword_tables();
+        let inside: Vec<&String> = tables.ascii.texts.iter().filter(|k| !k.starts_with(' ')).collect();
+        assert!(inside.is_empty(), "ASCII keywords that do not start at a word: {inside:?}");
+    }
+
+    #[test]
+    fn the_keyword_trie_finds_what_an_automaton_finds() {
+        // Random soups of keywords, their stems and filler, padded as scan_folded sees
+        // them: every (keyword, start) an overlapping automaton reports, and no other.
+        let tables = keyword_tables();
+        let keywords = &tables.ascii.texts;
+        let trie = WordTrie::new(keywords);
+        let automaton = build(keywords, false, AhoCorasickKind::ContiguousNFA, false);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let filler = ["a", "the", "x", "", "ignore", "all", "1gn0r3", "s", "ing", "you"];
+        let mut found_any = 0;
+        for _ in 0..500 {
+            let mut text = String::from(" ");
+            for _ in 0..1 + next(40) {
+                let piece =
+                    if next(2) == 0 { keywords[next(keywords.len())].trim() } else { filler[next(filler.len())] };
+                text.push_str(&piece[..piece.len() - next(3).min(piece.len())]);
+                text.push_str(if next(8) == 0 { "" } else { " " });
+            }
+            pad(&mut text);
+            let mut by_trie = Vec::new();
+            for space in memchr::memchr_iter(b' ', text.as_bytes()) {
+                trie.walk(text.as_bytes(), space, |id| by_trie.push((space, id)));
+            }
+            let mut by_automaton: Vec<(usize, usize)> =
+                automaton.find_overlapping_iter(text.as_str()).map(|m| (m.start(), m.pattern().as_usize())).collect();
+            by_trie.sort_unstable();
+            by_automaton.sort_unstable();
+            assert_eq!(by_trie, by_automaton, "in {text:?}");
+            found_any += usize::from(!by_trie.is_empty());
+        }
+        assert!(found_any > 400, "only {found_any} of 500 texts held a keyword");
     }
 
     #[test]
