@@ -864,6 +864,19 @@ struct Kw {
 
 const TAG_REVERSED: u8 = 26;
 
+impl Kw {
+    /// A match of this keyword whose last word is `end`: counts its stopword tag
+    /// and adds its concepts.
+    fn record(self, end: u32, hits: &mut Vec<Hit>, shifts: &mut [u16; 27]) {
+        if self.tag != 0 {
+            shifts[self.tag as usize] += 1;
+        }
+        if self.mask != 0 {
+            hits.push(Hit { mask: self.mask, start: end.saturating_sub(self.spaces), end, hidden: false });
+        }
+    }
+}
+
 /// What the word pass found besides hits.
 struct WordStats {
     repeated: bool,
@@ -1308,12 +1321,7 @@ impl TrieMatcher {
             let start = word as u32;
             self.trie.walk(bytes, space, |id| {
                 let kw = self.kws[id];
-                if kw.tag != 0 {
-                    shifts[kw.tag as usize] += 1;
-                }
-                if kw.mask != 0 {
-                    hits.push(Hit { mask: kw.mask, start, end: start + kw.spaces, hidden: false });
-                }
+                kw.record(start + kw.spaces, hits, shifts);
             });
         }
     }
@@ -1422,16 +1430,9 @@ impl Matcher {
             }
             spaces += bytes[cursor..en].iter().filter(|&&b| b == b' ').count() as u32;
             cursor = en;
-            if kw.tag != 0 {
-                shifts[kw.tag as usize] += 1;
-            }
-            if kw.mask != 0 {
-                // Spaces before the last matched word, minus the padding space.
-                let trailing = u32::from(bytes[en - 1] == b' ');
-                let end = spaces.saturating_sub(trailing + 1);
-                let start = end.saturating_sub(kw.spaces);
-                hits.push(Hit { mask: kw.mask, start, end, hidden: false });
-            }
+            // Spaces before the last matched word, minus the padding space.
+            let trailing = u32::from(bytes[en - 1] == b' ');
+            kw.record(spaces.saturating_sub(trailing + 1), hits, shifts);
         }
     }
 }
