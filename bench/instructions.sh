@@ -11,7 +11,8 @@
 #   b|VAR=y' BODY=bench/post.json bench/instructions.sh
 # VARIANTS: one `name|VAR=value …` per line, the first is the base; the name `bare` runs
 # examples/bare_proxy.rs instead of omi. `$SYSTEM_PROMPT` in a setting is the file of
-# bench/system_prompt.py.
+# bench/system_prompt.py. KEEP=dir keeps each variant's callgrind file there (dir/name.callgrind,
+# for callgrind_annotate).
 set -euo pipefail
 MOCK_PORT=18041
 source "$(dirname "$0")/common.sh"
@@ -65,6 +66,7 @@ while IFS='|' read -r name settings; do
   callgrind_control -d $pid >/dev/null 2>&1
   for _ in $(seq 50); do [ -s "$out_file.1" ] && break; sleep 0.2; done
   COUNT[$name]=$(awk -v n="$REQUESTS" '/^summary:/ {printf "%.0f", $2 / n}' "$out_file.1")
+  [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP" && cp "$out_file.1" "$KEEP/$name.callgrind"; }
   kill $pid; wait $pid 2>/dev/null || true
   port=$((port + 1))
 done <<<"$VARIANTS"

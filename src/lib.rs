@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod keys;
 pub mod mock_upstream;
 pub mod store;
+pub mod swar;
 pub mod telemetry;
 pub mod ticker;
 

@@ -75,30 +75,54 @@ pub fn fold(text: &str) -> String {
     out
 }
 
-/// Fast path: ASCII needs no decomposition, so fold byte by byte via a table.
+/// Fast path: ASCII needs no decomposition. Folds eight bytes at a time; a
+/// chunk where a separator follows another falls back to byte by byte.
 fn fold_ascii(bytes: &[u8], out: &mut String) {
     let mut buf = std::mem::take(out).into_bytes();
     buf.clear();
-    buf.resize(bytes.len(), b' ');
-    // Branch-free: every byte is written, the cursor only advances past a space
-    // that does not follow another space (or the start).
-    let (mut j, mut space) = (0usize, true);
-    for &b in bytes {
-        let f = FOLD_ASCII[usize::from(b)];
-        let is_space = f == b' ';
-        // The cursor never passes the input position, so the slot always exists.
-        if let Some(slot) = buf.get_mut(j) {
-            *slot = f;
+    buf.reserve(bytes.len());
+    // The last byte written is a space (or nothing is written yet).
+    let mut space = true;
+    let mut at = 0;
+    while let Some(x) = crate::swar::load(bytes, at) {
+        at += 8;
+        let (folded, seps) = fold8(x);
+        let after_sep = seps << 8 | if space { 0x80 } else { 0 };
+        if seps & after_sep == 0 {
+            buf.extend_from_slice(&folded.to_le_bytes());
+            space = seps >> 63 != 0;
+        } else {
+            folded.to_le_bytes().into_iter().for_each(|f| push_folded(&mut buf, &mut space, f));
         }
-        j += usize::from(!(is_space && space));
-        space = is_space;
     }
-    buf.truncate(j);
+    for &b in &bytes[at..] {
+        push_folded(&mut buf, &mut space, FOLD_ASCII[usize::from(b)]);
+    }
     if buf.last() == Some(&b' ') {
         buf.pop();
     }
     // Only ASCII bytes were pushed, so this cannot fail.
     *out = String::from_utf8(buf).unwrap_or_default();
+}
+
+/// Appends a folded byte unless it is a space after a space.
+fn push_folded(buf: &mut Vec<u8>, space: &mut bool, f: u8) {
+    let is_space = f == b' ';
+    if !(is_space && *space) {
+        buf.push(f);
+    }
+    *space = is_space;
+}
+
+/// [`FOLD_ASCII`] on the eight ASCII bytes of `x` at once, and the flags of the
+/// bytes that fold to a space.
+fn fold8(x: u64) -> (u64, u64) {
+    use crate::swar::{HIGH, each, equal, widen, within};
+    let lower = x | each(0x20);
+    let alpha = within(lower, b'a', b'z');
+    let kept = within(x, b'0', b'9') | equal(x, b'@') | equal(x, b'$');
+    let seps = HIGH & !(alpha | kept);
+    ((lower & widen(alpha)) | (x & widen(kept)) | (each(b' ') & widen(seps)), seps)
 }
 
 /// Lowercase for word bytes, space for everything else.
@@ -660,6 +684,41 @@ mod tests {
     fn folds_case_punctuation_and_spaces() {
         assert_eq!(fold("  Ignore ALL previous\tinstructions!!  "), "ignore all previous instructions");
         assert_eq!(fold("don't"), "don t");
+    }
+
+    #[test]
+    fn eight_byte_fold_is_the_table_fold() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for b in 0..128u8 {
+            for at in 0..8 {
+                let mut bytes = [0u8; 8];
+                for x in &mut bytes {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *x = (seed % 128) as u8;
+                }
+                bytes[at] = b;
+                let (folded, seps) = fold8(u64::from_le_bytes(bytes));
+                let expected = bytes.map(|b| FOLD_ASCII[usize::from(b)]);
+                assert_eq!(folded.to_le_bytes(), expected, "{bytes:?}");
+                assert_eq!(seps.to_le_bytes(), expected.map(|f| if f == b' ' { 0x80 } else { 0 }), "{bytes:?}");
+            }
+        }
+        // Whole texts: words of the table fold, one space between them.
+        let alphabet = b"aZ9 ,.!@$'\t-Qx";
+        for len in 0..64 {
+            let text: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(alphabet[(seed % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            let table: String = text.bytes().map(|b| char::from(FOLD_ASCII[usize::from(b)])).collect();
+            assert_eq!(fold(&text), table.split_whitespace().collect::<Vec<_>>().join(" "), "{text:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
 use super::normalize;
+use crate::swar;
 
 /// Scores at or above this are reported as injections.
 pub const INJECTION_THRESHOLD: f32 = 0.5;
@@ -1017,11 +1018,10 @@ impl Rules {
 
     /// `deeper` holds the buffers for rescanning deciphered text (empty at the last depth).
     fn scan_folded(&self, folded: &str, work: &mut Work, deeper: &mut [Level], acc: &mut Acc) {
-        let hits = &mut work.hits;
-        hits.clear();
+        work.hits.clear();
         let mut shifts = [0u16; 27];
-        self.collect_hits(folded, hits, &mut shifts);
-        let words = self.token_pass(folded, hits, &mut work.word, &mut work.spaced);
+        let words = self.word_pass(folded, work, &mut shifts);
+        let hits = &mut work.hits;
         if words.repeated {
             acc.add(RepeatedToken, 0.5);
         }
@@ -1051,18 +1051,14 @@ impl Rules {
         }
     }
 
-    /// Tags concept hits in padded folded text (" w0 w1 ... ") and counts
-    /// shifted/reversed stopwords.
-    fn collect_hits(&self, folded: &str, hits: &mut Vec<Hit>, shifts: &mut [u16; 27]) {
-        self.ascii.hits(folded, hits, shifts);
-        if !folded.is_ascii() {
-            self.unicode.hits(folded, hits, shifts);
-        }
-    }
-
-    /// One pass over words: finds repeated-token runs, pig-latin-looking text,
-    /// and rescans words hidden by leetspeak (`1gn0r3`) or spacing (`i g n o r e`).
-    fn token_pass(&self, folded: &str, hits: &mut Vec<Hit>, buf: &mut String, spaced: &mut String) -> WordStats {
+    /// One pass over the words of padded folded text (" w0 w1 ... "): tags concept
+    /// hits (ASCII keywords by the trie walked from the space before each word),
+    /// counts shifted/reversed stopwords, finds repeated-token runs and
+    /// pig-latin-looking text, and rescans words hidden by leetspeak (`1gn0r3`)
+    /// or spacing (`i g n o r e`). Non-ASCII keywords take a pass of their own.
+    fn word_pass(&self, folded: &str, work: &mut Work, shifts: &mut [u16; 27]) -> WordStats {
+        let Work { hits, word: buf, spaced, .. } = work;
+        let bytes = folded.as_bytes();
         // Hashes of the last 6 words, newest first: compared instead of the words.
         let mut prev = [0u64; 6];
         let mut runs = [0u32; 6];
@@ -1070,16 +1066,21 @@ impl Rules {
         let (mut long, mut pig) = (0u32, 0u32);
         // Leetspeak needs a digit, `@` or `$` somewhere.
         // (A fold, not `any`: without the early exit it compiles to vector code.)
-        let leet = folded.bytes().fold(false, |a, b| a | b.is_ascii_digit() | (b == b'@') | (b == b'$'));
+        let leet = bytes.iter().fold(false, |a, &b| a | b.is_ascii_digit() | (b == b'@') | (b == b'$'));
         spaced.clear();
         let mut spaced_start = 0u32;
-        let words = folded.trim_matches(' ').as_bytes().split(|&b| b == b' ');
-        for (i, w) in words.enumerate() {
-            let i = i as u32;
-            let h = word_hash(w);
+        // Word i lies between the i-th and the next space (the padding is the 0th).
+        let (mut start, mut next_word) = (1usize, 0u32);
+        while start < bytes.len() {
+            let (i, (end, h)) = (next_word, word_at(bytes, start));
+            let w = &bytes[start..end];
+            self.ascii.hits_from(bytes, start - 1, i, hits, shifts);
+            start = end + 1;
+            next_word += 1;
             // A single repeated word also repeats with period 2, 3...; count it once.
             let same_as_last = prev[0] == h;
-            if !prev.contains(&h) {
+            // A fold, not `contains`: without the early exit it compiles to vector code.
+            if !prev.iter().fold(false, |a, &p| a | (p == h)) {
                 // Most words repeat none of the last six: every run ends.
                 runs = [0; 6];
             } else {
@@ -1107,6 +1108,9 @@ impl Rules {
             }
         }
         self.flush_spaced(spaced, spaced_start, hits);
+        if !folded.is_ascii() {
+            self.unicode.hits(folded, hits, shifts);
+        }
         WordStats { repeated, pig_latin: pig >= 3 && pig * 10 >= long * 6 }
     }
 
@@ -1259,13 +1263,28 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Levels> = std::cell::RefCell::new(Levels::default());
 }
 
-/// Repeated-word detection compares these instead of the words.
-fn word_hash(w: &[u8]) -> u64 {
-    // Eight bytes per step: words are short, so this is one or two multiplications.
-    w.chunks(8).fold(w.len() as u64, |h, c| {
-        let x = c.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
-        (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
-    })
+/// The end of the word starting at `bytes[start]` (the next space, or the end of
+/// the text) and the word's key: repeated-word detection compares these instead
+/// of the words. Reads eight bytes at a time, the word's own bytes at once.
+fn word_at(bytes: &[u8], start: usize) -> (usize, u64) {
+    let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    let mut h = 0;
+    let mut at = start;
+    while let Some(x) = swar::load(bytes, at) {
+        let spaces = swar::zero_up_to_first(x ^ swar::each(b' '));
+        if spaces != 0 {
+            let k = swar::leading(spaces);
+            let end = at + k as usize;
+            return (end, mix(h, x & swar::low_bytes(k)) ^ (end - start) as u64);
+        }
+        h = mix(h, x);
+        at += 8;
+    }
+    let rest = &bytes[at..];
+    let k = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let word_part = rest[..k].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+    let end = at + k;
+    (end, mix(h, word_part) ^ (end - start) as u64)
 }
 
 /// Deduplicating pattern list: the same keyword under several concepts is one
@@ -1313,17 +1332,13 @@ struct TrieMatcher {
 }
 
 impl TrieMatcher {
-    /// Appends concept hits in padded folded text; counts stopword tags.
-    fn hits(&self, folded: &str, hits: &mut Vec<Hit>, shifts: &mut [u16; 27]) {
-        let bytes = folded.as_bytes();
-        // A keyword from the n-th space (the padding is the first) starts at word n.
-        for (word, space) in memchr::memchr_iter(b' ', bytes).enumerate() {
-            let start = word as u32;
-            self.trie.walk(bytes, space, |id| {
-                let kw = self.kws[id];
-                kw.record(start + kw.spaces, hits, shifts);
-            });
-        }
+    /// Appends the concept hits of keywords starting at the space `bytes[space]`,
+    /// before word `word`; counts stopword tags.
+    fn hits_from(&self, bytes: &[u8], space: usize, word: u32, hits: &mut Vec<Hit>, shifts: &mut [u16; 27]) {
+        self.trie.walk(bytes, space, |id| {
+            let kw = self.kws[id];
+            kw.record(word + kw.spaces, hits, shifts);
+        });
     }
 }
 
@@ -1343,6 +1358,9 @@ struct WordTrie {
     /// Keywords ending at node n: `ends[starts[n]..starts[n + 1]]`.
     starts: Vec<u32>,
     ends: Vec<u32>,
+    /// Child, as in `next`, of the root's space child by each byte: every walk
+    /// starts at a space, so this takes its first two steps in one lookup.
+    after_space: [u16; 256],
 }
 
 /// Flag of a child number in [`WordTrie::next`]: keywords end at the child.
@@ -1388,23 +1406,38 @@ impl WordTrie {
             ends.extend_from_slice(e);
         }
         starts.push(ends.len() as u32);
-        WordTrie { column, columns, next, starts, ends }
+        let space_child = next[usize::from(column[usize::from(b' ')])];
+        assert!(space_child & ENDS == 0, "no keyword is a lone space");
+        let after_space = std::array::from_fn(|b| match (usize::from(space_child), column[b]) {
+            // No keyword starts with a space, or none holds the byte.
+            (0, _) | (_, 0) => 0,
+            (node, c) => next[node * columns + usize::from(c)],
+        });
+        WordTrie { column, columns, next, starts, ends, after_space }
     }
 
-    /// Calls `found` with the index of every keyword that starts at `bytes[from]`.
+    /// Calls `found` with the index of every keyword that starts at the space
+    /// `bytes[from]` (a walk from any other byte finds nothing).
     fn walk(&self, bytes: &[u8], from: usize, mut found: impl FnMut(usize)) {
-        let mut node = 0;
-        for &b in &bytes[from..] {
-            let child = self.next[node * self.columns + usize::from(self.column[usize::from(b)])];
+        let (Some(b' '), Some(&first)) = (bytes.get(from), bytes.get(from + 1)) else {
+            return;
+        };
+        let mut child = self.after_space[usize::from(first)];
+        let mut rest = bytes[from + 2..].iter();
+        loop {
             if child == 0 {
                 return;
             }
-            node = usize::from(child & !ENDS);
+            let node = usize::from(child & !ENDS);
             if child & ENDS != 0 {
                 for &id in &self.ends[self.starts[node] as usize..self.starts[node + 1] as usize] {
                     found(id as usize);
                 }
             }
+            let Some(&b) = rest.next() else {
+                return;
+            };
+            child = self.next[node * self.columns + usize::from(self.column[usize::from(b)])];
         }
     }
 }

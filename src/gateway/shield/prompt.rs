@@ -394,18 +394,9 @@ impl PromptState {
         let bytes = text.as_bytes();
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
-            // Fast path: a run of ASCII letters and digits is folded into the
-            // current word in one tight loop (most of any English answer).
-            if b.is_ascii_alphanumeric() {
-                i = self.ascii_run(idx, bytes, i, base);
-                continue;
-            }
-            // Spaces and punctuation: what `classify` says of every other
-            // ASCII byte but the apostrophe, without decoding a char.
+            // Fast path: ASCII words and separators (most of any English answer).
             if b.is_ascii() && b != b'\'' {
-                self.end_word(idx, out);
-                self.add_gap(1);
-                i += 1;
+                i = self.ascii_span(idx, bytes, i, base, out);
                 continue;
             }
             let c = if b.is_ascii() {
@@ -474,36 +465,64 @@ impl PromptState {
         }
     }
 
-    /// Folds the run of ASCII letters and digits starting at `bytes[i]`
-    /// into the current word in one pass; returns the index after the run.
-    fn ascii_run(&mut self, idx: &PromptIndex, bytes: &[u8], i: usize, base: usize) -> usize {
+    /// Feeds the ASCII words and separators from `bytes[i]` on, as the general
+    /// path would char by char, in two tight loops per word; stops before the
+    /// first non-ASCII byte or apostrophe (or the end), and returns where.
+    fn ascii_span(
+        &mut self,
+        idx: &PromptIndex,
+        bytes: &[u8],
+        mut i: usize,
+        base: usize,
+        out: &mut impl FnMut(usize, usize, RemovalKind),
+    ) -> usize {
+        loop {
+            // Letters and digits, folded into the current word (same folding as
+            // `Word::fold`: an ASCII byte is its char code) through a table.
+            let word_start = i;
+            let mut h = self.cur.as_ref().map_or(FNV_OFFSET, |w| w.hash);
+            while let Some(&folded) = bytes.get(i).map(|&b| &ASCII_WORD_FOLD[usize::from(b)]) {
+                if folded == 0 {
+                    break;
+                }
+                h = (h ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
+                i += 1;
+            }
+            if i > word_start {
+                self.extend_word(idx, h, i - word_start, base + word_start, base + i);
+            }
+            // Spaces and punctuation: what `classify` says of every other ASCII
+            // byte but the apostrophe.
+            let gap_start = i;
+            while bytes.get(i).is_some_and(|&b| ASCII_WORD_FOLD[usize::from(b)] == 0 && b.is_ascii() && b != b'\'') {
+                i += 1;
+            }
+            if i == gap_start {
+                return i;
+            }
+            self.end_word(idx, out);
+            self.add_gap(i - gap_start);
+        }
+    }
+
+    /// Adds `chars` ASCII chars, which fold the word's hash to `hash`, to the
+    /// current word (or a new one starting at `start`); they end at `end`.
+    fn extend_word(&mut self, idx: &PromptIndex, hash: u64, chars: usize, start: usize, end: usize) {
         if self.cur.is_none() {
-            self.cur = Some(Word::begin(base + i));
+            self.cur = Some(Word::begin(start));
             self.gap = 0;
         }
-        let Some(w) = &mut self.cur else { return i };
-        // One pass that finds the run's end and folds it (same folding as `Word::fold`: an
-        // ASCII byte is its char code), through a table: this loop sees most answer bytes.
-        let mut h = w.hash;
-        let mut run = i;
-        while let Some(&folded) = bytes.get(run).map(|&b| &ASCII_WORD_FOLD[usize::from(b)]) {
-            if folded == 0 {
-                break;
-            }
-            h = (h ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
-            run += 1;
-        }
+        let Some(w) = &mut self.cur else { return };
         if w.overlong {
-            return run;
+            return;
         }
-        w.hash = h;
-        w.chars += run - i;
-        w.end = base + run;
+        w.hash = hash;
+        w.chars += chars;
+        w.end = end;
         if w.chars > idx.max_chars || w.end - w.start > idx.max_raw {
             w.overlong = true;
             self.break_run();
         }
-        run
     }
 
     fn word_char(&mut self, idx: &PromptIndex, c: char, start: usize, end: usize) {

@@ -1,0 +1,88 @@
+//! Byte tests on eight bytes at once ("SIMD within a register"), for the text
+//! scans that see every byte of every prompt and answer (the Sentinel's folding
+//! and word split, the shield's word hashing). A `u64` holds eight bytes,
+//! the first in its lowest byte; a flag set is 0x80 in each flagged byte.
+//!
+//! The range and equality tests need every byte below 0x80: then no addition
+//! carries into the next byte, and each byte's answer is exact.
+
+/// Every byte `b`.
+pub const fn each(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+/// 0x80 in every byte.
+pub const HIGH: u64 = each(0x80);
+
+/// The eight bytes at `bytes[at..at + 8]`, or `None` past the end.
+pub fn load(bytes: &[u8], at: usize) -> Option<u64> {
+    let group: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(group))
+}
+
+/// Flags the bytes of `v` (each below 0x80) within `lo..=hi` (`hi` below 0x7f).
+pub const fn within(v: u64, lo: u8, hi: u8) -> u64 {
+    v.wrapping_add(each(0x80 - lo)) & !v.wrapping_add(each(0x7f - hi)) & HIGH
+}
+
+/// Flags the bytes of `v` (each below 0x80) equal to `c` (below 0x80).
+pub const fn equal(v: u64, c: u8) -> u64 {
+    let y = v ^ each(c);
+    !(y.wrapping_add(each(0x7f)) | y) & HIGH
+}
+
+/// Flags the zero bytes of any `v`; exact only up to the first zero byte (a
+/// borrow may flag bytes above it), which is all [`leading`] reads.
+pub const fn zero_up_to_first(v: u64) -> u64 {
+    v.wrapping_sub(each(0x01)) & !v & HIGH
+}
+
+/// How many bytes come before the first flagged one (8: none is flagged).
+pub const fn leading(flags: u64) -> u32 {
+    flags.trailing_zeros() / 8
+}
+
+/// Each flagged byte as 0xff, the others 0.
+pub const fn widen(flags: u64) -> u64 {
+    (flags >> 7).wrapping_mul(0xff)
+}
+
+/// The low `n` bytes (`n` up to 8).
+pub const fn low_bytes(n: u32) -> u64 {
+    if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_tests_are_exact_at_every_position() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for b in 0..128u8 {
+            for at in 0..8 {
+                let mut group = [0u8; 8];
+                for x in &mut group {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *x = (seed % 128) as u8;
+                }
+                group[at] = b;
+                let v = u64::from_le_bytes(group);
+                let flags = |f: fn(u8) -> bool| u64::from_le_bytes(group.map(|x| if f(x) { 0x80 } else { 0 }));
+                assert_eq!(within(v, b'a', b'z'), flags(|x| x.is_ascii_lowercase()), "{group:?}");
+                assert_eq!(within(v, b'0', b'9'), flags(|x| x.is_ascii_digit()), "{group:?}");
+                assert_eq!(equal(v, b'@'), flags(|x| x == b'@'), "{group:?}");
+                let first_zero = group.iter().position(|&x| x == 0).unwrap_or(8) as u32;
+                assert_eq!(leading(zero_up_to_first(v)), first_zero, "{group:?}");
+            }
+        }
+        assert_eq!(widen(0x80_00_80), 0xff_00_ff);
+        assert_eq!(low_bytes(0), 0);
+        assert_eq!(low_bytes(3), 0xff_ffff);
+        assert_eq!(low_bytes(8), u64::MAX);
+        assert_eq!(load(b"abcdefgh!", 1), Some(u64::from_le_bytes(*b"bcdefgh!")));
+        assert_eq!(load(b"abcdefgh", 1), None);
+    }
+}
