@@ -813,6 +813,17 @@ const PATTERNS: &[Pat] = &[
     p(DataExfiltration, 0.5, &[s(ASK, 0), s(m(Users), 10), s(m(YourStore), 3)]),
 ];
 
+/// The concepts of each pattern's first step, in pattern order.
+const FIRST_STEPS: [u128; PATTERNS.len()] = {
+    let mut firsts = [0; PATTERNS.len()];
+    let mut i = 0;
+    while i < PATTERNS.len() {
+        firsts[i] = PATTERNS[i].steps[0].any;
+        i += 1;
+    }
+    firsts
+};
+
 /// Chat-template and role markers, matched case-insensitively on the raw text
 /// because folding drops their punctuation.
 #[rustfmt::skip]
@@ -1032,7 +1043,12 @@ impl Rules {
         let present = hits.iter().fold(0u128, |a, h| a | h.mask);
         if present != 0 {
             let mut groups = 0u32;
-            for pat in PATTERNS {
+            for (pat, &first) in PATTERNS.iter().zip(&FIRST_STEPS) {
+                // Most patterns start with a concept the text lacks: one test
+                // on a packed array, before reaching for the pattern's steps.
+                if first & present == 0 {
+                    continue;
+                }
                 let bit = 1u32 << pat.group;
                 if pat.group != 0 && groups & bit != 0 {
                     continue;
