@@ -2029,6 +2029,25 @@ mod tests {
     }
 
     #[test]
+    fn words_end_at_the_next_space_and_key_equal_only_when_equal() {
+        let words = ["a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmnopq", "abcdefgi", "", "ba"];
+        let mut keys = HashMap::new();
+        // Every word at every alignment, followed by another word or by the end.
+        for lead in 0..9 {
+            for (i, w) in words.iter().enumerate() {
+                for tail in [" x", " ", ""] {
+                    let text = format!("{}{w}{tail}", "z".repeat(lead) + " ");
+                    let (end, key) = word_at(text.as_bytes(), lead + 1);
+                    assert_eq!(end, lead + 1 + w.len(), "{text:?}");
+                    assert_eq!(*keys.entry(i).or_insert(key), key, "{text:?}");
+                }
+            }
+        }
+        let distinct: std::collections::HashSet<u64> = keys.values().copied().collect();
+        assert_eq!(distinct.len(), words.len());
+    }
+
+    #[test]
     fn keyword_spans_fit_the_lookback_bound() {
         let r = rules();
         let longest = r.ascii.kws.iter().chain(&r.unicode.kws).map(|k| k.spaces + 1).max();
