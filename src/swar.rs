@@ -1,6 +1,6 @@
 //! Byte tests on eight bytes at once ("SIMD within a register"), for the text
 //! scans that see every byte of every prompt and answer (the Sentinel's folding
-//! and word split, the shield's word hashing). A `u64` holds eight bytes,
+//! and word split). A `u64` holds eight bytes,
 //! the first in its lowest byte; a flag set is 0x80 in each flagged byte.
 //!
 //! The range and equality tests need every byte below 0x80: then no addition
@@ -52,31 +52,42 @@ pub const fn low_bytes(n: u32) -> u64 {
     if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
 }
 
+/// Groups for testing a byte test against its one-byte version: every ASCII
+/// byte at every position, between random ASCII neighbours.
+#[cfg(test)]
+pub fn probe_groups() -> Vec<[u8; 8]> {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut groups = Vec::new();
+    for b in 0..128u8 {
+        for at in 0..8 {
+            let mut group = [0u8; 8];
+            for x in &mut group {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *x = (seed % 128) as u8;
+            }
+            group[at] = b;
+            groups.push(group);
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn byte_tests_are_exact_at_every_position() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for b in 0..128u8 {
-            for at in 0..8 {
-                let mut group = [0u8; 8];
-                for x in &mut group {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    *x = (seed % 128) as u8;
-                }
-                group[at] = b;
-                let v = u64::from_le_bytes(group);
-                let flags = |f: fn(u8) -> bool| u64::from_le_bytes(group.map(|x| if f(x) { 0x80 } else { 0 }));
-                assert_eq!(within(v, b'a', b'z'), flags(|x| x.is_ascii_lowercase()), "{group:?}");
-                assert_eq!(within(v, b'0', b'9'), flags(|x| x.is_ascii_digit()), "{group:?}");
-                assert_eq!(equal(v, b'@'), flags(|x| x == b'@'), "{group:?}");
-                let first_zero = group.iter().position(|&x| x == 0).unwrap_or(8) as u32;
-                assert_eq!(leading(zero_up_to_first(v)), first_zero, "{group:?}");
-            }
+        for group in probe_groups() {
+            let v = u64::from_le_bytes(group);
+            let flags = |f: fn(u8) -> bool| u64::from_le_bytes(group.map(|x| if f(x) { 0x80 } else { 0 }));
+            assert_eq!(within(v, b'a', b'z'), flags(|x| x.is_ascii_lowercase()), "{group:?}");
+            assert_eq!(within(v, b'0', b'9'), flags(|x| x.is_ascii_digit()), "{group:?}");
+            assert_eq!(equal(v, b'@'), flags(|x| x == b'@'), "{group:?}");
+            let first_zero = group.iter().position(|&x| x == 0).unwrap_or(8) as u32;
+            assert_eq!(leading(zero_up_to_first(v)), first_zero, "{group:?}");
         }
         assert_eq!(widen(0x80_00_80), 0xff_00_ff);
         assert_eq!(low_bytes(0), 0);

@@ -1095,7 +1095,7 @@ impl Rules {
             next_word += 1;
             // A single repeated word also repeats with period 2, 3...; count it once.
             let same_as_last = prev[0] == h;
-            // A fold, not `contains`: without the early exit it compiles to vector code.
+            // `fold` rather than `contains`: no early exit, so no branch per element.
             if !prev.iter().fold(false, |a, &p| a | (p == h)) {
                 // Most words repeat none of the last six: every run ends.
                 runs = [0; 6];
