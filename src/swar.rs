@@ -1,7 +1,7 @@
 //! Byte tests on eight bytes at once ("SIMD within a register"), for the text
 //! scans that see every byte of every prompt and answer (the Sentinel's folding
-//! and word split). A `u64` holds eight bytes,
-//! the first in its lowest byte; a flag set is 0x80 in each flagged byte.
+//! and word split, the shield's JSON walk). A `u64` holds eight bytes, the
+//! first in its lowest byte; a flag set is 0x80 in each flagged byte.
 //!
 //! The range and equality tests need every byte below 0x80: then no addition
 //! carries into the next byte, and each byte's answer is exact.
@@ -31,10 +31,16 @@ pub const fn equal(v: u64, c: u8) -> u64 {
     !(y.wrapping_add(each(0x7f)) | y) & HIGH
 }
 
-/// Flags the zero bytes of any `v`; exact only up to the first zero byte (a
-/// borrow may flag bytes above it), which is all [`leading`] reads.
+/// Flags the bytes of any `v` below `n` (`n` up to 0x80); exact only up to the
+/// first flagged byte (a borrow may flag bytes above it), which is all
+/// [`leading`] reads, and exact in whether any byte is flagged.
+pub const fn below_up_to_first(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(each(n)) & !v & HIGH
+}
+
+/// Flags the zero bytes of any `v`, as [`below_up_to_first`] does.
 pub const fn zero_up_to_first(v: u64) -> u64 {
-    v.wrapping_sub(each(0x01)) & !v & HIGH
+    below_up_to_first(v, 1)
 }
 
 /// How many bytes come before the first flagged one (8: none is flagged).
@@ -88,7 +94,13 @@ mod tests {
             assert_eq!(equal(v, b'@'), flags(|x| x == b'@'), "{group:?}");
             let first_zero = group.iter().position(|&x| x == 0).unwrap_or(8) as u32;
             assert_eq!(leading(zero_up_to_first(v)), first_zero, "{group:?}");
+            let first_control = group.iter().position(|&x| x < 0x20).unwrap_or(8) as u32;
+            assert_eq!(leading(below_up_to_first(v, 0x20)), first_control, "{group:?}");
         }
+        // Bytes from 0x80 up are never below 0x20.
+        let high = u64::from_le_bytes([0xff, 0x9f, 0x80, 0xa0, 0x20, 0x1f, 0xc3, 0x00]);
+        assert_eq!(leading(below_up_to_first(high, 0x20)), 5);
+        assert_eq!(below_up_to_first(each(0xbe), 0x20), 0);
         assert_eq!(widen(0x80_00_80), 0xff_00_ff);
         assert_eq!(low_bytes(0), 0);
         assert_eq!(low_bytes(3), 0xff_ffff);

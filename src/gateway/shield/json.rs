@@ -186,16 +186,14 @@ impl<'a> Walker<'a, '_> {
 /// Whether `s` holds a byte below 0x20, eight bytes at a time: this check
 /// sees every byte of every answer.
 fn has_control_byte(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut words = s.chunks_exact(8);
-    // A byte b < 0x20 is exactly one where b - 0x20 borrows into its high bit
-    // while b's own high bit is clear.
-    let control = |w: u64| w.wrapping_sub(0x20 * ONES) & !w & HIGH != 0;
-    if words.by_ref().any(|w| control(u64::from_le_bytes(w.try_into().unwrap_or_default()))) {
-        return true;
+    let mut at = 0;
+    while let Some(group) = crate::swar::load(s, at) {
+        if crate::swar::below_up_to_first(group, 0x20) != 0 {
+            return true;
+        }
+        at += 8;
     }
-    words.remainder().iter().any(|&b| b < 0x20)
+    s[at..].iter().any(|&b| b < 0x20)
 }
 
 /// Decodes a string literal (with quotes) that [`walk`] accepted. Lenient on
