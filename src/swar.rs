@@ -1,6 +1,6 @@
 //! Byte tests on eight bytes at once ("SIMD within a register"), for the text
 //! scans that see every byte of every prompt and answer (the Sentinel's folding
-//! and word split, the shield's JSON walk). A `u64` holds eight bytes, the
+//! and word split, the shield's JSON walk and word hashing). A `u64` holds eight bytes, the
 //! first in its lowest byte; a flag set is 0x80 in each flagged byte.
 //!
 //! The range and equality tests need every byte below 0x80: then no addition
@@ -18,6 +18,18 @@ pub const HIGH: u64 = each(0x80);
 pub fn load(bytes: &[u8], at: usize) -> Option<u64> {
     let group: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
     Some(u64::from_le_bytes(group))
+}
+
+/// The up to eight bytes from `bytes[at..]`, zero bytes after them, and how
+/// many there are.
+pub fn load_prefix(bytes: &[u8], at: usize) -> (u64, u32) {
+    if let Some(group) = load(bytes, at) {
+        return (group, 8);
+    }
+    let rest = bytes.get(at..).unwrap_or_default();
+    let mut group = [0u8; 8];
+    group[..rest.len()].copy_from_slice(rest);
+    (u64::from_le_bytes(group), rest.len() as u32)
 }
 
 /// Flags the bytes of `v` (each below 0x80) within `lo..=hi` (`hi` below 0x7f).
@@ -107,5 +119,8 @@ mod tests {
         assert_eq!(low_bytes(8), u64::MAX);
         assert_eq!(load(b"abcdefgh!", 1), Some(u64::from_le_bytes(*b"bcdefgh!")));
         assert_eq!(load(b"abcdefgh", 1), None);
+        assert_eq!(load_prefix(b"abcdefgh!", 1), (u64::from_le_bytes(*b"bcdefgh!"), 8));
+        assert_eq!(load_prefix(b"abcdefgh", 5), (u64::from_le_bytes(*b"fgh\0\0\0\0\0"), 3));
+        assert_eq!(load_prefix(b"abc", 3), (0, 0));
     }
 }

@@ -25,6 +25,13 @@
 //! reaches `min_words` are its words fed through the automaton, which then
 //! steps word by word until the bound drops again. Under load the automaton's
 //! transition map (hundreds of KB) misses the cache; the filters do not.
+//! Only prompt words are kept (in a ring of the last ones): any other word
+//! ends every run.
+//!
+//! ASCII text is cut, folded and hashed eight bytes at a time: a word that
+//! lies within one eight-byte load (most do) is hashed in registers, and the
+//! hash is defined on eight-byte groups of the folded spelling so that the char
+//! path and words cut by stream chunks hash the same.
 //!
 //! A 64-bit hash collision or a filter false positive could only make two
 //! different words compare equal (a spurious removal) or cost a lookup; it can
@@ -43,9 +50,6 @@ const GAP_MAX: usize = 128;
 pub(super) const MAX_RUN_WORDS: usize = 64;
 /// Bits of the vocabulary filter (8 KiB, stays in cache).
 const VOCAB_BITS: usize = 1 << 16;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Final avalanche so that word hashes are usable as hash-map keys directly.
 fn mix64(mut x: u64) -> u64 {
@@ -81,7 +85,7 @@ impl Hasher for MixHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            self.0 = absorb(self.0, u64::from(b));
         }
     }
     fn write_u32(&mut self, n: u32) {
@@ -126,61 +130,90 @@ fn classify(c: char) -> CharClass {
     }
 }
 
-/// ASCII letters and digits lower-cased, every other byte 0 (not part of an ASCII run).
-static ASCII_WORD_FOLD: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 128 {
-        let c = b as u8;
-        if c.is_ascii_alphanumeric() {
-            table[b] = c.to_ascii_lowercase();
-        }
-        b += 1;
-    }
-    table
-};
+/// Flags, among eight bytes, of the ASCII letters and of the ASCII letters and
+/// digits (word bytes), and of the separators: every other ASCII byte but the
+/// apostrophe, as [`classify`] says. Non-ASCII bytes and apostrophes are in
+/// none of the three: they leave the eight-byte path.
+fn classify8(group: u64) -> (u64, u64, u64) {
+    use crate::swar::{HIGH, each, equal, within};
+    let non_ascii = group & HIGH;
+    let ascii = group & !HIGH;
+    let alpha = within(ascii | each(0x20), b'a', b'z') & !non_ascii;
+    let word = alpha | (within(ascii, b'0', b'9') & !non_ascii);
+    let sep = HIGH & !(word | non_ascii | equal(ascii, b'\''));
+    (alpha, word, sep)
+}
 
-/// A word being read: its folded hash and where it lies.
+/// One step of the word hash over eight folded bytes.
+fn absorb(hash: u64, group: u64) -> u64 {
+    (hash ^ group).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
+
+/// A word being read: the hash of its folded spelling and where it lies.
+///
+/// The folded spelling is the UTF-8 of the lower-cased characters. It is hashed
+/// eight bytes at a time, whatever pieces it arrives in, so the eight-byte
+/// ASCII path, the char path and a word cut by a stream chunk all agree.
 #[derive(Clone, Copy)]
 struct Word {
+    /// Hash of the complete eight-byte groups.
     hash: u64,
+    /// Folded bytes after the last complete group, the first in the lowest byte.
+    pending: u64,
+    /// Folded bytes so far.
+    len: usize,
     start: usize,
     end: usize,
-    chars: usize,
     /// Longer than any prompt word: can never match, so it breaks a run.
     overlong: bool,
 }
 
 impl Word {
     fn begin(start: usize) -> Word {
-        Word { hash: FNV_OFFSET, start, end: start, chars: 0, overlong: false }
+        Word { hash: 0, pending: 0, len: 0, start, end: start, overlong: false }
     }
 
     fn push(&mut self, c: char, end: usize) {
         if c.is_ascii() {
-            self.fold(c.to_ascii_lowercase());
+            self.push_folded(u64::from(c.to_ascii_lowercase() as u8), 1);
         } else {
             for lc in c.to_lowercase() {
-                self.fold(lc);
+                let mut utf8 = [0u8; 8];
+                let n = lc.encode_utf8(&mut utf8[..4]).len();
+                self.push_folded(u64::from_le_bytes(utf8), n as u32);
             }
         }
         self.end = end;
     }
 
-    fn fold(&mut self, c: char) {
-        self.hash = (self.hash ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME);
-        self.chars += 1;
+    /// Appends the low `n` bytes (1 to 8) of `group`; its other bytes are 0.
+    fn push_folded(&mut self, group: u64, n: u32) {
+        let filled = (self.len % 8) as u32;
+        self.pending |= group << (8 * filled);
+        if filled + n >= 8 {
+            self.hash = absorb(self.hash, self.pending);
+            self.pending = if filled == 0 { 0 } else { group >> (8 * (8 - filled)) };
+        }
+        self.len += n as usize;
     }
 
     fn key(&self) -> u64 {
-        mix64(self.hash)
+        word_key(self.hash, self.pending, self.len)
     }
+}
+
+/// Key of a word of `len` folded bytes, from its [`Word`] hash and pending
+/// bytes. One multiplication spreads every bit into the top ones the filters
+/// use (`mix64` is for keys that were not multiplied yet).
+fn word_key(hash: u64, pending: u64, len: usize) -> u64 {
+    (absorb(hash, pending) ^ len as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
 /// Suffix automaton over the system prompt's word hashes.
 pub(super) struct PromptIndex {
     min_words: usize,
-    max_chars: usize,
+    /// Folded bytes of the longest prompt word.
+    max_len: usize,
     /// Raw byte cap of one word (ignorables and case folding may make the
     /// answer's spelling longer than the prompt's).
     max_raw: usize,
@@ -218,7 +251,7 @@ impl PromptIndex {
         if words.len() < 3 {
             return None;
         }
-        let max_chars = words.iter().map(|w| w.chars).max().unwrap_or(0);
+        let max_len = words.iter().map(|w| w.len).max().unwrap_or(0);
         let max_bytes = words.iter().map(|w| w.end - w.start).max().unwrap_or(0);
         let keys: Vec<u64> = words.iter().map(Word::key).collect();
 
@@ -284,7 +317,7 @@ impl PromptIndex {
         }
         Some(PromptIndex {
             min_words: min_words.min(words.len()),
-            max_chars,
+            max_len,
             max_raw: 4 * max_bytes + 16,
             vocab,
             pairs,
@@ -358,10 +391,10 @@ pub(super) struct PromptState {
     len: usize,
     /// The last word completed a run of `min_words` or more.
     in_run: bool,
-    /// (start, end, key) of the last `MAX_RUN_WORDS` words; enough to locate
+    /// (start, key) of the last `MAX_RUN_WORDS` words; enough to locate
     /// the first word of a run the moment it reaches `min_words`, and to
     /// replay the words of a bound through the automaton.
-    ring: [(usize, usize, u64); MAX_RUN_WORDS],
+    ring: [(usize, u64); MAX_RUN_WORDS],
     words: usize,
     cur: Option<Word>,
     gap: usize,
@@ -375,7 +408,7 @@ impl PromptState {
             state: 0,
             len: 0,
             in_run: false,
-            ring: [(0, 0, 0); MAX_RUN_WORDS],
+            ring: [(0, 0); MAX_RUN_WORDS],
             words: 0,
             cur: None,
             gap: 0,
@@ -466,8 +499,8 @@ impl PromptState {
     }
 
     /// Feeds the ASCII words and separators from `bytes[i]` on, as the general
-    /// path would char by char, in two tight loops per word; stops before the
-    /// first non-ASCII byte or apostrophe (or the end), and returns where.
+    /// path would char by char, eight bytes at a time; stops before the first
+    /// non-ASCII byte or apostrophe (or the end), and returns where.
     fn ascii_span(
         &mut self,
         idx: &PromptIndex,
@@ -476,38 +509,53 @@ impl PromptState {
         base: usize,
         out: &mut impl FnMut(usize, usize, RemovalKind),
     ) -> usize {
+        use crate::swar::{HIGH, leading, load_prefix};
         loop {
-            // Letters and digits, folded into the current word (same folding as
-            // `Word::fold`: an ASCII byte is its char code) through a table.
-            let word_start = i;
-            let mut h = self.cur.as_ref().map_or(FNV_OFFSET, |w| w.hash);
-            while let Some(&folded) = bytes.get(i).map(|&b| &ASCII_WORD_FOLD[usize::from(b)]) {
-                if folded == 0 {
-                    break;
+            let (group, avail) = load_prefix(bytes, i);
+            let (alpha, word, sep) = classify8(group);
+            // The word bytes before the first other one (padding bytes are not
+            // word bytes), then the separators after them.
+            let stop = !word & HIGH;
+            let in_word = ((stop & stop.wrapping_neg()) >> 7).wrapping_sub(1);
+            let letters = leading(stop);
+            let gap = leading(!sep & HIGH & !in_word).min(avail) - letters;
+            if letters > 0 {
+                // Letters get 0x20 (lower case); digits keep theirs.
+                let folded = (group | (alpha >> 2)) & in_word;
+                let (start, end) = (base + i, base + i + letters as usize);
+                i += letters as usize;
+                if self.cur.is_none() && gap > 0 {
+                    // The whole word is in this group (most words are).
+                    self.gap = 0;
+                    self.last_end = end;
+                    if letters as usize > idx.max_len {
+                        self.break_run();
+                    } else {
+                        self.complete(idx, start, end, word_key(0, folded, letters as usize), out);
+                    }
+                } else {
+                    self.extend_word(idx, folded, letters, start, end);
+                    if gap == 0 {
+                        if letters == 8 {
+                            continue;
+                        }
+                        return i;
+                    }
+                    self.end_word(idx, out);
                 }
-                h = (h ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
-                i += 1;
-            }
-            if i > word_start {
-                self.extend_word(idx, h, i - word_start, base + word_start, base + i);
-            }
-            // Spaces and punctuation: what `classify` says of every other ASCII
-            // byte but the apostrophe.
-            let gap_start = i;
-            while bytes.get(i).is_some_and(|&b| ASCII_WORD_FOLD[usize::from(b)] == 0 && b.is_ascii() && b != b'\'') {
-                i += 1;
-            }
-            if i == gap_start {
+            } else if gap == 0 {
                 return i;
+            } else {
+                self.end_word(idx, out);
             }
-            self.end_word(idx, out);
-            self.add_gap(i - gap_start);
+            self.add_gap(gap as usize);
+            i += gap as usize;
         }
     }
 
-    /// Adds `chars` ASCII chars, which fold the word's hash to `hash`, to the
-    /// current word (or a new one starting at `start`); they end at `end`.
-    fn extend_word(&mut self, idx: &PromptIndex, hash: u64, chars: usize, start: usize, end: usize) {
+    /// Adds `n` folded bytes (the low ones of `folded`), read from `start..end`,
+    /// to the current word or a new one.
+    fn extend_word(&mut self, idx: &PromptIndex, folded: u64, n: u32, start: usize, end: usize) {
         if self.cur.is_none() {
             self.cur = Some(Word::begin(start));
             self.gap = 0;
@@ -516,10 +564,9 @@ impl PromptState {
         if w.overlong {
             return;
         }
-        w.hash = hash;
-        w.chars += chars;
+        w.push_folded(folded, n);
         w.end = end;
-        if w.chars > idx.max_chars || w.end - w.start > idx.max_raw {
+        if w.len > idx.max_len || w.end - w.start > idx.max_raw {
             w.overlong = true;
             self.break_run();
         }
@@ -535,7 +582,7 @@ impl PromptState {
             return;
         }
         w.push(c, end);
-        if w.chars > idx.max_chars || end - w.start > idx.max_raw {
+        if w.len > idx.max_len || end - w.start > idx.max_raw {
             w.overlong = true;
             self.break_run();
         }
@@ -544,18 +591,53 @@ impl PromptState {
     fn end_word(&mut self, idx: &PromptIndex, out: &mut impl FnMut(usize, usize, RemovalKind)) {
         let Some(w) = self.cur.take() else { return };
         self.last_end = w.end;
-        if w.overlong {
-            return;
+        if !w.overlong {
+            self.complete(idx, w.start, w.end, w.key(), out);
         }
-        let key = w.key();
-        let prev = self.ring[self.words.wrapping_sub(1) % MAX_RUN_WORDS].2;
+    }
+
+    /// Records the word `start..end` with `key`: the common case (it ends no
+    /// run of `min_words`) inline, the rest in [`Self::settle`].
+    #[inline(always)]
+    fn complete(
+        &mut self,
+        idx: &PromptIndex,
+        start: usize,
+        end: usize,
+        key: u64,
+        out: &mut impl FnMut(usize, usize, RemovalKind),
+    ) {
+        let prev = self.ring[self.words.wrapping_sub(1) % MAX_RUN_WORDS].1;
         let was_exact = self.bound >= idx.min_words;
         self.bound = idx.run_bound(self.bound, prev, key);
-        self.ring[self.words % MAX_RUN_WORDS] = (w.start, w.end, key);
+        if self.bound == 0 {
+            // Not a prompt word: no run goes through it, so the ring need not keep it.
+            self.len = 0;
+            self.in_run = false;
+            return;
+        }
+        self.ring[self.words % MAX_RUN_WORDS] = (start, key);
         self.words += 1;
         if self.bound < idx.min_words {
             self.len = 0;
-        } else if was_exact {
+            self.in_run = false;
+        } else {
+            self.settle(idx, was_exact, key, end, out);
+        }
+    }
+
+    /// The bound of the run ending at the word just recorded reaches
+    /// `min_words`: the automaton says how long the run really is.
+    #[inline(never)]
+    fn settle(
+        &mut self,
+        idx: &PromptIndex,
+        was_exact: bool,
+        key: u64,
+        end: usize,
+        out: &mut impl FnMut(usize, usize, RemovalKind),
+    ) {
+        if was_exact {
             idx.step(&mut self.state, &mut self.len, key);
         } else {
             // The bound grows one word at a time, so it is `min_words` (at most
@@ -567,7 +649,7 @@ impl PromptState {
             // Runs overlap or continue each other, so marking the last
             // `min_words` words is enough: the union covers the whole run.
             let first = self.ring[(self.words - idx.min_words) % MAX_RUN_WORDS].0;
-            out(first, w.end, RemovalKind::SystemPrompt);
+            out(first, end, RemovalKind::SystemPrompt);
         }
     }
 
@@ -588,6 +670,59 @@ impl PromptState {
     /// Keys of the last `n` words (at most `MAX_RUN_WORDS`), oldest first.
     fn last_keys(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
         let n = n.min(MAX_RUN_WORDS).min(self.words);
-        (self.words - n..self.words).map(|i| self.ring[i % MAX_RUN_WORDS].2)
+        (self.words - n..self.words).map(|i| self.ring[i % MAX_RUN_WORDS].1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eight_byte_classes_are_the_char_classes() {
+        use crate::swar::HIGH;
+        for group in crate::swar::probe_groups() {
+            let (alpha, word, sep) = classify8(u64::from_le_bytes(group));
+            let flags = |f: &dyn Fn(u8) -> bool| u64::from_le_bytes(group.map(|b| if f(b) { 0x80 } else { 0 }));
+            let class = |b: u8| classify(char::from(b));
+            assert_eq!(alpha, flags(&|b| b.is_ascii_alphabetic()), "{group:?}");
+            assert_eq!(word, flags(&|b| class(b) == CharClass::Word), "{group:?}");
+            assert_eq!(sep, flags(&|b| class(b) == CharClass::Sep), "{group:?}");
+        }
+        // Non-ASCII bytes belong to no class: they leave the eight-byte path.
+        let (alpha, word, sep) = classify8(u64::from_le_bytes(*b"a\xc3\xa9b'c d"));
+        let at = |positions: &[u32]| positions.iter().fold(0u64, |f, p| f | (0x80 << (8 * p)));
+        assert_eq!((alpha, word, sep), (at(&[0, 3, 5, 7]), at(&[0, 3, 5, 7]), at(&[6])));
+        assert_eq!(alpha & !HIGH, 0);
+    }
+
+    #[test]
+    fn a_word_hashes_the_same_however_it_is_cut() {
+        for word in ["a", "Policy", "ABCDEFG", "Refunds8", "internationalization", "Überprüfung", "ΣΟΦΊΑ", "naïve2024x"]
+        {
+            let mut by_char = Word::begin(0);
+            for c in word.chars() {
+                by_char.push(c, 0);
+            }
+            let folded: Vec<u8> = word.to_lowercase().into_bytes();
+            for cut in 1..=8 {
+                let mut by_group = Word::begin(0);
+                for piece in folded.chunks(cut) {
+                    let mut group = [0u8; 8];
+                    group[..piece.len()].copy_from_slice(piece);
+                    by_group.push_folded(u64::from_le_bytes(group), piece.len() as u32);
+                }
+                assert_eq!(by_group.key(), by_char.key(), "{word} cut every {cut} bytes");
+                assert_eq!(by_group.len, folded.len(), "{word}");
+            }
+        }
+        let key = |w: &str| {
+            let mut word = Word::begin(0);
+            w.chars().for_each(|c| word.push(c, 0));
+            word.key()
+        };
+        assert_ne!(key("policy"), key("policies"));
+        assert_ne!(key("abcdefgh"), key("abcdefg"));
+        assert_ne!(key("ab"), key("ba"));
     }
 }
