@@ -813,15 +813,23 @@ const PATTERNS: &[Pat] = &[
     p(DataExfiltration, 0.5, &[s(ASK, 0), s(m(Users), 10), s(m(YourStore), 3)]),
 ];
 
-/// The concepts of each pattern's first step, in pattern order.
-const FIRST_STEPS: [u128; PATTERNS.len()] = {
-    let mut firsts = [0; PATTERNS.len()];
+/// For each concept, the patterns (bit i: `PATTERNS[i]`) whose first step it
+/// can take: a text's concepts name the only patterns that can occur in it.
+const PATTERNS_FROM: [u128; 128] = {
+    assert!(PATTERNS.len() <= 128);
+    let mut from = [0; 128];
     let mut i = 0;
     while i < PATTERNS.len() {
-        firsts[i] = PATTERNS[i].steps[0].any;
+        let mut concept = 0;
+        while concept < 128 {
+            if PATTERNS[i].steps[0].any & (1 << concept) != 0 {
+                from[concept] |= 1 << i;
+            }
+            concept += 1;
+        }
         i += 1;
     }
-    firsts
+    from
 };
 
 /// Chat-template and role markers, matched case-insensitively on the raw text
@@ -1041,22 +1049,25 @@ impl Rules {
         }
         hits.sort_unstable_by_key(|h| (h.start, h.end));
         let present = hits.iter().fold(0u128, |a, h| a | h.mask);
-        if present != 0 {
-            let mut groups = 0u32;
-            for (pat, &first) in PATTERNS.iter().zip(&FIRST_STEPS) {
-                // Most patterns start with a concept the text lacks: one test
-                // on a packed array, before reaching for the pattern's steps.
-                if first & present == 0 {
-                    continue;
-                }
-                let bit = 1u32 << pat.group;
-                if pat.group != 0 && groups & bit != 0 {
-                    continue;
-                }
-                if pat.steps.iter().all(|st| st.any & present != 0) && occurs(pat, hits) {
-                    acc.add(pat.rule, pat.weight);
-                    groups |= bit;
-                }
+        // Most patterns start with a concept the text lacks: only the others
+        // are tried, in the order of `PATTERNS`.
+        let mut candidates = 0u128;
+        let mut concepts = present;
+        while concepts != 0 {
+            candidates |= PATTERNS_FROM[concepts.trailing_zeros() as usize];
+            concepts &= concepts - 1;
+        }
+        let mut groups = 0u32;
+        while candidates != 0 {
+            let pat = &PATTERNS[candidates.trailing_zeros() as usize];
+            candidates &= candidates - 1;
+            let bit = 1u32 << pat.group;
+            if pat.group != 0 && groups & bit != 0 {
+                continue;
+            }
+            if pat.steps.iter().all(|st| st.any & present != 0) && occurs(pat, hits) {
+                acc.add(pat.rule, pat.weight);
+                groups |= bit;
             }
         }
         if acc.concat_flag(present) {
