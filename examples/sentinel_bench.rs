@@ -1,6 +1,7 @@
 //! Latency of the Sentinel's `Rules::scan`: `cargo run --release --example sentinel_bench`.
 //! Prints the mean time per prompt for short (~100 B), typical (~500 B) and long (~5 KB)
-//! prompts, benign and hostile (and a mixed-script one), plus the time to compile the rules.
+//! prompts, benign and hostile (and a mixed-script one), and for the gateway benchmarks' prompt
+//! (`gateway benign`, from bench/sentinel.json), plus the time to compile the rules.
 //!
 //! `-- --only "typical benign" --iters 100` skips the timing and scans one case `iters`
 //! times in `scan_many`, for an instruction count that a loaded machine cannot disturb:
@@ -43,7 +44,9 @@ fn main() {
 
     let long_benign = long(TYPICAL_BENIGN);
     let long_attack = long(TYPICAL_ATTACK);
-    let cases: [(&str, &str); 7] = [
+    let gateway = gateway_prompt();
+    let cases: [(&str, &str); 8] = [
+        ("gateway benign", &gateway),
         ("short benign", SHORT_BENIGN),
         ("short attack", SHORT_ATTACK),
         ("typical benign", TYPICAL_BENIGN),
@@ -137,4 +140,12 @@ fn long(base: &str) -> String {
         s.push('\n');
     }
     s
+}
+
+/// The prompt that bench/sentinel.sh and `PRESET=guards bench/instructions.sh` send (~60 words),
+/// so the rules' share of a gateway request can be counted on its own.
+fn gateway_prompt() -> String {
+    let request: serde_json::Value =
+        serde_json::from_str(include_str!("../bench/sentinel.json")).expect("bench/sentinel.json is JSON");
+    request["messages"][0]["content"].as_str().expect("a user message").to_owned()
 }
