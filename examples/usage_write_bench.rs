@@ -24,6 +24,7 @@ fn event(customer: uuid::Uuid, key: uuid::Uuid, n: usize) -> Event {
         error_code: None,
         total: Duration::from_millis(12),
         upstream: Some(Duration::from_millis(11)),
+        first_byte: None,
         usage: Some(TokenUsage { prompt_tokens: 120, cached_tokens: 20, completion_tokens: 80 }),
         usage_estimated: false,
         byok: n.is_multiple_of(10),

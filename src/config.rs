@@ -182,7 +182,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct HawkConfig {
-    /// A request slower than this (non-streamed, total time) triggers the latency alert.
+    /// A request slower than this (total time; a stream's time to its first byte) triggers
+    /// the latency alert.
     pub latency_alert_ms: u64,
     /// The sliding window the thresholds below count in.
     pub window_secs: u64,

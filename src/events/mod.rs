@@ -166,6 +166,10 @@ pub struct RequestEvent {
     pub total: Duration,
     #[serde(with = "opt_micros")]
     pub upstream: Option<Duration>,
+    /// Streams: when the answer's first byte reached the gateway, from the request's start
+    /// (what the latency alert judges, since a stream's total is as long as its answer).
+    #[serde(with = "opt_micros")]
+    pub first_byte: Option<Duration>,
     pub usage: Option<TokenUsage>,
     /// Usage was estimated from relayed bytes because the upstream never reported it.
     pub usage_estimated: bool,
@@ -345,6 +349,7 @@ mod tests {
             error_code: None,
             total: Duration::from_millis(5),
             upstream: Some(Duration::from_millis(4)),
+            first_byte: None,
             usage: None,
             usage_estimated: false,
             byok: false,

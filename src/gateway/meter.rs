@@ -130,6 +130,7 @@ impl Meter {
                 error_code: None,
                 total: Duration::ZERO,
                 upstream: None,
+                first_byte: None,
                 usage: None,
                 usage_estimated: false,
                 byok: false,
@@ -184,6 +185,15 @@ impl Meter {
     pub fn upstream_finished(&mut self) {
         if let Some(start) = self.upstream_started {
             self.upstream_elapsed = Some(start.elapsed());
+        }
+    }
+
+    /// A streamed answer's first byte arrived (only the first call counts).
+    pub fn first_byte(&mut self) {
+        if let Some(e) = self.event.as_mut()
+            && e.first_byte.is_none()
+        {
+            e.first_byte = Some(self.started.elapsed());
         }
     }
 

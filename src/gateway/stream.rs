@@ -193,6 +193,7 @@ impl Stream for MeteredSse {
                     this.pending.extend_from_slice(&chunk);
                     let out = this.drain_complete_events();
                     if let Some(meter) = this.meter.as_mut() {
+                        meter.first_byte();
                         meter.add_response_bytes(out.len());
                     }
                     if !out.is_empty() {

@@ -221,6 +221,7 @@ fn request_event(customer: uuid::Uuid, n: usize) -> Event {
         error_code: None,
         total: Duration::from_millis(3),
         upstream: Some(Duration::from_millis(2)),
+        first_byte: None,
         usage: Some(TokenUsage { prompt_tokens: 10, cached_tokens: 0, completion_tokens: 5 }),
         usage_estimated: false,
         byok: false,

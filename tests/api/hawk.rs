@@ -505,6 +505,45 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
     assert!(all.contains("FIRING (critical): Upstream unreachable · down"), "{all}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_slow_when_its_first_byte_is_not_when_its_answer_is_long() {
+    let (slack, server) = Fake::start(slack_ok).await;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        watch(c, &server);
+        c.hawk.latency_alert_ms = 300;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let stream = |model: &str, mock: Value| {
+        let mut body = chat_body(true);
+        body["model"] = json!(model);
+        body["mock"] = mock;
+        body
+    };
+    // Long answers (4 chunks 150 ms apart) whose first byte comes at once: not slow.
+    for _ in 0..3 {
+        let answer = app.chat(&key, stream("gpt-4o-mini", json!({"chunks": 4, "chunk_delay_ms": 150}))).send().await;
+        let answer = answer.expect("send").text().await.expect("whole stream");
+        assert!(answer.contains("[DONE]"), "{answer}");
+    }
+    // A first byte after 400 ms: slow, whatever the length.
+    for _ in 0..3 {
+        let answer = app.chat(&key, stream("gpt-4o", json!({"latency_ms": 400}))).send().await;
+        assert!(answer.expect("send").text().await.expect("whole stream").contains("[DONE]"));
+    }
+    slack
+        .wait_for("the slow stream's alert", Duration::from_secs(10), |bodies| {
+            serde_json::to_string(bodies).unwrap_or_default().contains("Slow requests · gpt-4o")
+        })
+        .await;
+    let all = serde_json::to_string(&slack.bodies()).expect("json");
+    assert!(all.contains("first byte after 4"), "the detail names the wait: {all}");
+    assert!(!all.contains("Slow requests · gpt-4o-mini"), "long answers are not slow: {all}");
+}
+
 /// One sample of the Prometheus text exposition format.
 #[derive(Debug)]
 struct Sample {

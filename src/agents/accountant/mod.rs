@@ -236,6 +236,7 @@ mod tests {
             error_code: None,
             total: Duration::from_millis(12),
             upstream: Some(Duration::from_millis(10)),
+            first_byte: None,
             usage,
             usage_estimated: false,
             byok,

@@ -161,8 +161,10 @@ impl Hawk {
     fn on_request(&mut self, request: &RequestEvent) {
         let unreachable = request.error_code == Some(UPSTREAM_UNREACHABLE) || request.status == 504;
         let failed = request.status >= 500 && !unreachable;
-        // A stream's total time is its whole answer, long by nature: only whole answers count.
-        let slow = !unreachable && !request.streamed && request.total >= self.latency;
+        // A stream's total time is its whole answer, long by nature: a stream is slow when
+        // its first byte is (one that never came is an error or a cut stream, seen apart).
+        let waited = if request.streamed { request.first_byte } else { Some(request.total) };
+        let slow = !unreachable && waited.is_some_and(|w| w >= self.latency);
         if !(unreachable || failed || slow) {
             return;
         }
@@ -180,7 +182,9 @@ impl Hawk {
             self.observe(Trigger::new(Rule::ServerErrors, model.clone(), at).request(id.clone()).detail(detail));
         }
         if slow {
-            let detail = format!("{} ms (threshold {} ms)", request.total.as_millis(), self.latency.as_millis());
+            let what = if request.streamed { "first byte after " } else { "" };
+            let waited = waited.unwrap_or_default().as_millis();
+            let detail = format!("{what}{waited} ms (threshold {} ms)", self.latency.as_millis());
             self.observe(Trigger::new(Rule::Latency, model, at).request(id.clone()).detail(detail));
         }
     }

@@ -25,7 +25,7 @@ const SAMPLES: usize = 5;
 pub enum Rule {
     /// Upstream or gateway 5xx answers, per model.
     ServerErrors,
-    /// Non-streamed requests slower than the latency threshold, per model.
+    /// Requests slower than the latency threshold (streams: to their first byte), per model.
     Latency,
     /// The upstream could not be reached or timed out, per provider.
     UpstreamUnreachable,
