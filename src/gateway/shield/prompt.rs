@@ -173,7 +173,8 @@ impl Word {
         Word { hash: 0, pending: 0, len: 0, start, end: start, overlong: false }
     }
 
-    fn push(&mut self, c: char, end: usize) {
+    /// Folds `c` into the word (its end is the caller's to set).
+    fn push(&mut self, c: char) {
         if c.is_ascii() {
             self.push_folded(u64::from(c.to_ascii_lowercase() as u8), 1);
         } else {
@@ -183,7 +184,6 @@ impl Word {
                 self.push_folded(u64::from_le_bytes(utf8), n as u32);
             }
         }
-        self.end = end;
     }
 
     /// Appends the low `n` bytes (1 to 8) of `group`; its other bytes are 0.
@@ -236,12 +236,17 @@ impl PromptIndex {
         let mut cur: Option<Word> = None;
         for (i, c) in prompt.char_indices() {
             match classify(c) {
-                CharClass::Word => cur.get_or_insert_with(|| Word::begin(i)).push(c, i + c.len_utf8()),
+                CharClass::Word => {
+                    let w = cur.get_or_insert_with(|| Word::begin(i));
+                    w.push(c);
+                    w.end = i + c.len_utf8();
+                }
                 CharClass::Ignorable => {}
                 CharClass::Single => {
                     words.extend(cur.take());
                     let mut w = Word::begin(i);
-                    w.push(c, i + c.len_utf8());
+                    w.push(c);
+                    w.end = i + c.len_utf8();
                     words.push(w);
                 }
                 CharClass::Sep => words.extend(cur.take()),
@@ -443,7 +448,7 @@ impl PromptState {
             let l = c.len_utf8();
             let o = base + i;
             match classify(c) {
-                CharClass::Word => self.word_char(idx, c, o, o + l),
+                CharClass::Word => self.extend_word(idx, o, o + l, |w| w.push(c)),
                 CharClass::Ignorable => {
                     let Some(w) = &mut self.cur else {
                         self.add_gap(l);
@@ -459,7 +464,7 @@ impl PromptState {
                 }
                 CharClass::Single => {
                     self.end_word(idx, out);
-                    self.word_char(idx, c, o, o + l);
+                    self.extend_word(idx, o, o + l, |w| w.push(c));
                     self.end_word(idx, out);
                 }
                 CharClass::Sep => {
@@ -534,7 +539,7 @@ impl PromptState {
                         self.complete(idx, start, end, word_key(0, folded, letters as usize), out);
                     }
                 } else {
-                    self.extend_word(idx, folded, letters, start, end);
+                    self.extend_word(idx, start, end, |w| w.push_folded(folded, letters));
                     if gap == 0 {
                         if letters == 8 {
                             continue;
@@ -553,9 +558,10 @@ impl PromptState {
         }
     }
 
-    /// Adds `n` folded bytes (the low ones of `folded`), read from `start..end`,
-    /// to the current word or a new one.
-    fn extend_word(&mut self, idx: &PromptIndex, folded: u64, n: u32, start: usize, end: usize) {
+    /// Adds to the current word (or a new one starting at `start`) what `add`
+    /// folds into it, read up to `end`; a word grown past any prompt word's
+    /// length can never match, so it breaks the run.
+    fn extend_word(&mut self, idx: &PromptIndex, start: usize, end: usize, add: impl FnOnce(&mut Word)) {
         if self.cur.is_none() {
             self.cur = Some(Word::begin(start));
             self.gap = 0;
@@ -564,25 +570,9 @@ impl PromptState {
         if w.overlong {
             return;
         }
-        w.push_folded(folded, n);
+        add(w);
         w.end = end;
         if w.len > idx.max_len || w.end - w.start > idx.max_raw {
-            w.overlong = true;
-            self.break_run();
-        }
-    }
-
-    fn word_char(&mut self, idx: &PromptIndex, c: char, start: usize, end: usize) {
-        if self.cur.is_none() {
-            self.cur = Some(Word::begin(start));
-            self.gap = 0;
-        }
-        let Some(w) = &mut self.cur else { return };
-        if w.overlong {
-            return;
-        }
-        w.push(c, end);
-        if w.len > idx.max_len || end - w.start > idx.max_raw {
             w.overlong = true;
             self.break_run();
         }
@@ -702,7 +692,7 @@ mod tests {
         {
             let mut by_char = Word::begin(0);
             for c in word.chars() {
-                by_char.push(c, 0);
+                by_char.push(c);
             }
             let folded: Vec<u8> = word.to_lowercase().into_bytes();
             for cut in 1..=8 {
@@ -718,7 +708,7 @@ mod tests {
         }
         let key = |w: &str| {
             let mut word = Word::begin(0);
-            w.chars().for_each(|c| word.push(c, 0));
+            w.chars().for_each(|c| word.push(c));
             word.key()
         };
         assert_ne!(key("policy"), key("policies"));
