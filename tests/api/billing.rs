@@ -24,8 +24,16 @@ pub(crate) fn sign(body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Event times in Lemon Squeezy's format, on today's UTC date: the ledger books a purchase on its
+/// `created_at`, and the reports ask for the current month, so a fixed date breaks when it changes.
 fn at(minute: u32) -> String {
-    format!("2026-11-27T21:{minute:02}:06.000000Z")
+    let today = chrono::Utc::now().date_naive();
+    format!("{today}T00:{minute:02}:06.000000Z")
+}
+
+/// A subscription's next renewal: a month after today, never a date that passes.
+fn renews_at() -> String {
+    (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 pub(crate) fn order_created(order_id: i64, variant_id: i64) -> Value {
@@ -52,7 +60,7 @@ fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: 
             "store_id": 249054, "customer_id": 7238231, "order_id": order_id, "order_item_id": 6862308,
             "product_id": 708718, "variant_id": 1115451, "user_name": "Ada Example", "user_email": EMAIL,
             "status": status, "cancelled": status == "cancelled", "pause": null,
-            "renews_at": "2026-12-27T21:34:04.000000Z", "ends_at": ends_at,
+            "renews_at": renews_at(), "ends_at": ends_at,
             "created_at": at(0), "updated_at": at(minute), "test_mode": true}}
     })
 }
