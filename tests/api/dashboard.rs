@@ -6,7 +6,7 @@ use crate::billing::{SECRET, deliver, order_created};
 use crate::hawk::view;
 use crate::on_both_backends;
 use crate::support::{ADMIN_KEY, Backend, TestApp, service_missing, start_server, test_config};
-use chrono::TimeDelta;
+use chrono::{Datelike, TimeDelta};
 use omi::admin::dashboard::PER_PAGE;
 use omi::agents::hawk::rules::{AlertSeverity, AlertState, Rule};
 use omi::customers::EmailAddress;
@@ -88,13 +88,15 @@ async fn issue(store: &Store, email: &str, name: Option<&str>) -> (String, KeyLi
     (key.expose().to_string(), listing)
 }
 
-/// `n` requests spread over the last 50 minutes: 2 ms to 2 s, one in ten failing upstream,
-/// the last one on a model without a price.
+/// `n` requests spread over the last 50 minutes, but never before this month's start (the money
+/// page counts this month: early on the 1st the spread shrinks): 2 ms to 2 s, one in ten failing
+/// upstream, the last one on a model without a price.
 pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     let now = chrono::Utc::now();
+    let spread_ms = (now - month_start(now)).num_milliseconds().min(3_000_000);
     let records: Vec<UsageRecord> = (0..n)
         .map(|i| {
-            let mut record = usage_record(key, i, now - chrono::Duration::seconds((i as i64 * 3_000) / n as i64 + 1));
+            let mut record = usage_record(key, i, now - chrono::Duration::milliseconds(i as i64 * spread_ms / n as i64));
             if i + 1 == n {
                 (record.model, record.cost_nano) = (Some("mystery-model".into()), None);
             }
@@ -102,6 +104,11 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
         })
         .collect();
     store.insert_usage(&records).await.expect("seed usage");
+}
+
+fn month_start(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let first = now.date_naive().with_day(1).unwrap_or(now.date_naive());
+    first.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// The `i`-th of a series of priced requests: 2 ms to 2 s, one in ten failing upstream.
