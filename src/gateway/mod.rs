@@ -2,6 +2,7 @@
 //! from `admin`. [`Server`] runs it with graceful shutdown; `omi serve` and the tests both
 //! start the gateway through it.
 
+pub mod anthropic;
 mod auth;
 mod chat;
 pub mod error;

@@ -96,7 +96,8 @@ pub(crate) async fn seed_usage(store: &Store, key: &KeyListing, n: usize) {
     let spread_ms = (now - month_start(now)).num_milliseconds().min(3_000_000);
     let records: Vec<UsageRecord> = (0..n)
         .map(|i| {
-            let mut record = usage_record(key, i, now - chrono::Duration::milliseconds(i as i64 * spread_ms / n as i64));
+            let mut record =
+                usage_record(key, i, now - chrono::Duration::milliseconds(i as i64 * spread_ms / n as i64));
             if i + 1 == n {
                 (record.model, record.cost_nano) = (Some("mystery-model".into()), None);
             }
