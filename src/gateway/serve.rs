@@ -1,8 +1,9 @@
 //! The accept loop, with the firewall's limits on connections: at most `max_connections`
 //! open at once (the rest wait in the listen backlog), at most `max_connections_per_ip` from
 //! one client (more are closed at once), request heads bounded in size and in time, and
-//! responses written within `client_write_timeout_ms` of the client's last read. HTTP/1.1 only: the proxies in front (Cloudflare, Render, Railway) speak it to
-//! the origin, and with HTTP/1.1 the header timeout runs from a connection's first byte —
+//! responses written within `client_write_timeout_ms` of the client's last read. HTTP/1.1
+//! only: the proxies in front (Cloudflare, Render, Railway) speak it to the origin, and with
+//! HTTP/1.1 the header timeout runs from a connection's first byte —
 //! also while it idles between requests — so a slowloris client cannot hold a slot for long.
 
 use super::write_deadline::WriteDeadline;

@@ -25,7 +25,7 @@ pub fn read(json: &[u8]) -> Facts {
     };
     let choices = envelope.choices.unwrap_or_default();
     Facts {
-        usage: envelope.usage.map(Into::into),
+        usage: envelope.usage.and_then(WireUsage::tokens),
         usage_only: envelope.usage.is_some() && choices.count == 0,
         answer_chars: choices.answer_chars,
     }
@@ -65,13 +65,15 @@ struct PromptDetails {
     cached_tokens: Count,
 }
 
-impl From<WireUsage> for TokenUsage {
-    fn from(w: WireUsage) -> TokenUsage {
-        TokenUsage {
-            prompt_tokens: w.prompt_tokens.0,
-            cached_tokens: w.prompt_tokens_details.map_or(0, |d| d.cached_tokens.0),
-            completion_tokens: w.completion_tokens.0,
-        }
+impl WireUsage {
+    /// The usage, when it counts both prompt and completion: a usage object without them
+    /// (`{}`, nulls) is no report, and the request is estimated rather than booked as free.
+    fn tokens(self) -> Option<TokenUsage> {
+        Some(TokenUsage {
+            prompt_tokens: self.prompt_tokens.0?,
+            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens.0).unwrap_or(0),
+            completion_tokens: self.completion_tokens.0?,
+        })
     }
 }
 
@@ -147,9 +149,9 @@ impl<'de> Deserialize<'de> for Choices {
     }
 }
 
-/// A token count; null, negative or non-numeric counts as 0, a fraction is cut.
+/// A token count; null or non-numeric is absent, negative is 0, a fraction is cut.
 #[derive(Default, Clone, Copy)]
-struct Count(u64);
+struct Count(Option<u64>);
 
 /// A text's length in characters; null or a non-string counts as 0.
 #[derive(Default, Clone, Copy)]
@@ -168,27 +170,27 @@ macro_rules! lenient_visitor {
                 #[allow(clippy::redundant_closure_call)]
                 Ok($target(($body)(v)))
             })*
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<$target, E> { Ok($target(0)) }
-            fn visit_unit<E: de::Error>(self) -> Result<$target, E> { Ok($target(0)) }
-            fn visit_none<E: de::Error>(self) -> Result<$target, E> { Ok($target(0)) }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<$target, E> { Ok($target::default()) }
+            fn visit_unit<E: de::Error>(self) -> Result<$target, E> { Ok($target::default()) }
+            fn visit_none<E: de::Error>(self) -> Result<$target, E> { Ok($target::default()) }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$target, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok($target(0))
+                Ok($target::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$target, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok($target(0))
+                Ok($target::default())
             }
         }
     };
 }
 
 lenient_visitor!(CountVisitor, Count,
-    visit_u64(u64) => |v| v,
-    visit_i64(i64) => |v: i64| u64::try_from(v).unwrap_or(0),
-    // `as` saturates: 1e30 is u64::MAX, NaN is 0.
-    visit_f64(f64) => |v: f64| if v > 0.0 { v as u64 } else { 0 },
-    visit_str(&str) => |_| 0,
+    visit_u64(u64) => Some,
+    visit_i64(i64) => |v: i64| Some(u64::try_from(v).unwrap_or(0)),
+    // `as` saturates: 1e30 is u64::MAX; NaN is not a count.
+    visit_f64(f64) => |v: f64| (!v.is_nan()).then_some(if v > 0.0 { v as u64 } else { 0 }),
+    visit_str(&str) => |_| None,
 );
 
 lenient_visitor!(CharsVisitor, Chars,
@@ -239,13 +241,17 @@ mod tests {
     }
 
     #[test]
-    fn odd_fields_count_as_absent_without_losing_the_usage() {
+    fn odd_fields_count_as_absent_and_a_usage_without_counts_is_no_report() {
         let body = br#"{"choices":[{"message":{"content":["part"],"refusal":null,"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}],
             "usage":{"prompt_tokens":null,"completion_tokens":"many","prompt_tokens_details":null,"extra":{"x":[1]}}}"#;
         let facts = read(body);
-        assert_eq!(facts.usage, Some(TokenUsage { prompt_tokens: 0, cached_tokens: 0, completion_tokens: 0 }));
+        assert_eq!(facts.usage, None, "no counts: no report, so the request is estimated, never free");
         assert!(!facts.usage_only);
         assert_eq!(facts.answer_chars, 7, "the tool call's arguments");
+        let partial = br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":-3,"prompt_tokens_details":{"cached_tokens":"x"}}}"#;
+        assert_eq!(read(partial).usage, Some(TokenUsage { prompt_tokens: 12, cached_tokens: 0, completion_tokens: 0 }));
+        let empty = read(br#"{"choices":[],"usage":{}}"#);
+        assert!(empty.usage.is_none() && empty.usage_only, "still the usage chunk: removed, but not booked as zero");
         assert_eq!(read(b"[1,2]"), Facts::default());
         assert_eq!(read(b"{\"usage\":null,\"choices\":[]}"), Facts::default());
     }
