@@ -1,5 +1,5 @@
-//! Streams and upstream answers as billed: any JSON layout and SSE line end, clients that
-//! leave early, and the bounds on what an upstream may send.
+//! Streams and upstream answers as billed (any JSON layout and SSE line end, clients that
+//! leave early), the bounds on what an upstream may send, and the per-IP connection cap.
 
 use crate::support::{Backend, TestApp, chat_body};
 use futures_util::StreamExt;
