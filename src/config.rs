@@ -171,6 +171,14 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Open connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections at most from one client IP (IPv6: per /64; trusted proxies exempt);
+    /// further ones are closed at once. 0 turns the cap off.
+    pub max_connections_per_ip: usize,
+    /// A client that accepts no response bytes for this long is disconnected (its stream's
+    /// upstream is then drained for usage, bounded, and ended).
+    pub client_write_timeout_ms: u64,
+    /// Largest non-streamed upstream answer read; a larger one is a 502.
+    pub max_upstream_body_bytes: usize,
     /// Origins allowed to call `/v1/*` from a browser (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
 }
@@ -341,6 +349,9 @@ impl Default for Config {
             header_read_timeout_ms: 30_000,
             max_header_bytes: 32 * 1024,
             max_connections: 4096,
+            max_connections_per_ip: 64,
+            client_write_timeout_ms: 30_000,
+            max_upstream_body_bytes: 32 * 1024 * 1024,
             cors_origins: Vec::new(),
         }
     }
@@ -391,6 +402,11 @@ impl Config {
         }
         if self.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid("max_header_bytes must be at least 1024".into()));
+        }
+        if self.client_write_timeout_ms == 0 || self.max_upstream_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "client_write_timeout_ms must be above 0 and max_upstream_body_bytes at least 1024".into(),
+            ));
         }
         if self.max_connections == 0 || self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -1,7 +1,11 @@
 //! A mock OpenAI-compatible upstream for tests, demos and benchmarks (`mock-upstream`
 //! binary). Each request may steer it with a `"mock"` object in its body:
 //! `{"latency_ms", "status", "error_message", "chunks", "chunk_delay_ms", "cut_after",
-//! "prompt_tokens", "completion_tokens", "content"}`; server-wide defaults come from [`MockConfig`].
+//! "prompt_tokens", "completion_tokens", "content", "usage_delay_ms", "pretty", "body_bytes", "no_usage"}`;
+//! server-wide defaults come from [`MockConfig`]. `pretty` writes each streamed event as
+//! pretty-printed JSON over several `data:` lines with CRLF line ends (as some Python servers
+//! do); `usage_delay_ms` pauses before the usage chunk; `body_bytes` pads a non-streamed
+//! answer's content to about that many bytes; `no_usage` leaves usage out of a non-streamed answer.
 //! Usage is deterministic: prompt tokens = message characters / 4 (rounded up) unless
 //! given, completion tokens = number of chunks.
 
@@ -48,6 +52,10 @@ struct Steering {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     content: Option<String>,
+    usage_delay_ms: Option<u64>,
+    pretty: bool,
+    body_bytes: Option<usize>,
+    no_usage: bool,
 }
 
 impl MockUpstream {
@@ -120,7 +128,10 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
     }
     let model = body["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
     let chunks = steer.chunks.unwrap_or(if mock.config.chunks == 0 { 3 } else { mock.config.chunks }).max(1);
-    let content = steer.content.clone().unwrap_or_else(|| "Hello from the mock".into());
+    let mut content = steer.content.clone().unwrap_or_else(|| "Hello from the mock".into());
+    if let Some(bytes) = steer.body_bytes {
+        content = content.repeat(bytes / content.len().max(1) + 1);
+    }
     let prompt_tokens = steer.prompt_tokens.unwrap_or_else(|| prompt_tokens_of(&body));
     let completion_tokens = steer.completion_tokens.unwrap_or(chunks as u64);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -128,48 +139,63 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}});
 
     if body["stream"].as_bool() != Some(true) {
-        return Json(json!({
+        let mut answer = json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 1726012687, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null},
                          "logprobs": null, "finish_reason": "stop"}],
             "usage": usage, "system_fingerprint": "fp_mock"
-        }))
-        .into_response();
+        });
+        if steer.no_usage
+            && let Some(answer) = answer.as_object_mut()
+        {
+            answer.remove("usage");
+        }
+        return Json(answer).into_response();
     }
 
     let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
     let delay = Duration::from_millis(steer.chunk_delay_ms.unwrap_or(mock.config.chunk_delay_ms));
     let pieces = split_content(&content, chunks);
     let mut events: Vec<String> = Vec::with_capacity(chunks + 4);
+    let event = |value: Value| {
+        if steer.pretty {
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            pretty.lines().map(|line| format!("data: {line}\r\n")).collect::<String>() + "\r\n"
+        } else {
+            format!("data: {value}\n\n")
+        }
+    };
     let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1726012687, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
-        )
+        event(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1726012687, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null}))
     };
     events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
     for piece in pieces {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
+    let usage_at = events.len();
     if include_usage {
-        events.push(format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1726012687, "model": model, "choices": [], "usage": usage})
+        events.push(event(
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1726012687, "model": model, "choices": [], "usage": usage}),
         ));
     }
-    events.push("data: [DONE]\n\n".into());
+    events.push(if steer.pretty { "data: [DONE]\r\n\r\n".into() } else { "data: [DONE]\n\n".into() });
     if let Some(cut) = steer.cut_after {
         events.truncate(cut);
     }
-    let stream = futures_util::stream::unfold((events.into_iter(), true), move |(mut rest, first)| async move {
-        let next = rest.next()?;
-        if !first && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, std::io::Error>(Bytes::from(next)), (rest, false)))
-    });
+    let usage_delay = Duration::from_millis(steer.usage_delay_ms.unwrap_or(0));
+    let stream =
+        futures_util::stream::unfold((events.into_iter().enumerate(), true), move |(mut rest, first)| async move {
+            let (index, next) = rest.next()?;
+            if !first && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if index == usage_at && include_usage && !usage_delay.is_zero() {
+                tokio::time::sleep(usage_delay).await;
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(next)), (rest, false)))
+        });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))

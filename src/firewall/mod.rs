@@ -6,6 +6,7 @@
 
 mod body;
 mod client_ip;
+mod connections;
 mod country;
 mod guard;
 mod key_limits;
@@ -14,6 +15,7 @@ mod redis_limiter;
 
 pub use body::BodyFailure;
 pub use client_ip::{ClientInfo, TrustedProxies, resolve_client};
+pub use connections::{ConnectionPermit, ConnectionsPerIp};
 pub use country::{Country, CountryPolicy};
 pub use guard::{Firewall, Origin, guard};
 pub use key_limits::{KeyLimit, RateLimits};

@@ -10,7 +10,9 @@ use super::guard::{Guard, RemovalReport};
 use super::meter::Meter;
 use super::request_id::RequestId;
 use super::shield::RemovalKind;
-use super::stream::{MeteredSse, ShieldedSse, usage_of_body};
+use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
+use super::upstream_body::{UpstreamBodyError, read_bounded};
+use super::usage;
 use crate::agents::sentinel::{Prompt, Screening, user_text};
 use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
@@ -29,6 +31,8 @@ use uuid::Uuid;
 pub const BYOK_HEADER: &str = "x-provider-key";
 /// Upstream error messages reach the customer; longer ones are cut.
 const MAX_UPSTREAM_MESSAGE_CHARS: usize = 500;
+/// An upstream error body is read this far for its message.
+const MAX_UPSTREAM_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 struct Prepared {
     request_id: Arc<str>,
@@ -144,11 +148,11 @@ async fn prepare(
         upstream_url: route.provider.chat_url.clone(),
         upstream_key,
         byok: is_byok,
-        body: Bytes::from(body),
         streamed,
         client_asked_usage,
-        // Only used when a cut stream never reports its usage.
-        prompt_estimate,
+        // Only used when usage never comes: the body sent, the operator's system prompt included.
+        prompt_estimate: usage::estimated_tokens(body.len() as u64),
+        body: Bytes::from(body),
     })
 }
 
@@ -242,7 +246,10 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     };
     let status = response.status();
     if !status.is_success() {
-        let body = tokio::time::timeout(first_byte, response.bytes()).await.ok().and_then(Result::ok);
+        let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
+            .await
+            .ok()
+            .and_then(Result::ok);
         meter.upstream_finished();
         let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
         removal_report(app, &prepared, "upstream error message").add(&removed);
@@ -256,7 +263,8 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             meter,
             prepared.client_asked_usage,
             prepared.prompt_estimate,
-            idle,
+            StreamLimits::with_idle(idle),
+            app.stream_drains.clone(),
         );
         let body = match app.guard.answer_stream() {
             Some(shield) => {
@@ -272,17 +280,32 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
     }
 
-    let body = match tokio::time::timeout(first_byte, response.bytes()).await {
+    let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
+    {
         Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
+        Ok(Err(UpstreamBodyError::TooLarge(limit))) => {
+            tracing::warn!(limit, "upstream body over the limit");
+            return fail(meter, ApiError::upstream("The upstream answer is larger than this gateway relays."));
+        }
+        Ok(Err(UpstreamBodyError::Broken(e))) => {
             tracing::warn!(error = %e.without_url(), "upstream body failed");
             return fail(meter, ApiError::upstream("The upstream provider closed the connection mid-answer."));
         }
         Err(_) => return fail(meter, ApiError::upstream_timeout()),
     };
     meter.upstream_finished();
-    if let Some(usage) = usage_of_body(&body) {
-        meter.record_usage(usage, false);
+    let facts = usage::read(&body);
+    match facts.usage {
+        Some(usage) => meter.record_usage(usage, false),
+        // An answer without usage is still paid for: estimated, and marked so.
+        None => meter.record_usage(
+            crate::events::TokenUsage {
+                prompt_tokens: prepared.prompt_estimate,
+                cached_tokens: 0,
+                completion_tokens: usage::estimated_tokens(facts.answer_chars),
+            },
+            true,
+        ),
     }
     let body = match app.guard.sanitize_answer(&body) {
         Some((clean, removed)) => {

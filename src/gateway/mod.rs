@@ -12,7 +12,11 @@ pub mod providers;
 pub mod request_id;
 mod serve;
 pub mod shield;
+mod sse;
 pub(crate) mod stream;
+mod upstream_body;
+mod usage;
+mod write_deadline;
 
 use crate::agents::sentinel::{self, Sentinel};
 use crate::billing::mailer::{EmailAddress, Mailer};
@@ -39,6 +43,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub struct AppState {
@@ -54,6 +59,8 @@ pub struct AppState {
     pub sentinel: Arc<Sentinel>,
     pub firewall: Arc<Firewall>,
     pub meters: meter::MeterMetrics,
+    /// Streams whose client left, still read for their usage; shutdown waits for them.
+    pub stream_drains: TaskTracker,
 }
 
 impl AppState {
@@ -260,6 +267,7 @@ impl Server {
             sentinel,
             firewall,
             meters: meter::MeterMetrics::default(),
+            stream_drains: TaskTracker::new(),
         });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
@@ -280,6 +288,11 @@ impl Server {
         let addr = listener.local_addr()?;
         let limits = serve::ConnectionLimits {
             max_connections: config.max_connections,
+            per_ip: crate::firewall::ConnectionsPerIp::new(
+                config.max_connections_per_ip,
+                config.trusted_proxies.clone(),
+            ),
+            write_timeout: Duration::from_millis(config.client_write_timeout_ms),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
         };
@@ -294,6 +307,12 @@ impl Server {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        // Streams cut by the shutdown are read for their usage (bounded) before the books close.
+        self.state.stream_drains.close();
+        let drain_bound = stream::StreamLimits::DEFAULT_DRAIN_TIME + Duration::from_secs(1);
+        if tokio::time::timeout(drain_bound, self.state.stream_drains.wait()).await.is_err() {
+            tracing::warn!("stream drains did not finish in time");
+        }
         // The Sentinel scans what is queued and publishes its findings before the bus closes.
         self.state.sentinel.close();
         if let Some(worker) = self.sentinel_worker {

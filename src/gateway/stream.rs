@@ -1,75 +1,165 @@
-//! Relays an upstream SSE stream chunk by chunk while reading the token usage out of it.
+//! Relays an upstream SSE stream event by event while reading the token usage out of it.
 //! The gateway always asks upstream for `include_usage`; when the client did not ask, the
-//! extra usage chunk is removed here so the client sees exactly what it asked for.
-//! Nothing is buffered beyond one incomplete SSE event. [`ShieldedSse`] then passes the
-//! relayed events through the output shield.
+//! extra usage chunk is removed here so the client sees exactly what it asked for. Events are
+//! read by [`SseReader`] (the SSE rules) and their JSON by [`usage::read`] (serde), so any
+//! line ends and any legal JSON layout are billed alike. Nothing is buffered beyond one
+//! incomplete event, and that is bounded. A client that goes away does not end the reading:
+//! the upstream is drained in the background, bounded, for the usage it reports last.
+//! [`ShieldedSse`] then passes the relayed events through the output shield.
 
 use super::guard::RemovalReport;
 use super::meter::Meter;
 use super::shield::SseShield;
+use super::sse::{SseEvent, SseReader};
+use super::usage;
 use crate::events::TokenUsage;
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
-use serde::Deserialize;
+use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 
-#[derive(Deserialize)]
-pub struct UsageEnvelope {
-    #[serde(default)]
-    pub usage: Option<WireUsage>,
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+pub use super::usage::usage_of_body;
+
+/// Sent to the client in place of an event that overflowed [`StreamLimits::max_event_bytes`].
+const OVERSIZED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream sent an event larger than this gateway relays.\",\"type\":\"api_error\",\"code\":\"upstream_error\",\"param\":null}}\n\n";
+
+type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The bounds of one relayed stream.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// The upstream may pause this long between chunks.
+    pub idle: Duration,
+    /// An event still without its blank line after this many bytes ends the stream.
+    pub max_event_bytes: usize,
+    /// After the client left: how long, and how many bytes, the upstream is read for its usage.
+    pub drain_time: Duration,
+    pub drain_bytes: usize,
 }
 
-#[derive(Deserialize)]
-pub struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
+impl StreamLimits {
+    pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+    pub const DEFAULT_DRAIN_TIME: Duration = Duration::from_secs(5);
+    pub const DEFAULT_DRAIN_BYTES: usize = 4 * 1024 * 1024;
 
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-impl From<WireUsage> for TokenUsage {
-    fn from(w: WireUsage) -> TokenUsage {
-        TokenUsage {
-            prompt_tokens: w.prompt_tokens,
-            cached_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            completion_tokens: w.completion_tokens,
+    pub fn with_idle(idle: Duration) -> StreamLimits {
+        StreamLimits {
+            idle,
+            max_event_bytes: Self::DEFAULT_MAX_EVENT_BYTES,
+            drain_time: Self::DEFAULT_DRAIN_TIME,
+            drain_bytes: Self::DEFAULT_DRAIN_BYTES,
         }
     }
 }
 
-/// Usage of a whole (non-streamed) completion body, if it reports one.
-pub fn usage_of_body(body: &[u8]) -> Option<TokenUsage> {
-    serde_json::from_slice::<UsageEnvelope>(body).ok()?.usage.map(Into::into)
-}
-
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-pub struct MeteredSse {
-    upstream: Upstream,
-    meter: Option<Meter>,
-    pending: BytesMut,
+/// What the events read so far say about billing.
+struct Tally {
     strip_usage: bool,
     usage: Option<TokenUsage>,
-    /// Content-bearing events relayed: about one token each, the estimate when usage never comes.
-    content_events: u64,
-    prompt_estimate: u64,
-    idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Answer characters read, and the content-bearing events among them (each at least a
+    /// token): the completion estimate when usage never comes.
+    answer_chars: u64,
+    answer_events: u64,
     saw_done_marker: bool,
-    done: bool,
+}
+
+impl Tally {
+    /// Reads one event; false when it must not reach the client.
+    fn inspect(&mut self, event: SseEvent<'_>) -> bool {
+        if event.data == b"[DONE]" {
+            self.saw_done_marker = true;
+            return true;
+        }
+        let facts = usage::read(event.data);
+        if facts.answer_chars > 0 {
+            self.answer_chars += facts.answer_chars;
+            self.answer_events += 1;
+        }
+        if facts.usage.is_some() {
+            self.usage = facts.usage;
+        }
+        !(self.strip_usage && facts.usage_only)
+    }
+}
+
+/// Everything needed to go on reading the upstream, with or without a client.
+struct Relay {
+    upstream: Upstream,
+    reader: SseReader,
+    tally: Tally,
+    meter: Meter,
+    /// The prompt's estimate (the upstream body, the operator's system prompt included).
+    prompt_estimate: u64,
+}
+
+impl Relay {
+    fn push(&mut self, chunk: &[u8]) -> Bytes {
+        let tally = &mut self.tally;
+        self.reader.push(chunk, |event| tally.inspect(event))
+    }
+
+    fn finish_reading(&mut self) -> Bytes {
+        let tally = &mut self.tally;
+        self.reader.finish(|event| tally.inspect(event))
+    }
+
+    /// Books the request: the upstream's usage, or an estimate when it never came.
+    fn book(mut self, aborted: bool) {
+        self.meter.upstream_finished();
+        match self.tally.usage {
+            Some(usage) => self.meter.record_usage(usage, false),
+            None => {
+                let completion = usage::estimated_tokens(self.tally.answer_chars).max(self.tally.answer_events);
+                let estimate =
+                    TokenUsage { prompt_tokens: self.prompt_estimate, cached_tokens: 0, completion_tokens: completion };
+                self.meter.record_usage(estimate, true);
+            }
+        }
+        if aborted {
+            self.meter.mark_aborted();
+        }
+        self.meter.finish(200, None);
+    }
+
+    /// The client is gone: reads on, within `limits`, until the usage arrives, then books.
+    async fn drain(mut self, limits: StreamLimits) {
+        let deadline = Instant::now() + limits.drain_time;
+        let mut read = 0;
+        while self.tally.usage.is_none() && read < limits.drain_bytes && !self.reader.overflowed() {
+            match tokio::time::timeout_at(deadline, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    read += chunk.len();
+                    self.push(&chunk);
+                }
+                Ok(None) => {
+                    self.finish_reading();
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e.without_url(), "upstream failed while drained");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if self.tally.usage.is_none() {
+            tracing::info!(read, "a left stream's usage never came; booked an estimate");
+        }
+        // Dropping the upstream here cancels whatever it still had to send.
+        self.book(true);
+    }
+}
+
+pub struct MeteredSse {
+    /// `None` once the stream is over and booked.
+    relay: Option<Relay>,
+    limits: StreamLimits,
+    idle_timer: Pin<Box<Sleep>>,
+    /// Where a left stream's drain runs, so that shutdown waits for it.
+    drains: TaskTracker,
 }
 
 impl MeteredSse {
@@ -78,103 +168,24 @@ impl MeteredSse {
         meter: Meter,
         client_asked_usage: bool,
         prompt_estimate: u64,
-        idle: Duration,
+        limits: StreamLimits,
+        drains: TaskTracker,
     ) -> MeteredSse {
-        MeteredSse {
-            upstream,
-            meter: Some(meter),
-            pending: BytesMut::new(),
+        let tally = Tally {
             strip_usage: !client_asked_usage,
             usage: None,
-            content_events: 0,
-            prompt_estimate,
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            answer_chars: 0,
+            answer_events: 0,
             saw_done_marker: false,
-            done: false,
-        }
-    }
-
-    /// Takes every complete event out of `pending`, returning the bytes to relay.
-    fn drain_complete_events(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
-        while let Some(end) = find_event_end(&self.pending) {
-            let event = self.pending.split_to(end);
-            if self.inspect(&event) {
-                out.extend_from_slice(&event);
-            }
-        }
-        out.freeze()
-    }
-
-    /// Reads usage from one event; false when the event must not reach the client.
-    fn inspect(&mut self, event: &[u8]) -> bool {
-        let Some(data) = event_data(event) else {
-            return true;
         };
-        if data == b"[DONE]" {
-            self.saw_done_marker = true;
-            return true;
+        let reader = SseReader::new(limits.max_event_bytes);
+        MeteredSse {
+            relay: Some(Relay { upstream, reader, tally, meter, prompt_estimate }),
+            idle_timer: Box::pin(tokio::time::sleep(limits.idle)),
+            limits,
+            drains,
         }
-        if memchr_find(data, b"\"content\":\"").is_some() && memchr_find(data, b"\"content\":\"\"").is_none() {
-            self.content_events += 1;
-        }
-        if memchr_find(data, b"\"usage\":{").is_none() {
-            return true;
-        }
-        let Ok(envelope) = serde_json::from_slice::<UsageEnvelope>(data) else {
-            return true;
-        };
-        let usage_only = envelope.choices.as_ref().is_some_and(|c| c.is_empty());
-        if let Some(usage) = envelope.usage {
-            self.usage = Some(usage.into());
-        }
-        !(self.strip_usage && usage_only)
     }
-
-    fn finish(&mut self, aborted: bool) {
-        let Some(mut meter) = self.meter.take() else {
-            return;
-        };
-        meter.upstream_finished();
-        match self.usage {
-            Some(usage) => meter.record_usage(usage, false),
-            None => meter.record_usage(
-                TokenUsage {
-                    prompt_tokens: self.prompt_estimate,
-                    cached_tokens: 0,
-                    completion_tokens: self.content_events,
-                },
-                true,
-            ),
-        }
-        if aborted {
-            meter.mark_aborted();
-        }
-        meter.finish(200, None);
-    }
-}
-
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = memchr_find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = memchr_find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The payload of an event's `data:` line (single-line data, as OpenAI sends).
-fn event_data(event: &[u8]) -> Option<&[u8]> {
-    let start = memchr_find(event, b"data:")? + 5;
-    let rest = &event[start..];
-    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-    let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 impl Stream for MeteredSse {
@@ -183,42 +194,56 @@ impl Stream for MeteredSse {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if this.done {
+            let Some(relay) = this.relay.as_mut() else {
                 return Poll::Ready(None);
-            }
-            match this.upstream.as_mut().poll_next(cx) {
+            };
+            match relay.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let deadline = Instant::now() + this.idle;
+                    let deadline = Instant::now() + this.limits.idle;
                     this.idle_timer.as_mut().reset(deadline);
-                    this.pending.extend_from_slice(&chunk);
-                    let out = this.drain_complete_events();
-                    if let Some(meter) = this.meter.as_mut() {
-                        meter.first_byte();
-                        meter.add_response_bytes(out.len());
+                    let out = relay.push(&chunk);
+                    relay.meter.first_byte();
+                    if relay.reader.overflowed() {
+                        tracing::warn!(
+                            limit = this.limits.max_event_bytes,
+                            "upstream event too large; ending the stream"
+                        );
+                        let mut out = BytesMut::from(out);
+                        out.extend_from_slice(OVERSIZED_EVENT);
+                        relay.meter.add_response_bytes(out.len());
+                        if let Some(relay) = this.relay.take() {
+                            relay.book(true);
+                        }
+                        return Poll::Ready(Some(Ok(out.freeze())));
                     }
+                    relay.meter.add_response_bytes(out.len());
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e.without_url(), "upstream stream failed mid-way");
-                    this.done = true;
-                    this.finish(true);
+                    if let Some(relay) = this.relay.take() {
+                        relay.book(true);
+                    }
                     return Poll::Ready(Some(Err(std::io::Error::other("upstream stream failed"))));
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
-                    let rest = this.pending.split().freeze();
+                    let rest = relay.finish_reading();
+                    relay.meter.add_response_bytes(rest.len());
                     // A stream that closes without `[DONE]` was cut short upstream.
-                    let cut = !this.saw_done_marker;
-                    this.finish(cut);
+                    let cut = !relay.tally.saw_done_marker;
+                    if let Some(relay) = this.relay.take() {
+                        relay.book(cut);
+                    }
                     return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
                 }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
                         tracing::warn!("upstream stream idle too long; closing it");
-                        this.done = true;
-                        this.finish(true);
+                        if let Some(relay) = this.relay.take() {
+                            relay.book(true);
+                        }
                         return Poll::Ready(Some(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "upstream idle",
@@ -233,8 +258,17 @@ impl Stream for MeteredSse {
 
 impl Drop for MeteredSse {
     fn drop(&mut self) {
-        // The client went away before the stream ended: book what was used so far.
-        self.finish(true);
+        let Some(relay) = self.relay.take() else {
+            return;
+        };
+        // The client went away (or stopped reading) before the stream ended: the usage comes
+        // last, so read on for it in the background rather than book an estimate.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.drains.spawn_on(relay.drain(self.limits), &runtime);
+            }
+            Err(_) => relay.book(true),
+        }
     }
 }
 
@@ -306,8 +340,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, EventBus};
-    use futures_util::StreamExt;
+    use crate::events::{Event, EventBus, RequestEvent, Subscription};
+    use futures_util::stream;
 
     const STREAM: &str = concat!(
         "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
@@ -316,55 +350,156 @@ mod tests {
         "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n",
         "data: [DONE]\n\n",
     );
+    const USAGE_EVENT_START: &str = "data: {\"id\":\"c1\",\"choices\":[],";
 
-    async fn relay(chunks: Vec<Bytes>, client_asked_usage: bool) -> (Vec<u8>, crate::events::RequestEvent) {
+    fn limits() -> StreamLimits {
+        StreamLimits::with_idle(Duration::from_secs(5))
+    }
+
+    fn metered(
+        upstream: Upstream,
+        client_asked_usage: bool,
+        limits: StreamLimits,
+    ) -> (MeteredSse, Subscription, TaskTracker) {
         let bus = EventBus::default();
-        let mut rx = bus.subscribe("test", 4);
+        let rx = bus.subscribe("test", 4);
         let meter = Meter::start(bus.clone(), &Default::default(), "r".into(), "chat", [127, 0, 0, 1].into());
-        let upstream = futures_util::stream::iter(chunks.into_iter().map(Ok));
-        let mut sse = MeteredSse::new(Box::pin(upstream), meter, client_asked_usage, 3, Duration::from_secs(5));
+        let drains = TaskTracker::new();
+        (MeteredSse::new(upstream, meter, client_asked_usage, 3, limits, drains.clone()), rx, drains)
+    }
+
+    async fn booked(rx: &mut Subscription) -> RequestEvent {
+        let Some(event) = rx.recv().await else { panic!("an event is published") };
+        let Event::Request(event) = &*event else { panic!("a request event") };
+        (**event).clone()
+    }
+
+    async fn relay(chunks: Vec<Bytes>, client_asked_usage: bool) -> (Vec<u8>, RequestEvent) {
+        let upstream = stream::iter(chunks.into_iter().map(Ok));
+        let (mut sse, mut rx, _) = metered(Box::pin(upstream), client_asked_usage, limits());
         let mut out = Vec::new();
         while let Some(chunk) = sse.next().await {
             out.extend_from_slice(&chunk.expect("chunk"));
         }
         drop(sse);
-        let Some(event) = rx.recv().await else { panic!("an event is published") };
-        let Event::Request(event) = &*event else { panic!("a request event") };
-        (out, (**event).clone())
+        (out, booked(&mut rx).await)
     }
 
-    #[tokio::test]
-    async fn usage_chunk_is_read_and_stripped_at_every_split_point() {
-        let bytes = STREAM.as_bytes();
-        let usage_event_start = STREAM.find("data: {\"id\":\"c1\",\"choices\":[],").expect("usage event");
-        let usage_event_end = usage_event_start + STREAM[usage_event_start..].find("\n\n").expect("end") + 2;
-        let expected_stripped = [&bytes[..usage_event_start], &bytes[usage_event_end..]].concat();
-        for split in 1..bytes.len() {
-            let chunks = vec![Bytes::copy_from_slice(&bytes[..split]), Bytes::copy_from_slice(&bytes[split..])];
-            let (out, event) = relay(chunks.clone(), false).await;
-            assert_eq!(out, expected_stripped, "split at {split}");
+    fn split_at(bytes: &[u8], split: usize) -> Vec<Bytes> {
+        vec![Bytes::copy_from_slice(&bytes[..split]), Bytes::copy_from_slice(&bytes[split..])]
+    }
+
+    /// Relays `stream` cut at every byte, with and without the client asking for usage.
+    async fn assert_billed_exactly_and_stripped(stream: &[u8], usage_event: std::ops::Range<usize>) {
+        let expected_stripped = [&stream[..usage_event.start], &stream[usage_event.end..]].concat();
+        for split in 1..stream.len() {
+            let (out, event) = relay(split_at(stream, split), false).await;
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected_stripped), "split at {split}");
             let usage = event.usage.expect("usage");
-            assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (9, 4, 1));
+            assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (9, 4, 1), "split {split}");
             assert!(!event.usage_estimated && !event.aborted);
-            let (out, _) = relay(chunks, true).await;
-            assert_eq!(out, bytes, "client asked for usage: byte for byte (split {split})");
+            let (out, _) = relay(split_at(stream, split), true).await;
+            assert_eq!(out, stream, "client asked for usage: byte for byte (split {split})");
         }
     }
 
     #[tokio::test]
-    async fn a_cut_stream_is_booked_with_an_estimate() {
+    async fn usage_chunk_is_read_and_stripped_at_every_split_point() {
+        let start = STREAM.find(USAGE_EVENT_START).expect("usage event");
+        let end = start + STREAM[start..].find("\n\n").expect("end") + 2;
+        assert_billed_exactly_and_stripped(STREAM.as_bytes(), start..end).await;
+    }
+
+    /// `"usage": {` as Python servers write it, pretty-printed JSON over several `data:`
+    /// lines, CRLF and CR line ends: billed exactly, and the usage chunk still removed.
+    #[tokio::test]
+    async fn spaced_pretty_multi_line_crlf_and_cr_usage_is_billed_exactly_and_stripped() {
+        let (head, tail) = STREAM.split_at(STREAM.find(USAGE_EVENT_START).expect("usage event"));
+        let done = "data: [DONE]\n\n";
+        let spaced = "data: {\"id\": \"c1\", \"choices\": [], \"usage\": {\"prompt_tokens\": 9, \"completion_tokens\": 1, \"prompt_tokens_details\": {\"cached_tokens\": 4}}}\n\n";
+        let pretty = "data: {\r\ndata:   \"usage\" : {\r\ndata:\t\"prompt_tokens_details\": {\"cached_tokens\": 4},\r\ndata: \"completion_tokens\": 1,\r\ndata: \"prompt_tokens\": 9 },\r\n: a comment\r\ndata: \"choices\": [ ]\r\ndata: }\r\n\r\n";
+        let cr_only = "event: message\rdata: {\"choices\":[],\rdata: \"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\r\r";
+        assert!(tail.ends_with(done));
+        for usage_event in [spaced, pretty, cr_only] {
+            let stream = format!("{head}{usage_event}{done}");
+            let start = head.len();
+            assert_billed_exactly_and_stripped(stream.as_bytes(), start..start + usage_event.len()).await;
+            let crlf = stream.replace("\n\n", "\r\n\r\n");
+            let end = crlf.len() - "data: [DONE]\r\n\r\n".len();
+            assert_billed_exactly_and_stripped(
+                crlf.as_bytes(),
+                crlf.find(&usage_event.replace("\n\n", "\r\n\r\n")).expect("event")..end,
+            )
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_is_booked_with_an_estimate_of_what_was_read() {
         let cut = STREAM.find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},").expect("finish event");
         let (out, event) = relay(vec![Bytes::copy_from_slice(&STREAM.as_bytes()[..cut])], false).await;
         assert_eq!(out, &STREAM.as_bytes()[..cut]);
         let usage = event.usage.expect("estimated usage");
-        assert!(event.usage_estimated);
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 1));
+        assert!(event.usage_estimated && event.aborted);
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 1), "the prompt's estimate, `Hi`");
     }
 
-    #[test]
-    fn body_usage_is_parsed() {
-        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":13,"completion_tokens":5,"total_tokens":18}}"#;
-        assert_eq!(usage_of_body(body), Some(TokenUsage { prompt_tokens: 13, cached_tokens: 0, completion_tokens: 5 }));
-        assert_eq!(usage_of_body(b"{}"), None);
+    /// The content, then a pause before the usage chunk (as a real upstream takes to count).
+    fn slow_usage_upstream(pause: Duration) -> Upstream {
+        let cut = STREAM.find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},").expect("finish event");
+        let content = stream::iter([Ok(Bytes::from_static(&STREAM.as_bytes()[..cut]))]);
+        let rest = stream::once(async move {
+            tokio::time::sleep(pause).await;
+            Ok(Bytes::from_static(&STREAM.as_bytes()[cut..]))
+        });
+        Box::pin(content.chain(rest))
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_after_the_content_is_billed_the_upstreams_usage() {
+        let (mut sse, mut rx, drains) = metered(slow_usage_upstream(Duration::from_millis(200)), false, limits());
+        let first = sse.next().await.expect("content").expect("bytes");
+        assert!(first.ends_with(b"\"Hi\"}}],\"usage\":null}\n\n"));
+        drop(sse);
+        drains.close();
+        drains.wait().await;
+        let event = booked(&mut rx).await;
+        assert!(event.aborted, "the client left");
+        assert!(!event.usage_estimated, "the drain read the upstream's own usage");
+        assert_eq!(event.usage, Some(TokenUsage { prompt_tokens: 9, cached_tokens: 4, completion_tokens: 1 }));
+    }
+
+    #[tokio::test]
+    async fn a_left_stream_whose_usage_never_comes_is_estimated_within_the_drain_bound() {
+        let limits = StreamLimits { drain_time: Duration::from_millis(100), ..limits() };
+        let (mut sse, mut rx, drains) = metered(slow_usage_upstream(Duration::from_secs(3600)), false, limits);
+        sse.next().await.expect("content").expect("bytes");
+        let left = std::time::Instant::now();
+        drop(sse);
+        drains.close();
+        drains.wait().await;
+        assert!(left.elapsed() < Duration::from_secs(2), "the drain is bounded in time");
+        let event = booked(&mut rx).await;
+        assert!(event.aborted && event.usage_estimated);
+        assert_eq!(event.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 1)));
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_blank_line_ends_the_stream_with_an_error_event() {
+        let content =
+            STREAM.find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},").expect("finish event");
+        let endless = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}", "x".repeat(300));
+        let upstream = stream::iter([Ok(Bytes::from_static(&STREAM.as_bytes()[..content])), Ok(Bytes::from(endless))])
+            .chain(stream::pending());
+        let limits = StreamLimits { max_event_bytes: 256, ..limits() };
+        let (mut sse, mut rx, _) = metered(Box::pin(upstream), false, limits);
+        let mut out = Vec::new();
+        while let Some(chunk) = sse.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(out, [&STREAM.as_bytes()[..content], OVERSIZED_EVENT].concat());
+        let event = booked(&mut rx).await;
+        assert!(event.aborted && event.usage_estimated);
+        assert_eq!(event.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 1)), "what was relayed");
     }
 }

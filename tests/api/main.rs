@@ -14,4 +14,5 @@ mod schema;
 mod sdk;
 mod sentinel;
 mod store;
+mod streams;
 mod support;
