@@ -157,7 +157,8 @@ pub struct Config {
     // The firewall (src/firewall/README.md).
     /// Requests a minute per client IP (IPv6: per /64); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
-    /// Peers believed about the client: CIDRs, addresses and `cloudflare`, comma-separated.
+    /// Peers believed about the client: CIDRs, addresses, `cloudflare` and `cloudflare=CIDR`
+    /// (only these are believed about `CF-*` headers), comma-separated.
     pub trusted_proxies: TrustedProxies,
     /// Countries refused with 403 (ISO codes, `T1` Tor, `XX` unknown), comma-separated.
     pub blocked_countries: String,

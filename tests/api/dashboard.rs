@@ -468,9 +468,11 @@ async fn repeated_failures_lock_the_address_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
-    // The test client is the proxy (Cloudflare, say): every sign-in comes from 127.0.0.1.
-    let Some(app) =
-        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    // The test client is the proxy (Cloudflare's Tunnel): every sign-in comes from 127.0.0.1.
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted")
+    })
+    .await
     else {
         return;
     };
@@ -494,6 +496,28 @@ async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
     // Without the header the proxy itself is the client: a third, separate count.
     let direct = try_sign_in(&app.base, ADMIN_KEY).await;
     assert_eq!(direct.status(), StatusCode::SEE_OTHER);
+}
+
+/// Behind nginx (trusted, not Cloudflare) a client's own `CF-Connecting-IP` reaches omi
+/// untouched: a fresh one per guess must not buy fresh attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_cloudflare_headers_through_another_proxy_do_not_escape_the_lockout() {
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    else {
+        return;
+    };
+    let guess = |n: usize, key: &'static str| {
+        post_form(&client(), format!("{}/admin/login", app.base), &[("key", key)])
+            .header("CF-Connecting-IP", format!("198.51.100.{n}"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+    };
+    for n in 0..4 {
+        assert_eq!(guess(n, "wrong").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(guess(4, "wrong").await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(guess(5, ADMIN_KEY).await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS, "locked out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
