@@ -183,6 +183,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Origins allowed to call `/v1/*` from a browser (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// Serve `/metrics` to anyone. Otherwise it takes the admin bearer, or, with no admin key,
+    /// is served to this host (loopback) only.
+    pub metrics_public: bool,
 }
 
 /// Thresholds and timings of the Hawk's alert rules. Windows slide; an alert fires once,
@@ -352,6 +355,7 @@ impl Default for Config {
             max_header_bytes: 32 * 1024,
             max_connections: 4096,
             cors_origins: Vec::new(),
+            metrics_public: false,
         }
     }
 }
