@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use lockout::{Lockout, Refusal, retry_after_secs};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -74,19 +75,18 @@ impl FromRequestParts<Arc<AppState>> for AdminBearer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<AdminBearer, Response> {
-        if app.config.admin_key.is_none() {
+        let Some(admin_key) = &app.config.admin_key else {
             return Err(ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.")
                 .into_response_with(StatusCode::NOT_FOUND));
-        }
-        check_bearer(app, parts).map(|()| AdminBearer).map_err(IntoResponse::into_response)
+        };
+        check_bearer(admin_key, parts).map(|()| AdminBearer).map_err(IntoResponse::into_response)
     }
 }
 
 /// The bearer check of the admin API and `/metrics`, behind the sign-in's [`Lockout`] for the
 /// client the firewall resolved. A request with no `Authorization` at all is refused without
 /// counting (a scraper not yet configured is not a guess); any presented key counts.
-fn check_bearer(app: &AppState, parts: &Parts) -> Result<(), BearerRefusal> {
-    let Some(admin_key) = &app.config.admin_key else { return Ok(()) };
+fn check_bearer(admin_key: &SecretString, parts: &Parts) -> Result<(), BearerRefusal> {
     let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else { return Err(BearerRefusal::Required) };
     let (Some(lockout), Some(origin)) = (parts.extensions.get::<Arc<Lockout>>(), parts.extensions.get::<Origin>())
     else {
@@ -140,8 +140,8 @@ impl FromRequestParts<Arc<AppState>> for MetricsReader {
         if app.config.metrics_public {
             return Ok(MetricsReader);
         }
-        if app.config.admin_key.is_some() {
-            return check_bearer(app, parts).map(|()| MetricsReader).map_err(IntoResponse::into_response);
+        if let Some(admin_key) = &app.config.admin_key {
+            return check_bearer(admin_key, parts).map(|()| MetricsReader).map_err(IntoResponse::into_response);
         }
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
         let client = parts.extensions.get::<Origin>().map(|origin| origin.client.ip);
