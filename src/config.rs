@@ -383,7 +383,7 @@ impl Config {
                 .find(|(var, _)| key.as_str().eq_ignore_ascii_case(var))
                 .map(|(_, setting)| (*setting).into())
         });
-        Ok(figment.merge(BlankIsUnset(env)))
+        Ok(figment.merge(BlankIsUnset(env)).merge(BlankIsUnset(EnvSecrets)))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -569,6 +569,46 @@ fn verifying_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
         )));
     }
     Ok(Some(secret))
+}
+
+/// Settings that hold secrets (`SecretString`s) and are read from the environment.
+const SECRET_SETTINGS: &[&str] = &[
+    "database_url",
+    "redis_url",
+    "admin_key",
+    "openai_api_key",
+    "lemonsqueezy_signing_secret",
+    "postmark_server_token",
+    "smtp_url",
+    "slack_webhook_url",
+    "n8n_webhook_url",
+    "n8n_webhook_secret",
+    "sentinel_api_key",
+    "system_prompt",
+];
+
+/// The secret settings' environment variables, verbatim. Merged over figment's `Env`, which
+/// parses values: `OMI_ADMIN_KEY=1234…` would become a number, be refused as one, and the
+/// error would print it.
+struct EnvSecrets;
+
+impl Provider for EnvSecrets {
+    fn metadata(&self) -> Metadata {
+        // `name_variables` knows the environment by this name (figment's `Env` uses it too).
+        Metadata::named("environment variable(s)")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut secrets = Dict::new();
+        for (var, value) in std::env::vars_os() {
+            let (Some(var), Some(value)) = (var.to_str(), value.to_str()) else { continue };
+            let setting = ENV_SETTINGS.iter().find(|(known, _)| var.eq_ignore_ascii_case(known)).map(|(_, s)| *s);
+            if let Some(setting) = setting.filter(|s| SECRET_SETTINGS.contains(s)) {
+                secrets.insert(setting.to_owned(), Value::from(value.to_owned()));
+            }
+        }
+        Ok(Profile::Default.collect(secrets))
+    }
 }
 
 /// INTERFACE.md: an empty value is the same as an unset one. Wraps a source (the file, the
@@ -812,6 +852,16 @@ mod tests {
         }
         // Keys issued by providers are theirs to shape: a local server takes any.
         assert!(from_env(&[("OPENAI_API_KEY", "ollama"), ("SENTINEL_API_KEY", "x")]).is_ok());
+        // Secrets are taken verbatim, never parsed: digits or `true` are a secret like any other.
+        let digits = "12345678901234567890";
+        let config =
+            from_env(&[("OMI_ADMIN_KEY", digits), ("OPENAI_API_KEY", "true"), ("OMI_SYSTEM_PROMPT", "[1, 2]")])
+                .expect("secrets are strings");
+        assert_eq!(config.admin_key.as_ref().map(|k| k.expose_secret()), Some(digits));
+        assert_eq!(config.openai_api_key.as_ref().map(|k| k.expose_secret()), Some("true"));
+        assert_eq!(config.system_prompt.as_ref().map(|k| k.expose_secret()), Some("[1, 2]"));
+        let err = from_env(&[("N8N_WEBHOOK_SECRET", "123456")]).expect_err("short").to_string();
+        assert!(err.contains("N8N_WEBHOOK_SECRET") && !err.contains("123456"), "{err}");
         figment::Jail::expect_with(|jail| {
             jail.create_file("omi.toml", &format!("lemonsqueezy_signing_secret = \"{FIFTEEN}\"\n"))?;
             let err = Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment"))
