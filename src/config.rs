@@ -1,12 +1,18 @@
 //! Configuration: built-in defaults, then `omi.toml` (from `--config` or `OMI_CONFIG`, if
 //! present), then environment variables, which win. Secrets are `SecretString`s from the
 //! moment they are read, so no `Debug` or log line can print them.
+//!
+//! An empty (or blank) value is the same as an unset one, from either source ([`BlankIsUnset`]):
+//! `OMI_ADMIN_KEY=` must not configure an empty admin key. A secret omi verifies others by
+//! (`OMI_ADMIN_KEY`, `LEMONSQUEEZY_SIGNING_SECRET`, `N8N_WEBHOOK_SECRET`) is read by
+//! [`verifying_secret`], which refuses one shorter than [`MIN_SECRET_CHARS`].
 
 use crate::firewall::{CountryPolicy, FallbackPolicy, FirewallError, RateLimits, TrustedProxies};
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +73,7 @@ pub struct Config {
     pub port: Option<u16>,
     pub database_url: SecretString,
     pub redis_url: Option<SecretString>,
+    #[serde(deserialize_with = "verifying_secret")]
     pub admin_key: Option<SecretString>,
     pub openai_api_key: Option<SecretString>,
     pub openai_base_url: String,
@@ -84,6 +91,7 @@ pub struct Config {
     /// Price overrides and additions, USD per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
     /// Lemon Squeezy webhook signing secret; the webhook refuses every call without it.
+    #[serde(deserialize_with = "verifying_secret")]
     pub lemonsqueezy_signing_secret: Option<SecretString>,
     pub postmark_server_token: Option<SecretString>,
     pub postmark_api_url: Option<String>,
@@ -105,6 +113,7 @@ pub struct Config {
     /// Every agent event is also POSTed here as signed JSON.
     pub n8n_webhook_url: Option<SecretString>,
     /// Key of the `X-Omi-Signature` HMAC on n8n deliveries.
+    #[serde(deserialize_with = "verifying_secret")]
     pub n8n_webhook_secret: Option<SecretString>,
     /// The Hawk's rules (`[hawk]` in omi.toml).
     pub hawk: HawkConfig,
@@ -148,7 +157,8 @@ pub struct Config {
     // The firewall (src/firewall/README.md).
     /// Requests a minute per client IP (IPv6: per /64); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
-    /// Peers believed about the client: CIDRs, addresses and `cloudflare`, comma-separated.
+    /// Peers believed about the client: CIDRs, addresses, `cloudflare` and `cloudflare=CIDR`
+    /// (only these are believed about `CF-*` headers), comma-separated.
     pub trusted_proxies: TrustedProxies,
     /// Countries refused with 403 (ISO codes, `T1` Tor, `XX` unknown), comma-separated.
     pub blocked_countries: String,
@@ -181,6 +191,9 @@ pub struct Config {
     pub max_upstream_body_bytes: usize,
     /// Origins allowed to call `/v1/*` from a browser (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// Serve `/metrics` to anyone. Otherwise it takes the admin bearer, or, with no admin key,
+    /// is served to this host (loopback) only.
+    pub metrics_public: bool,
 }
 
 /// Thresholds and timings of the Hawk's alert rules. Windows slide; an alert fires once,
@@ -353,6 +366,7 @@ impl Default for Config {
             client_write_timeout_ms: 30_000,
             max_upstream_body_bytes: 32 * 1024 * 1024,
             cors_origins: Vec::new(),
+            metrics_public: false,
         }
     }
 }
@@ -372,7 +386,7 @@ impl Config {
             if !path.exists() {
                 return Err(ConfigError::File { path: path.display().to_string(), message: "not found".into() });
             }
-            figment = figment.merge(Toml::file(path));
+            figment = figment.merge(BlankIsUnset(Toml::file(path)));
         }
         let env = Env::raw().filter_map(|key| {
             ENV_SETTINGS
@@ -380,7 +394,7 @@ impl Config {
                 .find(|(var, _)| key.as_str().eq_ignore_ascii_case(var))
                 .map(|(_, setting)| (*setting).into())
         });
-        Ok(figment.merge(env))
+        Ok(figment.merge(BlankIsUnset(env)).merge(BlankIsUnset(EnvSecrets)))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -557,6 +571,103 @@ impl Config {
     }
 }
 
+/// Shortest secret accepted for what omi verifies callers by: a shorter one is guessable.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Reads a secret that callers are verified by (the admin key, webhook signing secrets).
+/// A blank one never gets here ([`BlankIsUnset`]); a short one stops the configuration with
+/// an error that names the setting (figment adds it) and never shows the value.
+fn verifying_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+    let secret = SecretString::deserialize(deserializer)?;
+    if secret.expose_secret().trim().chars().count() < MIN_SECRET_CHARS {
+        return Err(serde::de::Error::custom(format!(
+            "is set but shorter than {MIN_SECRET_CHARS} characters; use a long random value (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(Some(secret))
+}
+
+/// Settings that hold secrets (`SecretString`s) and are read from the environment.
+const SECRET_SETTINGS: &[&str] = &[
+    "database_url",
+    "redis_url",
+    "admin_key",
+    "openai_api_key",
+    "lemonsqueezy_signing_secret",
+    "postmark_server_token",
+    "smtp_url",
+    "slack_webhook_url",
+    "n8n_webhook_url",
+    "n8n_webhook_secret",
+    "sentinel_api_key",
+    "system_prompt",
+];
+
+/// The secret settings' environment variables, verbatim. Merged over figment's `Env`, which
+/// parses values: `OMI_ADMIN_KEY=1234…` would become a number, be refused as one, and the
+/// error would print it.
+struct EnvSecrets;
+
+impl Provider for EnvSecrets {
+    fn metadata(&self) -> Metadata {
+        // `name_variables` knows the environment by this name (figment's `Env` uses it too).
+        Metadata::named("environment variable(s)")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut secrets = Dict::new();
+        for (var, value) in std::env::vars_os() {
+            let (Some(var), Some(value)) = (var.to_str(), value.to_str()) else { continue };
+            let setting = ENV_SETTINGS.iter().find(|(known, _)| var.eq_ignore_ascii_case(known)).map(|(_, s)| *s);
+            if let Some(setting) = setting.filter(|s| SECRET_SETTINGS.contains(s)) {
+                secrets.insert(setting.to_owned(), Value::from(value.to_owned()));
+            }
+        }
+        Ok(Profile::Default.collect(secrets))
+    }
+}
+
+/// INTERFACE.md: an empty value is the same as an unset one. Wraps a source (the file, the
+/// environment) and drops every setting whose value is blank, so the default applies: no
+/// empty secret, URL or list is ever configured, and each use needs no check of its own.
+struct BlankIsUnset<P>(P);
+
+impl<P: Provider> Provider for BlankIsUnset<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        data.values_mut().for_each(drop_blank);
+        Ok(data)
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.0.profile()
+    }
+}
+
+/// Drops blank strings from `dict` and from the tables within it (`[hawk]`, `[[providers]]`).
+fn drop_blank(dict: &mut Dict) {
+    dict.retain(|_, value| match value {
+        Value::String(_, text) => !text.trim().is_empty(),
+        Value::Dict(_, inner) => {
+            drop_blank(inner);
+            true
+        }
+        Value::Array(_, items) => {
+            for item in items {
+                if let Value::Dict(_, inner) = item {
+                    drop_blank(inner);
+                }
+            }
+            true
+        }
+        _ => true,
+    });
+}
+
 /// An http(s) URL that parses: the gateway parses provider URLs once at start-up.
 fn is_http_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
@@ -675,7 +786,7 @@ mod tests {
             (&[("OMI_TRUSTED_PROXIES", "10.0.0.0/33")][..], "invalid trusted proxy entry \"10.0.0.0/33\""),
             (&[("OMI_RATE_LIMIT_PER_MINUTE", "lots")], "OMI_RATE_LIMIT_PER_MINUTE"),
             (&[("OMI_BLOCKED_COUNTRIES", "RU,Russia")], "invalid country code \"Russia\""),
-            (&[("OMI_ALLOWED_COUNTRIES", "")], "at least one country"),
+            (&[("OMI_ALLOWED_COUNTRIES", ",")], "at least one country"),
             (&[("OMI_ALLOWED_COUNTRIES", "DE"), ("OMI_BLOCKED_COUNTRIES", "RU")], "not both"),
         ] {
             let err = from_env(vars).expect_err("invalid").to_string();
@@ -702,6 +813,99 @@ mod tests {
             assert_eq!(config.rate_limits.plans["pro"].requests_per_minute, Some(600));
             Ok(())
         });
+    }
+
+    #[test]
+    fn blank_values_are_unset_never_empty_secrets() {
+        let blank = [
+            ("OMI_ADMIN_KEY", ""),
+            ("LEMONSQUEEZY_SIGNING_SECRET", "   "),
+            ("N8N_WEBHOOK_SECRET", ""),
+            ("OPENAI_API_KEY", " "),
+            ("SENTINEL_API_KEY", ""),
+            ("SLACK_WEBHOOK_URL", ""),
+            ("DATABASE_URL", ""),
+            ("PORT", ""),
+            ("OMI_RATE_LIMIT_PER_MINUTE", ""),
+            ("OMI_ALLOWED_COUNTRIES", ""),
+            ("SENTINEL_MODE", ""),
+            ("OMI_SYSTEM_PROMPT", ""),
+        ];
+        let config = from_env(&blank).expect("a blank value is unset, never invalid");
+        assert!(config.admin_key.is_none(), "OMI_ADMIN_KEY= leaves admin disabled");
+        assert!(config.lemonsqueezy_signing_secret.is_none(), "the webhook refuses every call");
+        assert!(config.n8n_webhook_secret.is_none() && config.openai_api_key.is_none());
+        assert!(config.sentinel_api_key.is_none() && config.slack_webhook_url.is_none());
+        assert_eq!(config.database_url.expose_secret(), "sqlite://omi.db");
+        assert_eq!((config.port, config.rate_limit_per_minute), (None, 100));
+        assert!(config.allowed_countries.is_none() && config.system_prompt.is_none());
+        assert_eq!(config.sentinel_mode(), SentinelMode::Rules);
+
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "omi.toml",
+                "admin_key = \"\"\nemail_from = \" \"\n[hawk]\nn8n_auth_header = \"\"\n\
+                 [[providers]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\napi_key_env = \"\"\n",
+            )?;
+            let config =
+                Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment")).expect("config");
+            assert!(config.admin_key.is_none() && config.email_from.is_none());
+            assert!(config.hawk.n8n_auth_header.is_none() && config.providers[0].api_key_env.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_short_verifying_secret_is_refused_by_name_never_shown() {
+        const FIFTEEN: &str = "short-secret-15";
+        for var in ["OMI_ADMIN_KEY", "LEMONSQUEEZY_SIGNING_SECRET", "N8N_WEBHOOK_SECRET"] {
+            let err = from_env(&[(var, FIFTEEN)]).expect_err(var).to_string();
+            assert!(err.contains(var) && err.contains("16 characters"), "{err}");
+            assert!(!err.contains(FIFTEEN), "the value is never shown: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(from_env(&[(var, "  fifteen-chars  ")]).is_err(), "blanks around it do not count");
+            assert!(from_env(&[(var, "sixteen-chars-ok")]).is_ok(), "{var}");
+        }
+        // Keys issued by providers are theirs to shape: a local server takes any.
+        assert!(from_env(&[("OPENAI_API_KEY", "ollama"), ("SENTINEL_API_KEY", "x")]).is_ok());
+        // Secrets are taken verbatim, never parsed: digits or `true` are a secret like any other.
+        let digits = "12345678901234567890";
+        let config =
+            from_env(&[("OMI_ADMIN_KEY", digits), ("OPENAI_API_KEY", "true"), ("OMI_SYSTEM_PROMPT", "[1, 2]")])
+                .expect("secrets are strings");
+        assert_eq!(config.admin_key.as_ref().map(|k| k.expose_secret()), Some(digits));
+        assert_eq!(config.openai_api_key.as_ref().map(|k| k.expose_secret()), Some("true"));
+        assert_eq!(config.system_prompt.as_ref().map(|k| k.expose_secret()), Some("[1, 2]"));
+        let err = from_env(&[("N8N_WEBHOOK_SECRET", "123456")]).expect_err("short").to_string();
+        assert!(err.contains("N8N_WEBHOOK_SECRET") && !err.contains("123456"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("omi.toml", &format!("lemonsqueezy_signing_secret = \"{FIFTEEN}\"\n"))?;
+            let err = Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment"))
+                .expect_err("short")
+                .to_string();
+            assert!(err.contains("lemonsqueezy_signing_secret") && !err.contains(FIFTEEN), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_env_example_lists_every_variable_and_no_empty_value() {
+        let example = include_str!("../.env.example");
+        let assignments: Vec<(&str, &str)> = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# ")?.split_once('='))
+            .filter(|(var, _)| {
+                !var.is_empty() && var.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect();
+        for (var, _) in ENV_SETTINGS {
+            assert!(assignments.iter().any(|(listed, _)| listed == var), "{var} is missing from .env.example");
+        }
+        for (var, rest) in assignments {
+            // Uncommenting a line must never configure an empty value (a comment follows blanks).
+            let value = rest.split(" #").next().unwrap_or_default().trim();
+            assert!(!value.is_empty(), "{var}= in .env.example is empty: give an example value");
+        }
     }
 
     #[test]

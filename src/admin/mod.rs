@@ -1,22 +1,30 @@
 //! Admin: the JSON API (`/admin/api/…`, bearer `OMI_ADMIN_KEY` compared in constant time) and
 //! the dashboard (`/admin`, a session cookie; see `dashboard/`). Both act on keys through the
 //! same functions below. Admin is disabled — every call refused — when no admin key is configured.
+//! Every check of the admin key (sign-in, bearer, `/metrics`) goes through one [`Lockout`].
 
 pub mod dashboard;
+pub mod lockout;
 
 use crate::customers::EmailAddress;
+use crate::firewall::Origin;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
 use crate::keys::{self, IssueError, KeyStatus};
 use crate::store::{FindingQuery, KeyListing, StoreError, VendedKey};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use lockout::{Lockout, Refusal, retry_after_secs};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// Findings per page: the default, and the most one page may ask for.
@@ -32,8 +40,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/api/usage", get(usage))
         .route("/admin/api/alerts", get(list_alerts))
         .route("/admin/api/findings", get(list_findings))
+        .route("/metrics", get(metrics))
         // Security headers for every /admin response come from the firewall (`secure_headers`).
         .merge(dashboard::router())
+        .layer(Extension(Arc::new(Lockout::default())))
 }
 
 /// Moves a key to `status` and applies it on this instance at once; the others follow
@@ -57,28 +67,97 @@ pub async fn rotate_and_email(app: &AppState, id: uuid::Uuid) -> Result<VendedKe
     Ok(vended)
 }
 
-/// `None` when the request carries the admin bearer key; otherwise the refusal to send.
-/// `/metrics` uses it too, so it is open only while no admin key is configured.
-pub fn admin_bearer_denial(app: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &app.config.admin_key else {
-        return None;
-    };
-    let presented =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if keys::secrets_match(p, expected) => None,
-        _ => Some(ApiError::invalid_api_key("Admin authentication required.").into_response()),
+/// A caller of the admin API: it presented `Authorization: Bearer <OMI_ADMIN_KEY>`. Without a
+/// configured admin key the API is disabled (404), never open.
+pub struct AdminBearer;
+
+impl FromRequestParts<Arc<AppState>> for AdminBearer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<AdminBearer, Response> {
+        let Some(admin_key) = &app.config.admin_key else {
+            return Err(ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.")
+                .into_response_with(StatusCode::NOT_FOUND));
+        };
+        check_bearer(admin_key, parts).map(|()| AdminBearer).map_err(IntoResponse::into_response)
     }
 }
 
-/// The admin API itself is never open: without a configured key it is disabled.
-fn admin_denial(app: &AppState, headers: &HeaderMap) -> Option<Response> {
-    if app.config.admin_key.is_none() {
-        return Some(
-            ApiError::unavailable("Admin is disabled: set OMI_ADMIN_KEY.").into_response_with(StatusCode::NOT_FOUND),
-        );
+/// The bearer check of the admin API and `/metrics`, behind the sign-in's [`Lockout`] for the
+/// client the firewall resolved. A request with no `Authorization` at all is refused without
+/// counting (a scraper not yet configured is not a guess); any presented key counts.
+fn check_bearer(admin_key: &SecretString, parts: &Parts) -> Result<(), BearerRefusal> {
+    let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else { return Err(BearerRefusal::Required) };
+    let (Some(lockout), Some(origin)) = (parts.extensions.get::<Arc<Lockout>>(), parts.extensions.get::<Origin>())
+    else {
+        tracing::error!("admin route without the lockout or the firewall's origin");
+        return Err(BearerRefusal::Unwired);
+    };
+    let presented = authorization.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    match lockout.attempt(origin.client.ip, presented, admin_key, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(Refusal::WrongKey) => Err(BearerRefusal::Required),
+        Err(Refusal::LockedOut(wait)) => Err(BearerRefusal::LockedOut(wait)),
     }
-    admin_bearer_denial(app, headers)
+}
+
+enum BearerRefusal {
+    /// No key, or the wrong one: 401.
+    Required,
+    /// 429 with `Retry-After`, in OpenAI's shape like the firewall's own refusals.
+    LockedOut(std::time::Duration),
+    /// The router lacks the lockout or the firewall (a wiring mistake): refused, never open.
+    Unwired,
+}
+
+impl IntoResponse for BearerRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            BearerRefusal::Required => ApiError::invalid_api_key("Admin authentication required.").into_response(),
+            BearerRefusal::LockedOut(wait) => {
+                let secs = retry_after_secs(wait);
+                let message = format!("Too many failed attempts from your address. Try again in {secs} seconds.");
+                let error =
+                    ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message, rate_limit: None };
+                let mut response = error.into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                response
+            }
+            BearerRefusal::Unwired => ApiError::unavailable("Try again shortly.").into_response(),
+        }
+    }
+}
+
+/// A reader of `/metrics`: anyone with `metrics_public = true`; else the admin bearer when an
+/// admin key is configured; else only this host (peer and client both loopback), since the
+/// metrics tell traffic, models and spend.
+pub struct MetricsReader;
+
+impl FromRequestParts<Arc<AppState>> for MetricsReader {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<MetricsReader, Response> {
+        if app.config.metrics_public {
+            return Ok(MetricsReader);
+        }
+        if let Some(admin_key) = &app.config.admin_key {
+            return check_bearer(admin_key, parts).map(|()| MetricsReader).map_err(IntoResponse::into_response);
+        }
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+        let client = parts.extensions.get::<Origin>().map(|origin| origin.client.ip);
+        let local = |ip: Option<std::net::IpAddr>| ip.is_some_and(|ip| ip.to_canonical().is_loopback());
+        if local(peer) && local(client) {
+            return Ok(MetricsReader);
+        }
+        let message = "Metrics are served to this host only.";
+        let error =
+            ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into(), rate_limit: None };
+        Err(error.into_response())
+    }
+}
+
+async fn metrics(_reader: MetricsReader) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics_handle().render()).into_response()
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -102,10 +181,7 @@ fn issue_error(e: IssueError) -> Response {
     }
 }
 
-async fn list_keys(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
+async fn list_keys(State(app): State<Arc<AppState>>, _admin: AdminBearer) -> Response {
     match app.store.list_keys().await {
         Ok(keys) => Json(json!({"data": keys})).into_response(),
         Err(e) => store_error(e),
@@ -123,12 +199,9 @@ struct AlertsQuery {
 /// `limit` (1–200, default 50) and `offset`; `has_more` tells whether a next page exists.
 async fn list_alerts(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: AdminBearer,
     query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
     let Ok(Query(query)) = query else {
         return ApiError::invalid_request("`limit` and `offset` must be whole numbers.").into_response();
     };
@@ -151,10 +224,7 @@ struct CreateKey {
     name: Option<String>,
 }
 
-async fn create_key(State(app): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
+async fn create_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, body: axum::body::Bytes) -> Response {
     let request: CreateKey = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return ApiError::invalid_request(format!("Invalid body: {e}.")).into_response(),
@@ -174,10 +244,7 @@ async fn create_key(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
     }
 }
 
-async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
+async fn revoke_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, Path(id): Path<String>) -> Response {
     let key = match app.store.resolve_key(&id).await {
         Ok(key) => key,
         Err(e) => return store_error(e),
@@ -188,10 +255,7 @@ async fn revoke_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
     }
 }
 
-async fn resend_key(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
+async fn resend_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, Path(id): Path<String>) -> Response {
     let old = match app.store.resolve_key(&id).await {
         Ok(key) => key,
         Err(e) => return store_error(e),
@@ -210,11 +274,8 @@ struct MonthQuery {
     month: Option<String>,
 }
 
-async fn margins(State(app): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<MonthQuery>) -> Response {
+async fn margins(State(app): State<Arc<AppState>>, _admin: AdminBearer, Query(q): Query<MonthQuery>) -> Response {
     use crate::agents::accountant::report;
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
     let month = q.month.unwrap_or_else(report::current_month);
     if let Err(e) = report::month_range(&month) {
         return ApiError::invalid_request(e.to_string()).into_response();
@@ -237,10 +298,7 @@ struct UsageQuery {
 }
 
 /// Raw usage records, newest first; follow `next_before` for the next page.
-async fn usage(State(app): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<UsageQuery>) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
+async fn usage(State(app): State<Arc<AppState>>, _admin: AdminBearer, Query(q): Query<UsageQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let before = q.before.unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::seconds(1));
     match app.store.usage_page(q.customer, before, limit).await {
@@ -265,12 +323,9 @@ struct FindingsParams {
 /// that customer's strikes (high-severity findings today and in total).
 async fn list_findings(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: AdminBearer,
     Query(params): Query<FindingsParams>,
 ) -> Response {
-    if let Some(denied) = admin_denial(&app, &headers) {
-        return denied;
-    }
     let limit = params.limit.unwrap_or(FINDINGS_PAGE);
     if !(1..=FINDINGS_PAGE_MAX).contains(&limit) {
         return ApiError::invalid_request(format!("`limit` must be between 1 and {FINDINGS_PAGE_MAX}."))

@@ -40,20 +40,37 @@ const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip")
 const CF_IPCOUNTRY: HeaderName = HeaderName::from_static("cf-ipcountry");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Peers whose forwarding headers are believed. Parsed from a list of CIDRs,
-/// bare addresses and the keyword `cloudflare`, separated by commas or spaces,
-/// e.g. `"cloudflare,10.0.0.0/8"`. Empty means: trust nobody, use the TCP peer.
+/// Peers whose forwarding headers are believed. Parsed from a list of CIDRs, bare addresses,
+/// the keyword `cloudflare` and `cloudflare=CIDR`, separated by commas or spaces, e.g.
+/// `"cloudflare,10.0.0.0/8"`. Empty means: trust nobody, use the TCP peer.
+///
+/// Only Cloudflare sets (and overwrites) `CF-Connecting-IP` and `CF-IPCountry`, so only peers
+/// in its published ranges (`cloudflare`) are believed about them; `cloudflare=CIDR` adds a
+/// peer that relays Cloudflare's headers unchanged (`cloudflared` of a Cloudflare Tunnel, or a
+/// proxy only Cloudflare can reach). Any other trusted peer is believed about
+/// `X-Forwarded-For` only: behind nginx, a client's own `CF-*` headers would pass untouched.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TrustedProxies {
     /// Aggregated (merged, sorted) so a lookup scans as few networks as possible.
     nets: Vec<IpNet>,
+    /// The peers whose `CF-*` headers are believed, aggregated too.
+    cloudflare: Vec<IpNet>,
 }
+
+/// `cloudflare=CIDR`: a peer that relays Cloudflare's headers.
+const CLOUDFLARE_RELAY_PREFIX: &str = "cloudflare=";
 
 impl TrustedProxies {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
+        self.nets.iter().chain(&self.cloudflare).any(|net| net.contains(&ip))
+    }
+
+    /// Whether `ip` is Cloudflare (or relays it), so its `CF-*` headers are believed.
+    pub fn relays_cloudflare(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.cloudflare.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -61,18 +78,34 @@ impl FromStr for TrustedProxies {
     type Err = FirewallError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut nets = Vec::new();
+        let (mut nets, mut cloudflare) = (Vec::new(), Vec::new());
         for entry in s.split(|c: char| c == ',' || c.is_whitespace()).filter(|e| !e.is_empty()) {
             if entry.eq_ignore_ascii_case("cloudflare") {
                 for range in CLOUDFLARE_RANGES {
-                    nets.push(parse_net(range)?);
+                    cloudflare.push(parse_net(range)?);
                 }
+            } else if let Some(relay) = cloudflare_relay(entry) {
+                // An error quotes the whole entry, as the operator wrote it.
+                let net = parse_net(relay).map_err(|e| match e {
+                    FirewallError::InvalidTrustedProxy { source, .. } => {
+                        FirewallError::InvalidTrustedProxy { entry: entry.to_owned(), source }
+                    }
+                    other => other,
+                })?;
+                cloudflare.push(net);
             } else {
                 nets.push(parse_net(entry)?);
             }
         }
-        Ok(TrustedProxies { nets: IpNet::aggregate(&nets) })
+        Ok(TrustedProxies { nets: IpNet::aggregate(&nets), cloudflare: IpNet::aggregate(&cloudflare) })
     }
+}
+
+/// The CIDR of a `cloudflare=CIDR` entry (the keyword in any case).
+fn cloudflare_relay(entry: &str) -> Option<&str> {
+    let split = CLOUDFLARE_RELAY_PREFIX.len();
+    let keyword = entry.get(..split)?;
+    keyword.eq_ignore_ascii_case(CLOUDFLARE_RELAY_PREFIX).then(|| &entry[split..])
 }
 
 fn parse_net(entry: &str) -> Result<IpNet, FirewallError> {
@@ -111,14 +144,16 @@ impl From<TrustedProxies> for String {
     }
 }
 
-/// Lists the aggregated networks; the `cloudflare` keyword is expanded.
+/// Lists the aggregated networks; the `cloudflare` keyword is expanded to `cloudflare=CIDR`s.
 impl fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, net) in self.nets.iter().enumerate() {
+        let plain = self.nets.iter().map(|net| (net, ""));
+        let relays = self.cloudflare.iter().map(|net| (net, CLOUDFLARE_RELAY_PREFIX));
+        for (i, (net, prefix)) in plain.chain(relays).enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{net}")?;
+            write!(f, "{prefix}{net}")?;
         }
         Ok(())
     }
@@ -135,19 +170,23 @@ pub struct ClientInfo {
 /// Resolve the real client behind `peer` (the TCP peer address).
 ///
 /// Forwarding headers are only read when `peer` is a trusted proxy; from anyone
-/// else they are attacker-controlled and ignored entirely.
+/// else they are attacker-controlled and ignored entirely. `CF-Connecting-IP` and
+/// `CF-IPCountry` are read only from Cloudflare ([`TrustedProxies::relays_cloudflare`]):
+/// another proxy passes a client's own along, so from it only `X-Forwarded-For` counts.
 pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientInfo {
     let peer = peer.to_canonical();
     if !trusted.contains(peer) {
         return ClientInfo { ip: peer, country: None };
     }
+    let cloudflare = trusted.relays_cloudflare(peer);
     let ip = headers
         .get(CF_CONNECTING_IP)
+        .filter(|_| cloudflare)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_forwarded_ip)
         .or_else(|| rightmost_untrusted_forwarded_for(headers, trusted))
         .unwrap_or(peer);
-    let country = headers.get(CF_IPCOUNTRY).map(|v| Country::from_header(v.as_bytes()));
+    let country = headers.get(CF_IPCOUNTRY).filter(|_| cloudflare).map(|v| Country::from_header(v.as_bytes()));
     ClientInfo { ip, country }
 }
 
@@ -237,6 +276,36 @@ mod tests {
         let info = resolve_client(ip(CF_EDGE), &h, &t);
         assert_eq!(info.ip, ip("198.51.100.9"));
         assert_eq!(info.country, Country::from_code("DE"));
+    }
+
+    #[test]
+    fn cf_headers_from_a_proxy_that_is_not_cloudflare_are_ignored() {
+        // nginx at 10.0.0.2 passes the client's own CF-* headers along and appends its address.
+        let t = trusted("cloudflare,10.0.0.0/8");
+        let h = headers(&[
+            ("cf-connecting-ip", "198.51.100.9"),
+            ("cf-ipcountry", "DE"),
+            ("x-forwarded-for", "203.0.113.5"),
+        ]);
+        let info = resolve_client(ip("10.0.0.2"), &h, &t);
+        assert_eq!(info, ClientInfo { ip: ip("203.0.113.5"), country: None });
+        let no_forwarded_for = headers(&[("cf-connecting-ip", "198.51.100.9"), ("cf-ipcountry", "DE")]);
+        assert_eq!(resolve_client(ip("10.0.0.2"), &no_forwarded_for, &t).ip, ip("10.0.0.2"), "the proxy itself");
+        // Cloudflare in front of nginx: its edge is a trusted hop of X-Forwarded-For.
+        let chain =
+            headers(&[("cf-connecting-ip", "6.6.6.6"), ("x-forwarded-for", "9.9.9.9, 203.0.113.5, 172.64.1.1")]);
+        assert_eq!(resolve_client(ip("10.0.0.2"), &chain, &t).ip, ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn a_cloudflare_relay_is_believed_about_cf_headers() {
+        let t = trusted("cloudflare=127.0.0.1, 10.0.0.0/8");
+        assert!(t.relays_cloudflare(ip("127.0.0.1")) && t.contains(ip("127.0.0.1")));
+        assert!(!t.relays_cloudflare(ip("10.0.0.1")) && !t.relays_cloudflare(ip(CF_EDGE)), "only what is listed");
+        let h = headers(&[("cf-connecting-ip", "198.51.100.9"), ("cf-ipcountry", "DE")]);
+        let info = resolve_client(ip("127.0.0.1"), &h, &t);
+        assert_eq!(info, ClientInfo { ip: ip("198.51.100.9"), country: Country::from_code("DE") });
+        assert_eq!(resolve_client(ip("10.0.0.1"), &h, &t).country, None);
     }
 
     #[test]
@@ -360,11 +429,13 @@ mod tests {
 
     #[test]
     fn cloudflare_mixes_with_extra_ranges() {
-        let t = trusted("Cloudflare, 10.0.0.0/8 192.168.0.1");
+        let t = trusted("Cloudflare, 10.0.0.0/8 192.168.0.1 CLOUDFLARE=fd00::/8");
         assert!(t.contains(ip("10.200.0.1")));
         assert!(t.contains(ip("192.168.0.1")));
         assert!(!t.contains(ip("192.168.0.2")));
         assert!(t.contains(ip("172.64.0.1")));
+        assert!(t.relays_cloudflare(ip("172.64.0.1")) && t.relays_cloudflare(ip("fd00::1")));
+        assert!(!t.relays_cloudflare(ip("10.200.0.1")));
         // Round-trips through its textual form.
         let again: TrustedProxies = t.to_string().parse().expect("display parses back");
         assert_eq!(again, t);
@@ -372,7 +443,7 @@ mod tests {
 
     #[test]
     fn bad_cidr_is_a_clear_error() {
-        for bad in ["10.0.0.0/33", "cloudflair", "10.0.0.0/8,300.1.1.1", "fe80::/129"] {
+        for bad in ["10.0.0.0/33", "cloudflair", "10.0.0.0/8,300.1.1.1", "fe80::/129", "cloudflare=", "cloudflare=x"] {
             let err = bad.parse::<TrustedProxies>().unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, FirewallError::InvalidTrustedProxy { .. }));

@@ -105,7 +105,6 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(render_metrics))
         .merge(crate::admin::router())
         .merge(crate::billing::router())
         .fallback(not_found)
@@ -172,13 +171,6 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
         }
     }
-}
-
-async fn render_metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = crate::admin::admin_bearer_denial(&app, &headers) {
-        return denied;
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::metrics_handle().render()).into_response()
 }
 
 async fn not_found() -> Response {

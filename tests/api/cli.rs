@@ -65,3 +65,83 @@ async fn exit_codes_and_messages() {
     let migrate = omi(&db, &["migrate"]).await;
     assert!(migrate.status.success());
 }
+
+/// `omi serve` with only `vars` configured (and a fresh database), on a port of its own.
+fn serve(db: &TestDb, vars: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_omi"));
+    command
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("OMI_LISTEN", "127.0.0.1:0")
+        .env_remove("OMI_CONFIG")
+        .env_remove("PORT")
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn serve_refuses_a_short_secret_in_one_line_naming_it() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    const SHORT: &str = "fifteen-chars!!";
+    for var in ["OMI_ADMIN_KEY", "LEMONSQUEEZY_SIGNING_SECRET", "N8N_WEBHOOK_SECRET"] {
+        let run = serve(&db, &[(var, SHORT)]).output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), run).await.expect("exits").expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(var) && stderr.contains("16 characters"), "{stderr}");
+        let both = format!("{stderr}{}", stdout(&out));
+        assert!(!both.contains(SHORT), "the value is never printed: {both}");
+    }
+}
+
+#[tokio::test]
+async fn empty_secrets_leave_admin_and_the_webhook_off() {
+    use hmac::{Hmac, KeyInit, Mac};
+    use tokio::io::AsyncBufReadExt;
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let mut child = serve(&db, &[("OMI_ADMIN_KEY", ""), ("LEMONSQUEEZY_SIGNING_SECRET", " ")]).spawn().expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let listening = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(base) = line.strip_prefix("omi listening on ") {
+                return base.to_string();
+            }
+        }
+        panic!("omi serve ended before listening");
+    };
+    let base = tokio::time::timeout(std::time::Duration::from_secs(30), listening).await.expect("listens");
+    omi::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    // An empty password does not open the dashboard or the admin API: admin is off.
+    let login = http
+        .post(format!("{base}/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("key=")
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 404);
+    let api = http.get(format!("{base}/admin/api/keys")).header("Authorization", "Bearer ").send().await;
+    assert_eq!(api.expect("api").status(), 404);
+
+    // A body signed with the empty key vends nothing: the webhook refuses every call.
+    let body = r#"{"meta":{"event_name":"order_created"},"data":{"id":"1","attributes":{"status":"paid"}}}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"").expect("hmac takes any key");
+    mac.update(body.as_bytes());
+    let forged = http
+        .post(format!("{base}/webhooks/lemonsqueezy"))
+        .header("x-signature", hex::encode(mac.finalize().into_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(forged.status(), 401);
+    let answer: Value = forged.json().await.expect("json");
+    assert_eq!(answer["error"]["code"], "webhook_disabled");
+    child.kill().await.expect("stop omi");
+}

@@ -476,9 +476,11 @@ async fn repeated_failures_lock_the_address_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
-    // The test client is the proxy (Cloudflare, say): every sign-in comes from 127.0.0.1.
-    let Some(app) =
-        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    // The test client is the proxy (Cloudflare's Tunnel): every sign-in comes from 127.0.0.1.
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted")
+    })
+    .await
     else {
         return;
     };
@@ -502,6 +504,103 @@ async fn behind_a_trusted_proxy_each_client_is_locked_out_on_its_own() {
     // Without the header the proxy itself is the client: a third, separate count.
     let direct = try_sign_in(&app.base, ADMIN_KEY).await;
     assert_eq!(direct.status(), StatusCode::SEE_OTHER);
+}
+
+/// Behind nginx (trusted, not Cloudflare) a client's own `CF-Connecting-IP` reaches omi
+/// untouched: a fresh one per guess must not buy fresh attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_cloudflare_headers_through_another_proxy_do_not_escape_the_lockout() {
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted")).await
+    else {
+        return;
+    };
+    let guess = |n: usize, key: &'static str| {
+        post_form(&client(), format!("{}/admin/login", app.base), &[("key", key)])
+            .header("CF-Connecting-IP", format!("198.51.100.{n}"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+    };
+    for n in 0..4 {
+        assert_eq!(guess(n, "wrong").await.expect("sign in").status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(guess(4, "wrong").await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(guess(5, ADMIN_KEY).await.expect("sign in").status(), StatusCode::TOO_MANY_REQUESTS, "locked out");
+}
+
+/// A GET from the client `client_ip` (behind the trusted proxy 127.0.0.1), with `bearer` if any.
+async fn get_as(app: &TestApp, path: &str, client_ip: &str, bearer: Option<&str>) -> reqwest::Response {
+    let request = client().get(format!("{}{path}", app.base)).header("X-Forwarded-For", client_ip);
+    match bearer {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
+    .send()
+    .await
+    .expect("get")
+}
+
+async fn behind_a_proxy(tweak: impl FnOnce(&mut omi::config::Config)) -> Option<TestApp> {
+    TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        tweak(c);
+    })
+    .await
+}
+
+/// The admin API and `/metrics` check the same key as the sign-in form, so they share its
+/// lockout: per client, from the fifth failure, through any of the three doors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bearers_lock_the_client_out_of_every_admin_door() {
+    let Some(app) = behind_a_proxy(|_| {}).await else { return };
+    let mallory = "198.51.100.1";
+    for (n, path) in ["/admin/api/keys", "/metrics", "/admin/api/usage", "/metrics"].into_iter().enumerate() {
+        let response = get_as(&app, path, mallory, Some("wrong-guess")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "guess {n} at {path}");
+    }
+    let fifth = get_as(&app, "/admin/api/keys", mallory, Some("wrong-guess")).await;
+    assert_eq!(fifth.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(fifth.headers()["retry-after"], "30");
+    let body: serde_json::Value = fifth.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    for path in ["/admin/api/keys", "/metrics"] {
+        let right = get_as(&app, path, mallory, Some(ADMIN_KEY)).await;
+        assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "locked out: even the right key waits ({path})");
+    }
+    let sign_in = post_form(&client(), format!("{}/admin/login", app.base), &[("key", ADMIN_KEY)])
+        .header("X-Forwarded-For", mallory)
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(sign_in.status(), StatusCode::TOO_MANY_REQUESTS, "the dashboard shares the lockout");
+
+    // Another client is not affected; asking without any key is not a guess.
+    let ada = "198.51.100.2";
+    for _ in 0..6 {
+        assert_eq!(get_as(&app, "/admin/api/keys", ada, None).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(get_as(&app, "/admin/api/keys", ada, Some(ADMIN_KEY)).await.status(), StatusCode::OK);
+    assert_eq!(get_as(&app, "/metrics", ada, Some(ADMIN_KEY)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_without_an_admin_key_are_served_to_this_host_only() {
+    let Some(app) = behind_a_proxy(|c| c.admin_key = None).await else { return };
+    let direct = client().get(format!("{}/metrics", app.base)).send().await.expect("get");
+    assert_eq!(direct.status(), StatusCode::OK, "a scraper on this host");
+    assert!(direct.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    let remote = get_as(&app, "/metrics", "203.0.113.7", None).await;
+    assert_eq!(remote.status(), StatusCode::FORBIDDEN, "a client behind the proxy is not this host");
+
+    let Some(public) = behind_a_proxy(|c| {
+        c.admin_key = None;
+        c.metrics_public = true;
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(get_as(&public, "/metrics", "203.0.113.7", None).await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

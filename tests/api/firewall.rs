@@ -435,9 +435,9 @@ fn metrics() -> String {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
-    // The test client is the "proxy" here.
+    // The test client is the "proxy" here: Cloudflare (a Tunnel's cloudflared on loopback).
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted");
         c.blocked_countries = "RU,T1".into();
         c.rate_limit_per_minute = 3;
     })
@@ -503,6 +503,59 @@ async fn spoofed_headers_from_an_untrusted_peer_change_nothing() {
     assert_eq!(event.country, None, "nobody trusted said where the client is");
 }
 
+/// Behind nginx (a trusted proxy that is not Cloudflare), a client's own `CF-*` headers reach
+/// omi untouched: they must not pick its budget or its country.
+#[tokio::test]
+async fn spoofed_cloudflare_headers_through_another_proxy_escape_no_limit() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        c.rate_limit_per_minute = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut events = app.state().events.subscribe("test", 64);
+    // nginx appends the address it saw to X-Forwarded-For: that is the client.
+    for n in 0..3 {
+        let spoof = format!("198.51.100.{n}");
+        let headers = [("CF-Connecting-IP", spoof.as_str()), ("X-Forwarded-For", "203.0.113.7")];
+        assert_eq!(raw_request(app.addr, "GET /v1/models", &headers).await.0, 401, "admitted, then no key");
+    }
+    let fourth = [("CF-Connecting-IP", "198.51.100.99"), ("X-Forwarded-For", "203.0.113.7")];
+    assert_eq!(raw_request(app.addr, "GET /v1/models", &fourth).await.0, 429, "one client, one budget");
+    let event = next_firewall_event(&mut events).await;
+    assert_eq!(event.client_ip, Some("203.0.113.7".parse().expect("ip")));
+    // Another client behind the same nginx has a budget of its own.
+    assert_eq!(raw_request(app.addr, "GET /v1/models", &[("X-Forwarded-For", "203.0.113.8")]).await.0, 401);
+}
+
+#[tokio::test]
+async fn spoofed_cloudflare_country_through_another_proxy_is_not_believed() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        c.allowed_countries = Some("DE".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let spoofed = [("CF-IPCountry", "DE"), ("X-Forwarded-For", "203.0.113.7")];
+    let (status, head) = raw_request(app.addr, "GET /v1/models", &spoofed).await;
+    assert_eq!(status, 403, "the country is unknown (XX), which the allow-list refuses: {head}");
+
+    // From Cloudflare (here: a Tunnel's cloudflared on loopback) the same header is believed.
+    let Some(behind_cloudflare) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted");
+        c.allowed_countries = Some("DE".into());
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(raw_request(behind_cloudflare.addr, "GET /v1/models", &spoofed).await.0, 401, "admitted, then no key");
+}
+
 #[tokio::test]
 async fn ipv6_clients_share_a_budget_per_64() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
@@ -513,7 +566,7 @@ async fn ipv6_clients_share_a_budget_per_64() {
     else {
         return;
     };
-    let from = async |ip: &str| raw_request(app.addr, "GET /v1/models", &[("CF-Connecting-IP", ip)]).await;
+    let from = async |ip: &str| raw_request(app.addr, "GET /v1/models", &[("X-Forwarded-For", ip)]).await;
     assert_eq!(from("2001:db8:1:2::1").await.0, 401);
     assert_eq!(from("2001:db8:1:2:ffff:ffff:ffff:ffff").await.0, 401);
     assert_eq!(from("2001:db8:1:2::42").await.0, 429, "same /64, same budget");
@@ -647,7 +700,7 @@ async fn the_refuse_policy_refuses_while_redis_is_unreachable() {
 #[tokio::test]
 async fn countries_by_block_list_and_by_allow_list() {
     let Some(blocking) = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted");
         c.blocked_countries = "RU,KP,T1,XX".into();
     })
     .await
@@ -673,7 +726,7 @@ async fn countries_by_block_list_and_by_allow_list() {
     }
 
     let Some(allowing) = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.trusted_proxies = "127.0.0.1/32".parse().expect("trusted");
+        c.trusted_proxies = "cloudflare=127.0.0.1/32".parse().expect("trusted");
         c.allowed_countries = Some("DE, fr".into());
     })
     .await

@@ -20,7 +20,7 @@ use crate::gateway::AppState;
 use crate::store::{StoreError, WebhookEventRow};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -45,7 +45,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/shield", get(findings::shield))
         .route("/admin/static/{file}", get(static_file))
         .route("/admin/{*rest}", axum::routing::any(not_found))
-        .layer(Extension(Arc::new(session::LoginGuard::default())))
 }
 
 /// The navigation, in order. A page joins it with one line here.

@@ -2,14 +2,13 @@
 //! SameSite=Strict cookie, known to the database only by an HMAC under the admin key (so
 //! sessions survive restarts, work on every instance, and all end when the key changes).
 //! Each session has a CSRF token derived from its own token, checked on every form that
-//! changes anything. Failed sign-ins are counted in memory per client, as the firewall knows
-//! it (the real client behind a trusted proxy, never the proxy; IPv6 per /64, as its rate
-//! limits count); from the fifth, the client is locked out for an exponentially growing time.
+//! changes anything. Failed sign-ins count towards the admin key's lockout
+//! ([`crate::admin::lockout`]), which the admin API and `/metrics` share.
 
 use super::{PageError, Template, render, render_with};
-use crate::firewall::{LimitKey, Origin, limit_key};
+use crate::admin::lockout::{Lockout, Refusal, retry_after_secs};
+use crate::firewall::Origin;
 use crate::gateway::AppState;
-use crate::keys::secrets_match;
 use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,9 +17,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "omi_admin";
@@ -113,71 +110,6 @@ fn cookie(app: &AppState, value: &str, max_age: u64) -> Result<HeaderValue, Page
     HeaderValue::from_str(&cookie).map_err(|_| PageError::Internal("cookie"))
 }
 
-/// Failed sign-ins per client (memory only: an instance restart forgives everyone). A client
-/// is an IPv4 address or an IPv6 /64, like the firewall's per-IP budgets ([`limit_key`]).
-#[derive(Default)]
-pub struct LoginGuard {
-    failures: Mutex<HashMap<LimitKey, Failures>>,
-}
-
-#[derive(Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    locked_until: Option<Instant>,
-}
-
-/// Failures allowed before the first lockout.
-const FREE_FAILURES: u32 = 4;
-const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
-const MAX_LOCKOUT: Duration = Duration::from_secs(3600);
-/// A day without failures forgets an IP's history.
-const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
-/// Bounds the table against a flood from many addresses.
-const MAX_TRACKED: usize = 10_000;
-
-impl LoginGuard {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKey, Failures>> {
-        // The table stays consistent even if a holder panicked: every update is one insert.
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// How long `ip` must still wait, if it is locked out.
-    pub fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let until = self.table().get(&limit_key(ip))?.locked_until?;
-        until.checked_duration_since(now).filter(|d| !d.is_zero())
-    }
-
-    /// Counts a failure; returns the lockout it starts, if any.
-    pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let client = limit_key(ip);
-        let mut table = self.table();
-        if table.len() >= MAX_TRACKED && !table.contains_key(&client) {
-            table.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER && f.locked_until.is_some_and(|u| u > now));
-            if table.len() >= MAX_TRACKED {
-                // Still full of live lockouts: evict the stalest entry rather than grow.
-                if let Some(oldest) = table.iter().min_by_key(|(_, f)| f.last).map(|(client, _)| *client) {
-                    table.remove(&oldest);
-                }
-            }
-        }
-        let entry = table.entry(client).or_insert(Failures { count: 0, last: now, locked_until: None });
-        if now.duration_since(entry.last) >= FORGET_AFTER {
-            *entry = Failures { count: 0, last: now, locked_until: None };
-        }
-        entry.count += 1;
-        entry.last = now;
-        let over = entry.count.checked_sub(FREE_FAILURES + 1)?;
-        let lockout = FIRST_LOCKOUT.saturating_mul(2u32.saturating_pow(over.min(16))).min(MAX_LOCKOUT);
-        entry.locked_until = Some(now + lockout);
-        Some(lockout)
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.table().remove(&limit_key(ip));
-    }
-}
-
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
@@ -199,7 +131,7 @@ pub struct LoginForm {
 }
 
 fn wait_message(wait: Duration) -> (StatusCode, String, Option<(header::HeaderName, HeaderValue)>) {
-    let secs = wait.as_secs().max(1);
+    let secs = retry_after_secs(wait);
     (
         StatusCode::TOO_MANY_REQUESTS,
         format!("Too many failed attempts from your address. Try again in {secs} seconds."),
@@ -209,27 +141,20 @@ fn wait_message(wait: Duration) -> (StatusCode, String, Option<(header::HeaderNa
 
 pub async fn login(
     State(app): State<Arc<AppState>>,
-    Extension(guard): Extension<Arc<LoginGuard>>,
+    Extension(lockout): Extension<Arc<Lockout>>,
     Extension(origin): Extension<Origin>,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let admin_key = app.config.admin_key.as_ref().ok_or(PageError::Disabled)?;
     // The firewall's client, not the TCP peer: behind Cloudflare every peer is a proxy.
-    let (ip, now) = (origin.client.ip, Instant::now());
-    // While locked out, the key is not even compared: guessing gains nothing.
-    if let Some(wait) = guard.locked_for(ip, now) {
-        let (status, message, retry) = wait_message(wait);
-        return render_with(status, retry, &LoginPage { message: Some(message) });
-    }
-    if !secrets_match(&form.key, admin_key) {
-        tracing::warn!(client_ip = %ip, "failed admin sign-in");
-        let (status, message, retry) = match guard.failed(ip, now) {
-            Some(wait) => wait_message(wait),
-            None => (StatusCode::UNAUTHORIZED, "That is not the admin key.".to_string(), None),
+    let ip = origin.client.ip;
+    if let Err(refusal) = lockout.attempt(ip, &form.key, admin_key, Instant::now()) {
+        let (status, message, retry) = match refusal {
+            Refusal::LockedOut(wait) => wait_message(wait),
+            Refusal::WrongKey => (StatusCode::UNAUTHORIZED, "That is not the admin key.".to_string(), None),
         };
         return render_with(status, retry, &LoginPage { message: Some(message) });
     }
-    guard.succeeded(ip);
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|_| PageError::Internal("randomness"))?;
     let token = hex::encode(bytes);
@@ -263,35 +188,6 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lockout_starts_at_the_fifth_failure_and_doubles() {
-        let guard = LoginGuard::default();
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let t0 = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(guard.failed(ip, t0), None);
-        }
-        assert_eq!(guard.failed(ip, t0), Some(FIRST_LOCKOUT));
-        assert!(guard.locked_for(ip, t0 + Duration::from_secs(29)).is_some());
-        assert!(guard.locked_for(ip, t0 + FIRST_LOCKOUT).is_none());
-        assert_eq!(guard.failed(ip, t0 + FIRST_LOCKOUT), Some(FIRST_LOCKOUT * 2));
-        assert!(guard.locked_for([10, 0, 0, 2].into(), t0).is_none(), "other addresses are unaffected");
-        guard.succeeded(ip);
-        assert!(guard.locked_for(ip, t0).is_none());
-    }
-
-    #[test]
-    fn an_ipv6_client_is_its_slash_64() {
-        let guard = LoginGuard::default();
-        let t0 = Instant::now();
-        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
-        for n in 0..=FREE_FAILURES {
-            guard.failed(ip(&format!("2001:db8:1:2::{}", n + 1)), t0);
-        }
-        assert!(guard.locked_for(ip("2001:db8:1:2:ffff::1"), t0).is_some(), "new addresses in the /64 do not help");
-        assert!(guard.locked_for(ip("2001:db8:1:3::1"), t0).is_none(), "the next /64 is someone else");
-    }
 
     #[test]
     fn session_cookie_must_be_well_formed() {
