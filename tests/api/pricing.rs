@@ -3,7 +3,7 @@
 //! providers and the judge never billed to the house for a customer's own key.
 
 use crate::on_both_backends;
-use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body, eventually};
+use crate::support::{Backend, HOUSE_KEY, TestApp, TestDb, chat_body, eventually};
 use futures_util::StreamExt;
 use omi::agents::accountant::{budgets, report};
 use omi::config::{JudgeByok, PlanConfig, ProviderConfig, SentinelMode, UnpricedModels};
@@ -59,7 +59,8 @@ async fn error_of(response: reqwest::Response) -> (u16, String, String) {
 on_both_backends!(
     a_provider_prefix_is_priced_and_cannot_escape_the_budget,
     unpriced_models_are_refused_on_capped_plans_unless_allowed,
-    absurd_usage_saturates_everywhere_and_is_flagged
+    absurd_usage_saturates_everywhere_and_is_flagged,
+    the_books_saturate_across_batches_and_days
 );
 
 async fn a_provider_prefix_is_priced_and_cannot_escape_the_budget(backend: Backend) {
@@ -167,6 +168,50 @@ async fn absurd_usage_saturates_everywhere_and_is_flagged(backend: Backend) {
     assert!(metrics.contains(&flagged), "both requests are flagged: {flagged} not in the metrics");
     let tokens = format!("omi_tokens_total{{kind=\"prompt\",model=\"{model}\"}} 0\n");
     assert!(metrics.contains(&tokens), "suspicious usage stays out of the token counters, which would wrap");
+}
+
+/// The database's own arithmetic: rollup upserts and month counters add in SQL, and the
+/// report sums days; each batch here is one record, so the sums happen there, not in Rust.
+async fn the_books_saturate_across_batches_and_days(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let store = db.store().await;
+    let email = omi::customers::EmailAddress::parse("books@example.com").expect("email");
+    let (_, key) = omi::keys::issue(&store, &email, "capped", None).await.expect("issue");
+    let today = chrono::Utc::now();
+    let record = |at: chrono::DateTime<chrono::Utc>| UsageRecord {
+        id: Uuid::now_v7(),
+        request_id: Uuid::now_v7().to_string(),
+        at,
+        key_id: key.id,
+        customer_id: key.customer_id,
+        plan: "capped".into(),
+        model: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        prompt_tokens: i64::MAX,
+        cached_tokens: 0,
+        completion_tokens: i64::MAX,
+        cost_nano: Some(i64::MAX),
+        status: 200,
+        latency_us: 1,
+        upstream_us: Some(1),
+        streamed: false,
+        byok: false,
+        usage_estimated: false,
+        aborted: false,
+    };
+    let yesterday = today - chrono::Duration::days(1);
+    for at in [today, today, yesterday] {
+        store.insert_usage(&[record(at)]).await.expect("a saturated rollup, not an overflow error");
+    }
+    let days = yesterday.date_naive()..today.date_naive() + chrono::Days::new(1);
+    let totals = store.usage_totals(days).await.expect("summed without overflow");
+    let total = totals.iter().find(|t| t.customer_id == key.customer_id).expect("the customer's totals");
+    assert_eq!((total.requests, total.prompt_tokens, total.cost_nano), (3, i64::MAX, i64::MAX));
+    for _ in 0..2 {
+        let month = budgets::month_key(today);
+        let counted = store.add_to_month(key.customer_id, &month, i64::MAX, i64::MAX).await.expect("saturated");
+        assert_eq!(counted, (i64::MAX, i64::MAX));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
