@@ -725,6 +725,9 @@ mod tests {
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
             assert!(!config.sentinel_store_prompts);
+            assert_eq!((config.unpriced_models, config.sentinel_judge_byok), (UnpricedModels::Refuse, JudgeByok::Skip));
+            assert!(!config.passthrough_service_tier && !config.passthrough_store);
+            assert!(!config.providers[2].byok, "the keyless local provider takes no customer keys");
             assert_eq!(config.rate_limits.plans["pro"].requests_per_minute, Some(600));
             Ok(())
         });

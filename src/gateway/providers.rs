@@ -1,6 +1,7 @@
 //! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
 //! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
 
+use crate::billing::prices::PriceTable;
 use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig};
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -129,6 +130,17 @@ impl Providers {
         self.by_model.contains_key(model)
     }
 
+    /// Listed models without a price, with their provider: their cost would be unknown, and
+    /// capped plans refuse them. The dashboard's money page lists them (so should `omi doctor`).
+    pub fn unpriced<'a>(&'a self, prices: &'a PriceTable) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.listed_models().filter(|(model, _)| prices.get(model).is_none())
+    }
+
+    /// The provider that takes every model no provider lists, if any.
+    pub fn catch_all_name(&self) -> Option<&str> {
+        self.catch_all.map(|index| &*self.all[index].name)
+    }
+
     /// Every model listed by a provider, as `/v1/models` shows them.
     pub fn listed_models(&self) -> impl Iterator<Item = (&str, &str)> {
         self.all.iter().flat_map(|p| p.models.iter().map(move |m| (m.as_str(), &*p.name)))
@@ -184,6 +196,9 @@ mod tests {
         assert!(route.provider.house_key.is_none());
         assert!(providers.route("gpt-4o").is_none());
         assert!(providers.route("local/").is_none());
+        let prices = PriceTable::new(&Default::default());
+        assert_eq!(providers.unpriced(&prices).collect::<Vec<_>>(), vec![("llama-3.1-8b-instant", "groq")]);
+        assert_eq!(providers.catch_all_name(), None);
     }
 
     #[test]

@@ -321,3 +321,39 @@ async fn the_judge_never_bills_the_house_for_a_byok_request_unless_configured() 
     let judged = eventually(Duration::from_secs(5), || async { judge_calls(&paying) == 1 }).await;
     assert!(judged.is_some(), "sentinel_judge_byok = \"house\": the house pays to judge BYOK requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_money_page_lists_routed_models_without_a_price() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.providers = vec![ProviderConfig {
+            name: "openai".into(),
+            base_url: c.openai_base_url.clone(),
+            api_key_env: None,
+            models: vec!["gpt-4o-mini".into(), "house-special".into()],
+            catch_all: true,
+            byok: false,
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let signed_in = http
+        .post(format!("{}/admin/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={}", crate::support::ADMIN_KEY))
+        .send()
+        .await
+        .expect("sign in");
+    let set_cookie = signed_in.headers()["set-cookie"].to_str().expect("ascii");
+    let cookie = set_cookie.split(';').next().expect("a session cookie").to_string();
+    let response = http.get(format!("{}/admin/money", app.base)).header("cookie", cookie).send().await.expect("get");
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("text");
+    let (_, section) = html.split_once("Models without a price").expect("the section");
+    let section = section.split("</section>").next().unwrap_or_default();
+    assert!(section.contains("house-special</th><td>openai"), "{section}");
+    assert!(!section.contains("gpt-4o-mini"), "priced models are not listed: {section}");
+    assert!(section.contains("model_not_allowed") && section.contains("go to\n    <code>openai</code>"), "{section}");
+}
