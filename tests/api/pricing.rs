@@ -163,6 +163,12 @@ async fn absurd_usage_saturates_everywhere_and_is_flagged(backend: Backend) {
     assert_eq!(line.cost_usd, books.total.cost_usd);
     assert!(line.cost_usd >= 9.2e9, "the largest cost, never a wrapped one: {}", line.cost_usd);
 
+    let alerted = eventually(Duration::from_secs(5), || async {
+        let (alerts, _) = store.list_alerts(None, 50, 0).await.expect("alerts");
+        alerts.iter().any(|a| a.rule == "suspicious_usage" && a.subject == "openai")
+    })
+    .await;
+    assert!(alerted.is_some(), "the Hawk raises an alert about the provider");
     let metrics = app.admin(reqwest::Method::GET, "/metrics").send().await.expect("send").text().await.expect("text");
     let flagged = format!("omi_usage_suspicious_total{{model=\"{model}\"}} 2");
     assert!(metrics.contains(&flagged), "both requests are flagged: {flagged} not in the metrics");
