@@ -301,7 +301,8 @@ pub struct ProviderConfig {
     pub catch_all: bool,
     /// Without a house key, serve requests that bring their own (`X-Provider-Key`); off, such
     /// a provider serves nothing, so that any string in the header cannot buy free use of an
-    /// upstream that checks no key (a local Ollama). Providers with a house key take BYOK anyway.
+    /// upstream that checks no key (a local Ollama). Providers with a house key, and OpenAI's
+    /// own API (it checks every key), take BYOK anyway.
     #[serde(default)]
     pub byok: bool,
 }

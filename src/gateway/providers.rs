@@ -72,9 +72,7 @@ impl Providers {
                 api_key_env: None,
                 models: priced_models.iter().map(|m| m.to_string()).collect(),
                 catch_all: true,
-                // Customers' own keys only where they are checked: OpenAI's API, not whatever
-                // OPENAI_BASE_URL points at.
-                byok: config.openai_base_url.trim_end_matches('/') == OPENAI_PUBLIC_BASE_URL,
+                byok: false,
             }]
         } else {
             config.providers.clone()
@@ -87,10 +85,12 @@ impl Providers {
                 None if spec.name == "openai" => config.openai_api_key.clone(),
                 None => None,
             };
-            if house_key.is_none() && !spec.byok {
+            let base_url = spec.base_url.trim_end_matches('/').to_string();
+            // OpenAI's own API checks every key; elsewhere only the operator knows.
+            let byok = spec.byok || base_url == OPENAI_PUBLIC_BASE_URL;
+            if house_key.is_none() && !byok {
                 tracing::warn!(provider = %spec.name, "provider has no house key and byok is off: it serves nothing");
             }
-            let base_url = spec.base_url.trim_end_matches('/').to_string();
             for model in &spec.models {
                 providers.by_model.entry(model.clone()).or_insert(index);
             }
@@ -105,7 +105,7 @@ impl Providers {
                 chat_url,
                 base_url,
                 house_key,
-                byok: spec.byok,
+                byok,
                 models: spec.models,
             }));
         }
@@ -222,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_provider_takes_customer_keys_only_for_openai_itself() {
+    fn keyless_providers_take_customer_keys_only_for_openai_itself_or_when_marked() {
         let keyless = |base: &str| Config { openai_base_url: base.into(), ..Config::default() };
         let byok = |config: &Config| {
             let providers = Providers::from_config(config, &[], |_| None).expect("providers");
@@ -230,5 +230,16 @@ mod tests {
         };
         assert!(byok(&keyless("https://api.openai.com/v1/")));
         assert!(!byok(&keyless("http://10.0.0.5:8000/v1")), "an internal upstream may check no key");
+        let provider = |base_url: &str, byok: bool| ProviderConfig {
+            name: "p".into(),
+            base_url: base_url.into(),
+            api_key_env: None,
+            models: vec![],
+            catch_all: true,
+            byok,
+        };
+        assert!(byok(&config_with(vec![provider("https://api.openai.com/v1", false)])));
+        assert!(!byok(&config_with(vec![provider("http://127.0.0.1:11434/v1", false)])));
+        assert!(byok(&config_with(vec![provider("http://127.0.0.1:11434/v1", true)])));
     }
 }
