@@ -25,6 +25,9 @@ pub enum ConfigError {
     File { path: String, message: String },
 }
 
+/// OpenAI's own API: it checks every key, so a customer's key may go there without a house key.
+pub const OPENAI_PUBLIC_BASE_URL: &str = "https://api.openai.com/v1";
+
 /// Environment variables of INTERFACE.md and the setting each one fills.
 const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_LISTEN", "listen"),
@@ -90,6 +93,15 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Price overrides and additions, USD per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// A model without a price on a plan with a budget or token quota: `refuse` (403
+    /// `model_not_allowed`, the default: its cost could not count against the budget) or `allow`.
+    pub unpriced_models: UnpricedModels,
+    /// Forward a request's `service_tier` (`priority` costs more than the price table says);
+    /// off by default: the field is removed before the request goes upstream.
+    pub passthrough_service_tier: bool,
+    /// Forward `store: true` (the provider keeps the conversation, and bills its use in evals
+    /// and distillation); off by default: removed before the request goes upstream.
+    pub passthrough_store: bool,
     /// Lemon Squeezy webhook signing secret; the webhook refuses every call without it.
     #[serde(deserialize_with = "verifying_secret")]
     pub lemonsqueezy_signing_secret: Option<SecretString>,
@@ -144,6 +156,9 @@ pub struct Config {
     pub sentinel_judge_min: f32,
     pub sentinel_judge_max: f32,
     pub sentinel_judge_all: bool,
+    /// Who pays the judge for a BYOK request: `skip` (default: the rules alone screen it, the
+    /// house pays nothing for a customer who pays their own upstream) or `house`.
+    pub sentinel_judge_byok: JudgeByok,
     pub sentinel_judge_timeout_ms: u64,
     /// Judge calls in flight at once; more wait, and the queue fills (then scans are dropped).
     pub sentinel_judge_concurrency: usize,
@@ -257,6 +272,24 @@ pub enum SentinelMode {
     Llm,
 }
 
+/// See [`Config::unpriced_models`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpricedModels {
+    #[default]
+    Refuse,
+    Allow,
+}
+
+/// See [`Config::sentinel_judge_byok`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JudgeByok {
+    #[default]
+    Skip,
+    House,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct PlanConfig {
     pub name: String,
@@ -287,6 +320,12 @@ pub struct ProviderConfig {
     /// Takes every model that no provider lists.
     #[serde(default)]
     pub catch_all: bool,
+    /// Without a house key, serve requests that bring their own (`X-Provider-Key`); off, such
+    /// a provider serves nothing, so that any string in the header cannot buy free use of an
+    /// upstream that checks no key (a local Ollama). Providers with a house key, and OpenAI's
+    /// own API (it checks every key), take BYOK anyway.
+    #[serde(default)]
+    pub byok: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
@@ -306,7 +345,7 @@ impl Default for Config {
             redis_url: None,
             admin_key: None,
             openai_api_key: None,
-            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_base_url: OPENAI_PUBLIC_BASE_URL.into(),
             public_url: None,
             max_body_bytes: 1024 * 1024,
             upstream_connect_timeout_ms: 5_000,
@@ -316,6 +355,9 @@ impl Default for Config {
             log_format: "text".into(),
             providers: Vec::new(),
             prices: BTreeMap::new(),
+            unpriced_models: UnpricedModels::Refuse,
+            passthrough_service_tier: false,
+            passthrough_store: false,
             lemonsqueezy_signing_secret: None,
             postmark_server_token: None,
             postmark_api_url: None,
@@ -344,6 +386,7 @@ impl Default for Config {
             sentinel_judge_min: 0.2,
             sentinel_judge_max: 0.8,
             sentinel_judge_all: false,
+            sentinel_judge_byok: JudgeByok::Skip,
             sentinel_judge_timeout_ms: 10_000,
             sentinel_judge_concurrency: 4,
             sentinel_queue_capacity: 1024,
@@ -810,6 +853,9 @@ mod tests {
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
             assert!(!config.sentinel_store_prompts);
+            assert_eq!((config.unpriced_models, config.sentinel_judge_byok), (UnpricedModels::Refuse, JudgeByok::Skip));
+            assert!(!config.passthrough_service_tier && !config.passthrough_store);
+            assert!(!config.providers[2].byok, "the keyless local provider takes no customer keys");
             assert_eq!(config.rate_limits.plans["pro"].requests_per_minute, Some(600));
             Ok(())
         });

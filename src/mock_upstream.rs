@@ -135,7 +135,7 @@ async fn chat(State(mock): State<MockUpstream>, headers: HeaderMap, body: Bytes)
     let prompt_tokens = steer.prompt_tokens.unwrap_or_else(|| prompt_tokens_of(&body));
     let completion_tokens = steer.completion_tokens.unwrap_or(chunks as u64);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "total_tokens": prompt_tokens.saturating_add(completion_tokens),
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}});
 
     if body["stream"].as_bool() != Some(true) {

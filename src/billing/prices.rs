@@ -19,6 +19,21 @@ const BUILT_IN: &[(&str, f64, f64, f64)] = &[
     ("gpt-3.5-turbo", 0.50, 0.50, 1.50),
 ];
 
+/// More tokens in one request than any model's context window holds (the largest, 10M,
+/// counts prompt and answer together): such usage is an upstream bug or a lie, flagged as
+/// suspicious rather than trusted (see `suspicious_usage`).
+pub const LARGEST_CONTEXT_TOKENS: u64 = 10_000_000;
+
+/// Prompt plus completion tokens, saturating.
+pub fn total_tokens(usage: &TokenUsage) -> u64 {
+    usage.prompt_tokens.saturating_add(usage.completion_tokens)
+}
+
+/// Usage no model could have produced in one request (beyond [`LARGEST_CONTEXT_TOKENS`]).
+pub fn suspicious_usage(usage: &TokenUsage) -> bool {
+    total_tokens(usage) > LARGEST_CONTEXT_TOKENS || usage.cached_tokens > LARGEST_CONTEXT_TOKENS
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NanoPrice {
     pub input: u64,
@@ -32,10 +47,14 @@ impl NanoPrice {
         NanoPrice { input: nano(input), cached_input: nano(cached_input), output: nano(output) }
     }
 
-    /// (prompt − cached)·input + cached·cached_input + completion·output, in nano-dollars.
+    /// (prompt − cached)·input + cached·cached_input + completion·output, in nano-dollars,
+    /// saturating at `u64::MAX`: absurd upstream usage must cost the most, never wrap to $0.
     pub fn cost(&self, usage: &TokenUsage) -> u64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        (usage.prompt_tokens - cached) * self.input + cached * self.cached_input + usage.completion_tokens * self.output
+        (usage.prompt_tokens - cached)
+            .saturating_mul(self.input)
+            .saturating_add(cached.saturating_mul(self.cached_input))
+            .saturating_add(usage.completion_tokens.saturating_mul(self.output))
     }
 }
 
@@ -105,6 +124,21 @@ mod tests {
             12_500_000_000
         );
         assert!(table.get("unknown-model").is_none());
+    }
+
+    #[test]
+    fn absurd_usage_saturates_instead_of_wrapping() {
+        let mini = PriceTable::new(&Default::default()).get("gpt-4o-mini").expect("built in");
+        let max = TokenUsage { prompt_tokens: u64::MAX, cached_tokens: u64::MAX, completion_tokens: u64::MAX };
+        assert_eq!(mini.cost(&max), u64::MAX);
+        let huge_answer = TokenUsage { prompt_tokens: 1, cached_tokens: 0, completion_tokens: u64::MAX / 2 };
+        assert_eq!(mini.cost(&huge_answer), u64::MAX, "wrapping would have booked a few nano-dollars");
+        assert_eq!(total_tokens(&max), u64::MAX);
+        assert!(suspicious_usage(&max) && suspicious_usage(&huge_answer));
+        let largest =
+            TokenUsage { prompt_tokens: LARGEST_CONTEXT_TOKENS - 10, cached_tokens: 0, completion_tokens: 10 };
+        assert!(!suspicious_usage(&largest), "a full context window is plausible");
+        assert!(suspicious_usage(&TokenUsage { completion_tokens: 11, ..largest }));
     }
 
     #[test]

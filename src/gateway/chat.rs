@@ -8,12 +8,15 @@ use super::auth::admit;
 use super::error::ApiError;
 use super::guard::{Guard, RemovalReport};
 use super::meter::Meter;
+use super::providers::KeyRefusal;
 use super::request_id::RequestId;
 use super::shield::RemovalKind;
 use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
 use super::upstream_body::{UpstreamBodyError, read_bounded};
 use super::usage;
+use crate::agents::accountant::budgets;
 use crate::agents::sentinel::{Prompt, Screening, user_text};
+use crate::config::Config;
 use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
 use axum::Extension;
@@ -74,7 +77,7 @@ async fn prepare(
     body: Body,
 ) -> Result<Prepared, ApiError> {
     let key = admit(app, headers, origin, meter).await?;
-    crate::agents::accountant::budgets::check(&app.config, &app.store, &key).await?;
+    budgets::check(&app.config, &app.store, &key).await?;
 
     let limit = app.config.max_body_bytes;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| match BodyFailure::of(&e) {
@@ -116,23 +119,35 @@ async fn prepare(
         .ok_or_else(|| ApiError::invalid_request(format!("The model `{model}` is not available on this gateway.")))?;
     let byok = byok_key(headers)?;
     let is_byok = byok.is_some();
-    let upstream_key = match byok.or_else(|| route.provider.house_key.clone()) {
-        Some(key) => key,
-        None => {
-            return Err(ApiError::upstream("No provider key is configured for this model; send X-Provider-Key."));
+    let upstream_key = route.provider.key_for(byok).map_err(|refusal| match refusal {
+        KeyRefusal::CustomerKeyNeeded => {
+            ApiError::upstream("No provider key is configured for this model; send X-Provider-Key.")
         }
-    };
+        KeyRefusal::NoKeyAccepted => ApiError::model_not_allowed(format!(
+            "The model `{model}` is not served here: its provider has no key and does not take X-Provider-Key."
+        )),
+    })?;
+    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
+    let price = app.prices.get(route.upstream_model);
+    budgets::admit_model(&app.config, &key.plan, route.upstream_model, price.is_some(), is_byok)?;
     // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
     let prompt_estimate = (raw.len() as u64).div_ceil(4);
     app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
-    meter.set_request(&model, &route.provider.name, is_byok, streamed, raw.len());
-    meter.set_catalog(app.model_label(&model), app.prices.get(route.upstream_model));
+    meter.set_request(route.upstream_model, &route.provider.name, is_byok, streamed, raw.len());
+    meter.set_catalog(app.model_label(&model), price);
     if route.upstream_model != model {
         request.insert("model".into(), Value::String(route.upstream_model.to_string()));
     }
+    remove_costly_options(&mut request, &app.config);
     if app.sentinel.is_on() {
         let text = request.get("messages").and_then(Value::as_array).map(|m| user_text(m)).unwrap_or_default();
-        let prompt = Prompt { request_id: request_id.clone(), customer_id: key.customer_id, key_id: key.key_id, text };
+        let prompt = Prompt {
+            request_id: request_id.clone(),
+            customer_id: key.customer_id,
+            key_id: key.key_id,
+            text,
+            byok: is_byok,
+        };
         if let Screening::Blocked { score } = app.sentinel.screen(prompt) {
             tracing::info!(score, %request_id, "the sentinel refused a prompt");
             return Err(ApiError::prompt_rejected());
@@ -189,6 +204,18 @@ fn encode_upstream(
     }
     out.push(b'}');
     Ok(out)
+}
+
+/// Removes the parameters that make upstream bill more than the price table says
+/// (`service_tier: "priority"`) or keep the conversation (`store: true`), unless the
+/// operator lets them through.
+fn remove_costly_options(request: &mut Map<String, Value>, config: &Config) {
+    if !config.passthrough_service_tier {
+        request.remove("service_tier");
+    }
+    if !config.passthrough_store && request.get("store").is_some_and(|store| *store != Value::Bool(false)) {
+        request.remove("store");
+    }
 }
 
 /// Sets `stream_options.include_usage` so the stream reports tokens; returns whether the
@@ -380,6 +407,23 @@ mod tests {
                 .expect("json");
         assert!(ask_for_stream_usage(&mut asked));
         assert_eq!(asked["stream_options"]["include_obfuscation"], Value::Bool(false));
+    }
+
+    #[test]
+    fn costly_options_are_removed_unless_allowed() {
+        let request = || -> Map<String, Value> {
+            serde_json::from_str(r#"{"model":"m","service_tier":"priority","store":true,"n":1}"#).expect("json")
+        };
+        let mut plain = request();
+        remove_costly_options(&mut plain, &Config::default());
+        assert_eq!(Value::Object(plain), json!({"model": "m", "n": 1}));
+        let mut allowed = request();
+        let config = Config { passthrough_service_tier: true, passthrough_store: true, ..Config::default() };
+        remove_costly_options(&mut allowed, &config);
+        assert_eq!(Value::Object(allowed), Value::Object(request()));
+        let mut not_stored: Map<String, Value> = serde_json::from_str(r#"{"store":false}"#).expect("json");
+        remove_costly_options(&mut not_stored, &Config::default());
+        assert_eq!(Value::Object(not_stored), json!({"store": false}), "store: false is what upstream does anyway");
     }
 
     #[test]

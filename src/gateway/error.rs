@@ -80,6 +80,10 @@ impl ApiError {
             "The upstream provider is rate limiting requests; retry shortly.",
         )
     }
+    /// The key's plan or the model's provider does not allow this model (or this way of using it).
+    pub fn model_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
+    }
     pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
     }

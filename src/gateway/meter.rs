@@ -2,7 +2,7 @@
 //! [`RequestEvent`] when it finishes — or when it is dropped, because a client that goes
 //! away mid-stream drops the response body, and that request must be on the books too.
 
-use crate::billing::prices::NanoPrice;
+use crate::billing::prices::{NanoPrice, suspicious_usage};
 use crate::events::{Event, EventBus, RequestEvent, TokenUsage};
 use crate::keys::VerifiedKey;
 use chrono::Utc;
@@ -36,6 +36,8 @@ struct LabelMetrics {
     /// prompt, completion, cached.
     tokens: [Counter; 3],
     house_cost: Counter,
+    /// Requests whose reported usage exceeds any model's context window.
+    suspicious: Counter,
 }
 
 const STATUS_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
@@ -83,7 +85,8 @@ impl LabelMetrics {
             }),
             tokens: TOKEN_KINDS
                 .map(|kind| metrics::counter!("omi_tokens_total", "kind" => kind, "model" => model.clone())),
-            house_cost: metrics::counter!("omi_house_cost_nanodollars_total", "model" => model),
+            house_cost: metrics::counter!("omi_house_cost_nanodollars_total", "model" => model.clone()),
+            suspicious: metrics::counter!("omi_usage_suspicious_total", "model" => model),
         }
     }
 }
@@ -263,6 +266,21 @@ impl Meter {
             self.route_metrics.overhead.record(event.overhead().as_secs_f64());
         }
         let Some(usage) = event.usage else { return };
+        if suspicious_usage(&usage) {
+            // Kept on the books (saturated), but out of the counters it would wrap; an
+            // upstream reporting this is broken or lying, and the operator must look.
+            labelled.suspicious.increment(1);
+            tracing::error!(
+                request_id = %event.request_id,
+                model = event.model.as_deref().unwrap_or("-"),
+                provider = event.provider.as_deref().unwrap_or("-"),
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                cached_tokens = usage.cached_tokens,
+                "suspicious usage: the upstream reported more tokens than any model's context holds"
+            );
+            return;
+        }
         for (counter, count) in
             labelled.tokens.iter().zip([usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens])
         {

@@ -1,7 +1,8 @@
 //! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
 //! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
 
-use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::billing::prices::PriceTable;
+use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,32 @@ pub struct Provider {
     /// Parsed once: a request clones it rather than parsing a string again.
     pub chat_url: reqwest::Url,
     pub house_key: Option<SecretString>,
+    /// Serves requests with the customer's own key when it has no house key.
+    pub byok: bool,
     pub models: Vec<String>,
+}
+
+/// Why a provider will not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// BYOK only: the request brought no `X-Provider-Key`.
+    CustomerKeyNeeded,
+    /// No house key and BYOK not enabled: the provider serves nothing.
+    NoKeyAccepted,
+}
+
+impl Provider {
+    /// The key a request goes upstream with: the customer's own when sent (a provider with a
+    /// house key checks keys; one without must be marked `byok`), else the house key.
+    pub fn key_for(&self, customer_key: Option<SecretString>) -> Result<SecretString, KeyRefusal> {
+        match (customer_key, &self.house_key) {
+            (Some(own), Some(_)) => Ok(own),
+            (Some(own), None) if self.byok => Ok(own),
+            (None, Some(house)) => Ok(house.clone()),
+            (None, None) if self.byok => Err(KeyRefusal::CustomerKeyNeeded),
+            (_, None) => Err(KeyRefusal::NoKeyAccepted),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +72,7 @@ impl Providers {
                 api_key_env: None,
                 models: priced_models.iter().map(|m| m.to_string()).collect(),
                 catch_all: true,
+                byok: false,
             }]
         } else {
             config.providers.clone()
@@ -59,6 +86,11 @@ impl Providers {
                 None => None,
             };
             let base_url = spec.base_url.trim_end_matches('/').to_string();
+            // OpenAI's own API checks every key; elsewhere only the operator knows.
+            let byok = spec.byok || base_url == OPENAI_PUBLIC_BASE_URL;
+            if house_key.is_none() && !byok {
+                tracing::warn!(provider = %spec.name, "provider has no house key and byok is off: it serves nothing");
+            }
             for model in &spec.models {
                 providers.by_model.entry(model.clone()).or_insert(index);
             }
@@ -73,6 +105,7 @@ impl Providers {
                 chat_url,
                 base_url,
                 house_key,
+                byok,
                 models: spec.models,
             }));
         }
@@ -95,6 +128,17 @@ impl Providers {
     /// Whether a provider lists this model by name.
     pub fn lists(&self, model: &str) -> bool {
         self.by_model.contains_key(model)
+    }
+
+    /// Listed models without a price, with their provider: their cost would be unknown, and
+    /// capped plans refuse them. The dashboard's money page lists them (so should `omi doctor`).
+    pub fn unpriced<'a>(&'a self, prices: &'a PriceTable) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.listed_models().filter(|(model, _)| prices.get(model).is_none())
+    }
+
+    /// The provider that takes every model no provider lists, if any.
+    pub fn catch_all_name(&self) -> Option<&str> {
+        self.catch_all.map(|index| &*self.all[index].name)
     }
 
     /// Every model listed by a provider, as `/v1/models` shows them.
@@ -130,6 +174,7 @@ mod tests {
             api_key_env: Some("GROQ_API_KEY".into()),
             models: vec!["llama-3.1-8b-instant".into()],
             catch_all: false,
+            byok: false,
         };
         let local = ProviderConfig {
             name: "local".into(),
@@ -137,6 +182,7 @@ mod tests {
             api_key_env: None,
             models: vec![],
             catch_all: false,
+            byok: false,
         };
         let providers = Providers::from_config(&config_with(vec![groq, local]), &[], |var| {
             (var == "GROQ_API_KEY").then(|| "gsk-1".to_string())
@@ -150,5 +196,50 @@ mod tests {
         assert!(route.provider.house_key.is_none());
         assert!(providers.route("gpt-4o").is_none());
         assert!(providers.route("local/").is_none());
+        let prices = PriceTable::new(&Default::default());
+        assert_eq!(providers.unpriced(&prices).collect::<Vec<_>>(), vec![("llama-3.1-8b-instant", "groq")]);
+        assert_eq!(providers.catch_all_name(), None);
+    }
+
+    #[test]
+    fn a_customer_key_reaches_a_keyless_provider_only_when_it_takes_byok() {
+        let provider = |house: Option<&str>, byok: bool| Provider {
+            name: "local".into(),
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            chat_url: reqwest::Url::parse("http://127.0.0.1:11434/v1/chat/completions").expect("url"),
+            house_key: house.map(SecretString::from),
+            byok,
+            models: vec![],
+        };
+        let own = || Some(SecretString::from("sk-customer"));
+        let key = |p: &Provider, k| p.key_for(k).map(|k| k.expose_secret().to_owned());
+        assert_eq!(key(&provider(None, false), own()), Err(KeyRefusal::NoKeyAccepted), "any string would pass");
+        assert_eq!(key(&provider(None, false), None), Err(KeyRefusal::NoKeyAccepted));
+        assert_eq!(key(&provider(None, true), own()), Ok("sk-customer".into()));
+        assert_eq!(key(&provider(None, true), None), Err(KeyRefusal::CustomerKeyNeeded));
+        assert_eq!(key(&provider(Some("sk-house"), false), own()), Ok("sk-customer".into()));
+        assert_eq!(key(&provider(Some("sk-house"), false), None), Ok("sk-house".into()));
+    }
+
+    #[test]
+    fn keyless_providers_take_customer_keys_only_for_openai_itself_or_when_marked() {
+        let keyless = |base: &str| Config { openai_base_url: base.into(), ..Config::default() };
+        let byok = |config: &Config| {
+            let providers = Providers::from_config(config, &[], |_| None).expect("providers");
+            providers.route("gpt-4o-mini").expect("catch-all").provider.byok
+        };
+        assert!(byok(&keyless("https://api.openai.com/v1/")));
+        assert!(!byok(&keyless("http://10.0.0.5:8000/v1")), "an internal upstream may check no key");
+        let provider = |base_url: &str, byok: bool| ProviderConfig {
+            name: "p".into(),
+            base_url: base_url.into(),
+            api_key_env: None,
+            models: vec![],
+            catch_all: true,
+            byok,
+        };
+        assert!(byok(&config_with(vec![provider("https://api.openai.com/v1", false)])));
+        assert!(!byok(&config_with(vec![provider("http://127.0.0.1:11434/v1", false)])));
+        assert!(byok(&config_with(vec![provider("http://127.0.0.1:11434/v1", true)])));
     }
 }

@@ -78,20 +78,25 @@ static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
 });
 
 static ADD_TO_DAILY: LazyLock<MultiRow> = LazyLock::new(|| {
+    let columns =
+        ["requests", "errors", "byok_requests", "prompt_tokens", "completion_tokens", "cost_nano", "unpriced_requests"];
+    let sets: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = {}", saturating_add(&format!("usage_daily.{c}"), &format!("excluded.{c}"))))
+        .collect();
     MultiRow::new(
         "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens, completion_tokens,
     cost_nano, unpriced_requests) VALUES ",
         9,
-        " ON CONFLICT (day, customer_id) DO UPDATE SET
-    requests = usage_daily.requests + excluded.requests,
-    errors = usage_daily.errors + excluded.errors,
-    byok_requests = usage_daily.byok_requests + excluded.byok_requests,
-    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
-    cost_nano = usage_daily.cost_nano + excluded.cost_nano,
-    unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests",
+        format!(" ON CONFLICT (day, customer_id) DO UPDATE SET {}", sets.join(", ")),
     )
 });
+
+/// `stored + added` for non-negative BIGINTs, stopping at the largest BIGINT: PostgreSQL
+/// would fail the whole batch on overflow and SQLite would turn the column into a float.
+fn saturating_add(stored: &str, added: &str) -> String {
+    format!("CASE WHEN {stored} > 9223372036854775807 - {added} THEN 9223372036854775807 ELSE {stored} + {added} END")
+}
 
 /// How batches are cut into multi-row statements, largest first; 1,000 rows of 19 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
@@ -185,13 +190,13 @@ fn daily_deltas(records: &[UsageRecord]) -> BTreeMap<(String, Uuid), DailyDelta>
     let mut deltas: BTreeMap<(String, Uuid), DailyDelta> = BTreeMap::new();
     for r in records {
         let d = deltas.entry((day_key(r.at.date_naive()), r.customer_id)).or_default();
-        d.requests += 1;
-        d.errors += i64::from(r.status >= 500);
-        d.byok_requests += i64::from(r.byok);
-        d.prompt_tokens += r.prompt_tokens;
-        d.completion_tokens += r.completion_tokens;
-        d.cost_nano += r.cost_nano.unwrap_or(0);
-        d.unpriced_requests += i64::from(r.cost_nano.is_none());
+        d.requests = d.requests.saturating_add(1);
+        d.errors = d.errors.saturating_add(i64::from(r.status >= 500));
+        d.byok_requests = d.byok_requests.saturating_add(i64::from(r.byok));
+        d.prompt_tokens = d.prompt_tokens.saturating_add(r.prompt_tokens);
+        d.completion_tokens = d.completion_tokens.saturating_add(r.completion_tokens);
+        d.cost_nano = d.cost_nano.saturating_add(r.cost_nano.unwrap_or(0));
+        d.unpriced_requests = d.unpriced_requests.saturating_add(i64::from(r.cost_nano.is_none()));
     }
     deltas
 }
@@ -279,7 +284,8 @@ impl Store {
         Ok(())
     }
 
-    /// Adds to a customer's month-to-date spend atomically; returns the new (cost, tokens).
+    /// Adds to a customer's month-to-date spend atomically (saturating); returns the new
+    /// (cost, tokens).
     pub async fn add_to_month(
         &self,
         customer_id: Uuid,
@@ -287,12 +293,18 @@ impl Store {
         cost_nano: i64,
         tokens: i64,
     ) -> StoreResult<(i64, i64)> {
-        let sql = "INSERT INTO usage_counters (customer_id, month, cost_nano, tokens) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (customer_id, month) DO UPDATE SET cost_nano = usage_counters.cost_nano + excluded.cost_nano,
-                       tokens = usage_counters.tokens + excluded.tokens
-                   RETURNING cost_nano, tokens";
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "INSERT INTO usage_counters (customer_id, month, cost_nano, tokens) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (customer_id, month) DO UPDATE SET cost_nano = {}, tokens = {}
+                 RETURNING cost_nano, tokens",
+                saturating_add("usage_counters.cost_nano", "excluded.cost_nano"),
+                saturating_add("usage_counters.tokens", "excluded.tokens")
+            )
+        });
+        let sql = sqlx::AssertSqlSafe(SQL.as_str());
         Ok(
-            with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(month).bind(cost_nano).bind(tokens).fetch_one(pool).await)?,
+            with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(month).bind(cost_nano.max(0)).bind(tokens.max(0)).fetch_one(pool).await)?,
         )
     }
 
@@ -304,17 +316,28 @@ impl Store {
     }
 
     /// Usage per customer over whole UTC days `[start, end)`, from the daily rollup: a month
-    /// is ~31 rows a customer however many requests it holds.
+    /// is ~31 rows a customer however many requests it holds. Summed here, saturating: SQL's
+    /// SUM fails on overflow (SQLite: "integer overflow"; PostgreSQL: the cast back to BIGINT).
     pub async fn usage_totals(&self, days: Range<NaiveDate>) -> StoreResult<Vec<UsageTotals>> {
-        let sql = "SELECT customer_id, CAST(SUM(requests) AS BIGINT) AS requests,
-                       CAST(SUM(byok_requests) AS BIGINT) AS byok_requests,
-                       CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
-                       CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens,
-                       CAST(SUM(cost_nano) AS BIGINT) AS cost_nano,
-                       CAST(SUM(unpriced_requests) AS BIGINT) AS unpriced_requests
-                   FROM usage_daily WHERE day >= $1 AND day < $2 GROUP BY customer_id";
+        let sql = "SELECT customer_id, requests, byok_requests, prompt_tokens, completion_tokens, cost_nano,
+                       unpriced_requests
+                   FROM usage_daily WHERE day >= $1 AND day < $2";
         let (from, to) = (day_key(days.start), day_key(days.end));
-        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(&from).bind(&to).fetch_all(pool).await)?)
+        let rows: Vec<UsageTotals> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(&from).bind(&to).fetch_all(pool).await)?;
+        let mut totals: BTreeMap<Uuid, UsageTotals> = BTreeMap::new();
+        for row in rows {
+            let total = totals
+                .entry(row.customer_id)
+                .or_insert_with(|| UsageTotals { customer_id: row.customer_id, ..UsageTotals::default() });
+            total.requests = total.requests.saturating_add(row.requests);
+            total.byok_requests = total.byok_requests.saturating_add(row.byok_requests);
+            total.prompt_tokens = total.prompt_tokens.saturating_add(row.prompt_tokens);
+            total.completion_tokens = total.completion_tokens.saturating_add(row.completion_tokens);
+            total.cost_nano = total.cost_nano.saturating_add(row.cost_nano);
+            total.unpriced_requests = total.unpriced_requests.saturating_add(row.unpriced_requests);
+        }
+        Ok(totals.into_values().collect())
     }
 
     pub async fn revenue_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RevenueTotals>> {

@@ -456,6 +456,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 api_key_env: None,
                 models: vec!["gpt-4o-mini".into()],
                 catch_all: true,
+                byok: false,
             },
             omi::config::ProviderConfig {
                 name: "down".into(),
@@ -464,6 +465,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 api_key_env: None,
                 models: vec!["gpt-4o".into()],
                 catch_all: false,
+                byok: true,
             },
         ];
     })

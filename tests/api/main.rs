@@ -9,6 +9,7 @@ mod firewall;
 mod gateway;
 mod hawk;
 mod mailer;
+mod pricing;
 mod revocation;
 mod schema;
 mod sdk;

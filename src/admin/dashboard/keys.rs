@@ -379,7 +379,7 @@ pub async fn customer(
             vec![SeriesData { name: "cost", class: "s2", values: cost }],
         ),
     ];
-    let sum = |f: fn(&crate::store::DailyUsage) -> i64| daily.iter().map(f).sum::<i64>();
+    let sum = |f: fn(&crate::store::DailyUsage) -> i64| daily.iter().map(f).fold(0, i64::saturating_add);
     let month_summary = vec![
         ("Requests", format::count(sum(|u| u.requests))),
         ("Errors (5xx)", format::count(sum(|u| u.errors))),

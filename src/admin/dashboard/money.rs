@@ -6,6 +6,7 @@ use super::charts::{self, BarChart, BarData};
 use super::session::Session;
 use super::{Chrome, Notice, PageError, Pager, Template, format, page_link, paged, query_string, render};
 use crate::agents::accountant::report::{self, Line, MarginReport};
+use crate::config::UnpricedModels;
 use crate::gateway::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
@@ -98,6 +99,12 @@ struct MoneyPage {
     customers: usize,
     losses: usize,
     chart: BarChart,
+    /// Routed models without a price: (model, provider).
+    unpriced_models: Vec<(String, String)>,
+    /// Where unlisted models go (they may be unpriced too).
+    catch_all: Option<String>,
+    /// Capped plans refuse unpriced models (`unpriced_models = "refuse"`).
+    refused_on_capped_plans: bool,
 }
 
 fn sort_lines(lines: &mut [Line], column: &str, descending: bool) {
@@ -232,6 +239,9 @@ pub async fn page(
         losses: report.customers.iter().filter(|l| l.margin_usd < 0.0).count(),
         chart: chart(&report),
         month,
+        unpriced_models: app.providers.unpriced(&app.prices).map(|(m, p)| (m.to_owned(), p.to_owned())).collect(),
+        catch_all: app.providers.catch_all_name().map(str::to_owned),
+        refused_on_capped_plans: app.config.unpriced_models == UnpricedModels::Refuse,
     })
 }
 

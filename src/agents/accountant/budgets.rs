@@ -3,7 +3,7 @@
 //! same total: replicas can overspend a cap only by the requests in flight. Plans without
 //! limits cost no database work at all.
 
-use crate::config::{Config, PlanConfig};
+use crate::config::{Config, PlanConfig, UnpricedModels};
 use crate::events::{Event, EventBus};
 use crate::gateway::error::ApiError;
 use crate::keys::VerifiedKey;
@@ -43,6 +43,25 @@ pub async fn check(config: &Config, store: &Store, key: &VerifiedKey) -> Result<
     Ok(())
 }
 
+/// Refuses a model without a price on a capped plan (unless `unpriced_models = "allow"`):
+/// its cost would be unknown, counted as nothing, and the budget would never stop it. A
+/// customer's own key costs the house nothing, so BYOK requests pass (their tokens still
+/// count against a quota).
+pub fn admit_model(
+    config: &Config,
+    plan: &str,
+    upstream_model: &str,
+    priced: bool,
+    byok: bool,
+) -> Result<(), ApiError> {
+    if priced || byok || config.unpriced_models == UnpricedModels::Allow || limits(config, plan).is_none() {
+        return Ok(());
+    }
+    Err(ApiError::model_not_allowed(format!(
+        "The model `{upstream_model}` has no price on this gateway, so your plan's limits cannot count it; use a priced model."
+    )))
+}
+
 /// Adds each finished request's cost and tokens to its customer's month, for capped plans.
 pub fn spawn_counter(
     events: &EventBus,
@@ -59,7 +78,7 @@ pub fn spawn_counter(
                 continue;
             }
             let Some(record) = super::record_of(request, &prices) else { continue };
-            let tokens = record.prompt_tokens + record.completion_tokens;
+            let tokens = record.prompt_tokens.saturating_add(record.completion_tokens);
             let cost = record.cost_nano.unwrap_or(0);
             if tokens == 0 && cost == 0 {
                 continue;

@@ -6,7 +6,7 @@
 pub mod budgets;
 pub mod report;
 
-use crate::billing::prices::PriceTable;
+use crate::billing::prices::{PriceTable, total_tokens};
 use crate::events::{Event, EventBus, RequestEvent, Subscription};
 use crate::store::{Store, UsageRecord};
 use std::time::Duration;
@@ -39,8 +39,7 @@ impl Default for WriterSettings {
 pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecord> {
     let (key_id, customer_id) = (event.key_id?, event.customer_id?);
     let usage = event.usage.unwrap_or_default();
-    let tokens = usage.prompt_tokens + usage.completion_tokens;
-    let cost_nano = if event.byok || tokens == 0 {
+    let cost_nano = if event.byok || total_tokens(&usage) == 0 {
         Some(0)
     } else {
         event

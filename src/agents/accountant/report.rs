@@ -98,8 +98,10 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
     let revenue = store.revenue_totals(midnight(days.start), midnight(days.end)).await?;
     let usage = store.usage_totals(days).await?;
     let customers = store.customers().await?;
+    // Saturating throughout: absurd totals stay at the extreme, never wrap to a negative.
     let fee = |payments: i64, count: i64| -> i64 {
-        (payments as f64 * config.payment_fee_percent / 100.0).round() as i64 + count * config.payment_fee_fixed_cents
+        ((payments as f64 * config.payment_fee_percent / 100.0).round() as i64)
+            .saturating_add(count.saturating_mul(config.payment_fee_fixed_cents))
     };
     let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
     for u in usage {
@@ -113,7 +115,8 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
     }
     for r in revenue {
         let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (Line::default(), Money::default()));
-        money.revenue_cents = r.payments_cents - r.refunds_cents - fee(r.payments_cents, r.payment_count);
+        money.revenue_cents =
+            r.payments_cents.saturating_sub(r.refunds_cents).saturating_sub(fee(r.payments_cents, r.payment_count));
     }
     let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
     let mut total = (Line::default(), Money::default());
@@ -125,13 +128,14 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
                 line.email = Some(c.email.clone());
                 line.plan = c.plan.clone();
             }
-            total.0.requests += line.requests;
-            total.0.byok_requests += line.byok_requests;
-            total.0.prompt_tokens += line.prompt_tokens;
-            total.0.completion_tokens += line.completion_tokens;
-            total.0.unpriced_requests += line.unpriced_requests;
-            total.1.revenue_cents += money.revenue_cents;
-            total.1.cost_nano += money.cost_nano;
+            let (sum, cash) = &mut total;
+            sum.requests = sum.requests.saturating_add(line.requests);
+            sum.byok_requests = sum.byok_requests.saturating_add(line.byok_requests);
+            sum.prompt_tokens = sum.prompt_tokens.saturating_add(line.prompt_tokens);
+            sum.completion_tokens = sum.completion_tokens.saturating_add(line.completion_tokens);
+            sum.unpriced_requests = sum.unpriced_requests.saturating_add(line.unpriced_requests);
+            cash.revenue_cents = cash.revenue_cents.saturating_add(money.revenue_cents);
+            cash.cost_nano = cash.cost_nano.saturating_add(money.cost_nano);
             finish(line, money)
         })
         .collect();

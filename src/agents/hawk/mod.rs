@@ -11,6 +11,7 @@ pub mod slack;
 
 use super::n8n::N8nEvent;
 use super::{Queue, Webhook};
+use crate::billing::prices::suspicious_usage;
 use crate::events::{Event, FirewallKind, RequestEvent, Severity, Subscription, UPSTREAM_UNREACHABLE};
 use crate::gateway::AppState;
 use crate::store::Store;
@@ -159,6 +160,15 @@ impl Hawk {
     }
 
     fn on_request(&mut self, request: &RequestEvent) {
+        if let Some(usage) = request.usage.filter(suspicious_usage) {
+            let provider = request.provider.as_deref().unwrap_or("no provider");
+            let detail = format!(
+                "{} prompt + {} completion tokens in one request: more than any model's context",
+                usage.prompt_tokens, usage.completion_tokens
+            );
+            let trigger = Trigger::new(Rule::SuspiciousUsage, provider, request.at).request(request.request_id.clone());
+            self.observe(trigger.detail(detail));
+        }
         let unreachable = request.error_code == Some(UPSTREAM_UNREACHABLE) || request.status == 504;
         let failed = request.status >= 500 && !unreachable;
         // A stream's total time is its whole answer, long by nature: a stream is slow when

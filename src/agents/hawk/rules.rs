@@ -39,10 +39,12 @@ pub enum Rule {
     Finding,
     /// Slack or n8n refusing or not taking our deliveries, per channel.
     DeliveryFailing,
+    /// An upstream reported more tokens than any model's context holds, per provider.
+    SuspiciousUsage,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::ServerErrors,
         Rule::Latency,
         Rule::UpstreamUnreachable,
@@ -53,6 +55,7 @@ impl Rule {
         Rule::RedisUnreachable,
         Rule::Finding,
         Rule::DeliveryFailing,
+        Rule::SuspiciousUsage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Rule {
             Rule::RedisUnreachable => "redis_unreachable",
             Rule::Finding => "finding",
             Rule::DeliveryFailing => "delivery_failing",
+            Rule::SuspiciousUsage => "suspicious_usage",
         }
     }
 
@@ -83,6 +87,7 @@ impl Rule {
             Rule::RedisUnreachable => "Redis unreachable",
             Rule::Finding => "High-severity finding",
             Rule::DeliveryFailing => "Notifications not delivered",
+            Rule::SuspiciousUsage => "Impossible token usage reported",
         }
     }
 }
@@ -160,9 +165,12 @@ impl Policy {
             Rule::DatabaseUnreachable | Rule::RedisUnreachable => self.probe_failures,
             // Every dropped record is lost money: the first one is critical.
             Rule::UsageDropped => Threshold::always_critical(1),
-            Rule::Latency | Rule::WebhookRejected | Rule::EmailFailing | Rule::Finding | Rule::DeliveryFailing => {
-                Threshold::ONCE
-            }
+            Rule::Latency
+            | Rule::WebhookRejected
+            | Rule::EmailFailing
+            | Rule::Finding
+            | Rule::DeliveryFailing
+            | Rule::SuspiciousUsage => Threshold::ONCE,
         }
     }
 

@@ -8,6 +8,7 @@
 //! house's and is returned with the verdict.
 
 use crate::billing::prices::{NanoPrice, PriceTable};
+use crate::config::JudgeByok;
 use crate::gateway::stream::usage_of_body;
 use reqwest::header;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,6 +70,8 @@ pub struct Judge {
     model: String,
     timeout: Duration,
     price: Option<NanoPrice>,
+    /// Whether the house pays to judge a request that brought its own upstream key.
+    byok: JudgeByok,
 }
 
 /// The only shape accepted from the model.
@@ -97,7 +100,20 @@ impl Judge {
             model: model.to_owned(),
             timeout,
             price: prices.get(model),
+            byok: JudgeByok::Skip,
         }
+    }
+
+    /// Who pays for judging BYOK requests (`sentinel_judge_byok`; default: nobody, skipped).
+    pub fn with_byok(self, byok: JudgeByok) -> Judge {
+        Judge { byok, ..self }
+    }
+
+    /// Whether this request is worth a call billed to the house. A BYOK customer pays their
+    /// own upstream and nothing to the house, so by default the rules alone screen them: their
+    /// key cannot pay for the judge either, since it belongs to their provider, not the judge's.
+    pub fn takes(&self, byok: bool) -> bool {
+        !byok || self.byok == JudgeByok::House
     }
 
     pub async fn judge(&self, text: &str) -> Judged {

@@ -44,6 +44,8 @@ pub struct Prompt {
     pub customer_id: Uuid,
     pub key_id: Uuid,
     pub text: String,
+    /// The request brought its own upstream key (the judge may skip it: `Judge::takes`).
+    pub byok: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,6 +115,7 @@ impl Sentinel {
             )),
             _ => None,
         };
+        let judge = judge.map(|judge| judge.with_byok(config.sentinel_judge_byok));
         let judging = JudgePolicy {
             configured: judge.is_some(),
             band: (config.sentinel_judge_min, config.sentinel_judge_max),
@@ -296,7 +299,7 @@ impl Worker {
         };
         self.scans.increment(1);
         match &self.judge {
-            Some(judge) if self.judging.asks(&verdict, job.blocked) => {
+            Some(judge) if judge.takes(job.prompt.byok) && self.judging.asks(&verdict, job.blocked) => {
                 let Ok(slot) = self.judge_slots.clone().acquire_owned().await else {
                     return;
                 };
