@@ -37,6 +37,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A test-mode delivery is recorded and acknowledged but changes nothing, unless the
+    /// operator accepts test mode (`LEMONSQUEEZY_TEST_MODE=accept`, while setting up a store).
+    pub fn under_test_mode_policy(mut self, accept_test_mode: bool) -> Delivery {
+        if self.test_mode && !accept_test_mode {
+            self.change = Change::Ignored(Ignored::TestMode);
+        }
+        self
+    }
+
     /// Same event about the same resource version = same delivery (retries and resends).
     pub fn dedupe_key(&self) -> String {
         format!(
@@ -118,7 +127,31 @@ pub enum Change {
     /// `order_refunded`: revoke the purchase's key and book the refund.
     Refund { order_id: i64, ledger: LedgerEntry, full: bool },
     /// Acknowledged and recorded; nothing to do.
-    Ignored(&'static str),
+    Ignored(Ignored),
+}
+
+/// The recorded outcome of a refund or invoice whose purchase is not known yet: it waits,
+/// and is applied when the purchase arrives (Lemon Squeezy does not promise delivery order).
+pub const WAITING_FOR_PURCHASE: &str = "waiting_for_purchase";
+
+/// Why a delivery changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// An event name omi does not act on (Lemon Squeezy adds events over time).
+    UnknownEvent,
+    /// A test-mode event while the operator does not accept test mode: a test checkout must
+    /// never vend a working key, nor suspend or revoke one.
+    TestMode,
+}
+
+impl Ignored {
+    /// The outcome recorded in `webhook_events` (and shown on the dashboard).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Ignored::UnknownEvent => "ignored",
+            Ignored::TestMode => "test_mode_ignored",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -300,7 +333,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
                 },
             }
         }
-        _ => Change::Ignored("unknown event"),
+        _ => Change::Ignored(Ignored::UnknownEvent),
     };
     Ok(Delivery {
         event_name: meta.event_name,
@@ -312,17 +345,18 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     })
 }
 
-/// Whether a subscription's key may be used now, from everything known about it.
+/// Whether a subscription's key may be used now, from everything known about it. `over` is
+/// a purchase refunded or ended for good by any fact received, whatever its age.
 /// Revocation is final in the store, so `Revoked` here is never undone.
 pub fn key_status_for(
     status: Option<&str>,
     ends_at: Option<DateTime<Utc>>,
     grace_until: Option<DateTime<Utc>>,
-    refunded: bool,
+    over: bool,
     now: DateTime<Utc>,
 ) -> crate::keys::KeyStatus {
     use crate::keys::KeyStatus::{Active, Revoked, Suspended};
-    if refunded || status == Some("expired") {
+    if over || status == Some("expired") {
         return Revoked;
     }
     if status == Some("cancelled") && ends_at.is_some_and(|end| end <= now) {

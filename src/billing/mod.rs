@@ -6,6 +6,7 @@ pub mod mailer;
 pub mod outbox;
 pub mod prices;
 
+use crate::config::TestModePolicy;
 use crate::events::Event;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
@@ -52,8 +53,9 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         return refuse(&app, StatusCode::UNAUTHORIZED, "bad_signature");
     }
     let raw = String::from_utf8_lossy(&body);
+    let accept_test_mode = app.config.lemonsqueezy_test_mode == TestModePolicy::Accept;
     let delivery = match lemonsqueezy::parse(&body) {
-        Ok(d) => d,
+        Ok(d) => d.under_test_mode_policy(accept_test_mode),
         Err(e) => {
             let name = headers.get("x-event-name").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
             if let Err(store_error) = app.store.record_malformed_webhook(name, &raw, &e.to_string()).await {
