@@ -4,7 +4,6 @@
 use crate::customers::EmailAddress;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -154,28 +153,52 @@ impl Ignored {
     }
 }
 
-#[derive(Deserialize)]
+/// A delivery's envelope, read by hand from the JSON tree: serde's derive would also take a
+/// JSON array for an object, and null is "absent" for every optional field.
 struct Envelope {
-    meta: Meta,
-    data: Option<Resource>,
-}
-
-#[derive(Deserialize)]
-struct Meta {
     event_name: String,
-    #[serde(default)]
     test_mode: bool,
-    #[serde(default)]
     custom_data: Option<Map<String, Value>>,
+    resource: Option<Resource>,
 }
 
-#[derive(Deserialize)]
 struct Resource {
-    #[serde(rename = "type")]
     kind: String,
     id: String,
-    #[serde(default)]
     attributes: Map<String, Value>,
+}
+
+fn envelope(json: Value) -> Result<Envelope, ParseError> {
+    let Value::Object(mut top) = json else { return Err(ParseError::Field("meta")) };
+    let Some(Value::Object(mut meta)) = top.remove("meta") else { return Err(ParseError::Field("meta")) };
+    let Some(Value::String(event_name)) = meta.remove("event_name") else {
+        return Err(ParseError::Field("meta.event_name"));
+    };
+    let test_mode = match meta.remove("test_mode") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(on)) => on,
+        Some(_) => return Err(ParseError::Field("meta.test_mode")),
+    };
+    let custom_data = match meta.remove("custom_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(data)) => Some(data),
+        Some(_) => return Err(ParseError::Field("meta.custom_data")),
+    };
+    let resource = match top.remove("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut data)) => {
+            let Some(Value::String(kind)) = data.remove("type") else { return Err(ParseError::Field("data.type")) };
+            let Some(Value::String(id)) = data.remove("id") else { return Err(ParseError::Field("data.id")) };
+            let attributes = match data.remove("attributes") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(attributes)) => attributes,
+                Some(_) => return Err(ParseError::Field("data.attributes")),
+            };
+            Some(Resource { kind, id, attributes })
+        }
+        Some(_) => return Err(ParseError::Field("data")),
+    };
+    Ok(Envelope { event_name, test_mode, custom_data, resource })
 }
 
 fn int(attrs: &Map<String, Value>, field: &'static str) -> Result<i64, ParseError> {
@@ -224,9 +247,11 @@ fn usd_cents(attrs: &Map<String, Value>, field: &'static str) -> Result<i64, Par
 
 /// Parses a signed body. Unknown event names parse to `Change::Ignored` (acknowledged, kept).
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let meta = envelope.meta;
-    let resource = envelope.data;
+    // The whole body must be JSON, not only the parts read here: a typed parse skips the rest
+    // unchecked, so invalid UTF-8 there would pass, and be altered when the body is stored.
+    let json: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let meta = envelope(json)?;
+    let resource = meta.resource;
     let attrs = resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
     let resource_id = resource.as_ref().map(|r| r.id.clone());
     let numeric_id = || -> Result<i64, ParseError> {
@@ -369,6 +394,9 @@ pub fn key_status_for(
 }
 
 #[cfg(test)]
+mod parser_fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::KeyStatus;
@@ -409,6 +437,22 @@ mod tests {
                 "{status:?} {ends_at:?} {grace:?}"
             );
         }
+    }
+
+    /// Found by `parser_fuzz`: serde's derive took a JSON array for the envelope's objects, and
+    /// skipped invalid UTF-8 in fields it does not read.
+    #[test]
+    fn only_json_objects_of_valid_utf8_are_deliveries() {
+        let array_meta = br#"{"meta":["order_created"],"data":{"type":"orders","id":"1","attributes":{}}}"#;
+        assert_eq!(parse(array_meta).unwrap_err(), ParseError::Field("meta"));
+        let array_data = br#"{"meta":{"event_name":"order_created"},"data":["orders","1",{}]}"#;
+        assert_eq!(parse(array_data).unwrap_err(), ParseError::Field("data"));
+        let mut bad_utf8 = br#"{"meta":{"event_name":"x","webhook_id":"AB"}}"#.to_vec();
+        let at = bad_utf8.iter().position(|&b| b == b'A').expect("marker");
+        bad_utf8[at] = 0xC1;
+        assert!(matches!(parse(&bad_utf8), Err(ParseError::NotJson(_))));
+        let null_optional = br#"{"meta":{"event_name":"x","test_mode":null,"custom_data":null},"data":null}"#;
+        assert!(!parse(null_optional).expect("null is absent").test_mode);
     }
 
     #[test]

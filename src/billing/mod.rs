@@ -76,7 +76,11 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             return ApiError::unavailable("Try again shortly.").into_response();
         }
     };
-    let grace = chrono::Duration::hours(i64::try_from(app.config.payment_grace_hours).unwrap_or(72));
+    // Any configured grace, however long, is a valid duration (beyond chrono's range: forever).
+    let grace = i64::try_from(app.config.payment_grace_hours)
+        .ok()
+        .and_then(chrono::Duration::try_hours)
+        .unwrap_or(chrono::Duration::MAX);
     match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key).await {
         Ok(Applied::Duplicate) => {
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);

@@ -196,7 +196,8 @@ macro_rules! apply_invoice {
             Some((order_id, customer_id)) => {
                 if let Some(signal) = $signal {
                     let grace_until = match signal {
-                        PaymentSignal::Failed => Some($received_at + $grace),
+                        // A grace too long to add up has no end.
+                        PaymentSignal::Failed => $received_at.checked_add_signed($grace),
                         PaymentSignal::Succeeded => None,
                     };
                     sqlx::query(

@@ -738,3 +738,20 @@ async fn early_lifecycle_events_survive_a_restart_and_replays() {
         "paid and refunded"
     );
 }
+
+/// `OMI_PAYMENT_GRACE_HOURS` of any size is a grace, not a panic in the webhook.
+#[tokio::test]
+async fn an_enormous_payment_grace_never_ends() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.payment_grace_hours = u64::MAX >> 1; // i64::MAX hours: more than chrono can hold
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(outcome(&app, &order_created(ORDER, 1115451)).await, "vended");
+    assert_eq!(outcome(&app, &subscription("subscription_created", ORDER, "active", 1, None)).await, "already_vended");
+    assert_eq!(outcome(&app, &invoice("subscription_payment_failed", ORDER, 6, "renewal")).await, "updated");
+    assert_eq!(purchase_result(&app, ORDER).await.0, "active");
+}
