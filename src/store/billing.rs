@@ -4,7 +4,9 @@
 //! `subscription_created` of one purchase meet on the same row in either order), the key
 //! vended only by the update that claims `purchases.key_id` while it is NULL, and the key
 //! email queued in `email_outbox` with it. Constraints, not memory, make it exactly-once
-//! across any number of instances.
+//! across any number of instances. A refund or invoice whose purchase is not known yet waits
+//! in `waiting_webhook_events` and is applied in the transaction that records the purchase, so
+//! the outcome does not depend on the order deliveries arrive in.
 
 use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use crate::billing::lemonsqueezy::{
@@ -399,12 +401,12 @@ impl Store {
                         book_ledger!(tx, entry, customer_id, delivery.test_mode);
                     }
                     affected_order = Some(*order_id);
-                    let unvended_and_over =
-                        matches!(desired_key_status!(tx, order_id, now), Some((None, KeyStatus::Revoked)));
-                    if *vend && unvended_and_over {
+                    if !*vend {
+                        "updated"
+                    } else if matches!(desired_key_status!(tx, order_id, now), Some((None, KeyStatus::Revoked))) {
                         // Refunded or ended before its key was made: none is made, none emailed.
                         "purchase_over"
-                    } else if *vend {
+                    } else {
                         let key_id = Uuid::now_v7();
                         let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
                         insert_key_row!(tx, key_id, customer_id, hash, &prefix, None::<&str>, plan, "active", now);
@@ -431,8 +433,6 @@ impl Store {
                             sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
                             "already_vended"
                         }
-                    } else {
-                        "updated"
                     }
                 }
                 Change::Invoice { subscription_id, signal, updated_at, ledger } => {

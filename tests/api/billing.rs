@@ -184,7 +184,8 @@ on_both_backends!(
     racing_duplicate_deliveries_vend_exactly_once,
     the_subscription_lifecycle_moves_the_key,
     test_mode_events_are_recorded_and_change_nothing,
-    every_pair_of_lifecycle_events_ends_the_same_in_either_order
+    every_pair_of_lifecycle_events_ends_the_same_in_either_order,
+    a_refund_racing_its_order_is_never_lost
 );
 
 async fn a_purchase_becomes_one_working_key_in_the_inbox(backend: Backend) {
@@ -754,4 +755,41 @@ async fn an_enormous_payment_grace_never_ends() {
     assert_eq!(outcome(&app, &subscription("subscription_created", ORDER, "active", 1, None)).await, "already_vended");
     assert_eq!(outcome(&app, &invoice("subscription_payment_failed", ORDER, 6, "renewal")).await, "updated");
     assert_eq!(purchase_result(&app, ORDER).await.0, "active");
+}
+
+/// A refund and its order delivered at the same moment, for many orders: whichever commits
+/// first, the refund is applied (PostgreSQL's per-order lock; SQLite serializes writers).
+async fn a_refund_racing_its_order_is_never_lost(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.rate_limit_per_minute = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let orders: Vec<i64> = (0..100).map(|n| 8_000_000 + n).collect();
+    let mut tasks = Vec::new();
+    for &order_id in &orders {
+        for body in [refund(order_id, 20), order_created(order_id, 1115451)] {
+            let (http, base, text) = (app.http.clone(), app.base.clone(), body.to_string());
+            tasks.push(tokio::spawn(async move {
+                http.post(format!("{base}/webhooks/lemonsqueezy"))
+                    .header("x-signature", sign(&text))
+                    .body(text)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }));
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join").expect("send"), 200);
+    }
+    for order_id in orders {
+        let (access, ledger) = purchase_result(&app, order_id).await;
+        assert_eq!(access, "none", "order {order_id}: refunded, so no working key");
+        assert_eq!(ledger, ["payment of the order: 2900", "refund of the order: 2900"], "order {order_id}");
+    }
+    assert_eq!(count(&app, "waiting_webhook_events").await, 0);
 }
