@@ -250,8 +250,8 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     // The whole body must be JSON, not only the parts read here: a typed parse skips the rest
     // unchecked, so invalid UTF-8 there would pass, and be altered when the body is stored.
     let json: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let meta = envelope(json)?;
-    let resource = meta.resource;
+    let envelope = envelope(json)?;
+    let resource = envelope.resource;
     let attrs = resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
     let resource_id = resource.as_ref().map(|r| r.id.clone());
     let numeric_id = || -> Result<i64, ParseError> {
@@ -264,7 +264,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         }
     };
 
-    let change = match meta.event_name.as_str() {
+    let change = match envelope.event_name.as_str() {
         "order_created" => {
             expect_type("orders")?;
             let order_id = numeric_id()?;
@@ -275,7 +275,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
             Change::Purchase {
                 order_id,
                 variant_id,
-                buyer: buyer(&attrs, meta.custom_data.clone())?,
+                buyer: buyer(&attrs, envelope.custom_data.clone())?,
                 subscription: None,
                 payment: paid
                     .then(|| -> Result<LedgerEntry, ParseError> {
@@ -304,7 +304,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
             Change::Purchase {
                 order_id: int(&attrs, "order_id")?,
                 variant_id: opt_int(&attrs, "variant_id"),
-                buyer: buyer(&attrs, meta.custom_data.clone())?,
+                buyer: buyer(&attrs, envelope.custom_data.clone())?,
                 subscription: Some(subscription_state(numeric_id()?, &attrs)?),
                 payment: None,
                 paid: true,
@@ -361,11 +361,11 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         _ => Change::Ignored(Ignored::UnknownEvent),
     };
     Ok(Delivery {
-        event_name: meta.event_name,
+        event_name: envelope.event_name,
         resource_type: resource.as_ref().map(|r| r.kind.clone()),
         resource_id,
         resource_updated_at: attrs.get("updated_at").and_then(Value::as_str).map(str::to_owned),
-        test_mode: meta.test_mode,
+        test_mode: envelope.test_mode,
         change,
     })
 }
