@@ -336,4 +336,26 @@ ALTER TABLE api_keys ADD COLUMN held_since TIMESTAMPTZ;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (8, 'sentinel hold', TRUE, '\x69b91f22d6640cbeb02f919abeee925db21fcd592db2b75203c725052a1d66177604f1adf0b8e58e4fa3b32aa9620051', 0);
 
+-- migration 0009 billing order independent
+-- Lemon Squeezy does not promise delivery order, so every lifecycle fact must count whenever
+-- it arrives. `ended`: a subscription event said the term is over (expired, or cancelled past
+-- its end); like `refunded` it is final, whatever the age of the event that said it.
+ALTER TABLE purchases ADD COLUMN ended BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- Deliveries that arrived before the purchase they belong to (a refund before its order, an
+-- invoice before its subscription): applied, and deleted, in the transaction that makes the
+-- purchase (or links the subscription) appear.
+CREATE TABLE waiting_webhook_events (
+    event_id         UUID PRIMARY KEY REFERENCES webhook_events(id),
+    order_id         BIGINT,
+    subscription_id  BIGINT,
+    CHECK ((order_id IS NULL) <> (subscription_id IS NULL))
+);
+CREATE INDEX waiting_webhook_events_order_idx ON waiting_webhook_events (order_id);
+CREATE INDEX waiting_webhook_events_subscription_idx ON waiting_webhook_events (subscription_id);
+
+ALTER TABLE waiting_webhook_events ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (9, 'billing order independent', TRUE, '\x15404009be0194f8bdda46b76636495876e9a4fb233a71bade9d4dcf92429f275aca9ed0646ac46cfbcecbb4fff65703', 0);
+
 COMMIT;

@@ -45,6 +45,7 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
     ("OMI_LOG_FORMAT", "log_format"),
     ("LEMONSQUEEZY_SIGNING_SECRET", "lemonsqueezy_signing_secret"),
+    ("LEMONSQUEEZY_TEST_MODE", "lemonsqueezy_test_mode"),
     ("POSTMARK_SERVER_TOKEN", "postmark_server_token"),
     ("POSTMARK_API_URL", "postmark_api_url"),
     ("SMTP_URL", "smtp_url"),
@@ -105,6 +106,8 @@ pub struct Config {
     /// Lemon Squeezy webhook signing secret; the webhook refuses every call without it.
     #[serde(deserialize_with = "verifying_secret")]
     pub lemonsqueezy_signing_secret: Option<SecretString>,
+    /// What a test-mode Lemon Squeezy event does: `ignore` (recorded, changes nothing) or `accept`.
+    pub lemonsqueezy_test_mode: TestModePolicy,
     pub postmark_server_token: Option<SecretString>,
     pub postmark_api_url: Option<String>,
     /// `smtps://user:pass@host:465`, `smtp://user:pass@host:587` (STARTTLS), or `smtp://host:25?tls=none`.
@@ -290,6 +293,17 @@ pub enum JudgeByok {
     House,
 }
 
+/// `LEMONSQUEEZY_TEST_MODE`: test checkouts must not vend working keys on a live gateway.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TestModePolicy {
+    /// Test-mode events are recorded and acknowledged, and vend, suspend or revoke nothing.
+    #[default]
+    Ignore,
+    /// Test-mode events act like live ones (while setting up a store).
+    Accept,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct PlanConfig {
     pub name: String,
@@ -359,6 +373,7 @@ impl Default for Config {
             passthrough_service_tier: false,
             passthrough_store: false,
             lemonsqueezy_signing_secret: None,
+            lemonsqueezy_test_mode: TestModePolicy::Ignore,
             postmark_server_token: None,
             postmark_api_url: None,
             smtp_url: None,
@@ -821,6 +836,16 @@ mod tests {
         let allowing = from_env(&[("OMI_ALLOWED_COUNTRIES", "DE")]).expect("config");
         assert!(!allowing.country_policy().expect("policy").allows(Country::from_code("RU")));
         assert_eq!(Config::default().rate_limit_per_minute, 100);
+    }
+
+    #[test]
+    fn lemonsqueezy_test_mode_is_ignored_unless_accepted() {
+        let mode = |value: &str| from_env(&[("LEMONSQUEEZY_TEST_MODE", value)]).map(|c| c.lemonsqueezy_test_mode);
+        assert_eq!(Config::default().lemonsqueezy_test_mode, TestModePolicy::Ignore);
+        assert_eq!(mode("accept").expect("config"), TestModePolicy::Accept);
+        assert_eq!(mode("").expect("config"), TestModePolicy::Ignore, "empty is unset");
+        let err = mode("yes").expect_err("not a policy");
+        assert!(err.to_string().contains("LEMONSQUEEZY_TEST_MODE"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use crate::customers::EmailAddress;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -37,6 +36,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A test-mode delivery is recorded and acknowledged but changes nothing, unless the
+    /// operator accepts test mode (`LEMONSQUEEZY_TEST_MODE=accept`, while setting up a store).
+    pub fn under_test_mode_policy(mut self, accept_test_mode: bool) -> Delivery {
+        if self.test_mode && !accept_test_mode {
+            self.change = Change::Ignored(Ignored::TestMode);
+        }
+        self
+    }
+
     /// Same event about the same resource version = same delivery (retries and resends).
     pub fn dedupe_key(&self) -> String {
         format!(
@@ -118,31 +126,79 @@ pub enum Change {
     /// `order_refunded`: revoke the purchase's key and book the refund.
     Refund { order_id: i64, ledger: LedgerEntry, full: bool },
     /// Acknowledged and recorded; nothing to do.
-    Ignored(&'static str),
+    Ignored(Ignored),
 }
 
-#[derive(Deserialize)]
+/// The recorded outcome of a refund or invoice whose purchase is not known yet: it waits,
+/// and is applied when the purchase arrives (Lemon Squeezy does not promise delivery order).
+pub const WAITING_FOR_PURCHASE: &str = "waiting_for_purchase";
+
+/// Why a delivery changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// An event name omi does not act on (Lemon Squeezy adds events over time).
+    UnknownEvent,
+    /// A test-mode event while the operator does not accept test mode: a test checkout must
+    /// never vend a working key, nor suspend or revoke one.
+    TestMode,
+}
+
+impl Ignored {
+    /// The outcome recorded in `webhook_events` (and shown on the dashboard).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Ignored::UnknownEvent => "ignored",
+            Ignored::TestMode => "test_mode_ignored",
+        }
+    }
+}
+
+/// A delivery's envelope, read by hand from the JSON tree: serde's derive would also take a
+/// JSON array for an object, and null is "absent" for every optional field.
 struct Envelope {
-    meta: Meta,
-    data: Option<Resource>,
-}
-
-#[derive(Deserialize)]
-struct Meta {
     event_name: String,
-    #[serde(default)]
     test_mode: bool,
-    #[serde(default)]
     custom_data: Option<Map<String, Value>>,
+    resource: Option<Resource>,
 }
 
-#[derive(Deserialize)]
 struct Resource {
-    #[serde(rename = "type")]
     kind: String,
     id: String,
-    #[serde(default)]
     attributes: Map<String, Value>,
+}
+
+fn envelope(json: Value) -> Result<Envelope, ParseError> {
+    let Value::Object(mut top) = json else { return Err(ParseError::Field("meta")) };
+    let Some(Value::Object(mut meta)) = top.remove("meta") else { return Err(ParseError::Field("meta")) };
+    let Some(Value::String(event_name)) = meta.remove("event_name") else {
+        return Err(ParseError::Field("meta.event_name"));
+    };
+    let test_mode = match meta.remove("test_mode") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(on)) => on,
+        Some(_) => return Err(ParseError::Field("meta.test_mode")),
+    };
+    let custom_data = match meta.remove("custom_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(data)) => Some(data),
+        Some(_) => return Err(ParseError::Field("meta.custom_data")),
+    };
+    let resource = match top.remove("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut data)) => {
+            let Some(Value::String(kind)) = data.remove("type") else { return Err(ParseError::Field("data.type")) };
+            let Some(Value::String(id)) = data.remove("id") else { return Err(ParseError::Field("data.id")) };
+            let attributes = match data.remove("attributes") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(attributes)) => attributes,
+                Some(_) => return Err(ParseError::Field("data.attributes")),
+            };
+            Some(Resource { kind, id, attributes })
+        }
+        Some(_) => return Err(ParseError::Field("data")),
+    };
+    Ok(Envelope { event_name, test_mode, custom_data, resource })
 }
 
 fn int(attrs: &Map<String, Value>, field: &'static str) -> Result<i64, ParseError> {
@@ -191,9 +247,11 @@ fn usd_cents(attrs: &Map<String, Value>, field: &'static str) -> Result<i64, Par
 
 /// Parses a signed body. Unknown event names parse to `Change::Ignored` (acknowledged, kept).
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let meta = envelope.meta;
-    let resource = envelope.data;
+    // The whole body must be JSON, not only the parts read here: a typed parse skips the rest
+    // unchecked, so invalid UTF-8 there would pass, and be altered when the body is stored.
+    let json: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let envelope = envelope(json)?;
+    let resource = envelope.resource;
     let attrs = resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
     let resource_id = resource.as_ref().map(|r| r.id.clone());
     let numeric_id = || -> Result<i64, ParseError> {
@@ -206,7 +264,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         }
     };
 
-    let change = match meta.event_name.as_str() {
+    let change = match envelope.event_name.as_str() {
         "order_created" => {
             expect_type("orders")?;
             let order_id = numeric_id()?;
@@ -217,7 +275,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
             Change::Purchase {
                 order_id,
                 variant_id,
-                buyer: buyer(&attrs, meta.custom_data.clone())?,
+                buyer: buyer(&attrs, envelope.custom_data.clone())?,
                 subscription: None,
                 payment: paid
                     .then(|| -> Result<LedgerEntry, ParseError> {
@@ -246,7 +304,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
             Change::Purchase {
                 order_id: int(&attrs, "order_id")?,
                 variant_id: opt_int(&attrs, "variant_id"),
-                buyer: buyer(&attrs, meta.custom_data.clone())?,
+                buyer: buyer(&attrs, envelope.custom_data.clone())?,
                 subscription: Some(subscription_state(numeric_id()?, &attrs)?),
                 payment: None,
                 paid: true,
@@ -300,29 +358,30 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
                 },
             }
         }
-        _ => Change::Ignored("unknown event"),
+        _ => Change::Ignored(Ignored::UnknownEvent),
     };
     Ok(Delivery {
-        event_name: meta.event_name,
+        event_name: envelope.event_name,
         resource_type: resource.as_ref().map(|r| r.kind.clone()),
         resource_id,
         resource_updated_at: attrs.get("updated_at").and_then(Value::as_str).map(str::to_owned),
-        test_mode: meta.test_mode,
+        test_mode: envelope.test_mode,
         change,
     })
 }
 
-/// Whether a subscription's key may be used now, from everything known about it.
+/// Whether a subscription's key may be used now, from everything known about it. `over` is
+/// a purchase refunded or ended for good by any fact received, whatever its age.
 /// Revocation is final in the store, so `Revoked` here is never undone.
 pub fn key_status_for(
     status: Option<&str>,
     ends_at: Option<DateTime<Utc>>,
     grace_until: Option<DateTime<Utc>>,
-    refunded: bool,
+    over: bool,
     now: DateTime<Utc>,
 ) -> crate::keys::KeyStatus {
     use crate::keys::KeyStatus::{Active, Revoked, Suspended};
-    if refunded || status == Some("expired") {
+    if over || status == Some("expired") {
         return Revoked;
     }
     if status == Some("cancelled") && ends_at.is_some_and(|end| end <= now) {
@@ -333,6 +392,9 @@ pub fn key_status_for(
     }
     Active
 }
+
+#[cfg(test)]
+mod parser_fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -375,6 +437,22 @@ mod tests {
                 "{status:?} {ends_at:?} {grace:?}"
             );
         }
+    }
+
+    /// Found by `parser_fuzz`: serde's derive took a JSON array for the envelope's objects, and
+    /// skipped invalid UTF-8 in fields it does not read.
+    #[test]
+    fn only_json_objects_of_valid_utf8_are_deliveries() {
+        let array_meta = br#"{"meta":["order_created"],"data":{"type":"orders","id":"1","attributes":{}}}"#;
+        assert_eq!(parse(array_meta).unwrap_err(), ParseError::Field("meta"));
+        let array_data = br#"{"meta":{"event_name":"order_created"},"data":["orders","1",{}]}"#;
+        assert_eq!(parse(array_data).unwrap_err(), ParseError::Field("data"));
+        let mut bad_utf8 = br#"{"meta":{"event_name":"x","webhook_id":"AB"}}"#.to_vec();
+        let at = bad_utf8.iter().position(|&b| b == b'A').expect("marker");
+        bad_utf8[at] = 0xC1;
+        assert!(matches!(parse(&bad_utf8), Err(ParseError::NotJson(_))));
+        let null_optional = br#"{"meta":{"event_name":"x","test_mode":null,"custom_data":null},"data":null}"#;
+        assert!(!parse(null_optional).expect("null is absent").test_mode);
     }
 
     #[test]

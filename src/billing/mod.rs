@@ -6,6 +6,7 @@ pub mod mailer;
 pub mod outbox;
 pub mod prices;
 
+use crate::config::TestModePolicy;
 use crate::events::Event;
 use crate::gateway::AppState;
 use crate::gateway::error::ApiError;
@@ -52,8 +53,9 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         return refuse(&app, StatusCode::UNAUTHORIZED, "bad_signature");
     }
     let raw = String::from_utf8_lossy(&body);
+    let accept_test_mode = app.config.lemonsqueezy_test_mode == TestModePolicy::Accept;
     let delivery = match lemonsqueezy::parse(&body) {
-        Ok(d) => d,
+        Ok(d) => d.under_test_mode_policy(accept_test_mode),
         Err(e) => {
             let name = headers.get("x-event-name").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
             if let Err(store_error) = app.store.record_malformed_webhook(name, &raw, &e.to_string()).await {
@@ -74,7 +76,11 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             return ApiError::unavailable("Try again shortly.").into_response();
         }
     };
-    let grace = chrono::Duration::hours(i64::try_from(app.config.payment_grace_hours).unwrap_or(72));
+    // Any configured grace, however long, is a valid duration (beyond chrono's range: forever).
+    let grace = i64::try_from(app.config.payment_grace_hours)
+        .ok()
+        .and_then(chrono::Duration::try_hours)
+        .unwrap_or(chrono::Duration::MAX);
     match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key).await {
         Ok(Applied::Duplicate) => {
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);

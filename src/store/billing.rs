@@ -4,11 +4,13 @@
 //! `subscription_created` of one purchase meet on the same row in either order), the key
 //! vended only by the update that claims `purchases.key_id` while it is NULL, and the key
 //! email queued in `email_outbox` with it. Constraints, not memory, make it exactly-once
-//! across any number of instances.
+//! across any number of instances. A refund or invoice whose purchase is not known yet waits
+//! in `waiting_webhook_events` and is applied in the transaction that records the purchase, so
+//! the outcome does not depend on the order deliveries arrive in.
 
 use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use crate::billing::lemonsqueezy::{
-    Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, key_status_for,
+    self, Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, WAITING_FOR_PURCHASE, key_status_for,
 };
 use crate::keys::{ApiKey, KeyHash, KeyStatus};
 use chrono::{DateTime, Utc};
@@ -112,22 +114,32 @@ struct PurchaseState {
     ends_at: Option<DateTime<Utc>>,
     grace_until: Option<DateTime<Utc>>,
     refunded: bool,
+    ended: bool,
+}
+
+/// The status everything known about the purchase gives its key now, with the key if one
+/// was vended; `None` when there is no such purchase.
+macro_rules! desired_key_status {
+    ($tx:expr, $order_id:expr, $now:expr) => {{
+        let state: Option<PurchaseState> = sqlx::query_as(
+            "SELECT key_id, subscription_status, ends_at, grace_until, refunded, ended FROM purchases WHERE order_id = $1",
+        )
+        .bind($order_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        state.map(|s| {
+            let status = key_status_for(s.subscription_status.as_deref(), s.ends_at, s.grace_until, s.refunded || s.ended, $now);
+            (s.key_id, status)
+        })
+    }};
 }
 
 /// Brings the purchase's key to the status its subscription implies (revocation is final, and
 /// a key the Sentinel holds is not reactivated). Evaluates to whether the key changed.
 macro_rules! sync_key_status {
     ($tx:expr, $order_id:expr, $now:expr) => {{
-        let state: Option<PurchaseState> = sqlx::query_as(
-            "SELECT key_id, subscription_status, ends_at, grace_until, refunded FROM purchases WHERE order_id = $1",
-        )
-        .bind($order_id)
-        .fetch_optional(&mut *$tx)
-        .await?;
         let mut changed = false;
-        if let Some(PurchaseState { key_id: Some(key_id), subscription_status, ends_at, grace_until, refunded }) = state
-        {
-            let desired = key_status_for(subscription_status.as_deref(), ends_at, grace_until, refunded, $now);
+        if let Some((Some(key_id), desired)) = desired_key_status!($tx, $order_id, $now) {
             let row: Option<(Vec<u8>,)> = sqlx::query_as(
                 "UPDATE api_keys SET status = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3 ELSE revoked_at END
                  WHERE id = $1 AND status <> $2 AND status <> 'revoked' AND NOT ($2 = 'active' AND held_since IS NOT NULL)
@@ -147,9 +159,151 @@ macro_rules! sync_key_status {
     }};
 }
 
+/// `order_refunded` on its purchase: marks a full refund (final) and books it. Evaluates to
+/// the order id, or `None` while the purchase is not known yet.
+macro_rules! apply_refund {
+    ($tx:expr, $order_id:expr, $ledger:expr, $full:expr, $test_mode:expr) => {{
+        let found: Option<(Uuid,)> = sqlx::query_as("SELECT customer_id FROM purchases WHERE order_id = $1")
+            .bind($order_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match found {
+            None => None,
+            Some((customer_id,)) => {
+                if $full {
+                    sqlx::query("UPDATE purchases SET refunded = TRUE WHERE order_id = $1")
+                        .bind($order_id)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                book_ledger!($tx, $ledger, customer_id, $test_mode);
+                Some($order_id)
+            }
+        }
+    }};
+}
+
+/// A `subscription_payment_*` invoice on its purchase: the payment signal (newer news only;
+/// a failure's grace runs from when it was received) and the ledger entry. Evaluates to the
+/// order id, or `None` while no purchase has this subscription yet.
+macro_rules! apply_invoice {
+    ($tx:expr, $subscription_id:expr, $signal:expr, $updated_at:expr, $ledger:expr, $test_mode:expr, $received_at:expr, $grace:expr) => {{
+        let found: Option<(i64, Uuid)> =
+            sqlx::query_as("SELECT order_id, customer_id FROM purchases WHERE subscription_id = $1")
+                .bind($subscription_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        match found {
+            None => None,
+            Some((order_id, customer_id)) => {
+                if let Some(signal) = $signal {
+                    let grace_until = match signal {
+                        // A grace too long to add up has no end.
+                        PaymentSignal::Failed => $received_at.checked_add_signed($grace),
+                        PaymentSignal::Succeeded => None,
+                    };
+                    sqlx::query(
+                        "UPDATE purchases SET grace_until = $2, payment_updated_at = $3
+                         WHERE order_id = $1 AND (payment_updated_at IS NULL OR payment_updated_at < $3)",
+                    )
+                    .bind(order_id)
+                    .bind(grace_until)
+                    .bind($updated_at)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                if let Some(entry) = $ledger {
+                    book_ledger!($tx, entry, customer_id, $test_mode);
+                }
+                Some(order_id)
+            }
+        }
+    }};
+}
+
+const WAITING_FOR_ORDER: &str = "SELECT w.event_id, e.body, e.received_at FROM waiting_webhook_events w
+     JOIN webhook_events e ON e.id = w.event_id WHERE w.order_id = $1 ORDER BY e.received_at, e.id";
+const WAITING_FOR_SUBSCRIPTION: &str = "SELECT w.event_id, e.body, e.received_at FROM waiting_webhook_events w
+     JOIN webhook_events e ON e.id = w.event_id WHERE w.subscription_id = $1 ORDER BY e.received_at, e.id";
+
+/// Applies the deliveries that arrived before this purchase (`$select` finds them by order
+/// or subscription id), as they would have been applied on arrival, and takes them off the
+/// waiting list in the same transaction: each is applied exactly once.
+macro_rules! apply_waiting {
+    ($tx:expr, $select:expr, $id:expr, $grace:expr, $now:expr) => {{
+        let waiting: Vec<(Uuid, String, DateTime<Utc>)> =
+            sqlx::query_as($select).bind($id).fetch_all(&mut *$tx).await?;
+        for (event_id, body, received_at) in waiting {
+            let (outcome, detail) = match lemonsqueezy::parse(body.as_bytes()) {
+                Ok(Delivery { change: Change::Refund { order_id, ledger, full }, test_mode, .. }) => {
+                    (apply_refund!($tx, order_id, &ledger, full, test_mode).map(|_| "refunded"), None)
+                }
+                Ok(Delivery {
+                    change: Change::Invoice { subscription_id, signal, updated_at, ledger },
+                    test_mode,
+                    ..
+                }) => {
+                    let applied = apply_invoice!(
+                        $tx,
+                        subscription_id,
+                        signal,
+                        updated_at,
+                        ledger.as_ref(),
+                        test_mode,
+                        received_at,
+                        $grace
+                    );
+                    (applied.map(|_| "updated"), None)
+                }
+                Ok(other) => (Some("ignored"), Some(format!("{} does not wait for a purchase", other.event_name))),
+                Err(e) => (Some("malformed"), Some(e.to_string())),
+            };
+            if let Some(outcome) = outcome {
+                sqlx::query("DELETE FROM waiting_webhook_events WHERE event_id = $1")
+                    .bind(event_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                let detail =
+                    detail.unwrap_or_else(|| format!("applied when its purchase arrived, {}", $now.to_rfc3339()));
+                sqlx::query("UPDATE webhook_events SET outcome = $2, detail = $3 WHERE id = $1")
+                    .bind(event_id)
+                    .bind(outcome)
+                    .bind(detail)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    }};
+}
+
+/// Lock classes of `pg_advisory_xact_lock(class, id)`: the deliveries of one order, and of one
+/// subscription, take turns, so a refund that finds no purchase and the order that creates it
+/// cannot pass each other unseen (SQLite's `BEGIN IMMEDIATE` already serializes every writer).
+const ORDER_LOCK: i32 = 0x4f4d_4901;
+const SUBSCRIPTION_LOCK: i32 = 0x4f4d_4902;
+
+/// The locks a change takes, order before subscription (one order, so no deadlock).
+fn locks_for(change: &Change) -> [Option<(i32, i64)>; 2] {
+    match change {
+        Change::Purchase { order_id, subscription, .. } => {
+            [Some((ORDER_LOCK, *order_id)), subscription.as_ref().map(|s| (SUBSCRIPTION_LOCK, s.subscription_id))]
+        }
+        Change::Refund { order_id, .. } => [Some((ORDER_LOCK, *order_id)), None],
+        Change::Invoice { subscription_id, .. } => [Some((SUBSCRIPTION_LOCK, *subscription_id)), None],
+        Change::Ignored(_) => [None, None],
+    }
+}
+
+/// A Lemon Squeezy id as an advisory lock id; two ids that fold together only take turns.
+fn lock_id(id: i64) -> i32 {
+    i32::try_from(id.rem_euclid(i64::from(i32::MAX))).unwrap_or_default()
+}
+
 impl Store {
     /// Applies one verified, parsed delivery. `plan` is the plan its variant maps to (None:
-    /// recorded, not vended); `new_key` is used only if this delivery vends.
+    /// recorded, not vended); `new_key` is used only if this delivery vends. A lifecycle event
+    /// whose purchase is not known yet waits (`waiting_webhook_events`) and is applied in the
+    /// transaction that records the purchase, so the result does not depend on arrival order.
     pub async fn apply_webhook(
         &self,
         delivery: &Delivery,
@@ -160,8 +314,18 @@ impl Store {
     ) -> StoreResult<Applied> {
         let now = Utc::now();
         let event_id = Uuid::now_v7();
+        let is_postgres = matches!(self, Store::Postgres(_));
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            if is_postgres {
+                for (class, id) in locks_for(&delivery.change).into_iter().flatten() {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                        .bind(class)
+                        .bind(lock_id(id))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             let inserted = sqlx::query(
                 "INSERT INTO webhook_events (id, dedupe_key, event_name, resource_type, resource_id, resource_updated_at,
                      test_mode, body, received_at, outcome)
@@ -186,7 +350,7 @@ impl Store {
             let mut vended = None;
             let mut affected_order: Option<i64> = None;
             let outcome: &'static str = match &delivery.change {
-                Change::Ignored(_) => "ignored",
+                Change::Ignored(why) => why.outcome(),
                 Change::Purchase { paid: false, .. } => "not_paid",
                 Change::Purchase { .. } if plan.is_none() => "no_plan",
                 Change::Purchase { order_id, variant_id, buyer, subscription, payment, vend, .. } => {
@@ -220,12 +384,29 @@ impl Store {
                         .bind(state.updated_at)
                         .execute(&mut *tx)
                         .await?;
+                        // A term that is over stays over, however old the news that says so.
+                        let over = key_status_for(Some(&state.status), state.ends_at, None, false, now) == KeyStatus::Revoked;
+                        if over {
+                            sqlx::query("UPDATE purchases SET ended = TRUE WHERE order_id = $1")
+                                .bind(order_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    apply_waiting!(tx, WAITING_FOR_ORDER, order_id, payment_grace, now);
+                    if let Some(state) = subscription {
+                        apply_waiting!(tx, WAITING_FOR_SUBSCRIPTION, state.subscription_id, payment_grace, now);
                     }
                     if let Some(entry) = payment {
                         book_ledger!(tx, entry, customer_id, delivery.test_mode);
                     }
                     affected_order = Some(*order_id);
-                    if *vend {
+                    if !*vend {
+                        "updated"
+                    } else if matches!(desired_key_status!(tx, order_id, now), Some((None, KeyStatus::Revoked))) {
+                        // Refunded or ended before its key was made: none is made, none emailed.
+                        "purchase_over"
+                    } else {
                         let key_id = Uuid::now_v7();
                         let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
                         insert_key_row!(tx, key_id, customer_id, hash, &prefix, None::<&str>, plan, "active", now);
@@ -252,59 +433,37 @@ impl Store {
                             sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
                             "already_vended"
                         }
-                    } else {
-                        "updated"
                     }
                 }
                 Change::Invoice { subscription_id, signal, updated_at, ledger } => {
-                    let found: Option<(i64, Uuid)> =
-                        sqlx::query_as("SELECT order_id, customer_id FROM purchases WHERE subscription_id = $1")
-                            .bind(subscription_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match found {
-                        None => "unknown_subscription",
-                        Some((order_id, customer_id)) => {
-                            if let Some(signal) = signal {
-                                let grace_until = match signal {
-                                    PaymentSignal::Failed => Some(now + payment_grace),
-                                    PaymentSignal::Succeeded => None,
-                                };
-                                sqlx::query(
-                                    "UPDATE purchases SET grace_until = $2, payment_updated_at = $3
-                                     WHERE order_id = $1 AND (payment_updated_at IS NULL OR payment_updated_at < $3)",
-                                )
-                                .bind(order_id)
-                                .bind(grace_until)
-                                .bind(updated_at)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            if let Some(entry) = ledger {
-                                book_ledger!(tx, entry, customer_id, delivery.test_mode);
-                            }
+                    match apply_invoice!(tx, subscription_id, signal, updated_at, ledger.as_ref(), delivery.test_mode, now, payment_grace) {
+                        Some(order_id) => {
                             affected_order = Some(order_id);
                             "updated"
+                        }
+                        None => {
+                            sqlx::query("INSERT INTO waiting_webhook_events (event_id, subscription_id) VALUES ($1, $2)")
+                                .bind(event_id)
+                                .bind(subscription_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            WAITING_FOR_PURCHASE
                         }
                     }
                 }
                 Change::Refund { order_id, ledger, full } => {
-                    let found: Option<(Uuid,)> = sqlx::query_as("SELECT customer_id FROM purchases WHERE order_id = $1")
-                        .bind(order_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    match found {
-                        None => "unknown_purchase",
-                        Some((customer_id,)) => {
-                            if *full {
-                                sqlx::query("UPDATE purchases SET refunded = TRUE WHERE order_id = $1")
-                                    .bind(order_id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            book_ledger!(tx, ledger, customer_id, delivery.test_mode);
+                    match apply_refund!(tx, order_id, ledger, *full, delivery.test_mode) {
+                        Some(order_id) => {
                             affected_order = Some(*order_id);
                             "refunded"
+                        }
+                        None => {
+                            sqlx::query("INSERT INTO waiting_webhook_events (event_id, order_id) VALUES ($1, $2)")
+                                .bind(event_id)
+                                .bind(order_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            WAITING_FOR_PURCHASE
                         }
                     }
                 }
@@ -313,16 +472,6 @@ impl Store {
                 Some(order_id) => sync_key_status!(tx, order_id, now),
                 None => false,
             };
-            // A key vended for a purchase already over (say, expired first) is never emailed.
-            if let Some(v) = &vended {
-                sqlx::query(
-                    "DELETE FROM email_outbox WHERE key_id = $1 AND EXISTS
-                         (SELECT 1 FROM api_keys WHERE id = $1 AND status = 'revoked')",
-                )
-                .bind(v.key_id)
-                .execute(&mut *tx)
-                .await?;
-            }
             sqlx::query("UPDATE webhook_events SET outcome = $2 WHERE id = $1")
                 .bind(event_id)
                 .bind(outcome)

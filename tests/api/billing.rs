@@ -1,10 +1,14 @@
 //! The key vending machine end to end: signed Lemon Squeezy deliveries (fixtures built from
 //! contracts.md §1), a fake Postmark over HTTP, a real SMTP server, two backends.
 
+use crate::dashboard::Admin;
 use crate::mailer::{SinkTls, SmtpSink, provision_venv};
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually, start_server, test_config};
+use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
+use omi::billing::lemonsqueezy::{Ignored, WAITING_FOR_PURCHASE};
+use omi::config::TestModePolicy;
 use omi::keys::KeyStatus;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -36,9 +40,10 @@ fn renews_at() -> String {
     (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// A live (not test-mode) purchase: only live events vend by default.
 pub(crate) fn order_created(order_id: i64, variant_id: i64) -> Value {
     json!({
-        "meta": {"event_name": "order_created", "test_mode": true, "webhook_id": "b1d6c0f4-3a5e-4a8e-9d0e-6f1f2a3b4c5d",
+        "meta": {"event_name": "order_created", "test_mode": false, "webhook_id": "b1d6c0f4-3a5e-4a8e-9d0e-6f1f2a3b4c5d",
                  "custom_data": {"user_id": "42"}},
         "data": {"type": "orders", "id": order_id.to_string(), "attributes": {
             "store_id": 249054, "customer_id": 7238231, "identifier": "89b36d62-4f5c-4353-853f-0c769d0535c8",
@@ -48,30 +53,44 @@ pub(crate) fn order_created(order_id: i64, variant_id: i64) -> Value {
             "status": "paid", "status_formatted": "Paid", "refunded": false, "refunded_at": null,
             "first_order_item": {"id": 6862308, "order_id": order_id, "product_id": 708718, "variant_id": variant_id,
                                  "product_name": "OMI Pro API", "variant_name": "Monthly", "price": 2900, "quantity": 1},
-            "created_at": at(0), "updated_at": at(0), "test_mode": true},
+            "created_at": at(0), "updated_at": at(0), "test_mode": false},
             "links": {"self": format!("https://api.lemonsqueezy.com/v1/orders/{order_id}")}}
     })
 }
 
+/// The subscription an order starts (one per order in these tests).
+fn subscription_of(order_id: i64) -> i64 {
+    SUBSCRIPTION + order_id - ORDER
+}
+
+/// The same delivery made in Lemon Squeezy's test mode.
+fn in_test_mode(mut body: Value) -> Value {
+    body["meta"]["test_mode"] = json!(true);
+    body["data"]["attributes"]["test_mode"] = json!(true);
+    body
+}
+
 fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
     json!({
-        "meta": {"event_name": event, "test_mode": true, "custom_data": {"user_id": "42"}},
-        "data": {"type": "subscriptions", "id": (SUBSCRIPTION + order_id - ORDER).to_string(), "attributes": {
+        "meta": {"event_name": event, "test_mode": false, "custom_data": {"user_id": "42"}},
+        "data": {"type": "subscriptions", "id": subscription_of(order_id).to_string(), "attributes": {
             "store_id": 249054, "customer_id": 7238231, "order_id": order_id, "order_item_id": 6862308,
             "product_id": 708718, "variant_id": 1115451, "user_name": "Ada Example", "user_email": EMAIL,
             "status": status, "cancelled": status == "cancelled", "pause": null,
             "renews_at": renews_at(), "ends_at": ends_at,
-            "created_at": at(0), "updated_at": at(minute), "test_mode": true}}
+            "created_at": at(0), "updated_at": at(minute), "test_mode": false}}
     })
 }
 
-fn invoice(event: &str, minute: u32, reason: &str) -> Value {
+/// An invoice of the order's subscription; its id is `order_id * 100 + minute`, so every
+/// order's invoices (and their ledger rows) are its own.
+fn invoice(event: &str, order_id: i64, minute: u32, reason: &str) -> Value {
     json!({
-        "meta": {"event_name": event, "test_mode": true},
-        "data": {"type": "subscription-invoices", "id": format!("{}", 900 + minute), "attributes": {
-            "store_id": 249054, "subscription_id": SUBSCRIPTION, "customer_id": 7238231, "user_email": EMAIL,
+        "meta": {"event_name": event, "test_mode": false},
+        "data": {"type": "subscription-invoices", "id": (order_id * 100 + i64::from(minute)).to_string(), "attributes": {
+            "store_id": 249054, "subscription_id": subscription_of(order_id), "customer_id": 7238231, "user_email": EMAIL,
             "billing_reason": reason, "status": "paid", "total": 2900, "total_usd": 2900,
-            "created_at": at(minute), "updated_at": at(minute), "test_mode": true}}
+            "created_at": at(minute), "updated_at": at(minute), "test_mode": false}}
     })
 }
 
@@ -163,7 +182,10 @@ async fn status_with(app: &TestApp, key: &str) -> (u16, String) {
 on_both_backends!(
     a_purchase_becomes_one_working_key_in_the_inbox,
     racing_duplicate_deliveries_vend_exactly_once,
-    the_subscription_lifecycle_moves_the_key
+    the_subscription_lifecycle_moves_the_key,
+    test_mode_events_are_recorded_and_change_nothing,
+    every_pair_of_lifecycle_events_ends_the_same_in_either_order,
+    a_refund_racing_its_order_is_never_lost
 );
 
 async fn a_purchase_becomes_one_working_key_in_the_inbox(backend: Backend) {
@@ -268,12 +290,12 @@ async fn the_subscription_lifecycle_moves_the_key(backend: Backend) {
         (subscription("subscription_unpaused", ORDER, "active", 5, None), ok.clone(), "unpaused restores"),
         (subscription("subscription_updated", ORDER, "paused", 4, None), ok.clone(), "older news is ignored"),
         (
-            invoice("subscription_payment_failed", 6, "renewal"),
+            invoice("subscription_payment_failed", ORDER, 6, "renewal"),
             suspended.clone(),
             "failed payment after grace suspends",
         ),
-        (invoice("subscription_payment_recovered", 7, "renewal"), ok.clone(), "recovered payment restores"),
-        (invoice("subscription_payment_success", 8, "renewal"), ok.clone(), "renewal paid"),
+        (invoice("subscription_payment_recovered", ORDER, 7, "renewal"), ok.clone(), "recovered payment restores"),
+        (invoice("subscription_payment_success", ORDER, 8, "renewal"), ok.clone(), "renewal paid"),
     ];
     for (body, expected, why) in steps {
         outcome(&app, &body).await;
@@ -287,7 +309,7 @@ async fn the_subscription_lifecycle_moves_the_key(backend: Backend) {
     app.state().verifier.sync_changes().await.expect("sync"); // as the Sentinel does after a hold
     assert_eq!(status_with(&app, &key).await, suspended, "held");
     outcome(&app, &subscription("subscription_updated", ORDER, "active", 9, None)).await;
-    outcome(&app, &invoice("subscription_payment_success", 10, "renewal")).await;
+    outcome(&app, &invoice("subscription_payment_success", ORDER, 10, "renewal")).await;
     assert_eq!(status_with(&app, &key).await, suspended, "a payment does not lift the Sentinel's hold");
     let restored = store.set_key_status(id, KeyStatus::Active).await.expect("restore");
     assert!(restored.held_since.is_none(), "restoring lifts the hold");
@@ -477,4 +499,297 @@ async fn key_emails_go_out_through_a_real_smtp_server() {
     let key =
         text.split_whitespace().find(|w| w.starts_with("omi_")).map(|w| w.trim_matches('"')).expect("key in body");
     assert_eq!(status_with(&app, key).await, (200, String::new()));
+}
+
+async fn test_mode_events_are_recorded_and_change_nothing(backend: Backend) {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(backend, |c| billing_config(c, &uri)).await else { return };
+    let ignored = Ignored::TestMode.outcome();
+
+    // A test checkout vends nothing: recorded, acknowledged with 200, no customer, key or money.
+    assert_eq!(outcome(&app, &in_test_mode(order_created(ORDER, 1115451))).await, ignored);
+    let sub = in_test_mode(subscription("subscription_created", ORDER, "active", 1, None));
+    assert_eq!(outcome(&app, &sub).await, ignored);
+    assert_eq!(count(&app, "webhook_events WHERE test_mode = TRUE").await, 2, "both recorded");
+    for table in ["purchases", "api_keys", "customers", "revenue_ledger", "email_outbox", "waiting_webhook_events"] {
+        assert_eq!(count(&app, table).await, 0, "{table}: a test-mode event changes nothing");
+    }
+
+    // A live order vends; test-mode news about it neither revokes nor suspends its key.
+    assert_eq!(outcome(&app, &order_created(ORDER + 1, 1115451)).await, "vended");
+    let key = wait_for_emails(&postmark, 1).await.remove(0);
+    for news in [
+        refund(ORDER + 1, 20),
+        subscription("subscription_expired", ORDER + 1, "expired", 11, None),
+        subscription("subscription_paused", ORDER + 1, "paused", 4, None),
+    ] {
+        assert_eq!(outcome(&app, &in_test_mode(news)).await, ignored);
+        assert_eq!(status_with(&app, &key).await, (200, String::new()), "the live key still works");
+    }
+    assert_eq!(count(&app, "revenue_ledger").await, 1, "only the live payment is booked");
+    assert_eq!(count(&app, "api_keys").await, 1);
+
+    let html = Admin::sign_in(&app.base).await.page("/admin/webhooks").await;
+    assert_eq!(html.matches("test mode, ignored").count(), 5, "the webhooks page says so for each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_mode_events_vend_when_the_operator_accepts_them() {
+    let postmark = postmark().await;
+    let uri = postmark.uri();
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        billing_config(c, &uri);
+        c.lemonsqueezy_test_mode = TestModePolicy::Accept;
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(outcome(&app, &in_test_mode(order_created(ORDER, 1115451))).await, "vended");
+    let key = wait_for_emails(&postmark, 1).await.remove(0);
+    assert_eq!(status_with(&app, &key).await, (200, String::new()));
+    assert_eq!(outcome(&app, &in_test_mode(refund(ORDER, 20))).await, "refunded");
+    assert_eq!(status_with(&app, &key).await, (403, "key_revoked".to_string()));
+    assert_eq!(count(&app, "revenue_ledger WHERE test_mode = TRUE").await, 2, "booked as test money");
+}
+
+/// The lifecycle events of one purchase, in the order Lemon Squeezy would send them (the
+/// minute is their `updated_at`). The purchase is `order_created` + `subscription_created`.
+const LIFECYCLE: [&str; 14] = [
+    "order_created",
+    "subscription_created",
+    "subscription_cancelled",
+    "subscription_resumed",
+    "subscription_paused",
+    "subscription_unpaused",
+    "subscription_payment_failed",
+    "subscription_payment_recovered",
+    "subscription_payment_success",
+    "subscription_payment_refunded",
+    "subscription_cancelled_term_over",
+    "subscription_expired",
+    "subscription_updated",
+    "order_refunded",
+];
+
+fn lifecycle_event(name: &str, order_id: i64) -> Value {
+    let day = chrono::Duration::days(1);
+    let at_offset = |d: chrono::Duration| (chrono::Utc::now() + d).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    match name {
+        "order_created" => order_created(order_id, 1115451),
+        "subscription_created" => subscription(name, order_id, "active", 1, None),
+        "subscription_cancelled" => subscription(name, order_id, "cancelled", 2, Some(at_offset(day * 30))),
+        "subscription_resumed" => subscription(name, order_id, "active", 3, None),
+        "subscription_paused" => subscription(name, order_id, "paused", 4, None),
+        "subscription_unpaused" => subscription(name, order_id, "active", 5, None),
+        "subscription_payment_failed" => invoice(name, order_id, 6, "renewal"),
+        "subscription_payment_recovered" => invoice(name, order_id, 7, "renewal"),
+        "subscription_payment_success" => invoice(name, order_id, 8, "renewal"),
+        "subscription_payment_refunded" => invoice(name, order_id, 9, "renewal"),
+        "subscription_cancelled_term_over" => {
+            subscription("subscription_cancelled", order_id, "cancelled", 10, Some(at_offset(-day)))
+        }
+        "subscription_expired" => subscription(name, order_id, "expired", 11, None),
+        "subscription_updated" => subscription(name, order_id, "active", 12, None),
+        "order_refunded" => refund(order_id, 20),
+        other => panic!("no fixture for {other}"),
+    }
+}
+
+/// What a purchase left behind that matters: whether its key works (`none` when there is no
+/// key or it is revoked) and its ledger rows (invoices by their minute).
+async fn purchase_result(app: &TestApp, order_id: i64) -> (String, Vec<String>) {
+    let status_sql = "SELECT k.status FROM purchases p JOIN api_keys k ON k.id = p.key_id WHERE p.order_id = $1";
+    let ledger_sql = "SELECT kind, source, source_id, amount_cents FROM revenue_ledger
+                      WHERE source_id = $1 OR source_id / 100 = $1";
+    type Row = (String, String, i64, i64);
+    let (status, rows): (Option<String>, Vec<Row>) = match &app.state().store {
+        omi::store::Store::Sqlite(pool) => (
+            sqlx::query_scalar(status_sql).bind(order_id).fetch_optional(pool).await.expect("status"),
+            sqlx::query_as(ledger_sql).bind(order_id).fetch_all(pool).await.expect("ledger"),
+        ),
+        omi::store::Store::Postgres(pool) => (
+            sqlx::query_scalar(status_sql).bind(order_id).fetch_optional(pool).await.expect("status"),
+            sqlx::query_as(ledger_sql).bind(order_id).fetch_all(pool).await.expect("ledger"),
+        ),
+    };
+    let mut ledger: Vec<String> = rows
+        .into_iter()
+        .map(|(kind, source, id, cents)| {
+            let which =
+                if source == "order" { "the order".to_string() } else { format!("invoice {}", id - order_id * 100) };
+            format!("{kind} of {which}: {cents}")
+        })
+        .collect();
+    ledger.sort();
+    let access = status.filter(|s| s != "revoked").unwrap_or_else(|| "none".into());
+    (access, ledger)
+}
+
+async fn deliver_in_turn(app: &TestApp, order_id: i64, names: &[&str]) -> (String, Vec<String>) {
+    for name in names {
+        let body = lifecycle_event(name, order_id);
+        let result = outcome(app, &body).await;
+        assert!(!result.is_empty() && result != "duplicate", "{name} of {order_id}: {result}");
+    }
+    purchase_result(app, order_id).await
+}
+
+/// For every pair of lifecycle events, each in both orders and both before the purchase
+/// (the rest of `order_created` + `subscription_created` follows), the purchase ends as it
+/// does when everything arrives in time order: same key status, same ledger, one key at most.
+async fn every_pair_of_lifecycle_events_ends_the_same_in_either_order(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.payment_grace_hours = 0; // a failed payment suspends at once
+        c.rate_limit_per_minute = 0; // 1,100 deliveries from one address
+    })
+    .await
+    else {
+        return;
+    };
+    let mut runs = Vec::new();
+    for (i, first) in LIFECYCLE.iter().enumerate() {
+        for second in &LIFECYCLE[i + 1..] {
+            let purchase: Vec<&str> = LIFECYCLE[..2].iter().copied().filter(|e| e != first && e != second).collect();
+            let in_time_order: Vec<&str> =
+                LIFECYCLE.iter().copied().filter(|e| purchase.contains(e) || e == first || e == second).collect();
+            let forward: Vec<&str> = [*first, *second].into_iter().chain(purchase.iter().copied()).collect();
+            let backward: Vec<&str> = [*second, *first].into_iter().chain(purchase.iter().copied()).collect();
+            runs.push((format!("{first} + {second}"), in_time_order, forward, backward));
+        }
+    }
+    let pairs = runs.len();
+    let checked = futures_util::stream::iter(runs.into_iter().enumerate())
+        .map(|(n, (pair, in_time_order, forward, backward))| {
+            let app = &app;
+            async move {
+                let base = 7_000_000 + 3 * i64::try_from(n).expect("small");
+                let expected = deliver_in_turn(app, base, &in_time_order).await;
+                assert_eq!(deliver_in_turn(app, base + 1, &forward).await, expected, "{pair}: {forward:?}");
+                assert_eq!(deliver_in_turn(app, base + 2, &backward).await, expected, "{pair}: {backward:?}");
+                expected
+            }
+        })
+        .buffer_unordered(6)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(checked.len(), pairs);
+    assert_eq!(pairs, 91);
+    // The table means something: each kind of ending occurs.
+    for access in ["active", "suspended", "none"] {
+        assert!(checked.iter().any(|(a, _)| a == access), "no pair ends {access}");
+    }
+    // Exactly once: one key per vended purchase, one email per key, nothing left waiting.
+    let vended = count(&app, "purchases WHERE key_id IS NOT NULL").await;
+    assert_eq!(count(&app, "api_keys").await, vended);
+    assert_eq!(count(&app, "email_outbox").await, vended);
+    assert_eq!(count(&app, "waiting_webhook_events").await, 0);
+    assert_eq!(count(&app, "purchases").await, 3 * 91);
+}
+
+/// A refund and a failed payment that come before their purchase survive a restart, are applied
+/// once when it arrives (no key for a refunded order), and replays of any of it change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_lifecycle_events_survive_a_restart_and_replays() {
+    let Some(mut app) =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET)))
+            .await
+    else {
+        return;
+    };
+    let refunded = [
+        refund(ORDER, 20),
+        order_created(ORDER, 1115451),
+        subscription("subscription_created", ORDER, "active", 1, None),
+    ];
+    let failed = [
+        invoice("subscription_payment_failed", ORDER + 1, 6, "renewal"),
+        order_created(ORDER + 1, 1115451),
+        subscription("subscription_created", ORDER + 1, "active", 1, None),
+    ];
+    assert_eq!(outcome(&app, &refunded[0]).await, WAITING_FOR_PURCHASE);
+    assert_eq!(outcome(&app, &failed[0]).await, WAITING_FOR_PURCHASE);
+    app.stop().await;
+
+    let mut config = test_config(&app.db, &app.mock);
+    config.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+    config.payment_grace_hours = 0;
+    let restarted = start_server(config).await;
+    app.base = format!("http://{}", restarted.addr);
+    app.server = Some(restarted);
+    assert_eq!(outcome(&app, &refunded[1]).await, "purchase_over", "no key for a refunded order");
+    assert_eq!(outcome(&app, &refunded[2]).await, "purchase_over");
+    assert_eq!(outcome(&app, &failed[1]).await, "vended");
+    assert_eq!(outcome(&app, &failed[2]).await, "already_vended");
+    assert_eq!(purchase_result(&app, ORDER).await.0, "none");
+    assert_eq!(purchase_result(&app, ORDER + 1).await.0, "suspended", "the failed payment waited for its subscription");
+    assert_eq!(count(&app, "webhook_events WHERE outcome = 'waiting_for_purchase'").await, 0, "applied, and marked so");
+    assert_eq!(count(&app, "waiting_webhook_events").await, 0);
+
+    for body in refunded.iter().chain(&failed) {
+        assert_eq!(outcome(&app, body).await, "duplicate");
+    }
+    assert_eq!(count(&app, "api_keys").await, 1, "one key, for the order not refunded");
+    assert_eq!(count(&app, "email_outbox").await, 1);
+    assert_eq!(
+        count(&app, "revenue_ledger WHERE source = 'order' AND source_id = 6922210").await,
+        2,
+        "paid and refunded"
+    );
+}
+
+/// `OMI_PAYMENT_GRACE_HOURS` of any size is a grace, not a panic in the webhook.
+#[tokio::test]
+async fn an_enormous_payment_grace_never_ends() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.payment_grace_hours = u64::MAX >> 1; // i64::MAX hours: more than chrono can hold
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(outcome(&app, &order_created(ORDER, 1115451)).await, "vended");
+    assert_eq!(outcome(&app, &subscription("subscription_created", ORDER, "active", 1, None)).await, "already_vended");
+    assert_eq!(outcome(&app, &invoice("subscription_payment_failed", ORDER, 6, "renewal")).await, "updated");
+    assert_eq!(purchase_result(&app, ORDER).await.0, "active");
+}
+
+/// A refund and its order delivered at the same moment, for many orders: whichever commits
+/// first, the refund is applied (PostgreSQL's per-order lock; SQLite serializes writers).
+async fn a_refund_racing_its_order_is_never_lost(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.lemonsqueezy_signing_secret = Some(SecretString::from(SECRET));
+        c.rate_limit_per_minute = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let orders: Vec<i64> = (0..100).map(|n| 8_000_000 + n).collect();
+    let mut tasks = Vec::new();
+    for &order_id in &orders {
+        for body in [refund(order_id, 20), order_created(order_id, 1115451)] {
+            let (http, base, text) = (app.http.clone(), app.base.clone(), body.to_string());
+            tasks.push(tokio::spawn(async move {
+                http.post(format!("{base}/webhooks/lemonsqueezy"))
+                    .header("x-signature", sign(&text))
+                    .body(text)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }));
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join").expect("send"), 200);
+    }
+    for order_id in orders {
+        let (access, ledger) = purchase_result(&app, order_id).await;
+        assert_eq!(access, "none", "order {order_id}: refunded, so no working key");
+        assert_eq!(ledger, ["payment of the order: 2900", "refund of the order: 2900"], "order {order_id}");
+    }
+    assert_eq!(count(&app, "waiting_webhook_events").await, 0);
 }

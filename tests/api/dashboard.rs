@@ -36,14 +36,14 @@ fn client() -> reqwest::Client {
 }
 
 /// A signed-in browser, in effect: the session cookie and the CSRF token of its pages.
-struct Admin {
+pub(crate) struct Admin {
     http: reqwest::Client,
     base: String,
     cookie: String,
 }
 
 impl Admin {
-    async fn sign_in(base: &str) -> Admin {
+    pub(crate) async fn sign_in(base: &str) -> Admin {
         let http = client();
         let response = try_sign_in(base, ADMIN_KEY).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -56,7 +56,7 @@ impl Admin {
         self.http.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.expect("get")
     }
 
-    async fn page(&self, path: &str) -> String {
+    pub(crate) async fn page(&self, path: &str) -> String {
         let response = self.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         response.text().await.expect("text")

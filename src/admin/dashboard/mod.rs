@@ -16,6 +16,7 @@ mod money;
 mod overview;
 pub mod session;
 
+use crate::billing::lemonsqueezy::{Ignored, WAITING_FOR_PURCHASE};
 use crate::gateway::AppState;
 use crate::store::{StoreError, WebhookEventRow};
 use askama::Template;
@@ -291,9 +292,18 @@ impl From<WebhookEventRow> for WebhookRow {
             event_name: e.event_name,
             resource,
             test_mode: e.test_mode,
-            outcome: e.outcome,
+            outcome: outcome_label(e.outcome),
             detail: e.detail.unwrap_or_default(),
         }
+    }
+}
+
+/// A delivery's recorded outcome as the operator reads it.
+fn outcome_label(outcome: String) -> String {
+    match outcome.as_str() {
+        o if o == Ignored::TestMode.outcome() => "test mode, ignored".into(),
+        o if o == WAITING_FOR_PURCHASE => "waiting for its purchase".into(),
+        _ => outcome,
     }
 }
 
