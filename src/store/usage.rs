@@ -340,12 +340,14 @@ impl Store {
         Ok(totals.into_values().collect())
     }
 
+    /// Real money only: test-mode purchases (booked when `LEMONSQUEEZY_TEST_MODE=accept`) are not revenue.
     pub async fn revenue_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RevenueTotals>> {
         let sql = "SELECT customer_id,
                        CAST(COALESCE(SUM(CASE WHEN kind = 'payment' THEN amount_cents ELSE 0 END), 0) AS BIGINT) AS payments_cents,
                        SUM(CASE WHEN kind = 'payment' THEN 1 ELSE 0 END) AS payment_count,
                        CAST(COALESCE(SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END), 0) AS BIGINT) AS refunds_cents
-                   FROM revenue_ledger WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY customer_id";
+                   FROM revenue_ledger WHERE occurred_at >= $1 AND occurred_at < $2 AND test_mode = FALSE
+                   GROUP BY customer_id";
         Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?)
     }
 

@@ -552,6 +552,10 @@ async fn test_mode_events_vend_when_the_operator_accepts_them() {
     assert_eq!(outcome(&app, &in_test_mode(refund(ORDER, 20))).await, "refunded");
     assert_eq!(status_with(&app, &key).await, (403, "key_revoked".to_string()));
     assert_eq!(count(&app, "revenue_ledger WHERE test_mode = TRUE").await, 2, "booked as test money");
+    let now = chrono::Utc::now();
+    let window = chrono::Duration::days(40);
+    let revenue = app.state().store.revenue_totals(now - window, now + window).await.expect("revenue");
+    assert!(revenue.is_empty(), "test money is no revenue in the reports: {revenue:?}");
 }
 
 /// The lifecycle events of one purchase, in the order Lemon Squeezy would send them (the
