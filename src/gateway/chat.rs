@@ -11,7 +11,7 @@ use super::meter::Meter;
 use super::request_id::RequestId;
 use super::shield::RemovalKind;
 use super::stream::{MeteredSse, ShieldedSse, usage_of_body};
-use crate::agents::sentinel::{Prompt, Screening, user_text};
+use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
 use axum::Extension;
@@ -127,7 +127,8 @@ async fn prepare(
         request.insert("model".into(), Value::String(route.upstream_model.to_string()));
     }
     if app.sentinel.is_on() {
-        let text = request.get("messages").and_then(Value::as_array).map(|m| user_text(m)).unwrap_or_default();
+        // Every string the model will read that the customer wrote, not only the user turns.
+        let text = CustomerText::of_request(&request);
         let prompt = Prompt { request_id: request_id.clone(), customer_id: key.customer_id, key_id: key.key_id, text };
         if let Screening::Blocked { score } = app.sentinel.screen(prompt) {
             tracing::info!(score, %request_id, "the sentinel refused a prompt");
