@@ -321,6 +321,11 @@ fn upstream_failure(
             ApiError::upstream("The upstream provider refused the request.")
         }
         429 => ApiError::upstream_rate_limited(),
+        300..=399 => {
+            // Not followed (the client follows no redirect), and where it pointed is not said.
+            tracing::warn!(%status, "upstream answered with a redirect");
+            ApiError::upstream("The upstream provider failed to answer.")
+        }
         400 | 404 | 409 | 413 | 422 => {
             let message = body
                 .and_then(|b| serde_json::from_slice::<Value>(b).ok())

@@ -409,6 +409,45 @@ async fn agent_events_reach_n8n_signed_and_slack_gets_the_daily_summary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_redirects_are_not_followed() {
+    let (slack, slack_server) = Fake::start(slack_ok).await;
+    let (elsewhere, elsewhere_server) = Fake::start(slack_ok).await;
+    let location = format!("{}/webhook/stolen", elsewhere_server.uri());
+    let n8n_server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", location.as_str()))
+        .mount(&n8n_server)
+        .await;
+    let n8n_url = format!("{}/webhook/omi-events", n8n_server.uri());
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        watch(c, &slack_server);
+        c.n8n_webhook_url = Some(SecretString::from(n8n_url));
+        c.n8n_webhook_secret = Some(SecretString::from(N8N_SECRET));
+        c.hawk.n8n_auth_header = Some("X-N8N-Auth".into());
+    })
+    .await
+    else {
+        return;
+    };
+    app.state().events.publish(Event::KeyVended {
+        customer_id: Uuid::now_v7(),
+        email: "ada@example.com".into(),
+        plan: "pro".into(),
+        key_prefix: "omi_AbCdEfGh".into(),
+        order_id: Some(1),
+    });
+    slack
+        .wait_for("the delivery alert", Duration::from_secs(10), |bodies| {
+            bodies.iter().any(|b| {
+                b.to_string().contains("Notifications not delivered · n8n") && b.to_string().contains("HTTP 307")
+            })
+        })
+        .await;
+    assert!(elsewhere.bodies().is_empty(), "the signed event and its auth header went nowhere else");
+    assert!(!slack.bodies().iter().any(|b| b.to_string().contains("stolen")), "where it pointed is not said");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_n8n_refusal_is_not_retried_and_raises_an_alert() {
     let (slack, slack_server) = Fake::start(slack_ok).await;
     let (n8n, n8n_server) =

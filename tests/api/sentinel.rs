@@ -470,6 +470,61 @@ async fn the_judge_decides_the_uncertain_band_and_its_cost_is_published() {
     assert!(held.held_since.is_some(), "a hold, which billing does not lift");
 }
 
+/// A server that answers every POST with a 307 to `target`, and the target, which must hear nothing.
+async fn redirect_to_elsewhere() -> (MockServer, MockServer) {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(verdict(true, 0.9)))
+        .mount(&elsewhere)
+        .await;
+    let redirecting = MockServer::start().await;
+    let location = format!("{}/v1/chat/completions", elsewhere.uri());
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", location.as_str()))
+        .mount(&redirecting)
+        .await;
+    (redirecting, elsewhere)
+}
+
+#[tokio::test]
+async fn upstream_and_judge_redirects_are_not_followed() {
+    let (upstream, elsewhere) = redirect_to_elsewhere().await;
+    let (judge, judge_elsewhere) = redirect_to_elsewhere().await;
+    let (upstream_url, judge_url) = (format!("{}/v1", upstream.uri()), format!("{}/v1", judge.uri()));
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        c.openai_base_url = upstream_url;
+        c.system_prompt = Some(SecretString::from(SYSTEM_PROMPT));
+        c.sentinel_mode = Some(SentinelMode::Llm);
+        c.sentinel_base_url = Some(judge_url);
+        c.sentinel_api_key = Some(SecretString::from("sk-judge-key"));
+        c.sentinel_judge_all = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    for streamed in [false, true] {
+        let response = app.chat(&key, chat_body(streamed)).send().await.expect("send");
+        assert_eq!(response.status(), 502, "a 3xx from upstream is an upstream error");
+        assert!(response.headers().get("location").is_none());
+        let text = response.text().await.expect("text");
+        let error: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(error["error"]["code"], "upstream_error");
+        assert!(
+            !text.contains(&elsewhere.uri()) && !text.contains("127.0.0.1"),
+            "where it pointed is not said: {text}"
+        );
+    }
+    assert_eq!(upstream.received_requests().await.expect("recorded").len(), 2);
+    let judged =
+        eventually(Duration::from_secs(5), || async { judge.received_requests().await.is_some_and(|r| r.len() >= 2) });
+    assert!(judged.await.is_some(), "the judge was asked about both prompts");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(elsewhere.received_requests().await.expect("recorded").is_empty(), "the system prompt went nowhere else");
+    assert!(judge_elsewhere.received_requests().await.expect("recorded").is_empty(), "nor the judge's key");
+}
+
 #[tokio::test]
 async fn omi_sentinel_scan_reads_stdin_and_prints_verdicts() {
     let run = |args: &'static [&'static str], input: &'static str| async move {
