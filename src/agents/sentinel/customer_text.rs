@@ -6,16 +6,21 @@
 //! turns is seen whole, while the scan count stays a handful whatever the history's length.
 
 use serde_json::{Map, Value};
-use std::fmt::Write;
+use std::ops::Range;
 
 /// Top-level fields whose strings reach the model. The others (`model`, `user`, `metadata`,
 /// `stop`, ...) are parameters the model never reads.
 const MODEL_INPUT_FIELDS: [&str; 6] = ["messages", "tools", "functions", "response_format", "prediction", "documents"];
 
 /// Keys whose string values are identifiers, enums or binary data, never text for the model
-/// (`image_url.url`, `input_audio.data`, `tool_call_id`, a part's `type`, ...).
-const NOT_TEXT: [&str; 10] =
-    ["type", "id", "tool_call_id", "role", "url", "detail", "data", "file_data", "file_id", "format"];
+/// (`image_url.url`, `input_audio.data`, `tool_call_id`, a part's `type`, ...). A `match`, which
+/// compiles to a length switch: this runs on every key of the request.
+fn is_not_text(key: &str) -> bool {
+    matches!(
+        key,
+        "type" | "id" | "tool_call_id" | "role" | "url" | "detail" | "data" | "file_data" | "file_id" | "format"
+    )
+}
 
 /// A role is customer text too: a long one is cut in labels.
 const MAX_ROLE_CHARS: usize = 32;
@@ -36,15 +41,16 @@ pub(super) struct Group {
     /// The message field (`content`, `name`, `tool_calls`, ...) or the top-level field (`tools`).
     field: String,
     pub(super) text: String,
+    /// The strings' paths, end to end (one buffer, not an allocation per string).
+    paths: String,
     parts: Vec<Part>,
 }
 
 #[derive(Debug)]
 struct Part {
-    path: String,
-    /// Where the string lies in the group's text.
-    start: usize,
-    end: usize,
+    /// Where the path lies in `paths`, and the string in `text`.
+    path: Range<usize>,
+    text: Range<usize>,
 }
 
 impl CustomerText {
@@ -60,7 +66,8 @@ impl CustomerText {
                 ("messages", Value::Array(messages)) => {
                     for (index, message) in messages.iter().enumerate() {
                         path.clear();
-                        let _ = write!(path, "messages[{index}]");
+                        path.push_str("messages");
+                        push_index(&mut path, index);
                         found.message(message, &mut path);
                     }
                 }
@@ -100,7 +107,7 @@ impl CustomerText {
             _ => "none",
         };
         for (field, value) in fields {
-            if value.is_string() && NOT_TEXT.contains(&field.as_str()) {
+            if value.is_string() && is_not_text(field) {
                 continue;
             }
             let len = path.len();
@@ -124,6 +131,7 @@ impl CustomerText {
                     role: role.map(str::to_owned),
                     field: field.to_owned(),
                     text: String::new(),
+                    paths: String::new(),
                     parts: Vec::new(),
                 };
                 self.groups.push(group);
@@ -141,20 +149,21 @@ impl CustomerText {
                 if !group.text.is_empty() {
                     group.text.push_str("\n\n");
                 }
-                let start = group.text.len();
+                let (text_start, path_start) = (group.text.len(), group.paths.len());
                 group.text.push_str(s);
-                group.parts.push(Part { path: path.clone(), start, end: group.text.len() });
+                group.paths.push_str(path);
+                group.parts.push(Part { path: path_start..group.paths.len(), text: text_start..group.text.len() });
             }
             Value::Array(items) => {
                 for (index, item) in items.iter().enumerate() {
-                    let _ = write!(path, "[{index}]");
+                    push_index(path, index);
                     self.walk(place, item, path);
                     path.truncate(len);
                 }
             }
             Value::Object(fields) => {
                 for (key, item) in fields {
-                    if item.is_string() && NOT_TEXT.contains(&key.as_str()) {
+                    if item.is_string() && is_not_text(key) {
                         continue;
                     }
                     path.push('.');
@@ -180,10 +189,10 @@ impl Group {
     /// Each string of the group with where it was (`messages[3].content (role=tool)`).
     pub(super) fn parts(&self) -> impl Iterator<Item = (String, &str)> {
         self.parts.iter().map(|part| {
-            let text = &self.text[part.start..part.end];
+            let (path, text) = (&self.paths[part.path.clone()], &self.text[part.text.clone()]);
             match &self.role {
-                Some(role) => (format!("{} (role={role})", part.path), text),
-                None => (part.path.clone(), text),
+                Some(role) => (format!("{path} (role={role})"), text),
+                None => (path.to_owned(), text),
             }
         })
     }
@@ -191,6 +200,24 @@ impl Group {
     pub(super) fn part_count(&self) -> usize {
         self.parts.len()
     }
+}
+
+/// Appends `[index]` (on every string's path: cheaper than `write!`).
+fn push_index(path: &mut String, index: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    path.extend(digits[at..].iter().map(|&d| char::from(d)));
+    path.push(']');
 }
 
 #[cfg(test)]
@@ -295,6 +322,15 @@ mod tests {
         let found = CustomerText::of_request(&request);
         assert_eq!(found.groups()[0].text, "first question\n\nlook at this\n\nand this");
         assert_eq!(found.joined(), "first question\n\nlook at this\n\nand this\n\nan answer");
+    }
+
+    #[test]
+    fn indices_are_written_in_decimal() {
+        for index in [0, 7, 10, 99, 12_345, usize::MAX] {
+            let mut path = String::from("a");
+            push_index(&mut path, index);
+            assert_eq!(path, format!("a[{index}]"));
+        }
     }
 
     #[test]
