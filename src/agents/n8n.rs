@@ -38,6 +38,16 @@ impl N8nEvent {
         N8nEvent { id: Uuid::now_v7(), kind: kind.into(), at: Utc::now(), data }
     }
 
+    /// Sets `data.text`, a line for a workflow's Slack node, escaped as the direct Slack path
+    /// escapes its text: customer text in it (an email, a finding's excerpt) must not ping
+    /// `<!channel>` or show a link of its own (`<http://evil|click>`).
+    pub fn with_text(mut self, text: &str) -> N8nEvent {
+        if let Some(data) = self.data.as_object_mut() {
+            data.insert("text".into(), super::hawk::slack::escape(text).into());
+        }
+        self
+    }
+
     /// A bus event as n8n sees it: its serde tag is the type, the rest is the data.
     pub fn from_event(event: &Event) -> Option<N8nEvent> {
         let Ok(Value::Object(mut data)) = serde_json::to_value(event) else { return None };
@@ -126,5 +136,13 @@ mod tests {
         assert!(n8n.data.get("type").is_none());
         let json = serde_json::to_value(&n8n).expect("json");
         assert_eq!(json["type"], "key_vended");
+    }
+
+    #[test]
+    fn the_slack_line_is_escaped_like_slack_text() {
+        let event = N8nEvent::new("finding", serde_json::json!({"detail": "<!channel>"}))
+            .with_text("<!channel> see <http://evil.example|click> & more");
+        assert_eq!(event.data["text"], "&lt;!channel&gt; see &lt;http://evil.example|click&gt; &amp; more");
+        assert_eq!(event.data["detail"], "<!channel>", "the data itself stays as it was");
     }
 }

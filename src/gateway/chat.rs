@@ -15,7 +15,7 @@ use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
 use super::upstream_body::{UpstreamBodyError, read_bounded};
 use super::usage;
 use crate::agents::accountant::budgets;
-use crate::agents::sentinel::{Prompt, Screening, user_text};
+use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::config::Config;
 use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
@@ -140,7 +140,8 @@ async fn prepare(
     }
     remove_costly_options(&mut request, &app.config);
     if app.sentinel.is_on() {
-        let text = request.get("messages").and_then(Value::as_array).map(|m| user_text(m)).unwrap_or_default();
+        // Every string the model will read that the customer wrote, not only the user turns.
+        let text = CustomerText::of_request(&request);
         let prompt = Prompt {
             request_id: request_id.clone(),
             customer_id: key.customer_id,
@@ -370,6 +371,11 @@ fn upstream_failure(
             ApiError::upstream("The upstream provider refused the request.")
         }
         429 => ApiError::upstream_rate_limited(),
+        300..=399 => {
+            // Not followed (the client follows no redirect), and where it pointed is not said.
+            tracing::warn!(%status, "upstream answered with a redirect");
+            ApiError::upstream("The upstream provider failed to answer.")
+        }
         400 | 404 | 409 | 413 | 422 => {
             let message = body
                 .and_then(|b| serde_json::from_slice::<Value>(b).ok())

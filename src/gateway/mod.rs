@@ -15,7 +15,7 @@ pub mod shield;
 mod sse;
 pub(crate) mod stream;
 mod upstream_body;
-mod usage;
+pub(crate) mod usage;
 mod write_deadline;
 
 use crate::agents::sentinel::{self, Sentinel};
@@ -223,7 +223,11 @@ impl Server {
         let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
         let prices = PriceTable::new(&config.prices);
         let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| std::env::var(var).ok())?;
+        // One client for every outbound call (upstreams, the judge, Slack, n8n, Postmark). It
+        // follows no redirect: a redirect would re-post the body (the operator's system prompt,
+        // a key, a signed event) to wherever the 3xx points; a 3xx is an answer like any other.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)

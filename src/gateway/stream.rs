@@ -21,8 +21,6 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-pub use super::usage::usage_of_body;
-
 /// Sent to the client in place of an event that overflowed [`StreamLimits::max_event_bytes`].
 const OVERSIZED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream sent an event larger than this gateway relays.\",\"type\":\"api_error\",\"code\":\"upstream_error\",\"param\":null}}\n\n";
 

@@ -409,6 +409,101 @@ async fn agent_events_reach_n8n_signed_and_slack_gets_the_daily_summary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_redirects_are_not_followed() {
+    let (slack, slack_server) = Fake::start(slack_ok).await;
+    let (elsewhere, elsewhere_server) = Fake::start(slack_ok).await;
+    let location = format!("{}/webhook/stolen", elsewhere_server.uri());
+    let n8n_server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", location.as_str()))
+        .mount(&n8n_server)
+        .await;
+    let n8n_url = format!("{}/webhook/omi-events", n8n_server.uri());
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        watch(c, &slack_server);
+        c.n8n_webhook_url = Some(SecretString::from(n8n_url));
+        c.n8n_webhook_secret = Some(SecretString::from(N8N_SECRET));
+        c.hawk.n8n_auth_header = Some("X-N8N-Auth".into());
+    })
+    .await
+    else {
+        return;
+    };
+    app.state().events.publish(Event::KeyVended {
+        customer_id: Uuid::now_v7(),
+        email: "ada@example.com".into(),
+        plan: "pro".into(),
+        key_prefix: "omi_AbCdEfGh".into(),
+        order_id: Some(1),
+    });
+    slack
+        .wait_for("the delivery alert", Duration::from_secs(10), |bodies| {
+            bodies.iter().any(|b| {
+                b.to_string().contains("Notifications not delivered · n8n") && b.to_string().contains("HTTP 307")
+            })
+        })
+        .await;
+    assert!(elsewhere.bodies().is_empty(), "the signed event and its auth header went nowhere else");
+    assert!(!slack.bodies().iter().any(|b| b.to_string().contains("stolen")), "where it pointed is not said");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_text_reaches_n8n_escaped_for_slack() {
+    let (slack, slack_server) = Fake::start(slack_ok).await;
+    let (n8n, n8n_server) = Fake::start(slack_ok).await;
+    let n8n_url = format!("{}/webhook/omi-events", n8n_server.uri());
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        watch(c, &slack_server);
+        c.n8n_webhook_url = Some(SecretString::from(n8n_url));
+        c.n8n_webhook_secret = Some(SecretString::from(N8N_SECRET));
+    })
+    .await
+    else {
+        return;
+    };
+    let hostile = "<!channel> urgent: <http://evil.example|click here> & log in";
+    let customer = Uuid::now_v7();
+    app.state().events.publish(Event::Finding(Box::new(FindingEvent {
+        request_id: "req-<!here>".into(),
+        at: Utc::now(),
+        customer_id: Some(customer),
+        kind: FindingKind::Injection,
+        severity: Severity::High,
+        score: 0.95,
+        rules: vec![],
+        detail: format!("injection (score 0.95): messages[0].content (role=user): {hostile}"),
+    })));
+    app.state().events.publish(Event::KeyVended {
+        customer_id: customer,
+        email: "<!channel>@example.com".into(),
+        plan: "pro".into(),
+        key_prefix: "omi_AbCdEfGh".into(),
+        order_id: Some(1),
+    });
+    n8n.wait_for("the finding, its alert and the key", Duration::from_secs(10), |bodies| {
+        ["finding", "alert_fired", "key_vended"].iter().all(|t| bodies.iter().any(|b| b["type"] == *t))
+    })
+    .await;
+    for body in n8n.bodies().iter().filter(|b| b["type"] != "daily_summary") {
+        let text = body["data"]["text"].as_str().expect("a line for Slack");
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        if body["type"] == "finding" {
+            assert!(
+                text.contains("&lt;!channel&gt; urgent: &lt;http://evil.example|click here&gt; &amp; log in"),
+                "{text}"
+            );
+            assert!(text.contains("req-&lt;!here&gt;"), "{text}");
+        }
+    }
+    let vended = n8n.bodies().into_iter().find(|b| b["type"] == "key_vended").unwrap_or(Value::Null);
+    assert!(vended["data"]["text"].as_str().is_some_and(|t| t.contains("&lt;!channel&gt;@example.com")), "{vended}");
+    assert_eq!(vended["data"]["email"], "<!channel>@example.com", "the data stays as it is");
+    // The direct Slack path escapes the same way.
+    slack.wait_for("the finding's alert", Duration::from_secs(10), |bodies| !bodies.is_empty()).await;
+    assert!(slack.bodies().iter().all(|b| !b.to_string().contains("<!channel>")), "{:#?}", slack.bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_n8n_refusal_is_not_retried_and_raises_an_alert() {
     let (slack, slack_server) = Fake::start(slack_ok).await;
     let (n8n, n8n_server) =
@@ -734,5 +829,17 @@ fn the_shipped_n8n_workflow_is_importable_and_checks_our_signature() {
     assert!(text.contains(omi::agents::n8n::SIGNATURE_HEADER) && text.contains("=sha256="), "verifies X-Omi-Signature");
     for kind in ["alert_", "daily_summary", "key_vended", "finding"] {
         assert!(text.contains(&format!("\"rightValue\":\"{kind}\"")), "routes {kind}");
+    }
+    // Slack gets only `data.text`, which omi escapes; a raw field (an email, a finding's
+    // excerpt) could ping `<!channel>` or post a disguised link.
+    for node in nodes.iter().filter(|n| n["type"] == "n8n-nodes-base.slack") {
+        let posts: Vec<&str> = node["parameters"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.values())
+            .filter_map(Value::as_str)
+            .filter(|v| v.contains("$json"))
+            .collect();
+        assert_eq!(posts, ["={{ $json.body.data.text }}"], "{node}");
     }
 }

@@ -229,9 +229,8 @@ impl Hawk {
             && let Ok(serde_json::Value::Object(mut data)) = serde_json::to_value(alert)
         {
             data.insert("notice".into(), n.notice.as_str().into());
-            data.insert("text".into(), slack::headline(&n).into());
             let kind = if n.notice == Notice::Resolved { "alert_resolved" } else { "alert_fired" };
-            n8n.push(N8nEvent::new(kind, data.into()));
+            n8n.push(N8nEvent::new(kind, data.into()).with_text(&slack::headline(&n)));
         }
         if let Some(slack) = &self.slack {
             slack.push(SlackMessage::Alert(Box::new(n)));
@@ -241,11 +240,11 @@ impl Hawk {
     /// Agent events go to n8n as they are, with a line of text for a workflow's Slack node.
     fn forward(&self, event: &Event) {
         let Some(n8n) = &self.n8n else { return };
-        if let Some(mut forwarded) = N8nEvent::from_event(event) {
-            if let (Some(text), Some(data)) = (slack::describe(event), forwarded.data.as_object_mut()) {
-                data.insert("text".into(), text.into());
-            }
-            n8n.push(forwarded);
+        if let Some(forwarded) = N8nEvent::from_event(event) {
+            n8n.push(match slack::describe(event) {
+                Some(text) => forwarded.with_text(&text),
+                None => forwarded,
+            });
         }
     }
 }

@@ -240,8 +240,9 @@ fn context(text: &str) -> Value {
     json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, 2900)}]})
 }
 
-/// Slack's mrkdwn control characters (contracts.md §3).
-fn escape(text: &str) -> String {
+/// Slack's mrkdwn control characters (contracts.md §3); also n8n's `data.text`, which a
+/// workflow posts to Slack.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
