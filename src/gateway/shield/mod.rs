@@ -30,6 +30,7 @@
 //!   leak split across several such events is not seen.
 
 mod detect;
+mod fold;
 mod json;
 mod prompt;
 mod sse;
@@ -37,6 +38,9 @@ mod sse;
 mod tests;
 
 use std::sync::Arc;
+
+use fold::FoldedView;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use sse::SseShield;
 
@@ -46,6 +50,13 @@ const DEFAULT_MARKER: &str = "[REDACTED]";
 const DEFAULT_MIN_LEAK_WORDS: usize = 8;
 /// Fewer words than this would flag ordinary phrases ("of the") as leaks.
 const MIN_LEAK_WORDS_FLOOR: usize = 3;
+/// A configured secret shorter than this could be an ordinary word; it is not looked for.
+const MIN_SECRET_CHARS: usize = 8;
+
+/// `s` as the detectors compare it.
+fn fold(s: &str) -> String {
+    FoldedView::new(s).text.into_owned()
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ShieldConfig {
@@ -62,6 +73,9 @@ pub struct ShieldConfig {
     pub min_leak_words: usize,
     /// Replacement text; `[REDACTED]` when unset.
     pub marker: Option<String>,
+    /// Credentials removed literally wherever they appear (house keys, signing secrets);
+    /// values shorter than 8 characters are ignored.
+    pub secrets: Vec<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -104,7 +118,7 @@ impl Shield {
             n => n.clamp(MIN_LEAK_WORDS_FLOOR, prompt::MAX_RUN_WORDS),
         };
         let prompt = cfg.system_prompt.as_deref().and_then(|p| prompt::PromptIndex::build(p, min_words));
-        let canary = cfg.canary.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let canary = cfg.canary.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(fold);
         let hosts: Vec<String> = cfg
             .internal_hosts
             .iter()
@@ -112,13 +126,22 @@ impl Shield {
                 // "*.corp.local" and ".corp.local" mean the same as "corp.local":
                 // sub-domains of every listed name are matched anyway.
                 let h = h.trim().trim_start_matches("*.").trim_start_matches('.');
-                (!h.is_empty()).then(|| h.to_ascii_lowercase())
+                (!h.is_empty()).then(|| fold(h).to_ascii_lowercase())
             })
             .collect();
+        let mut secrets: Vec<String> = cfg
+            .secrets
+            .iter()
+            .map(|s| s.expose_secret().trim())
+            .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
+            .map(fold)
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
         Shield {
             marker: cfg.marker.unwrap_or_else(|| DEFAULT_MARKER.to_owned()),
             prompt,
-            detector: detect::Detector::new(canary, &hosts),
+            detector: detect::Detector::new(canary.as_deref(), &hosts, &secrets),
         }
     }
 
@@ -136,7 +159,8 @@ impl Shield {
             st.feed(idx, text, 0, &mut sink);
             st.finish(idx, &mut sink);
         }
-        self.detector.scan(text, 0, None, true, &mut sink);
+        let view = FoldedView::new(text);
+        self.detector.scan(&view.text, 0, None, true, |s, e, k| sink(view.start(s), view.end(e), k));
         if found.is_empty() {
             return None;
         }
