@@ -116,7 +116,9 @@ fn configured_secrets(config: &Config, env: impl Fn(&str) -> Option<String>) -> 
     .flatten()
     .cloned()
     .collect();
-    secrets.extend(config.providers.iter().filter_map(|p| p.api_key_env.as_deref()).filter_map(&env).map(SecretString::from));
+    secrets.extend(
+        config.providers.iter().filter_map(|p| p.api_key_env.as_deref()).filter_map(&env).map(SecretString::from),
+    );
     let urls = [Some(&config.database_url), config.redis_url.as_ref(), config.smtp_url.as_ref()];
     for url in urls.into_iter().flatten() {
         let Ok(parsed) = reqwest::Url::parse(url.expose_secret().trim()) else { continue };
@@ -221,6 +223,34 @@ mod tests {
         let none = Guard::from_config(&Config::default()).expect("guard");
         assert!(none.system_message().is_none());
         assert_eq!(none.sanitize_text("plain words").0, "plain words");
+    }
+
+    #[test]
+    fn every_configured_credential_is_removed_literally() {
+        let config = Config {
+            providers: vec![
+                serde_json::from_value(
+                    json!({"name": "groq", "base_url": "https://api.groq.example/v1", "api_key_env": "TEST_GROQ_KEY"}),
+                )
+                .expect("provider"),
+            ],
+            admin_key: Some(SecretString::from("admin.Key=plain words ok")),
+            n8n_webhook_secret: Some(SecretString::from("n8n~secret~value~1")),
+            smtp_url: Some(SecretString::from("smtp://mailer:p%40ss~word~long@mail.example:587")),
+            ..Config::default()
+        };
+        let env = |var: &str| (var == "TEST_GROQ_KEY").then(|| "groq.house~Key.value".to_owned());
+        let guard = Guard::from_config_and_env(&config, env).expect("guard");
+        for secret in [
+            "groq.house~Key.value",
+            "admin.Key=plain words ok",
+            "n8n~secret~value~1",
+            "p@ss~word~long",
+            "p%40ss~word~long",
+        ] {
+            let (clean, kinds) = guard.sanitize_text(&format!("echo: {secret}!"));
+            assert_eq!((clean.as_str(), kinds), ("echo: [REDACTED]!", vec![RemovalKind::Secret]), "{secret}");
+        }
     }
 
     #[tokio::test]

@@ -4,10 +4,10 @@
 //! characters, spacing, leetspeak and encodings. Everything here turns such text
 //! back into plain lowercase words so one keyword table can match all of it.
 
+use crate::lookalike::{confusable, is_invisible, is_sequence_glue};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use crate::lookalike::{confusable, is_invisible, is_sequence_glue};
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
 /// Obfuscation evidence seen while folding.

@@ -484,7 +484,10 @@ pub(super) fn delta(data: &[u8]) -> Option<Delta> {
         field
     };
     Some(Delta {
-        texts: texts.iter().map(|(k, path, span)| Text { choice: choice(*k), field: field(*k, path), span: span.clone() }).collect(),
+        texts: texts
+            .iter()
+            .map(|(k, path, span)| Text { choice: choice(*k), field: field(*k, path), span: span.clone() })
+            .collect(),
         standalone,
         finished: finished.into_iter().map(choice).collect(),
         logprobs: logprobs.into_iter().map(|(k, s)| (choice(k), s)).collect(),

@@ -1139,7 +1139,8 @@ fn every_streamed_string_is_shielded_audio_transcript_included() {
             serde_json::Value::from(data)
         )
     };
-    let pieces = ["Never mention the internal ", "discount code ROCKET-42-", "SPRING or the wholesale", " price list. ok"];
+    let pieces =
+        ["Never mention the internal ", "discount code ROCKET-42-", "SPRING or the wholesale", " price list. ok"];
     let mut input = String::from(ROLE);
     for p in pieces {
         input.push_str(&audio(p, "UklGRiQAAABXQVZFZm10IBAAAAABAAEA"));
@@ -1203,7 +1204,10 @@ fn configured_secrets_are_removed_literally_wherever_they_are() {
 fn streamed_signing_secret_split_across_chunks_is_removed() {
     let sh = with_secrets();
     let answer = format!("The webhook secret is {SIGNING_SECRET}, keep it safe.");
-    assert_eq!(assert_stream_matches_whole_at_every_split(&sh, &answer), format!("The webhook secret is {M}, keep it safe."));
+    assert_eq!(
+        assert_stream_matches_whole_at_every_split(&sh, &answer),
+        format!("The webhook secret is {M}, keep it safe.")
+    );
     // One character per event.
     assert_eq!(stream_chars(&sh, &answer), format!("The webhook secret is {M}, keep it safe."));
 }
@@ -1221,10 +1225,17 @@ fn provider_key_shapes_are_removed() {
         ("sk_live_51HxAbCdEfGhIjKlMnOpQrSt", "sk_live_ keys"),
         ("whsec_AbCdEfGhIjKlMnOpQrStUvWx", "whsec_ secrets"),
     ] {
-        assert_removed(&sh, &format!("Invalid API Key: {key}."), &format!("Invalid API Key: {M}."), RemovalKind::Secret);
+        assert_removed(
+            &sh,
+            &format!("Invalid API Key: {key}."),
+            &format!("Invalid API Key: {M}."),
+            RemovalKind::Secret,
+        );
         assert_clean(&sh, prose);
     }
-    let body = format!(r#"{{"error":{{"message":"Invalid API Key {groq}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#);
+    let body = format!(
+        r#"{{"error":{{"message":"Invalid API Key {groq}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+    );
     let (out, _) = sh.sanitize_json_body(body.as_bytes()).expect("changed");
     assert!(!String::from_utf8(out).expect("utf8").contains("gsk_8fK2"));
 }
