@@ -1,16 +1,26 @@
 //! Output shield: removes from model answers anything that would leak the
 //! business's secrets before the answer reaches the client.
 //!
+//! Every detector compares text folded ([`fold`]): invisible code points
+//! dropped, compatibility forms (fullwidth, mathematical letters), accents and
+//! Cyrillic/Greek look-alike letters undone. What it finds is mapped back to the
+//! original bytes, so a removal cuts the original text and a clean answer is
+//! passed on byte for byte.
+//!
 //! What is removed (each removal is replaced by a marker, `[REDACTED]` by default):
 //! * runs of at least `min_leak_words` consecutive words of the system prompt,
 //!   compared case-, whitespace- and punctuation-insensitively ([`prompt`]);
-//! * the configured canary token, anywhere, ASCII case-insensitively;
+//! * the configured canary token, anywhere, ASCII case-insensitively, also
+//!   spelled out with up to 16 separator bytes between its letters and digits;
+//! * the configured secrets (house keys, signing secrets), literally, anywhere;
 //! * internal IPv4/IPv6 addresses (private, loopback, link-local, CGNAT,
 //!   unique-local, IPv4-mapped forms). A `:port` after an address is kept:
 //!   ports alone reveal nothing and keeping them keeps sentences readable;
 //! * configured internal host names and their sub-domains;
-//! * credentials: `sk-` provider keys, `omi_` keys, `Bearer` tokens, AWS
-//!   access key ids, GitHub tokens, Slack webhook URLs and JWTs.
+//! * credentials by shape: `sk-` provider keys, Groq `gsk_`, xAI, Perplexity,
+//!   Hugging Face, Replicate, Fireworks, Google `AIza`, Stripe and Slack tokens,
+//!   `omi_` keys, `Bearer` tokens, AWS access key ids, GitHub tokens, Slack
+//!   webhook URLs and JWTs.
 //!
 //! Design: every detector reports byte ranges into one [`Redactions`] set, so
 //! the whole-text path ([`Shield::sanitize`]) and the streaming path
@@ -27,7 +37,12 @@
 //!   with more than ~500 bytes of sub-domain labels) is given up;
 //! * IPv4 addresses are dotted quads only (no `10.1`, hex or integer forms);
 //! * an SSE event that is not JSON is sanitized as plain text on its own, so a
-//!   leak split across several such events is not seen.
+//!   leak split across several such events is not seen;
+//! * in a stream, a string of a chunk outside `choices[].delta` (a vendor field)
+//!   is sanitized on its own: only `delta` strings continue across chunks;
+//! * look-alikes are the Cyrillic and Greek letters of `crate::lookalike`, not
+//!   the whole Unicode confusables list; a spaced-out spelling is looked for for
+//!   the canary only (8 to 64 letters and digits), not for secrets.
 
 mod detect;
 mod fold;
@@ -147,7 +162,7 @@ impl Shield {
 
     /// Returns the text with every removal replaced by the marker, plus one
     /// kind per (removal, reason); `None` when there is nothing to remove.
-    /// Clean text costs no heap allocation.
+    /// Clean text that folds to itself (ASCII, most prose) costs no heap allocation.
     pub fn sanitize(&self, text: &str) -> Option<(String, Vec<RemovalKind>)> {
         // Each detector reports in text order but they run one after the
         // other, so collect first and sort once (merging inserts would be
