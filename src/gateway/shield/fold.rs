@@ -22,6 +22,15 @@ pub(super) fn fold_char(c: char, mut out: impl FnMut(char)) {
         out(c);
         return;
     }
+    match LATIN.get((c as usize).wrapping_sub(LATIN_FIRST)) {
+        Some(Latin::Itself) => out(c),
+        Some(Latin::One(d)) => out(*d),
+        _ => fold_slowly(c, out),
+    }
+}
+
+/// [`fold_char`] by the Unicode tables.
+fn fold_slowly(c: char, mut out: impl FnMut(char)) {
     if is_invisible(c) {
         return;
     }
@@ -32,8 +41,38 @@ pub(super) fn fold_char(c: char, mut out: impl FnMut(char)) {
     });
 }
 
+/// The fold of one character of the Latin-1 and Latin Extended blocks, where most
+/// non-ASCII letters of European text are: a table lookup instead of a decomposition.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Latin {
+    Itself,
+    One(char),
+    Other,
+}
+
+const LATIN_FIRST: usize = 0x80;
+const LATIN_END: usize = 0x250;
+
+static LATIN: std::sync::LazyLock<Vec<Latin>> = std::sync::LazyLock::new(|| {
+    (LATIN_FIRST..LATIN_END)
+        .map(|u| {
+            let c = char::from_u32(u as u32).unwrap_or('\u{FFFD}');
+            let mut folded = Vec::new();
+            fold_slowly(c, |d| folded.push(d));
+            match folded[..] {
+                [d] if d == c => Latin::Itself,
+                [d] => Latin::One(d),
+                _ => Latin::Other,
+            }
+        })
+        .collect()
+});
+
 /// Whether `c` folds to itself alone.
 fn folds_to_itself(c: char) -> bool {
+    if let Some(latin) = LATIN.get((c as usize).wrapping_sub(LATIN_FIRST)) {
+        return *latin == Latin::Itself;
+    }
     let mut n = 0;
     let mut same = true;
     fold_char(c, |d| {
@@ -166,6 +205,17 @@ mod tests {
         assert_eq!(fold("café N\u{0336}e\u{0336}v\u{0336}"), "cafe Nev");
         let clean = "plain ASCII, 東京 and emoji 🚀";
         assert!(matches!(FoldedView::new(clean).text, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_latin_table_is_the_unicode_fold() {
+        for u in LATIN_FIRST..LATIN_END {
+            let c = char::from_u32(u as u32).expect("no surrogates here");
+            let (mut fast, mut slow) = (String::new(), String::new());
+            fold_char(c, |d| fast.push(d));
+            fold_slowly(c, |d| slow.push(d));
+            assert_eq!(fast, slow, "{c:?}");
+        }
     }
 
     #[test]

@@ -406,26 +406,56 @@ fn is_structural(path: &[Seg]) -> bool {
     path.iter().rev().find(|s| matches!(s, Seg::Key(_))).is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)))
 }
 
-/// A path inside a choice, owned.
-type OwnedPath = Vec<(bool, Vec<u8>, usize)>;
+/// A path inside a choice as bytes, for comparing: `0` and the key (whose raw bytes are never
+/// control characters), or `1` and the array position's eight bytes.
+fn encode_path(path: &[Seg]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                out.push(0);
+                out.extend_from_slice(k);
+            }
+            Seg::Index(i) => {
+                out.push(1);
+                out.extend_from_slice(&(*i as u64).to_le_bytes());
+            }
+        }
+    }
+    out
+}
 
-fn owned(path: &[Seg]) -> OwnedPath {
-    path.iter()
-        .map(|s| match s {
-            Seg::Key(k) => (true, k.to_vec(), 0),
-            Seg::Index(i) => (false, Vec::new(), *i),
-        })
-        .collect()
+/// Replaces, in the encoded `path`, each array position whose element has an `index` member
+/// (`named`: encoded element path, value) by that value.
+fn name_elements(path: &[u8], named: &[(&[u8], u64)]) -> Vec<u8> {
+    let mut out = path.to_vec();
+    let mut i = 0;
+    while let Some(&marker) = path.get(i) {
+        i += 1;
+        if marker == 1 {
+            i += 8;
+            if let Some((_, n)) = named.iter().find(|(p, _)| *p == path.get(..i).unwrap_or_default())
+                && let Some(slot) = out.get_mut(i - 8..i)
+            {
+                slot.copy_from_slice(&n.to_le_bytes());
+            }
+        } else {
+            while path.get(i).is_some_and(|&b| b > 1) {
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Extracts the strings of a chunk; `None` if not JSON.
 pub(super) fn delta(data: &[u8]) -> Option<Delta> {
     // Collected by array position first: `index` may come after the text.
-    let mut texts: Vec<(usize, OwnedPath, Range<usize>)> = Vec::new();
+    let mut texts: Vec<(usize, Vec<u8>, Range<usize>)> = Vec::new();
     let mut standalone = Vec::new();
     let mut choice_index: Vec<(usize, u64)> = Vec::new();
-    // (choice position, path of an array element inside the choice, its `index`)
-    let mut element_index: Vec<(usize, OwnedPath, u64)> = Vec::new();
+    // (choice position, encoded path of an array element inside the choice, its `index`)
+    let mut element_index: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     let mut finished: Vec<usize> = Vec::new();
     let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
     walk(data, &mut |path, span, kind| {
@@ -449,9 +479,9 @@ pub(super) fn delta(data: &[u8]) -> Option<Delta> {
                     logprobs.push((k, span));
                     return;
                 }
-                ([d, inner @ .., Seg::Index(_), i], Kind::Num) if d.is("delta") && i.is("index") => {
+                ([d, .., Seg::Index(_), i], Kind::Num) if d.is("delta") && i.is("index") => {
                     if let Some(n) = parse_u64(&data[span]) {
-                        element_index.push((k, owned(&rest[..1 + inner.len() + 1]), n));
+                        element_index.push((k, encode_path(&rest[..rest.len() - 1]), n));
                     }
                     return;
                 }
@@ -463,30 +493,21 @@ pub(super) fn delta(data: &[u8]) -> Option<Delta> {
         }
         match in_choice {
             Some((k, rest)) if rest.first().is_some_and(|d| d.is("delta")) || matches!(rest, [t] if t.is("text")) => {
-                texts.push((k, owned(rest), span));
+                texts.push((k, encode_path(rest), span));
             }
             _ => standalone.push(span),
         }
     })?;
     let choice = |k: usize| choice_index.iter().find(|(p, _)| *p == k).map_or(k as u64, |(_, n)| *n);
-    let field = |k: usize, path: &OwnedPath| {
-        let mut field = Vec::new();
-        for (depth, (is_key, key, position)) in path.iter().enumerate() {
-            if *is_key {
-                field.push(0);
-                field.extend_from_slice(key);
-            } else {
-                let named = element_index.iter().find(|(c, p, _)| *c == k && p[..] == path[..=depth]);
-                field.push(1);
-                field.extend_from_slice(named.map_or(*position as u64, |e| e.2).to_string().as_bytes());
-            }
-        }
-        field
+    let field = |k: usize, path: Vec<u8>| {
+        let named: Vec<(&[u8], u64)> =
+            element_index.iter().filter(|(c, ..)| *c == k).map(|(_, p, n)| (p.as_slice(), *n)).collect();
+        if named.is_empty() { path } else { name_elements(&path, &named) }
     };
     Some(Delta {
         texts: texts
-            .iter()
-            .map(|(k, path, span)| Text { choice: choice(*k), field: field(*k, path), span: span.clone() })
+            .into_iter()
+            .map(|(k, path, span)| Text { choice: choice(k), field: field(k, path), span })
             .collect(),
         standalone,
         finished: finished.into_iter().map(choice).collect(),
