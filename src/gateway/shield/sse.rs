@@ -1,8 +1,9 @@
 //! Streaming shield for OpenAI server-sent events.
 //!
 //! Raw bytes are cut into complete SSE events (chunk boundaries are
-//! arbitrary). The text of every streamed field (`choices[i].delta.content`,
-//! tool-call arguments, ...) is appended to that field's *channel*, which
+//! arbitrary). Every string under a choice's `delta` but protocol fields
+//! (`content`, `refusal`, reasoning, tool-call arguments, `audio.transcript`,
+//! vendor fields) is appended to that field's *channel*, which
 //! runs the same detectors as [`Shield::sanitize`] over a small window of
 //! not-yet-released text and commits everything that can no longer become
 //! part of a match. Events are queued in arrival order and released once all
@@ -11,7 +12,8 @@
 //! spliced in: the marker goes into the event where the removal starts and
 //! later events of the same removal carry the text that remains (often "").
 //! Events without streamed text (role, finish, usage, `[DONE]`, comments,
-//! errors) keep their place in the queue and are sanitized on their own.
+//! errors) keep their place in the queue and are sanitized on their own, as
+//! are the strings of a text event outside `delta`.
 
 use std::collections::VecDeque;
 use std::ops::Range;
