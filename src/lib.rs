@@ -11,6 +11,7 @@ pub mod events;
 pub mod firewall;
 pub mod gateway;
 pub mod keys;
+pub mod lookalike;
 pub mod mock_upstream;
 pub mod store;
 pub mod swar;

@@ -22,6 +22,7 @@ pub use crate::customers::EmailAddress;
 
 pub use postmark::PostmarkClient;
 pub use smtp::SmtpMailer;
+pub(crate) use smtp::percent_decode;
 
 /// One message to one recipient. The sender is part of the [`Mailer`]'s configuration.
 #[derive(Clone, PartialEq, Eq)]

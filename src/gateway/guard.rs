@@ -9,7 +9,7 @@ use super::shield::{RemovalKind, Shield, ShieldConfig, SseShield};
 use crate::config::{Config, ConfigError};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use chrono::Utc;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -33,6 +33,11 @@ pub struct Guard {
 
 impl Guard {
     pub fn from_config(config: &Config) -> Result<Guard, ServeError> {
+        Guard::from_config_and_env(config, |var| std::env::var(var).ok())
+    }
+
+    /// As [`Guard::from_config`], reading the providers' house keys (`api_key_env`) with `env`.
+    pub fn from_config_and_env(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Guard, ServeError> {
         let prompt = config.load_system_prompt()?;
         let configured = config.shield_canary.as_ref().map(|c| c.expose_secret().trim().to_owned());
         let canary = match (configured.filter(|c| !c.is_empty()), &prompt) {
@@ -54,6 +59,7 @@ impl Guard {
             internal_hosts: config.shield_internal_hosts.clone(),
             min_leak_words: config.shield_min_leak_words,
             marker: None,
+            secrets: configured_secrets(config, env),
         });
         Ok(Guard {
             shield: Arc::new(shield),
@@ -89,6 +95,39 @@ impl Guard {
     pub fn sanitize_text(&self, text: &str) -> (String, Vec<RemovalKind>) {
         self.shield.sanitize(text).unwrap_or_else(|| (text.to_owned(), Vec::new()))
     }
+}
+
+/// Every credential the configuration holds, as it could appear in text: the house keys of
+/// every provider, the operator's and the integrations' secrets, and the passwords in the
+/// connection URLs (as written and decoded). The shield removes each literally.
+fn configured_secrets(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<SecretString> {
+    let mut secrets: Vec<SecretString> = [
+        &config.openai_api_key,
+        &config.admin_key,
+        &config.lemonsqueezy_signing_secret,
+        &config.postmark_server_token,
+        &config.sentinel_api_key,
+        &config.n8n_webhook_secret,
+        &config.n8n_webhook_url,
+        &config.slack_webhook_url,
+        &config.smtp_url,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    secrets.extend(
+        config.providers.iter().filter_map(|p| p.api_key_env.as_deref()).filter_map(&env).map(SecretString::from),
+    );
+    let urls = [Some(&config.database_url), config.redis_url.as_ref(), config.smtp_url.as_ref()];
+    for url in urls.into_iter().flatten() {
+        let Ok(parsed) = reqwest::Url::parse(url.expose_secret().trim()) else { continue };
+        if let Some(password) = parsed.password() {
+            secrets.extend(crate::billing::mailer::percent_decode(password).map(SecretString::from));
+            secrets.push(SecretString::from(password));
+        }
+    }
+    secrets
 }
 
 fn random_canary() -> Result<String, ServeError> {
@@ -184,6 +223,34 @@ mod tests {
         let none = Guard::from_config(&Config::default()).expect("guard");
         assert!(none.system_message().is_none());
         assert_eq!(none.sanitize_text("plain words").0, "plain words");
+    }
+
+    #[test]
+    fn every_configured_credential_is_removed_literally() {
+        let config = Config {
+            providers: vec![
+                serde_json::from_value(
+                    json!({"name": "groq", "base_url": "https://api.groq.example/v1", "api_key_env": "TEST_GROQ_KEY"}),
+                )
+                .expect("provider"),
+            ],
+            admin_key: Some(SecretString::from("admin.Key=plain words ok")),
+            n8n_webhook_secret: Some(SecretString::from("n8n~secret~value~1")),
+            smtp_url: Some(SecretString::from("smtp://mailer:p%40ss~word~long@mail.example:587")),
+            ..Config::default()
+        };
+        let env = |var: &str| (var == "TEST_GROQ_KEY").then(|| "groq.house~Key.value".to_owned());
+        let guard = Guard::from_config_and_env(&config, env).expect("guard");
+        for secret in [
+            "groq.house~Key.value",
+            "admin.Key=plain words ok",
+            "n8n~secret~value~1",
+            "p@ss~word~long",
+            "p%40ss~word~long",
+        ] {
+            let (clean, kinds) = guard.sanitize_text(&format!("echo: {secret}!"));
+            assert_eq!((clean.as_str(), kinds), ("echo: [REDACTED]!", vec![RemovalKind::Secret]), "{secret}");
+        }
     }
 
     #[tokio::test]

@@ -701,3 +701,63 @@ async fn upstream_error_messages_are_shielded() {
     kinds.sort_by_key(|k| *k as u8);
     assert_eq!(kinds, [FindingKind::SystemPromptLeak, FindingKind::SecretLeak]);
 }
+
+/// A house key no credential shape recognises: only the configured value gives it away.
+const SHAPELESS_HOUSE_KEY: &str = "house.Key=NoShape~0123456789";
+const SIGNING_SECRET: &str = "lsq.Signing=Secret!42-value-xyz";
+
+fn shielded_with_secrets(c: &mut omi::config::Config) {
+    shielded(c);
+    c.openai_api_key = Some(SecretString::from(SHAPELESS_HOUSE_KEY));
+    c.lemonsqueezy_signing_secret = Some(SecretString::from(SIGNING_SECRET));
+}
+
+#[tokio::test]
+async fn upstream_errors_echoing_the_house_key_or_a_groq_key_are_redacted() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, shielded_with_secrets).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let groq = "gsk_8fK2mQ9xLp4Rt7Vw1Zy3Bc6Nd0Hj5Gs2Ea9Uo4Ik7Ml1Pq3Wr";
+    for status in [400, 404, 422, 429] {
+        let mut body = chat_body(false);
+        body["mock"] = json!({
+            "status": status,
+            "error_message": format!("Incorrect API key provided: {SHAPELESS_HOUSE_KEY}; fallback key {groq} rejected too"),
+        });
+        let response = app.chat(&key, body).send().await.expect("send");
+        assert_eq!(response.status(), status);
+        let text = response.text().await.expect("text");
+        for secret in [SHAPELESS_HOUSE_KEY, "NoShape", groq, "gsk_8fK2"] {
+            assert!(!text.contains(secret), "{status}: {secret} in {text}");
+        }
+        if status == 400 {
+            let error: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(
+                error["error"]["message"],
+                "Incorrect API key provided: [REDACTED]; fallback key [REDACTED] rejected too"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_signing_secret_split_across_chunks_is_redacted() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, shielded_with_secrets).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let content = format!("The webhook secret is {SIGNING_SECRET} and the key is {SHAPELESS_HOUSE_KEY}, keep them.");
+    let length = content.chars().count();
+    for chunks in (1..=16).chain([length / 2, length]) {
+        let mut body = chat_body(true);
+        body["mock"] = json!({"content": content, "chunks": chunks});
+        let response = app.chat(&key, body).send().await.expect("send");
+        assert_eq!(response.status(), 200);
+        let sse = response.text().await.expect("text");
+        assert_eq!(
+            streamed_content(&sse),
+            "The webhook secret is [REDACTED] and the key is [REDACTED], keep them.",
+            "chunks {chunks}"
+        );
+        for piece in ["Signing=Secret", "NoShape"] {
+            assert!(!sse.contains(piece), "chunks {chunks}: {sse}");
+        }
+    }
+}

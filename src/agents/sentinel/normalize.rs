@@ -4,6 +4,7 @@
 //! characters, spacing, leetspeak and encodings. Everything here turns such text
 //! back into plain lowercase words so one keyword table can match all of it.
 
+use crate::lookalike::{confusable, is_invisible, is_sequence_glue};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -38,7 +39,7 @@ pub fn fold_into(text: &str, out: &mut String) -> Tricks {
     for c in text.chars() {
         if is_invisible(c) {
             // Joiners and variation selectors are normal inside emoji sequences.
-            if !matches!(c, '\u{200D}' | '\u{FE00}'..='\u{FE0F}') {
+            if !is_sequence_glue(c) {
                 tricks.invisible += 1;
             }
             continue;
@@ -151,15 +152,6 @@ fn no_decomposition(c: char) -> bool {
         | '\u{0391}'..='\u{03A9}' | '\u{03B1}'..='\u{03C9}' | '\u{4E00}'..='\u{9FFF}')
 }
 
-/// Zero-width, joiner, bidi-control and similar characters that render as nothing.
-fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
-        | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
-}
-
 /// True when ASCII letters outnumber non-ASCII characters: then a word spelled
 /// wholly in Cyrillic/Greek look-alikes is a disguise, not a real Russian word.
 /// (Counting every non-ASCII character avoids a Unicode table lookup per char.)
@@ -240,36 +232,6 @@ fn is_scriptio_continua(c: char) -> bool {
     matches!(c,
         '\u{3040}'..='\u{30FF}' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}'
         | '\u{F900}'..='\u{FAFF}' | '\u{0E00}'..='\u{0E7F}' | '\u{20000}'..='\u{2FA1F}')
-}
-
-/// Lowercase Cyrillic and Greek letters that look like a Latin letter.
-fn confusable(c: char) -> Option<char> {
-    Some(match c {
-        'а' | 'α' => 'a',
-        'в' | 'β' | 'ь' => 'b',
-        'с' | 'ϲ' => 'c',
-        'ԁ' => 'd',
-        'е' | 'ё' | 'ε' => 'e',
-        'һ' => 'h',
-        'і' | 'ї' | 'ι' | 'ı' => 'i',
-        'ј' => 'j',
-        'к' | 'κ' => 'k',
-        'ӏ' => 'l',
-        'м' => 'm',
-        'п' | 'η' => 'n',
-        'о' | 'ο' | 'σ' => 'o',
-        'р' | 'ρ' => 'p',
-        'ԛ' => 'q',
-        'г' => 'r',
-        'ѕ' => 's',
-        'т' | 'τ' => 't',
-        'υ' | 'μ' => 'u',
-        'ν' => 'v',
-        'ш' | 'ԝ' | 'ω' => 'w',
-        'х' | 'χ' => 'x',
-        'у' | 'γ' => 'y',
-        _ => return None,
-    })
 }
 
 /// Undoes leetspeak in one folded word (`1gn0r3` -> `ignore`). Returns false,

@@ -234,7 +234,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// Decodes `%XX` escapes in URL user info. `url` leaves them encoded; a `%` that does not start
 /// a valid escape, or bytes that are not UTF-8, make the value invalid (`None`).
-fn percent_decode(encoded: &str) -> Option<String> {
+pub(crate) fn percent_decode(encoded: &str) -> Option<String> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,5 +1,6 @@
 //! Pattern detectors: canary, internal hosts, credentials and internal IP
-//! addresses.
+//! addresses. They read folded text (`fold.rs`); the caller maps what they find
+//! back to the original.
 //!
 //! Literal triggers are found with Aho-Corasick and then verified at the hit
 //! (token boundaries, body shape): credential prefixes with a case-sensitive
@@ -109,6 +110,13 @@ enum Secret {
     Slack,
     Jwt,
     Bearer,
+    /// A provider key spelled prefix + random letters and digits (Groq `gsk_`, xAI `xai-`,
+    /// Hugging Face `hf_`, ...): confirmed by that many letters and digits after the prefix.
+    Prefixed(usize),
+    /// Google API keys: `AIza` + 35 key characters.
+    Google,
+    /// Slack bot, user and app tokens (`xoxb-123-456-abc`).
+    SlackToken,
 }
 
 /// Credential prefixes, matched case-sensitively (the few spellings of
@@ -127,6 +135,24 @@ const SECRET_TRIGGERS: &[(&str, Secret)] = &[
     ("github_pat_", Secret::GitHubPat),
     ("hooks.slack.com/services/", Secret::Slack),
     ("eyJ", Secret::Jwt),
+    ("gsk_", Secret::Prefixed(30)),
+    ("xai-", Secret::Prefixed(30)),
+    ("pplx-", Secret::Prefixed(30)),
+    ("hf_", Secret::Prefixed(30)),
+    ("r8_", Secret::Prefixed(30)),
+    ("fw_", Secret::Prefixed(20)),
+    ("sk_live_", Secret::Prefixed(20)),
+    ("sk_test_", Secret::Prefixed(20)),
+    ("rk_live_", Secret::Prefixed(20)),
+    ("rk_test_", Secret::Prefixed(20)),
+    ("whsec_", Secret::Prefixed(20)),
+    ("AIza", Secret::Google),
+    ("xoxb-", Secret::SlackToken),
+    ("xoxp-", Secret::SlackToken),
+    ("xoxa-", Secret::SlackToken),
+    ("xoxr-", Secret::SlackToken),
+    ("xoxs-", Secret::SlackToken),
+    ("xapp-", Secret::SlackToken),
     ("Bearer", Secret::Bearer),
     ("bearer", Secret::Bearer),
     ("BEARER", Secret::Bearer),
@@ -159,7 +185,7 @@ impl Secret {
         match self {
             // Random keys mix character kinds; requiring two kinds keeps
             // identifiers like `sk-learn-compatible-estimators` intact.
-            Secret::OpenAi => {
+            Secret::OpenAi | Secret::Google => {
                 let kinds = [
                     body.iter().any(u8::is_ascii_digit),
                     body.iter().any(u8::is_ascii_lowercase),
@@ -167,6 +193,8 @@ impl Secret {
                 ];
                 body.len() >= 20 && kinds.iter().filter(|k| **k).count() >= 2
             }
+            Secret::Prefixed(min) => leading(u8::is_ascii_alphanumeric) >= min,
+            Secret::SlackToken => body.len() >= 20 && body.iter().any(u8::is_ascii_digit),
             Secret::Omi => leading(u8::is_ascii_alphanumeric) >= 30,
             Secret::Aws => leading(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) >= 16,
             Secret::GitHub => leading(u8::is_ascii_alphanumeric) >= 30,
@@ -197,6 +225,133 @@ impl Secret {
 enum Literal {
     Canary,
     Host,
+    /// A configured credential (house key, signing secret, ...), removed wherever it is.
+    Secret,
+}
+
+/// Separator bytes allowed between two letters of a spaced-out canary (`o m i - c a n`).
+const SPACED_GAP_MAX: usize = 16;
+/// Letters and digits a canary needs for its spaced-out spelling to be looked for: fewer
+/// could be spelled by chance; more are not needed to recognise it.
+const SPACED_LETTERS: std::ops::RangeInclusive<usize> = 8..=64;
+
+/// The canary's letters and digits, found whatever separates them: a canary spelled out
+/// with spaces, dashes or line breaks between its letters is still the canary.
+struct Spaced {
+    /// Lower-case ASCII letters and digits of the canary.
+    letters: Vec<u8>,
+    /// Position in `letters` of the letter searched for first: the one least common in prose,
+    /// so that most text is skipped at memchr speed.
+    rare: usize,
+}
+
+/// Letters and digits from least to most common in English prose (a search starts at the
+/// canary's rarest one).
+const BY_RARITY: &[u8] = b"zqxjkv9876543210bpygfwmucldrhsnioate";
+
+fn is_letter(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+impl Spaced {
+    fn new(canary: &str) -> Option<Spaced> {
+        let letters: Vec<u8> = canary.bytes().filter(|b| is_letter(*b)).map(|b| b.to_ascii_lowercase()).collect();
+        if !SPACED_LETTERS.contains(&letters.len()) {
+            return None;
+        }
+        let rank = |b: u8| BY_RARITY.iter().position(|&r| r == b).unwrap_or(0);
+        let rare = (0..letters.len()).min_by_key(|&i| rank(letters[i]))?;
+        Some(Spaced { letters, rare })
+    }
+
+    /// Most bytes a spaced canary spans.
+    fn max_span(&self) -> usize {
+        self.letters.len() * (SPACED_GAP_MAX + 1)
+    }
+
+    /// Removes every spaced spelling in `t`; at an unfinished window end, holds what may
+    /// still become one.
+    fn scan(&self, t: &[u8], eof: bool, pending: &mut Option<usize>, out: &mut impl FnMut(usize, usize, RemovalKind)) {
+        let r = self.letters[self.rare];
+        for hit in memchr::memchr2_iter(r, r.to_ascii_uppercase(), t) {
+            let Some(start) = self.before(t, hit) else { continue };
+            match self.after(t, hit + 1) {
+                Some(Some(end)) => out(start, end, RemovalKind::Canary),
+                Some(None) if !eof => set_min(pending, start),
+                _ => {}
+            }
+        }
+        if !eof && let Some(start) = self.partial(t) {
+            set_min(pending, start);
+        }
+    }
+
+    /// Start of the letters before the rare one, read backwards from `hit`.
+    fn before(&self, t: &[u8], hit: usize) -> Option<usize> {
+        let mut j = hit;
+        for &want in self.letters[..self.rare].iter().rev() {
+            let mut gap = 0;
+            while j > 0 && !is_letter(t[j - 1]) {
+                j -= 1;
+                gap += 1;
+            }
+            if j == 0 || gap > SPACED_GAP_MAX || t[j - 1].to_ascii_lowercase() != want {
+                return None;
+            }
+            j -= 1;
+        }
+        Some(j)
+    }
+
+    /// End of the letters after the rare one, read from `from`: `Some(None)` when the text
+    /// ends before they do, `None` when they are not there.
+    fn after(&self, t: &[u8], from: usize) -> Option<Option<usize>> {
+        let mut j = from;
+        for &want in &self.letters[self.rare + 1..] {
+            let mut gap = 0;
+            while j < t.len() && !is_letter(t[j]) {
+                j += 1;
+                gap += 1;
+            }
+            if gap > SPACED_GAP_MAX {
+                return None;
+            }
+            if j == t.len() {
+                return Some(None);
+            }
+            if t[j].to_ascii_lowercase() != want {
+                return None;
+            }
+            j += 1;
+        }
+        Some(Some(j))
+    }
+
+    /// Start of the longest spaced beginning of the canary that ends the text.
+    fn partial(&self, t: &[u8]) -> Option<usize> {
+        // Positions of the text's last letters (at most one fewer than the canary's),
+        // latest first, as long as no gap is too wide.
+        let mut at = [0usize; *SPACED_LETTERS.end()];
+        let mut n = 0;
+        let mut j = t.len();
+        while n + 1 < self.letters.len() {
+            let mut gap = 0;
+            while j > 0 && !is_letter(t[j - 1]) {
+                j -= 1;
+                gap += 1;
+            }
+            if j == 0 || gap > SPACED_GAP_MAX {
+                break;
+            }
+            j -= 1;
+            at[n] = j;
+            n += 1;
+        }
+        (1..=n).rev().find_map(|k| {
+            let starts = (0..k).all(|q| t[at[k - 1 - q]].to_ascii_lowercase() == self.letters[q]);
+            starts.then_some(at[k - 1])
+        })
+    }
 }
 
 enum Verdict {
@@ -262,6 +417,7 @@ pub(super) struct Detector {
     /// canary containing e.g. a host name is still found). `None` if unset.
     literals: Option<AhoCorasick>,
     literal_kinds: Vec<Literal>,
+    spaced: Option<Spaced>,
     /// Literals containing bytes outside `is_hold` (a canary with spaces):
     /// their partial matches at a window end are not covered by the
     /// trailing-run rule and are checked explicitly.
@@ -271,7 +427,8 @@ pub(super) struct Detector {
 }
 
 impl Detector {
-    pub(super) fn new(canary: Option<&str>, hosts: &[String]) -> Detector {
+    /// `canary`, `hosts` and `secrets` as the detectors compare them: folded.
+    pub(super) fn new(canary: Option<&str>, hosts: &[String], secrets: &[String]) -> Detector {
         let mut literals: Vec<&[u8]> = Vec::new();
         let mut literal_kinds = Vec::new();
         if let Some(c) = canary {
@@ -282,6 +439,12 @@ impl Detector {
             literals.push(h.as_bytes());
             literal_kinds.push(Literal::Host);
         }
+        for secret in secrets {
+            literals.push(secret.as_bytes());
+            literal_kinds.push(Literal::Secret);
+        }
+        let spaced = canary.and_then(Spaced::new);
+        let spaced_span = spaced.as_ref().map_or(0, Spaced::max_span);
         let partials = literals.iter().filter(|p| !p.iter().all(|&b| is_hold(b))).map(|p| p.to_vec()).collect();
         let longest = literals.iter().map(|p| p.len()).max().unwrap_or(0);
         // Building only fails when an automaton would exceed its state-id
@@ -304,8 +467,9 @@ impl Detector {
             secrets,
             literals,
             literal_kinds,
+            spaced,
             partials,
-            max_hold: MIN_MAX_HOLD.max(longest + 64),
+            max_hold: MIN_MAX_HOLD.max(longest.max(spaced_span) + 64),
             open_tail: MAX_IPV6_TEXT.max(longest + 8),
         }
     }
@@ -367,10 +531,16 @@ impl Detector {
                         Verdict::Found { start: m.start(), end: m.end(), kind: RemovalKind::Canary, open: None }
                     }
                     Some(Literal::Host) => host(t, m.start(), m.end(), prev, eof),
+                    Some(Literal::Secret) => {
+                        Verdict::Found { start: m.start(), end: m.end(), kind: RemovalKind::Secret, open: None }
+                    }
                     None => Verdict::No,
                 };
                 apply(v, &mut tail);
             }
+        }
+        if let Some(spaced) = &self.spaced {
+            spaced.scan(t, eof, &mut tail.pending, &mut out);
         }
         scan_ipv4(t, prev, eof, &mut tail.pending, &mut out);
         scan_ipv6(t, prev, eof, &mut tail.pending, &mut out);

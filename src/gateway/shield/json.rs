@@ -303,8 +303,9 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Values under these keys are protocol fields, not model output: editing
-/// them could break clients and they cannot carry a leak.
+/// Values under these keys are protocol fields (identifiers, enums, padding), not
+/// model output: editing them could break clients and they cannot carry a leak.
+/// Every other string value is text and is shielded.
 const STRUCTURAL_KEYS: &[&str] = &[
     "id",
     "object",
@@ -318,6 +319,7 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "code",
     "param",
     "index",
+    "obfuscation",
 ];
 
 /// Whole-body sanitizer: every string value except protocol fields is
@@ -343,12 +345,7 @@ pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<Re
         if kind != Kind::Str || path.iter().any(|s| s.is("logprobs")) {
             return;
         }
-        let structural = path
-            .iter()
-            .rev()
-            .find(|s| matches!(s, Seg::Key(_)))
-            .is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)));
-        if structural {
+        if is_structural(path) {
             return;
         }
         if let Some((clean, k)) = sh.sanitize(&decode_str(&body[span.clone()])) {
@@ -377,100 +374,142 @@ pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<Re
     Some((splice(body, &mut edits), kinds))
 }
 
-/// Which streamed text field of a choice a string belongs to; each is an
-/// independent text stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Field {
-    Content,
-    Refusal,
-    ReasoningContent,
-    Reasoning,
-    ToolArguments(u64),
-    FunctionArguments,
+/// One streamed string of a chunk: a piece of one of its choice's texts.
+#[derive(Debug)]
+pub(super) struct Text {
+    /// The choice's `index`.
+    pub(super) choice: u64,
+    /// Which text of the choice it continues: its path inside the choice, an array element
+    /// named by its own `index` member when it has one (tool calls), else by its position.
+    pub(super) field: Vec<u8>,
+    /// Span of the string literal.
+    pub(super) span: Range<usize>,
 }
 
-/// The text-bearing parts of one `chat.completion.chunk`.
+/// The strings of one `chat.completion.chunk`.
 #[derive(Debug, Default)]
 pub(super) struct Delta {
-    /// (choice index, field, literal span)
-    pub(super) texts: Vec<(u64, Field, Range<usize>)>,
+    /// Streamed text: every string under a choice's `delta` (or a completion's `text`) but
+    /// protocol fields; each continues the same field of earlier chunks.
+    pub(super) texts: Vec<Text>,
+    /// Every other string but protocol fields (an error, a vendor's citations): complete in
+    /// this chunk, so sanitized on its own. Spans of string literals.
+    pub(super) standalone: Vec<Range<usize>>,
     /// choices whose `finish_reason` is set in this chunk
     pub(super) finished: Vec<u64>,
     /// (choice index, span of its `logprobs` value)
     pub(super) logprobs: Vec<(u64, Range<usize>)>,
 }
 
-/// Extracts the streamed text fields of a chunk; `None` if not JSON.
+/// Whether the value at `path` is a protocol field: its nearest key is a structural one.
+fn is_structural(path: &[Seg]) -> bool {
+    path.iter().rev().find(|s| matches!(s, Seg::Key(_))).is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)))
+}
+
+/// A path inside a choice as bytes, for comparing: `0` and the key (whose raw bytes are never
+/// control characters), or `1` and the array position's eight bytes.
+fn encode_path(path: &[Seg]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                out.push(0);
+                out.extend_from_slice(k);
+            }
+            Seg::Index(i) => {
+                out.push(1);
+                out.extend_from_slice(&(*i as u64).to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Replaces, in the encoded `path`, each array position whose element has an `index` member
+/// (`named`: encoded element path, value) by that value.
+fn name_elements(path: &[u8], named: &[(&[u8], u64)]) -> Vec<u8> {
+    let mut out = path.to_vec();
+    let mut i = 0;
+    while let Some(&marker) = path.get(i) {
+        i += 1;
+        if marker == 1 {
+            i += 8;
+            if let Some((_, n)) = named.iter().find(|(p, _)| *p == path.get(..i).unwrap_or_default())
+                && let Some(slot) = out.get_mut(i - 8..i)
+            {
+                slot.copy_from_slice(&n.to_le_bytes());
+            }
+        } else {
+            while path.get(i).is_some_and(|&b| b > 1) {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Extracts the strings of a chunk; `None` if not JSON.
 pub(super) fn delta(data: &[u8]) -> Option<Delta> {
-    // Collected by array position first: `index` may come after `delta`.
-    let mut texts: Vec<(usize, Option<usize>, Field, Range<usize>)> = Vec::new();
+    // Collected by array position first: `index` may come after the text.
+    let mut texts: Vec<(usize, Vec<u8>, Range<usize>)> = Vec::new();
+    let mut standalone = Vec::new();
     let mut choice_index: Vec<(usize, u64)> = Vec::new();
-    let mut tool_index: Vec<(usize, usize, u64)> = Vec::new();
+    // (choice position, encoded path of an array element inside the choice, its `index`)
+    let mut element_index: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     let mut finished: Vec<usize> = Vec::new();
     let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
     walk(data, &mut |path, span, kind| {
-        let [c, Seg::Index(k), rest @ ..] = path else {
-            return;
+        let in_choice = match path {
+            [c, Seg::Index(k), rest @ ..] if c.is("choices") => Some((*k, rest)),
+            _ => None,
         };
-        if !c.is("choices") {
+        if let Some((k, rest)) = in_choice {
+            match (rest, kind) {
+                ([i], Kind::Num) if i.is("index") => {
+                    if let Some(n) = parse_u64(&data[span]) {
+                        choice_index.push((k, n));
+                    }
+                    return;
+                }
+                ([f], Kind::Str) if f.is("finish_reason") => {
+                    finished.push(k);
+                    return;
+                }
+                ([l], Kind::Obj | Kind::Arr) if l.is("logprobs") => {
+                    logprobs.push((k, span));
+                    return;
+                }
+                ([d, .., Seg::Index(_), i], Kind::Num) if d.is("delta") && i.is("index") => {
+                    if let Some(n) = parse_u64(&data[span]) {
+                        element_index.push((k, encode_path(&rest[..rest.len() - 1]), n));
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if kind != Kind::Str || path.iter().any(|s| s.is("logprobs")) || is_structural(path) {
             return;
         }
-        let k = *k;
-        let field = |name: &Seg| {
-            [
-                ("content", Field::Content),
-                ("refusal", Field::Refusal),
-                ("reasoning_content", Field::ReasoningContent),
-                ("reasoning", Field::Reasoning),
-            ]
-            .into_iter()
-            .find(|(n, _)| name.is(n))
-            .map(|(_, f)| f)
-        };
-        match (rest, kind) {
-            ([i], Kind::Num) if i.is("index") => {
-                if let Some(n) = parse_u64(&data[span]) {
-                    choice_index.push((k, n));
-                }
+        match in_choice {
+            Some((k, rest)) if rest.first().is_some_and(|d| d.is("delta")) || matches!(rest, [t] if t.is("text")) => {
+                texts.push((k, encode_path(rest), span));
             }
-            ([f], Kind::Str) if f.is("finish_reason") => finished.push(k),
-            ([l], Kind::Obj | Kind::Arr) if l.is("logprobs") => logprobs.push((k, span)),
-            ([t], Kind::Str) if t.is("text") => texts.push((k, None, Field::Content, span)),
-            ([d, f], Kind::Str) if d.is("delta") => {
-                if let Some(f) = field(f) {
-                    texts.push((k, None, f, span));
-                }
-            }
-            ([d, tc, Seg::Index(j), i], Kind::Num) if d.is("delta") && tc.is("tool_calls") && i.is("index") => {
-                if let Some(n) = parse_u64(&data[span]) {
-                    tool_index.push((k, *j, n));
-                }
-            }
-            ([d, tc, Seg::Index(j), f, a], Kind::Str)
-                if d.is("delta") && tc.is("tool_calls") && f.is("function") && a.is("arguments") =>
-            {
-                texts.push((k, Some(*j), Field::ToolArguments(0), span));
-            }
-            ([d, f, a], Kind::Str) if d.is("delta") && f.is("function_call") && a.is("arguments") => {
-                texts.push((k, None, Field::FunctionArguments, span));
-            }
-            _ => {}
+            _ => standalone.push(span),
         }
     })?;
     let choice = |k: usize| choice_index.iter().find(|(p, _)| *p == k).map_or(k as u64, |(_, n)| *n);
+    let field = |k: usize, path: Vec<u8>| {
+        let named: Vec<(&[u8], u64)> =
+            element_index.iter().filter(|(c, ..)| *c == k).map(|(_, p, n)| (p.as_slice(), *n)).collect();
+        if named.is_empty() { path } else { name_elements(&path, &named) }
+    };
     Some(Delta {
         texts: texts
             .into_iter()
-            .map(|(k, tool, f, span)| {
-                let f = match tool {
-                    Some(j) => Field::ToolArguments(
-                        tool_index.iter().find(|(p, q, _)| *p == k && *q == j).map_or(j as u64, |(_, _, n)| *n),
-                    ),
-                    None => f,
-                };
-                (choice(k), f, span)
-            })
+            .map(|(k, path, span)| Text { choice: choice(k), field: field(k, path), span })
             .collect(),
+        standalone,
         finished: finished.into_iter().map(choice).collect(),
         logprobs: logprobs.into_iter().map(|(k, s)| (choice(k), s)).collect(),
     })

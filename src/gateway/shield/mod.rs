@@ -1,16 +1,26 @@
 //! Output shield: removes from model answers anything that would leak the
 //! business's secrets before the answer reaches the client.
 //!
+//! Every detector compares text folded ([`fold`]): invisible code points
+//! dropped, compatibility forms (fullwidth, mathematical letters), accents and
+//! Cyrillic/Greek look-alike letters undone. What it finds is mapped back to the
+//! original bytes, so a removal cuts the original text and a clean answer is
+//! passed on byte for byte.
+//!
 //! What is removed (each removal is replaced by a marker, `[REDACTED]` by default):
 //! * runs of at least `min_leak_words` consecutive words of the system prompt,
 //!   compared case-, whitespace- and punctuation-insensitively ([`prompt`]);
-//! * the configured canary token, anywhere, ASCII case-insensitively;
+//! * the configured canary token, anywhere, ASCII case-insensitively, also
+//!   spelled out with up to 16 separator bytes between its letters and digits;
+//! * the configured secrets (house keys, signing secrets), literally, anywhere;
 //! * internal IPv4/IPv6 addresses (private, loopback, link-local, CGNAT,
 //!   unique-local, IPv4-mapped forms). A `:port` after an address is kept:
 //!   ports alone reveal nothing and keeping them keeps sentences readable;
 //! * configured internal host names and their sub-domains;
-//! * credentials: `sk-` provider keys, `omi_` keys, `Bearer` tokens, AWS
-//!   access key ids, GitHub tokens, Slack webhook URLs and JWTs.
+//! * credentials by shape: `sk-` provider keys, Groq `gsk_`, xAI, Perplexity,
+//!   Hugging Face, Replicate, Fireworks, Google `AIza`, Stripe and Slack tokens,
+//!   `omi_` keys, `Bearer` tokens, AWS access key ids, GitHub tokens, Slack
+//!   webhook URLs and JWTs.
 //!
 //! Design: every detector reports byte ranges into one [`Redactions`] set, so
 //! the whole-text path ([`Shield::sanitize`]) and the streaming path
@@ -27,9 +37,15 @@
 //!   with more than ~500 bytes of sub-domain labels) is given up;
 //! * IPv4 addresses are dotted quads only (no `10.1`, hex or integer forms);
 //! * an SSE event that is not JSON is sanitized as plain text on its own, so a
-//!   leak split across several such events is not seen.
+//!   leak split across several such events is not seen;
+//! * in a stream, a string of a chunk outside `choices[].delta` (a vendor field)
+//!   is sanitized on its own: only `delta` strings continue across chunks;
+//! * look-alikes are the Cyrillic and Greek letters of `crate::lookalike`, not
+//!   the whole Unicode confusables list; a spaced-out spelling is looked for for
+//!   the canary only (8 to 64 letters and digits), not for secrets.
 
 mod detect;
+mod fold;
 mod json;
 mod prompt;
 mod sse;
@@ -37,6 +53,9 @@ mod sse;
 mod tests;
 
 use std::sync::Arc;
+
+use fold::FoldedView;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use sse::SseShield;
 
@@ -46,6 +65,13 @@ const DEFAULT_MARKER: &str = "[REDACTED]";
 const DEFAULT_MIN_LEAK_WORDS: usize = 8;
 /// Fewer words than this would flag ordinary phrases ("of the") as leaks.
 const MIN_LEAK_WORDS_FLOOR: usize = 3;
+/// A configured secret shorter than this could be an ordinary word; it is not looked for.
+const MIN_SECRET_CHARS: usize = 8;
+
+/// `s` as the detectors compare it.
+fn fold(s: &str) -> String {
+    FoldedView::new(s).text.into_owned()
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ShieldConfig {
@@ -62,6 +88,9 @@ pub struct ShieldConfig {
     pub min_leak_words: usize,
     /// Replacement text; `[REDACTED]` when unset.
     pub marker: Option<String>,
+    /// Credentials removed literally wherever they appear (house keys, signing secrets);
+    /// values shorter than 8 characters are ignored.
+    pub secrets: Vec<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -104,7 +133,7 @@ impl Shield {
             n => n.clamp(MIN_LEAK_WORDS_FLOOR, prompt::MAX_RUN_WORDS),
         };
         let prompt = cfg.system_prompt.as_deref().and_then(|p| prompt::PromptIndex::build(p, min_words));
-        let canary = cfg.canary.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let canary = cfg.canary.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(fold);
         let hosts: Vec<String> = cfg
             .internal_hosts
             .iter()
@@ -112,19 +141,28 @@ impl Shield {
                 // "*.corp.local" and ".corp.local" mean the same as "corp.local":
                 // sub-domains of every listed name are matched anyway.
                 let h = h.trim().trim_start_matches("*.").trim_start_matches('.');
-                (!h.is_empty()).then(|| h.to_ascii_lowercase())
+                (!h.is_empty()).then(|| fold(h).to_ascii_lowercase())
             })
             .collect();
+        let mut secrets: Vec<String> = cfg
+            .secrets
+            .iter()
+            .map(|s| s.expose_secret().trim())
+            .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
+            .map(fold)
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
         Shield {
             marker: cfg.marker.unwrap_or_else(|| DEFAULT_MARKER.to_owned()),
             prompt,
-            detector: detect::Detector::new(canary, &hosts),
+            detector: detect::Detector::new(canary.as_deref(), &hosts, &secrets),
         }
     }
 
     /// Returns the text with every removal replaced by the marker, plus one
     /// kind per (removal, reason); `None` when there is nothing to remove.
-    /// Clean text costs no heap allocation.
+    /// Clean text that folds to itself (ASCII, most prose) costs no heap allocation.
     pub fn sanitize(&self, text: &str) -> Option<(String, Vec<RemovalKind>)> {
         // Each detector reports in text order but they run one after the
         // other, so collect first and sort once (merging inserts would be
@@ -136,7 +174,8 @@ impl Shield {
             st.feed(idx, text, 0, &mut sink);
             st.finish(idx, &mut sink);
         }
-        self.detector.scan(text, 0, None, true, &mut sink);
+        let view = FoldedView::new(text);
+        self.detector.scan(&view.text, 0, None, true, |s, e, k| sink(view.start(s), view.end(e), k));
         if found.is_empty() {
             return None;
         }

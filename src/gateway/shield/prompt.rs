@@ -1,8 +1,9 @@
 //! System-prompt leak detection.
 //!
-//! Text is cut into words: maximal runs of alphanumeric characters, lower-cased,
-//! with apostrophes and invisible format characters (zero-width space, soft
-//! hyphen, BOM) skipped inside a word so that "Don't" == "dont" and a model
+//! Text is folded (`fold.rs`: invisible characters dropped, compatibility forms,
+//! accents and look-alike letters undone) and cut into words: maximal runs of
+//! alphanumeric characters, lower-cased, with apostrophes and characters that
+//! fold to nothing skipped inside a word so that "Don't" == "dont" and a model
 //! cannot dodge the check by sprinkling zero-width spaces. Everything else
 //! (whitespace, punctuation, markdown) only separates words, which makes the
 //! comparison case-, whitespace- and punctuation-insensitive. Han and kana
@@ -41,6 +42,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::RemovalKind;
+use super::fold::fold_char;
 
 /// Separator bytes allowed between two words of one run. Near-verbatim leaks
 /// re-flow whitespace and markup, but a bound is needed so that a stream never
@@ -117,9 +119,8 @@ fn classify(c: char) -> CharClass {
         };
     }
     match c {
-        '\u{2019}' | '\u{02BC}' | '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => {
-            CharClass::Ignorable
-        }
+        // Invisible characters never get here: they fold to nothing.
+        '\u{2019}' | '\u{02BC}' => CharClass::Ignorable,
         '\u{3040}'..='\u{30FF}'
         | '\u{3400}'..='\u{4DBF}'
         | '\u{4E00}'..='\u{9FFF}'
@@ -235,22 +236,23 @@ impl PromptIndex {
         let mut words: Vec<Word> = Vec::new();
         let mut cur: Option<Word> = None;
         for (i, c) in prompt.char_indices() {
-            match classify(c) {
+            let end = i + c.len_utf8();
+            fold_char(c, |c| match classify(c) {
                 CharClass::Word => {
                     let w = cur.get_or_insert_with(|| Word::begin(i));
                     w.push(c);
-                    w.end = i + c.len_utf8();
+                    w.end = end;
                 }
                 CharClass::Ignorable => {}
                 CharClass::Single => {
                     words.extend(cur.take());
                     let mut w = Word::begin(i);
                     w.push(c);
-                    w.end = i + c.len_utf8();
+                    w.end = end;
                     words.push(w);
                 }
                 CharClass::Sep => words.extend(cur.take()),
-            }
+            });
         }
         words.extend(cur);
         if words.len() < 3 {
@@ -447,32 +449,57 @@ impl PromptState {
             };
             let l = c.len_utf8();
             let o = base + i;
-            match classify(c) {
-                CharClass::Word => self.extend_word(idx, o, o + l, |w| w.push(c)),
-                CharClass::Ignorable => {
-                    let Some(w) = &mut self.cur else {
-                        self.add_gap(l);
-                        i += l;
-                        continue;
-                    };
-                    // Only the raw length grows: a word padded with
-                    // thousands of zero-width spaces must not be held forever.
-                    if o + l - w.start > idx.max_raw && !w.overlong {
-                        w.overlong = true;
-                        self.break_run();
-                    }
-                }
-                CharClass::Single => {
-                    self.end_word(idx, out);
-                    self.extend_word(idx, o, o + l, |w| w.push(c));
-                    self.end_word(idx, out);
-                }
-                CharClass::Sep => {
-                    self.end_word(idx, out);
-                    self.add_gap(l);
+            if c.is_ascii() {
+                self.step(idx, classify(c), c, o, l, out);
+            } else {
+                // Matching sees the folded characters, each at the original's place;
+                // one that folds to nothing (invisible, a lone accent) is skipped in a word.
+                let mut visible = false;
+                fold_char(c, |f| {
+                    visible = true;
+                    self.step(idx, classify(f), f, o, l, out);
+                });
+                if !visible {
+                    self.step(idx, CharClass::Ignorable, c, o, l, out);
                 }
             }
             i += l;
+        }
+    }
+
+    /// Reads the (folded) character `c` of class `class`, which stands at `o..o + l` of the answer.
+    fn step(
+        &mut self,
+        idx: &PromptIndex,
+        class: CharClass,
+        c: char,
+        o: usize,
+        l: usize,
+        out: &mut impl FnMut(usize, usize, RemovalKind),
+    ) {
+        match class {
+            CharClass::Word => self.extend_word(idx, o, o + l, |w| w.push(c)),
+            CharClass::Ignorable => {
+                let Some(w) = &mut self.cur else {
+                    self.add_gap(l);
+                    return;
+                };
+                // Only the raw length grows: a word padded with
+                // thousands of zero-width spaces must not be held forever.
+                if o + l - w.start > idx.max_raw && !w.overlong {
+                    w.overlong = true;
+                    self.break_run();
+                }
+            }
+            CharClass::Single => {
+                self.end_word(idx, out);
+                self.extend_word(idx, o, o + l, |w| w.push(c));
+                self.end_word(idx, out);
+            }
+            CharClass::Sep => {
+                self.end_word(idx, out);
+                self.add_gap(l);
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! Streaming shield for OpenAI server-sent events.
 //!
 //! Raw bytes are cut into complete SSE events (chunk boundaries are
-//! arbitrary). The text of every streamed field (`choices[i].delta.content`,
-//! tool-call arguments, ...) is appended to that field's *channel*, which
+//! arbitrary). Every string under a choice's `delta` but protocol fields
+//! (`content`, `refusal`, reasoning, tool-call arguments, `audio.transcript`,
+//! vendor fields) is appended to that field's *channel*, which
 //! runs the same detectors as [`Shield::sanitize`] over a small window of
 //! not-yet-released text and commits everything that can no longer become
 //! part of a match. Events are queued in arrival order and released once all
@@ -11,7 +12,8 @@
 //! spliced in: the marker goes into the event where the removal starts and
 //! later events of the same removal carry the text that remains (often "").
 //! Events without streamed text (role, finish, usage, `[DONE]`, comments,
-//! errors) keep their place in the queue and are sanitized on their own.
+//! errors) keep their place in the queue and are sanitized on their own, as
+//! are the strings of a text event outside `delta`.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -20,7 +22,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::detect::Class;
-use super::json::{self, Field};
+use super::fold::FoldedView;
+use super::json;
 use super::prompt::PromptState;
 use super::{Redactions, RemovalKind, Shield, render};
 
@@ -60,6 +63,9 @@ struct TextEvent {
     /// The event's joined `data:` payload (JSON).
     data: Vec<u8>,
     parts: Vec<Part>,
+    /// Its other strings, already sanitized: (literal span, new literal), and their removals.
+    edits: Vec<(Range<usize>, Vec<u8>)>,
+    kinds: Vec<RemovalKind>,
     logprobs: Vec<(u64, Range<usize>)>,
 }
 
@@ -76,7 +82,7 @@ struct Part {
 
 struct Channel {
     choice: u64,
-    field: Field,
+    field: Vec<u8>,
     scan: TextScan,
     reds: Redactions,
 }
@@ -123,14 +129,20 @@ impl TextScan {
     /// prefix that no future text can turn into (part of) a match.
     fn settle(&mut self, sh: &Shield, eof: bool, reds: &mut Redactions) {
         let base = self.committed;
-        let tail = sh.detector.scan(&self.window, self.prev, self.cont, eof, |s, e, k| reds.add(base + s, base + e, k));
-        let open = tail.open.map(|o| (base + o.trigger, base + o.start, base + o.body, o.class));
+        // The detectors read the window folded; what they find, and every hold point, is
+        // mapped back to the original text (offsets `base + view.start(..)`).
+        let view = FoldedView::new(&self.window);
+        let at = |folded: usize| base + view.start(folded);
+        let tail = sh.detector.scan(&view.text, self.prev, self.cont, eof, |s, e, k| {
+            reds.add(base + view.start(s), base + view.end(e), k)
+        });
+        let open = tail.open.map(|o| (at(o.trigger), at(o.start), at(o.body), o.class));
         let mut c = self.total;
         if let Some((trigger, _, body, _)) = open {
             // Commit into an open credential only inside its body run and
             // short of its last `open_tail` bytes; a shorter one is held
             // whole, trigger included, so the next scan sees it again.
-            let tail_start = self.total.saturating_sub(sh.detector.open_tail());
+            let tail_start = at(view.text.len().saturating_sub(sh.detector.open_tail()));
             c = if tail_start > body { tail_start } else { trigger };
         }
         if !eof {
@@ -138,7 +150,7 @@ impl TextScan {
             // whatever comes next.
             let hold = |p: usize| open.is_none_or(|(_, s, _, _)| p < s);
             let prompt = sh.prompt.as_ref().and_then(|idx| self.prompt.pending(idx));
-            for p in [tail.pending.map(|p| base + p), prompt].into_iter().flatten() {
+            for p in [tail.pending.map(at), prompt].into_iter().flatten() {
                 if hold(p) {
                     c = c.min(p);
                 }
@@ -154,7 +166,7 @@ impl TextScan {
         self.cont = match open {
             // Committing into an open credential: keep removing its class.
             Some((_, s, _, cls)) if s < c => Some(cls),
-            _ if self.cont.is_some() && n < tail.cont_run => self.cont,
+            _ if self.cont.is_some() && n < view.end(tail.cont_run) => self.cont,
             _ => None,
         };
         if eof {
@@ -163,7 +175,12 @@ impl TextScan {
         if n == 0 {
             return;
         }
-        self.prev = self.window.as_bytes()[n - 1];
+        // Context for the next scan: the last folded byte committed (none new when only
+        // invisible characters were).
+        if let Some(&b) = view.folded_offset(n).checked_sub(1).and_then(|i| view.text.as_bytes().get(i)) {
+            self.prev = b;
+        }
+        drop(view);
         self.window.drain(..n);
         self.committed = c;
     }
@@ -277,8 +294,15 @@ impl SseShield {
             let repl = json::sanitize_body(&self.shield, &data).map(|(d, k)| (rebuild_event(raw, &d), k));
             return HeldBody::Ready(repl);
         }
+        let (mut edits, mut kinds) = (Vec::new(), Vec::new());
+        for literal in delta.standalone {
+            if let Some((clean, k)) = self.shield.sanitize(&json::decode_str(&data[literal.clone()])) {
+                edits.push((literal, json::encode_str(&clean)));
+                kinds.extend(k);
+            }
+        }
         let mut parts = Vec::with_capacity(delta.texts.len());
-        for (choice, field, literal) in delta.texts {
+        for json::Text { choice, field, span: literal } in delta.texts {
             let text = json::decode_str(&data[literal.clone()]);
             let channel = self.channel(choice, field);
             let ch = &mut self.channels[channel];
@@ -289,10 +313,10 @@ impl SseShield {
         for c in &delta.finished {
             self.finish_channels(Some(*c));
         }
-        HeldBody::Text(TextEvent { data, parts, logprobs: delta.logprobs })
+        HeldBody::Text(TextEvent { data, parts, edits, kinds, logprobs: delta.logprobs })
     }
 
-    fn channel(&mut self, choice: u64, field: Field) -> usize {
+    fn channel(&mut self, choice: u64, field: Vec<u8>) -> usize {
         if let Some(i) = self.channels.iter().position(|c| c.choice == choice && c.field == field) {
             return i;
         }
@@ -336,7 +360,8 @@ impl SseShield {
                 self.kinds.extend(kinds);
             }
             HeldBody::Text(ev) => {
-                let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+                let mut edits = ev.edits;
+                self.kinds.extend(ev.kinds);
                 let mut affected: Vec<u64> = Vec::new();
                 for p in &ev.parts {
                     let ch = &mut self.channels[p.channel];

@@ -991,3 +991,251 @@ fn stream_text_with_lone_surrogate_is_still_scanned() {
     let clean_ev = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi \\ud800\"}}]}\n\n";
     assert_eq!(run(&sh, &[clean_ev.as_bytes()]).0, clean_ev.as_bytes());
 }
+
+// ---------------------------------------------------------------- folding
+
+/// `glue` between every two characters of `text` (spaces and punctuation too).
+fn interleave(text: &str, glue: &str) -> String {
+    text.chars().map(String::from).collect::<Vec<_>>().join(glue)
+}
+
+/// Latin letters swapped for their Cyrillic look-alikes where one exists.
+fn cyrillic(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'a' => 'а',
+            'c' => 'с',
+            'e' => 'е',
+            'o' => 'о',
+            'p' => 'р',
+            'x' => 'х',
+            'y' => 'у',
+            'i' => 'і',
+            'A' => 'А',
+            'C' => 'С',
+            'E' => 'Е',
+            'K' => 'К',
+            'M' => 'М',
+            'O' => 'О',
+            'P' => 'Р',
+            'T' => 'Т',
+            'N' => 'Ν',
+            _ => c,
+        })
+        .collect()
+}
+
+/// ASCII letters, digits and punctuation as their fullwidth forms.
+fn fullwidth(text: &str) -> String {
+    text.chars()
+        .map(|c| if ('!'..='~').contains(&c) { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+        .collect()
+}
+
+/// Streams `text` in events of six characters, split in two at every byte of the
+/// stream, and checks every output against the whole-text result.
+#[track_caller]
+fn assert_stream_matches_whole_at_every_split(sh: &Arc<Shield>, text: &str) -> String {
+    let expected = clean(sh, text);
+    let chars: Vec<char> = text.chars().collect();
+    let toks: Vec<String> = chars.chunks(6).map(|c| c.iter().collect()).collect();
+    let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+    let input = sse(&refs);
+    for k in 0..=input.len() {
+        let (out, _) = run(sh, &[&input[..k], &input[k..]]);
+        assert_eq!(content(&out), expected, "split at {k} of {text:?}");
+    }
+    expected
+}
+
+#[test]
+fn invisible_and_look_alike_characters_hide_no_leak() {
+    let sh = shield();
+    let leak = "the internal discount code ROCKET-42-SPRING or the";
+    let mut variants: Vec<(String, String)> = ["\u{200E}", "\u{2063}", "\u{FE0F}", "\u{034F}", "\u{3164}", "\u{200B}"]
+        .into_iter()
+        .map(|glue| (format!("U+{:04X}", glue.chars().next().map_or(0, u32::from)), interleave(leak, glue)))
+        .collect();
+    variants.push(("cyrillic".into(), cyrillic(leak)));
+    variants.push(("fullwidth".into(), fullwidth(leak)));
+    variants.push(("combining overlay".into(), interleave(leak, "\u{0336}")));
+    for (name, disguised) in &variants {
+        let answer = format!("Sure. {disguised}. Bye");
+        let out = clean(&sh, &answer);
+        assert_eq!(out, format!("Sure. {M}. Bye"), "{name}");
+        assert_eq!(assert_stream_matches_whole_at_every_split(&sh, &answer), out, "{name}");
+    }
+    // Canary, host, address and key in disguise too.
+    for (name, disguised) in [
+        ("canary zwsp", interleave(CANARY, "\u{200B}")),
+        ("canary cyrillic", cyrillic(CANARY)),
+        ("canary fullwidth", fullwidth(CANARY)),
+        ("host", cyrillic("db.internal.example")),
+        ("address", fullwidth("10.0.0.7")),
+        ("key", interleave("sk-proj-Ab3dEf6hIj9kLmNoPqRsTuVw", "\u{2060}")),
+        ("aws", cyrillic("AKIAIOSFODNN7EXAMPLE")),
+    ] {
+        let answer = format!("see {disguised} now");
+        assert_eq!(clean(&sh, &answer), format!("see {M} now"), "{name}");
+    }
+}
+
+#[test]
+fn spaced_or_zero_width_canary_is_removed_whole_and_streamed() {
+    let sh = shield();
+    for disguised in [
+        interleave(CANARY, " "),
+        interleave(CANARY, "\u{200B}"),
+        CANARY.replace('-', " ").to_uppercase(),
+        "o m i . c a n a r y\n3 f 9 a 7 1 c 2 e 4 b 8".to_owned(),
+        "omi canary 3f9a 71c2 e4b8".to_owned(),
+    ] {
+        let answer = format!("My marker: {disguised}! Done");
+        assert_eq!(clean(&sh, &answer), format!("My marker: {M}! Done"), "{disguised:?}");
+        assert_stream_matches_whole_at_every_split(&sh, &answer);
+    }
+    // Letters further apart than a few separators are not a spelling of it, and other
+    // text with the canary's letters is left alone.
+    assert_clean(&sh, &interleave(CANARY, &" ".repeat(20)));
+    assert_clean(&sh, "omi canary: the bird, 3 f-stops");
+}
+
+#[test]
+fn clean_multilingual_answers_pass_byte_for_byte() {
+    let sh = shield();
+    let texts = [
+        "Team 👩\u{200D}💻 and family 👨\u{200D}👩\u{200D}👧\u{200D}👦, flags 🏳\u{FE0F}\u{200D}🌈 🇫🇷, ❤\u{FE0F} ✌🏽 1\u{FE0F}\u{20E3}",
+        "Crème brûlée à São Paulo: Ångström, naïve façade, Œuvre — ½ cup, x² ﬁne, ℃.",
+        "東京は日本の首都です。한국어 텍스트도 좋아요. 漢字とかなカナ、ｶﾀｶﾅ。",
+        "Привет, мир! Это обычный текст о ракетах и скидках. Ελληνικά: καλημέρα κόσμε.",
+        "مرحبا \u{200F}بالعالم\u{200F} — עברית \u{200E}test\u{200E}",
+        "Math 𝐀𝐁𝐂 and ＦＵＬＬＷＩＤＴＨ text, soft\u{00AD}hyphen, word\u{2060}joiner.",
+    ];
+    for text in texts {
+        assert_clean(&sh, text);
+        let body = format!(
+            "{{\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{}}}}}]}}",
+            serde_json::Value::from(text)
+        );
+        assert_eq!(sh.sanitize_json_body(body.as_bytes()), None, "{text}");
+        let mut rng = Rng(11);
+        let toks = tokenize(text, &mut rng);
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        let input = sse(&refs);
+        for k in 0..=input.len() {
+            let (out, kinds) = run(&sh, &[&input[..k], &input[k..]]);
+            assert!(out == input && kinds.is_empty(), "split at {k} changed {text:?}");
+        }
+    }
+}
+
+#[test]
+fn every_streamed_string_is_shielded_audio_transcript_included() {
+    let sh = shield();
+    let audio = |transcript: &str, data: &str| {
+        format!(
+            "data: {{\"id\":\"c1\",\"obfuscation\":\"x9\",\"choices\":[{{\"index\":0,\"delta\":{{\"audio\":{{\"id\":\"audio_1\",\"transcript\":{},\"data\":{}}}}}}}]}}\n\n",
+            serde_json::Value::from(transcript),
+            serde_json::Value::from(data)
+        )
+    };
+    let pieces =
+        ["Never mention the internal ", "discount code ROCKET-42-", "SPRING or the wholesale", " price list. ok"];
+    let mut input = String::from(ROLE);
+    for p in pieces {
+        input.push_str(&audio(p, "UklGRiQAAABXQVZFZm10IBAAAAABAAEA"));
+    }
+    input.push_str(FINISH);
+    input.push_str(DONE);
+    let input = input.into_bytes();
+    for k in 0..=input.len() {
+        let (out, kinds) = run(&sh, &[&input[..k], &input[k..]]);
+        let text = String::from_utf8(out).expect("utf8");
+        let mut transcript = String::new();
+        for d in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).filter(|d| d.contains("audio")) {
+            let v: serde_json::Value = serde_json::from_str(d).expect("json");
+            transcript.push_str(v["choices"][0]["delta"]["audio"]["transcript"].as_str().unwrap_or_default());
+            assert_eq!(v["choices"][0]["delta"]["audio"]["data"], "UklGRiQAAABXQVZFZm10IBAAAAABAAEA");
+            assert_eq!(v["obfuscation"], "x9");
+        }
+        assert_eq!(transcript, format!("{M}. ok"), "split at {k}");
+        assert_eq!(kinds, vec![RemovalKind::SystemPrompt], "split at {k}");
+    }
+    // A string outside the delta (a vendor field complete in its chunk) is sanitized on its own.
+    let vendor = "data: {\"citations\":[\"http://10.0.0.9/doc\"],\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    let (out, kinds) = run(&sh, &[vendor.as_bytes()]);
+    assert_eq!(String::from_utf8(out).expect("utf8"), vendor.replace("10.0.0.9", M));
+    assert_eq!(kinds, vec![RemovalKind::InternalAddress]);
+    // And the whole (non-streamed) answer's audio transcript.
+    let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"audio":{"id":"a1","transcript":"marker omi-canary-3f9a71c2e4b8 here","data":"UklGRg=="}}}]}"#;
+    let (out, _) = sh.sanitize_json_body(body).expect("changed");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["choices"][0]["message"]["audio"]["transcript"], format!("marker {M} here"));
+}
+
+// ---------------------------------------------------------------- configured secrets
+
+const SIGNING_SECRET: &str = "lsq-Signing=Secret!42-value";
+
+fn with_secrets() -> Arc<Shield> {
+    Arc::new(Shield::new(ShieldConfig {
+        secrets: vec!["house/Key.NoShape~77".into(), SIGNING_SECRET.into(), "short".into(), "".into()],
+        ..config()
+    }))
+}
+
+#[test]
+fn configured_secrets_are_removed_literally_wherever_they_are() {
+    let sh = with_secrets();
+    assert_removed(
+        &sh,
+        "Invalid key house/Key.NoShape~77 for this org",
+        &format!("Invalid key {M} for this org"),
+        RemovalKind::Secret,
+    );
+    assert_removed(&sh, &format!("signed with{SIGNING_SECRET}."), &format!("signed with{M}."), RemovalKind::Secret);
+    // Disguised or re-cased, it is still the secret; short values are not looked for.
+    assert_eq!(clean(&sh, &format!("x {} y", interleave(SIGNING_SECRET, "\u{200B}"))), format!("x {M} y"));
+    assert_eq!(clean(&sh, "x HOUSE/KEY.NOSHAPE~77 y"), format!("x {M} y"));
+    assert_clean(&sh, "a short answer");
+}
+
+#[test]
+fn streamed_signing_secret_split_across_chunks_is_removed() {
+    let sh = with_secrets();
+    let answer = format!("The webhook secret is {SIGNING_SECRET}, keep it safe.");
+    assert_eq!(
+        assert_stream_matches_whole_at_every_split(&sh, &answer),
+        format!("The webhook secret is {M}, keep it safe.")
+    );
+    // One character per event.
+    assert_eq!(stream_chars(&sh, &answer), format!("The webhook secret is {M}, keep it safe."));
+}
+
+#[test]
+fn provider_key_shapes_are_removed() {
+    let sh = shield();
+    let groq = "gsk_8fK2mQ9xLp4Rt7Vw1Zy3Bc6Nd0Hj5Gs2Ea9Uo4Ik7Ml1Pq3Wr";
+    for (key, prose) in [
+        (groq, "gsk_ prefix and gsk_models"),
+        ("xai-Ab3dEf6hIj9kLmNoPqRsTuVwXyZ0123456789", "xai-compatible"),
+        ("hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "self.hf_model_name"),
+        ("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "AIza alone"),
+        ("xoxb-1234567890-0987654321-AbCdEfGhIjKl", "xoxb- tokens"),
+        ("sk_live_51HxAbCdEfGhIjKlMnOpQrSt", "sk_live_ keys"),
+        ("whsec_AbCdEfGhIjKlMnOpQrStUvWx", "whsec_ secrets"),
+    ] {
+        assert_removed(
+            &sh,
+            &format!("Invalid API Key: {key}."),
+            &format!("Invalid API Key: {M}."),
+            RemovalKind::Secret,
+        );
+        assert_clean(&sh, prose);
+    }
+    let body = format!(
+        r#"{{"error":{{"message":"Invalid API Key {groq}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+    );
+    let (out, _) = sh.sanitize_json_body(body.as_bytes()).expect("changed");
+    assert!(!String::from_utf8(out).expect("utf8").contains("gsk_8fK2"));
+}
