@@ -51,6 +51,19 @@ pub struct UsageTotals {
     pub unpriced_requests: i64,
 }
 
+impl UsageTotals {
+    /// Adds another period's or customer's counts, saturating: absurd totals stay at the extreme
+    /// rather than wrap to a negative (SQL `SUM` would fail on overflow, so sums are made here).
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.byok_requests = self.byok_requests.saturating_add(other.byok_requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.cost_nano = self.cost_nano.saturating_add(other.cost_nano);
+        self.unpriced_requests = self.unpriced_requests.saturating_add(other.unpriced_requests);
+    }
+}
+
 /// Ledger movements of one customer over a period, in cents.
 #[derive(Debug, Default, Clone, sqlx::FromRow)]
 pub struct RevenueTotals {
@@ -330,12 +343,7 @@ impl Store {
             let total = totals
                 .entry(row.customer_id)
                 .or_insert_with(|| UsageTotals { customer_id: row.customer_id, ..UsageTotals::default() });
-            total.requests = total.requests.saturating_add(row.requests);
-            total.byok_requests = total.byok_requests.saturating_add(row.byok_requests);
-            total.prompt_tokens = total.prompt_tokens.saturating_add(row.prompt_tokens);
-            total.completion_tokens = total.completion_tokens.saturating_add(row.completion_tokens);
-            total.cost_nano = total.cost_nano.saturating_add(row.cost_nano);
-            total.unpriced_requests = total.unpriced_requests.saturating_add(row.unpriced_requests);
+            total.add(&row);
         }
         Ok(totals.into_values().collect())
     }

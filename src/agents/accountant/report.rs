@@ -3,7 +3,7 @@
 //! integers; dollars appear only in the output.
 
 use crate::config::Config;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreResult, UsageTotals};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -39,12 +39,6 @@ pub fn current_month() -> String {
     format!("{:04}-{:02}", now.year(), now.month())
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Money {
-    revenue_cents: i64,
-    cost_nano: i64,
-}
-
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct Line {
     /// The customer's id (links on the dashboard); `None` on the total line.
@@ -78,15 +72,25 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn finish(mut line: Line, money: Money) -> Line {
+/// One report line from usage and net revenue (cents, after refunds and fees).
+fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
     // Margin in nano-dollars: cents × 10^7 − cost, exact in i128.
-    let margin_nano = i128::from(money.revenue_cents) * 10_000_000 - i128::from(money.cost_nano);
-    line.revenue_usd = money.revenue_cents as f64 / 100.0;
-    line.cost_usd = round6(money.cost_nano as f64 / 1e9);
-    line.margin_usd = round6(margin_nano as f64 / 1e9);
-    line.margin_pct = (money.revenue_cents > 0)
-        .then(|| ((margin_nano as f64 / (money.revenue_cents as f64 * 1e7)) * 10_000.0).round() / 100.0);
-    line
+    let margin_nano = i128::from(revenue_cents) * 10_000_000 - i128::from(usage.cost_nano);
+    Line {
+        customer: None,
+        email: None,
+        plan: None,
+        requests: usage.requests,
+        byok_requests: usage.byok_requests,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        revenue_usd: revenue_cents as f64 / 100.0,
+        cost_usd: round6(usage.cost_nano as f64 / 1e9),
+        margin_usd: round6(margin_nano as f64 / 1e9),
+        margin_pct: (revenue_cents > 0)
+            .then(|| ((margin_nano as f64 / (revenue_cents as f64 * 1e7)) * 10_000.0).round() / 100.0),
+        unpriced_requests: usage.unpriced_requests,
+    }
 }
 
 pub async fn margins(store: &Store, config: &Config, month: &str) -> Result<MarginReport, anyhow::Error> {
@@ -103,44 +107,33 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         ((payments as f64 * config.payment_fee_percent / 100.0).round() as i64)
             .saturating_add(count.saturating_mul(config.payment_fee_fixed_cents))
     };
-    let mut lines: HashMap<uuid::Uuid, (Line, Money)> = HashMap::new();
+    let mut lines: HashMap<uuid::Uuid, (UsageTotals, i64)> = HashMap::new();
     for u in usage {
-        let (line, money) = lines.entry(u.customer_id).or_insert_with(|| (Line::default(), Money::default()));
-        line.requests = u.requests;
-        line.byok_requests = u.byok_requests;
-        line.prompt_tokens = u.prompt_tokens;
-        line.completion_tokens = u.completion_tokens;
-        line.unpriced_requests = u.unpriced_requests;
-        money.cost_nano = u.cost_nano;
+        let customer = u.customer_id;
+        lines.entry(customer).or_default().0 = u;
     }
     for r in revenue {
-        let (_, money) = lines.entry(r.customer_id).or_insert_with(|| (Line::default(), Money::default()));
-        money.revenue_cents =
+        lines.entry(r.customer_id).or_default().1 =
             r.payments_cents.saturating_sub(r.refunds_cents).saturating_sub(fee(r.payments_cents, r.payment_count));
     }
     let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
-    let mut total = (Line::default(), Money::default());
+    let (mut total_usage, mut total_revenue) = (UsageTotals::default(), 0_i64);
     let mut rows: Vec<Line> = lines
         .into_iter()
-        .map(|(id, (mut line, money))| {
+        .map(|(id, (usage, revenue_cents))| {
+            total_usage.add(&usage);
+            total_revenue = total_revenue.saturating_add(revenue_cents);
+            let mut line = finish(&usage, revenue_cents);
             line.customer = Some(id);
             if let Some(c) = info.get(&id) {
                 line.email = Some(c.email.clone());
                 line.plan = c.plan.clone();
             }
-            let (sum, cash) = &mut total;
-            sum.requests = sum.requests.saturating_add(line.requests);
-            sum.byok_requests = sum.byok_requests.saturating_add(line.byok_requests);
-            sum.prompt_tokens = sum.prompt_tokens.saturating_add(line.prompt_tokens);
-            sum.completion_tokens = sum.completion_tokens.saturating_add(line.completion_tokens);
-            sum.unpriced_requests = sum.unpriced_requests.saturating_add(line.unpriced_requests);
-            cash.revenue_cents = cash.revenue_cents.saturating_add(money.revenue_cents);
-            cash.cost_nano = cash.cost_nano.saturating_add(money.cost_nano);
-            finish(line, money)
+            line
         })
         .collect();
     rows.sort_by(|a, b| a.margin_usd.total_cmp(&b.margin_usd).then_with(|| a.email.cmp(&b.email)));
-    Ok(MarginReport { month: month.to_string(), customers: rows, total: finish(total.0, total.1) })
+    Ok(MarginReport { month: month.to_string(), customers: rows, total: finish(&total_usage, total_revenue) })
 }
 
 impl MarginReport {
@@ -234,7 +227,7 @@ mod tests {
 
     #[test]
     fn margin_arithmetic_is_exact() {
-        let line = finish(Line::default(), Money { revenue_cents: 2900, cost_nano: 435_000 });
+        let line = finish(&UsageTotals { cost_nano: 435_000, ..UsageTotals::default() }, 2900);
         assert_eq!(line.revenue_usd, 29.0);
         assert_eq!(line.cost_usd, 0.000435);
         assert_eq!(line.margin_usd, 28.999565);
