@@ -8,7 +8,7 @@
 
 use omi::config::Config;
 use omi::customers::EmailAddress;
-use omi::gateway::Server;
+use omi::server::Server;
 use omi::store::{KeyListing, Store, UsageRecord};
 use secrecy::SecretString;
 use std::time::{Duration, Instant};

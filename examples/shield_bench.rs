@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use omi::gateway::shield::{Shield, ShieldConfig};
+use omi::shield::{Shield, ShieldConfig};
 
 /// Counts heap allocations, to check that clean text costs none.
 struct Counting;

@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::customers::EmailAddress;
-use crate::gateway::Server;
 use crate::keys::{self, KeyStatus};
+use crate::server::Server;
 use crate::store::{KeyListing, Store};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;

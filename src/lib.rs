@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod app;
 pub mod billing;
 pub mod cli;
 pub mod config;
@@ -13,10 +14,14 @@ pub mod gateway;
 pub mod keys;
 pub mod lookalike;
 pub mod mock_upstream;
+pub mod providers;
+pub mod server;
+pub mod shield;
 pub mod store;
 pub mod swar;
 pub mod telemetry;
 pub mod ticker;
+pub mod web;
 
 /// The plan a key gets when none is named (INTERFACE.md: `pro` at $29/month).
 pub const DEFAULT_PLAN: &str = "pro";

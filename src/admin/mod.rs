@@ -6,12 +6,12 @@
 pub mod dashboard;
 pub mod lockout;
 
+use crate::app::AppState;
 use crate::customers::EmailAddress;
 use crate::firewall::Origin;
-use crate::gateway::AppState;
-use crate::gateway::error::ApiError;
 use crate::keys::{self, IssueError, KeyStatus};
 use crate::store::{FindingQuery, KeyListing, StoreError, VendedKey};
+use crate::web::error::ApiError;
 use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -10,7 +10,7 @@ pub mod hawk;
 pub mod n8n;
 pub mod sentinel;
 
-use crate::gateway::AppState;
+use crate::app::AppState;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

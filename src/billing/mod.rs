@@ -6,13 +6,13 @@ pub mod mailer;
 pub mod outbox;
 pub mod prices;
 
+use crate::app::AppState;
 use crate::config::TestModePolicy;
 use crate::events::Event;
-use crate::gateway::AppState;
-use crate::gateway::error::ApiError;
 use crate::keys::ApiKey;
 use crate::store::Applied;
 use crate::ticker::Ticker;
+use crate::web::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

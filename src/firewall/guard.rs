@@ -20,16 +20,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::GuardedBody;
 use super::key_limits::{self, KeyLimits, Unit};
-use super::limiter::X_RATELIMIT_LIMIT;
 use super::{
-    ClientInfo, CountryPolicy, Decision, FirewallError, LimiterHealth, LocalLimiterConfig, RateLimiter,
-    RedisLimiterConfig, TrustedProxies, limit_key, resolve_client,
+    ClientInfo, CountryPolicy, FirewallError, LimiterHealth, LocalLimiterConfig, RateLimiter, RedisLimiterConfig,
+    TrustedProxies, limit_key, resolve_client,
 };
 use crate::config::Config;
 use crate::events::{Event, EventBus, FirewallEvent, FirewallKind};
-use crate::gateway::error::ApiError;
-use crate::gateway::request_id::RequestId;
 use crate::keys::VerifiedKey;
+use crate::web::error::ApiError;
+use crate::web::rate_limit::Decision;
+use crate::web::rate_limit::X_RATELIMIT_LIMIT;
+use crate::web::request_id::RequestId;
 
 /// A limiter and the name its refusals, health events and Redis keys carry.
 pub(super) struct Named {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::guard::{LimiterFactory, Named, Origin};
 use super::{FirewallError, LimitKey};
 use crate::events::{Event, EventBus, FirewallKind};
-use crate::gateway::error::ApiError;
+use crate::web::error::ApiError;
 
 /// `[rate_limits]`: limits on top of the per-IP one, each counted per key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

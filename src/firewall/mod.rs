@@ -19,7 +19,7 @@ pub use connections::{ConnectionPermit, ConnectionsPerIp};
 pub use country::{Country, CountryPolicy};
 pub use guard::{Firewall, Origin, guard};
 pub use key_limits::{KeyLimit, RateLimits};
-pub use limiter::{Decision, LimitKey, LocalLimiter, LocalLimiterConfig, Quota, RateLimiter, limit_key};
+pub use limiter::{LimitKey, LocalLimiter, LocalLimiterConfig, Quota, RateLimiter, limit_key};
 pub use redis_limiter::{FallbackPolicy, LimiterHealth, RedisLimiter, RedisLimiterConfig};
 
 /// Configuration errors; the request path itself never fails (Redis trouble

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::limiter::Gcra;
-use super::{Decision, FirewallError, LimitKey, LocalLimiter, LocalLimiterConfig, Quota};
+use super::{FirewallError, LimitKey, LocalLimiter, LocalLimiterConfig, Quota};
+use crate::web::rate_limit::Decision;
 
 /// GCRA in one atomic step, timed by Redis' own clock so instances need no
 /// clock sync. Times are µs: doubles hold integers exactly up to 2^53, i.e.

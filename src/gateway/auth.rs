@@ -2,11 +2,11 @@
 //! before the (cached) lookup, so malformed keys never cost a cache miss or a query.
 //! Then the key's own request limit (per key or plan), which needs to know the key.
 
-use super::AppState;
-use super::error::ApiError;
 use super::meter::Meter;
+use crate::app::AppState;
 use crate::firewall::Origin;
 use crate::keys::{ApiKey, KeyStatus, Verification, VerifiedKey};
+use crate::web::error::ApiError;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use std::sync::Arc;

@@ -3,22 +3,22 @@
 //! customer's own (`X-Provider-Key`), and relay the answer — whole, or streamed chunk by
 //! chunk — through the output shield while the [`Meter`] books the request.
 
-use super::AppState;
 use super::auth::admit;
-use super::error::ApiError;
-use super::guard::{Guard, RemovalReport};
 use super::meter::Meter;
-use super::providers::KeyRefusal;
-use super::request_id::RequestId;
-use super::shield::RemovalKind;
 use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
 use super::upstream_body::{UpstreamBodyError, read_bounded};
-use super::usage;
 use crate::agents::accountant::budgets;
 use crate::agents::sentinel::{CustomerText, Prompt, Screening};
+use crate::app::AppState;
 use crate::config::Config;
 use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
+use crate::providers::KeyRefusal;
+use crate::providers::openai;
+use crate::shield::RemovalKind;
+use crate::shield::guard::{Guard, RemovalReport};
+use crate::web::error::ApiError;
+use crate::web::request_id::RequestId;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
@@ -167,7 +167,7 @@ async fn prepare(
         streamed,
         client_asked_usage,
         // Only used when usage never comes: the body sent, the operator's system prompt included.
-        prompt_estimate: usage::estimated_tokens(body.len() as u64),
+        prompt_estimate: openai::estimated_tokens(body.len() as u64),
         body: Bytes::from(body),
     })
 }
@@ -322,7 +322,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         Err(_) => return fail(meter, ApiError::upstream_timeout()),
     };
     meter.upstream_finished();
-    let facts = usage::read(&body);
+    let facts = openai::read(&body);
     match facts.usage {
         Some(usage) => meter.record_usage(usage, false),
         // An answer without usage is still paid for: estimated, and marked so.
@@ -330,7 +330,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             crate::events::TokenUsage {
                 prompt_tokens: prepared.prompt_estimate,
                 cached_tokens: 0,
-                completion_tokens: usage::estimated_tokens(facts.answer_chars),
+                completion_tokens: openai::estimated_tokens(facts.answer_chars),
             },
             true,
         ),

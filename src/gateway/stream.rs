@@ -1,18 +1,18 @@
 //! Relays an upstream SSE stream event by event while reading the token usage out of it.
 //! The gateway always asks upstream for `include_usage`; when the client did not ask, the
 //! extra usage chunk is removed here so the client sees exactly what it asked for. Events are
-//! read by [`SseReader`] (the SSE rules) and their JSON by [`usage::read`] (serde), so any
+//! read by [`SseReader`] (the SSE rules) and their JSON by [`openai::read`] (serde), so any
 //! line ends and any legal JSON layout are billed alike. Nothing is buffered beyond one
 //! incomplete event, and that is bounded. A client that goes away does not end the reading:
 //! the upstream is drained in the background, bounded, for the usage it reports last.
 //! [`ShieldedSse`] then passes the relayed events through the output shield.
 
-use super::guard::RemovalReport;
 use super::meter::Meter;
-use super::shield::SseShield;
-use super::sse::{SseEvent, SseReader};
-use super::usage;
 use crate::events::TokenUsage;
+use crate::providers::openai;
+use crate::providers::sse::{SseEvent, SseReader};
+use crate::shield::SseShield;
+use crate::shield::guard::RemovalReport;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
@@ -71,7 +71,7 @@ impl Tally {
             self.saw_done_marker = true;
             return true;
         }
-        let facts = usage::read(event.data);
+        let facts = openai::read(event.data);
         if facts.answer_chars > 0 {
             self.answer_chars += facts.answer_chars;
             self.answer_events += 1;
@@ -110,7 +110,7 @@ impl Relay {
         match self.tally.usage {
             Some(usage) => self.meter.record_usage(usage, false),
             None => {
-                let completion = usage::estimated_tokens(self.tally.answer_chars).max(self.tally.answer_events);
+                let completion = openai::estimated_tokens(self.tally.answer_chars).max(self.tally.answer_events);
                 let estimate =
                     TokenUsage { prompt_tokens: self.prompt_estimate, cached_tokens: 0, completion_tokens: completion };
                 self.meter.record_usage(estimate, true);

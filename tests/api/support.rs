@@ -4,8 +4,8 @@
 
 use omi::config::Config;
 use omi::customers::EmailAddress;
-use omi::gateway::Server;
 use omi::mock_upstream::{MockConfig, MockUpstream};
+use omi::server::Server;
 use omi::store::Store;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -176,7 +176,7 @@ impl TestApp {
         })
     }
 
-    pub fn state(&self) -> &omi::gateway::AppState {
+    pub fn state(&self) -> &omi::app::AppState {
         &self.server.as_ref().expect("running").state
     }
 

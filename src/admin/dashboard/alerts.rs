@@ -5,7 +5,7 @@
 use super::session::Session;
 use super::{Chrome, NavItem, Notice, PER_PAGE, PageError, Pager, Template, format, page_link, render};
 use crate::agents::hawk::rules::Rule;
-use crate::gateway::AppState;
+use crate::app::AppState;
 use crate::store::{AlertRecord, Store, StoreResult};
 use axum::extract::{Query, State};
 use axum::response::Response;

@@ -7,7 +7,7 @@
 
 use super::session::Session;
 use super::{Chrome, PER_PAGE, PageError, Pager, Template, format, keyset, query_string, render};
-use crate::gateway::AppState;
+use crate::app::AppState;
 use crate::store::{FindingQuery, FindingRecord, FindingSource};
 use axum::extract::{Query, State};
 use axum::response::Response;

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::admin::{change_key_status, rotate_and_email};
 use crate::agents::accountant::report;
+use crate::app::AppState;
 use crate::customers::EmailAddress;
-use crate::gateway::AppState;
 use crate::keys::{self, KeyStatus};
 use crate::store::{FindingQuery, KeyListing, KeySearch, UsageRecord};
 use axum::extract::{Path, Query, State};

@@ -16,8 +16,8 @@ mod money;
 mod overview;
 pub mod session;
 
+use crate::app::AppState;
 use crate::billing::lemonsqueezy::{Ignored, WAITING_FOR_PURCHASE};
-use crate::gateway::AppState;
 use crate::store::{StoreError, WebhookEventRow};
 use askama::Template;
 use axum::Router;

@@ -7,7 +7,7 @@
 use super::charts::{self, LineChart, SeriesData};
 use super::session::Session;
 use super::{Chrome, Notice, PageError, Template, alerts, format, render};
-use crate::gateway::AppState;
+use crate::app::AppState;
 use crate::store::{Bucket, Store, StoreResult, bin_bounds};
 use axum::extract::{Query, State};
 use axum::response::Response;

@@ -7,8 +7,8 @@
 
 use super::{PageError, Template, render, render_with};
 use crate::admin::lockout::{Lockout, Refusal, retry_after_secs};
+use crate::app::AppState;
 use crate::firewall::Origin;
-use crate::gateway::AppState;
 use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

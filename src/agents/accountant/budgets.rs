@@ -5,9 +5,9 @@
 
 use crate::config::{Config, PlanConfig, UnpricedModels};
 use crate::events::{Event, EventBus};
-use crate::gateway::error::ApiError;
 use crate::keys::VerifiedKey;
 use crate::store::Store;
+use crate::web::error::ApiError;
 use chrono::{DateTime, Datelike, Utc};
 use tokio::task::JoinHandle;
 

@@ -11,9 +11,9 @@ pub mod slack;
 
 use super::n8n::N8nEvent;
 use super::{Queue, Webhook};
+use crate::app::AppState;
 use crate::billing::prices::suspicious_usage;
 use crate::events::{Event, FirewallKind, RequestEvent, Severity, Subscription, UPSTREAM_UNREACHABLE};
-use crate::gateway::AppState;
 use crate::store::Store;
 use chrono::{TimeDelta, Utc};
 use rules::{AlertView, Engine, Notice, Notification, Policy, Rule, Trigger};

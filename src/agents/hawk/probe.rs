@@ -4,7 +4,7 @@
 
 use super::Alarms;
 use super::rules::{Rule, Trigger};
-use crate::gateway::AppState;
+use crate::app::AppState;
 use crate::ticker::Ticker;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};

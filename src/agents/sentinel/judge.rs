@@ -9,7 +9,7 @@
 
 use crate::billing::prices::{NanoPrice, PriceTable};
 use crate::config::JudgeByok;
-use crate::gateway::usage::usage_of_body;
+use crate::providers::openai::usage_of_body;
 use reqwest::header;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

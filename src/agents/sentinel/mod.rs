@@ -20,8 +20,8 @@ pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
 
 use crate::config::{Config, SentinelMode};
 use crate::events::{Coalescing, Event, EventBus, FindingEvent, FindingKind, Severity};
-use crate::gateway::guard::Guard;
 use crate::keys::KeyVerifier;
+use crate::shield::guard::Guard;
 use crate::store::{NewFinding, Store};
 use chrono::{DateTime, Utc};
 use judge::{Judge, JudgeVerdict, Judged};

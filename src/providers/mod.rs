@@ -1,6 +1,10 @@
 //! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
 //! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
 
+pub mod anthropic;
+pub mod openai;
+pub mod sse;
+
 use crate::billing::prices::PriceTable;
 use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig};
 use secrecy::SecretString;

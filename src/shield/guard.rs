@@ -4,8 +4,7 @@
 //! Each removal is counted (`omi_shield_removals_total{kind}`) and published as a finding
 //! when its response is done; the Sentinel stores it off the request path.
 
-use super::ServeError;
-use super::shield::{RemovalKind, Shield, ShieldConfig, SseShield};
+use super::{RemovalKind, Shield, ShieldConfig, SseShield};
 use crate::config::{Config, ConfigError};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use chrono::Utc;
@@ -13,6 +12,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no randomness for the shield's canary: {0}")]
+    Random(String),
+}
 
 /// Each removal kind: its metric label, and the finding it belongs to.
 const KINDS: [(RemovalKind, &str, FindingKind); 5] = [
@@ -32,12 +39,12 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn from_config(config: &Config) -> Result<Guard, ServeError> {
+    pub fn from_config(config: &Config) -> Result<Guard, GuardError> {
         Guard::from_config_and_env(config, |var| std::env::var(var).ok())
     }
 
     /// As [`Guard::from_config`], reading the providers' house keys (`api_key_env`) with `env`.
-    pub fn from_config_and_env(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Guard, ServeError> {
+    pub fn from_config_and_env(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Guard, GuardError> {
         let prompt = config.load_system_prompt()?;
         let configured = config.shield_canary.as_ref().map(|c| c.expose_secret().trim().to_owned());
         let canary = match (configured.filter(|c| !c.is_empty()), &prompt) {
@@ -130,9 +137,9 @@ fn configured_secrets(config: &Config, env: impl Fn(&str) -> Option<String>) -> 
     secrets
 }
 
-fn random_canary() -> Result<String, ServeError> {
+fn random_canary() -> Result<String, GuardError> {
     let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes).map_err(|e| ServeError::Random(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|e| GuardError::Random(e.to_string()))?;
     Ok(format!("omi-canary-{}", hex::encode(bytes)))
 }
 

@@ -46,6 +46,7 @@
 
 mod detect;
 mod fold;
+pub mod guard;
 mod json;
 mod prompt;
 mod sse;

@@ -2,7 +2,7 @@
 //! with the status codes of INTERFACE.md. Messages are written here, never copied from an
 //! internal error, so no upstream key, host name or stack trace can reach a body.
 
-use crate::firewall::Decision;
+use crate::web::rate_limit::Decision;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
