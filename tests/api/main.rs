@@ -4,6 +4,7 @@
 mod accountant;
 mod billing;
 mod cli;
+mod conformance;
 mod dashboard;
 mod firewall;
 mod gateway;
