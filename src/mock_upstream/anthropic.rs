@@ -1,5 +1,5 @@
-//! Anthropic's `POST /v1/messages`: `x-api-key` and `anthropic-version` required, `max_tokens`
-//! required; a text block answers, or with `tools` and `mock.tool_call` a `tool_use` block.
+//! Anthropic's `POST /v1/messages`: a key (`x-api-key` or a bearer), `anthropic-version` and
+//! `max_tokens` required; a text block answers, or with `tools` and `mock.tool_call` a `tool_use` block.
 //! Streamed as `message_start`, content blocks (`text_delta` / `input_json_delta` parts),
 //! `message_delta` (stop reason and output tokens) and `message_stop`.
 
@@ -277,6 +277,8 @@ mod tests {
             (request(json!({"tool_call": {"name": "nope"}})), AUTHENTICATED, 400, "invalid_request_error"),
             (request(json!({"status": 529})), AUTHENTICATED, 529, "overloaded_error"),
         ];
+        let bearer = [("authorization", "Bearer sk-ant-x"), ("anthropic-version", "2023-06-01")];
+        assert_eq!(post(request(json!({})), &bearer).await.status(), 200, "newer SDKs send the key as a bearer");
         for (body, headers, status, kind) in cases {
             let answer = post(body.clone(), headers).await;
             assert_eq!(answer.status().as_u16(), status, "{body}");

@@ -155,7 +155,10 @@ impl Dialect {
             Dialect::OpenAi if headers.get(header::AUTHORIZATION).is_none() => {
                 Some((StatusCode::UNAUTHORIZED, "You didn't provide an API key."))
             }
-            Dialect::Anthropic if headers.get("x-api-key").is_none() => {
+            // Anthropic's SDKs send the key as `x-api-key` or (newer ones) as a bearer token.
+            Dialect::Anthropic
+                if headers.get("x-api-key").is_none() && headers.get(header::AUTHORIZATION).is_none() =>
+            {
                 Some((StatusCode::UNAUTHORIZED, "x-api-key header is required"))
             }
             Dialect::Anthropic if headers.get("anthropic-version").is_none() => {
