@@ -242,8 +242,7 @@ impl Call {
     }
 
     /// A streamed answer of `events`, the one at `usage_at` delayed by `usage_delay_ms`.
-    fn stream(&self, events: Vec<String>, usage_at: Option<usize>) -> Response {
-        let mut events = events;
+    fn stream(&self, mut events: Vec<String>, usage_at: Option<usize>) -> Response {
         if let Some(cut) = self.steer.cut_after {
             events.truncate(cut);
         }
@@ -402,6 +401,44 @@ mod tests {
         assert_eq!(anthropic.status(), 429);
         let error = anthropic.json::<Value>().await.expect("json");
         assert_eq!(error, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}));
+    }
+
+    /// `cut_after` and `usage_delay_ms` act on every stream; the delay falls on the event that
+    /// carries the final usage.
+    #[tokio::test]
+    async fn stream_steering_applies_to_every_stream() {
+        let (_mock, base, http) = test_support::spawn().await;
+        let anthropic = [("x-api-key", "k"), ("anthropic-version", "2023-06-01")];
+        let cases = [
+            ("/completions", json!({"prompt": "x", "stream_options": {"include_usage": true}}), "usage"),
+            ("/responses", json!({"input": "x"}), "response.completed"),
+            ("/messages", json!({"max_tokens": 5, "messages": []}), "message_delta"),
+        ];
+        for (path, mut body, usage_event) in cases {
+            body["stream"] = json!(true);
+            let send = |body: Value| {
+                let mut request = http.post(format!("{base}{path}")).bearer_auth("k").json(&body);
+                for (name, value) in anthropic {
+                    request = request.header(name, value);
+                }
+                request.send()
+            };
+            body["mock"] = json!({"cut_after": 2});
+            let cut = send(body.clone()).await.expect("send").text().await.expect("text");
+            assert_eq!(test_support::events(&cut).len(), 2, "{path}: {cut}");
+
+            body["mock"] = json!({"usage_delay_ms": 300});
+            let mut answer = send(body).await.expect("send");
+            let started = std::time::Instant::now();
+            let mut received = String::new();
+            while let Some(bytes) = answer.chunk().await.expect("chunk") {
+                received.push_str(&String::from_utf8_lossy(&bytes));
+                if received.contains(usage_event) {
+                    break;
+                }
+            }
+            assert!(started.elapsed() >= Duration::from_millis(250), "{path}: the usage event waited");
+        }
     }
 
     #[tokio::test]
