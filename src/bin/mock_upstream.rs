@@ -1,5 +1,6 @@
 //! `mock-upstream --port 9000 [--latency-ms N] [--chunks N] [--chunk-delay-ms N]`:
-//! an OpenAI-compatible server for demos and benchmarks (see `omi::mock_upstream`).
+//! a fake OpenAI and Anthropic API for demos and benchmarks (see `omi::mock_upstream`): chat
+//! completions, completions, embeddings, responses and models, and Anthropic's messages.
 
 use clap::Parser;
 use omi::mock_upstream::{MockConfig, MockUpstream};
@@ -34,7 +35,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    println!("mock-upstream listening on http://{addr}/v1");
+    println!(
+        "mock-upstream listening on http://{addr}/v1 (chat/completions, completions, embeddings, responses, models, messages)"
+    );
     if let Err(e) = axum::serve(listener, mock.router()).await {
         eprintln!("mock-upstream: {e}");
         return std::process::ExitCode::from(1);
