@@ -57,6 +57,9 @@ struct WireUsage {
     completion_tokens: Count,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's name for the cached prompt tokens (it sends no `prompt_tokens_details`).
+    #[serde(default)]
+    prompt_cache_hit_tokens: Count,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -71,7 +74,11 @@ impl WireUsage {
     fn tokens(self) -> Option<TokenUsage> {
         Some(TokenUsage {
             prompt_tokens: self.prompt_tokens.0?,
-            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens.0).unwrap_or(0),
+            cached_tokens: self
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens.0)
+                .or(self.prompt_cache_hit_tokens.0)
+                .unwrap_or(0),
             completion_tokens: self.completion_tokens.0?,
         })
     }
@@ -238,6 +245,18 @@ mod tests {
             assert_eq!(facts.usage, Some(USAGE), "{}", String::from_utf8_lossy(variant));
             assert!(facts.usage_only);
         }
+    }
+
+    #[test]
+    fn deepseeks_cache_hits_are_the_cached_tokens() {
+        let deepseek = br#"{"choices":[],"usage":{"prompt_tokens":80,"completion_tokens":18,"total_tokens":98,
+            "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":16}}"#;
+        assert_eq!(
+            read(deepseek).usage,
+            Some(TokenUsage { prompt_tokens: 80, cached_tokens: 64, completion_tokens: 18 })
+        );
+        let both = br#"{"usage":{"prompt_tokens":80,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":32},"prompt_cache_hit_tokens":64}}"#;
+        assert_eq!(read(both).usage.map(|u| u.cached_tokens), Some(32), "OpenAI's own field wins");
     }
 
     #[test]

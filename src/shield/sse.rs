@@ -435,21 +435,24 @@ fn sse_data(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Re-emits an event with new data: other fields and the terminating blank
-/// line are kept as they were, the data goes where the first data line was.
+/// line are kept as they were, the data goes where the first data line was,
+/// spelled as the upstream spelled it (`data:` or `data: `, LF or CRLF).
 fn rebuild_event(raw: &[u8], data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + data.len());
     let mut wrote = false;
     for (line, term) in lines(raw) {
-        if data_value(line).is_none() {
+        let Some(value) = data_value(line) else {
             out.extend_from_slice(line);
             out.extend_from_slice(term);
             continue;
-        }
+        };
         if !wrote {
-            // Keep the stream's own line ending (LF or CRLF).
             let term: &[u8] = if term.is_empty() { b"\n" } else { term };
+            // A bare `data` line has no colon to keep: write the common spelling.
+            let field = &line[..line.len() - value.len()];
+            let field: &[u8] = if field.ends_with(b":") || field.ends_with(b": ") { field } else { b"data: " };
             for piece in data.split(|&b| b == b'\n') {
-                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(field);
                 out.extend_from_slice(piece);
                 out.extend_from_slice(term);
             }
