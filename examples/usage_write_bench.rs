@@ -12,27 +12,20 @@ use std::time::{Duration, Instant};
 
 fn event(customer: uuid::Uuid, key: uuid::Uuid, n: usize) -> Event {
     Event::Request(Box::new(RequestEvent {
-        request_id: format!("bench-{n}").into(),
-        at: chrono::Utc::now(),
-        route: "chat",
         key_id: Some(key),
         customer_id: Some(customer),
         plan: Some(Arc::from("pro")),
         model: Some("gpt-4o-mini".into()),
         provider: Some(Arc::from("openai")),
         status: 200,
-        error_code: None,
         total: Duration::from_millis(12),
         upstream: Some(Duration::from_millis(11)),
-        first_byte: None,
         usage: Some(TokenUsage { prompt_tokens: 120, cached_tokens: 20, completion_tokens: 80 }),
-        usage_estimated: false,
         byok: n.is_multiple_of(10),
         streamed: n.is_multiple_of(2),
-        aborted: false,
-        client_ip: [127, 0, 0, 1].into(),
         request_bytes: 300,
         response_bytes: 900,
+        ..RequestEvent::new(format!("bench-{n}").into(), "chat", [127, 0, 0, 1].into())
     }))
 }
 

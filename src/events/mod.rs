@@ -183,6 +183,34 @@ pub struct RequestEvent {
 }
 
 impl RequestEvent {
+    /// A request as it starts: received now, nothing known yet but who sent it where. Every
+    /// event is built here; what the request learns is filled in as it goes.
+    pub fn new(request_id: Arc<str>, route: &'static str, client_ip: IpAddr) -> RequestEvent {
+        RequestEvent {
+            request_id,
+            at: Utc::now(),
+            route,
+            key_id: None,
+            customer_id: None,
+            plan: None,
+            model: None,
+            provider: None,
+            status: 0,
+            error_code: None,
+            total: Duration::ZERO,
+            upstream: None,
+            first_byte: None,
+            usage: None,
+            usage_estimated: false,
+            byok: false,
+            streamed: false,
+            aborted: false,
+            client_ip,
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
+
     /// Time spent in the gateway itself: total minus the upstream's share.
     pub fn overhead(&self) -> Duration {
         self.total.saturating_sub(self.upstream.unwrap_or_default())
@@ -337,27 +365,13 @@ mod tests {
 
     fn sample() -> Event {
         Event::Request(Box::new(RequestEvent {
-            request_id: "r1".into(),
-            at: Utc::now(),
-            route: "chat",
-            key_id: None,
-            customer_id: None,
-            plan: None,
             model: Some("gpt-4o-mini".into()),
-            provider: None,
             status: 200,
-            error_code: None,
             total: Duration::from_millis(5),
             upstream: Some(Duration::from_millis(4)),
-            first_byte: None,
-            usage: None,
-            usage_estimated: false,
-            byok: false,
-            streamed: false,
-            aborted: false,
-            client_ip: IpAddr::from([127, 0, 0, 1]),
             request_bytes: 10,
             response_bytes: 20,
+            ..RequestEvent::new("r1".into(), "chat", IpAddr::from([127, 0, 0, 1]))
         }))
     }
 

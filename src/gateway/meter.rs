@@ -5,7 +5,6 @@
 use crate::billing::prices::{NanoPrice, suspicious_usage};
 use crate::events::{Event, EventBus, RequestEvent, TokenUsage};
 use crate::keys::VerifiedKey;
-use chrono::Utc;
 use dashmap::DashMap;
 use metrics::{Counter, Histogram};
 use std::net::IpAddr;
@@ -120,29 +119,7 @@ impl Meter {
             label_metrics: route_metrics.none.clone(),
             route_metrics,
             price: None,
-            event: Some(RequestEvent {
-                request_id,
-                at: Utc::now(),
-                route,
-                key_id: None,
-                customer_id: None,
-                plan: None,
-                model: None,
-                provider: None,
-                status: 0,
-                error_code: None,
-                total: Duration::ZERO,
-                upstream: None,
-                first_byte: None,
-                usage: None,
-                usage_estimated: false,
-                byok: false,
-                streamed: false,
-                aborted: false,
-                client_ip,
-                request_bytes: 0,
-                response_bytes: 0,
-            }),
+            event: Some(RequestEvent::new(request_id, route, client_ip)),
         }
     }
 

@@ -211,27 +211,18 @@ async fn a_graceful_restart_loses_nothing(backend: Backend) {
 
 fn request_event(customer: uuid::Uuid, n: usize) -> Event {
     Event::Request(Box::new(RequestEvent {
-        request_id: format!("r{n}").into(),
-        at: chrono::Utc::now(),
-        route: "chat",
         key_id: Some(uuid::Uuid::now_v7()),
         customer_id: Some(customer),
         plan: Some(Arc::from("pro")),
         model: Some("gpt-4o-mini".into()),
         provider: Some(Arc::from("openai")),
         status: 200,
-        error_code: None,
         total: Duration::from_millis(3),
         upstream: Some(Duration::from_millis(2)),
-        first_byte: None,
         usage: Some(TokenUsage { prompt_tokens: 10, cached_tokens: 0, completion_tokens: 5 }),
-        usage_estimated: false,
-        byok: false,
-        streamed: false,
-        aborted: false,
-        client_ip: [127, 0, 0, 1].into(),
         request_bytes: 1,
         response_bytes: 1,
+        ..RequestEvent::new(format!("r{n}").into(), "chat", [127, 0, 0, 1].into())
     }))
 }
 

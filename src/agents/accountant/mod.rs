@@ -223,27 +223,19 @@ mod tests {
 
     fn event(model: &str, usage: Option<TokenUsage>, byok: bool) -> RequestEvent {
         RequestEvent {
-            request_id: "r".into(),
-            at: chrono::Utc::now(),
-            route: "chat",
             key_id: Some(Uuid::now_v7()),
             customer_id: Some(Uuid::now_v7()),
             plan: Some(Arc::from("pro")),
             model: Some(model.into()),
             provider: Some(Arc::from("openai")),
             status: 200,
-            error_code: None,
             total: Duration::from_millis(12),
             upstream: Some(Duration::from_millis(10)),
-            first_byte: None,
             usage,
-            usage_estimated: false,
             byok,
-            streamed: false,
-            aborted: false,
-            client_ip: [127, 0, 0, 1].into(),
             request_bytes: 10,
             response_bytes: 10,
+            ..RequestEvent::new("r".into(), "chat", [127, 0, 0, 1].into())
         }
     }
 
