@@ -144,6 +144,7 @@ fn long(base: &str) -> String {
 
 /// The prompt that bench/sentinel.sh and `PRESET=guards bench/instructions.sh` send (~60 words),
 /// so the rules' share of a gateway request can be counted on its own.
+#[allow(clippy::expect_used, reason = "a file compiled into the benchmark, not input")]
 fn gateway_prompt() -> String {
     let request: serde_json::Value =
         serde_json::from_str(include_str!("../bench/sentinel.json")).expect("bench/sentinel.json is JSON");

@@ -6,6 +6,10 @@
 //! `context_dependent.json` lists PurpleLlama rows that carry no attack cue on their
 //! own (an innocuous question that only breaks its system prompt's topic rule); metrics
 //! are printed with and without them.
+#![allow(
+    clippy::expect_used,
+    reason = "a dev tool over the repo's own data files: a missing or broken file stops it with that message"
+)]
 
 use std::collections::BTreeMap;
 use std::fs;

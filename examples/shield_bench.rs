@@ -10,34 +10,17 @@
 //! cannot disturb: `valgrind --tool=callgrind --toggle-collect='*sanitize_bodies*'
 //! target/release/examples/shield_bench --body-iters 1000`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use omi::shield::{Shield, ShieldConfig};
 
 /// Counts heap allocations, to check that clean text costs none.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: defers to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const COMMON: &[&str] = &[
     "the", "you", "to", "and", "a", "of", "in", "is", "for", "that", "your", "it", "with", "on", "as", "are", "be",
@@ -181,12 +164,12 @@ fn main() {
     let mut rng = Rng(42);
     let text = rng.prose(200_000, &["v4.5.6", "1.1.1.1", "`Vec::new()`", "12:30"]);
     assert!(sh.sanitize(&text).is_none(), "bench text must be clean");
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let region = Region::new(GLOBAL);
     black_box(sh.sanitize(black_box(&text)));
     println!(
         "heap allocations in one sanitize() of {} KB clean text: {}",
         text.len() / 1000,
-        ALLOCATIONS.load(Ordering::Relaxed) - before
+        region.change().allocations
     );
     let mb = text.len() as f64 / 1e6;
     // Best of several runs approximates an idle core on a shared machine;

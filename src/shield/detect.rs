@@ -453,10 +453,12 @@ impl Detector {
         // Leftmost-first finds what the standard semantics find here (no
         // trigger occurs inside another), and only leftmost automata get the
         // SIMD (Teddy) prefilter that skips clean prose at memchr speed.
+        #[allow(clippy::expect_used, reason = "a static table")]
         let secrets = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
             .build(SECRET_TRIGGERS.iter().map(|t| t.0))
             .expect("built-in credential prefixes build");
+        #[allow(clippy::expect_used, reason = "fails only past gigabytes of patterns, at start-up (above)")]
         let literals = (!literals.is_empty()).then(|| {
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)

@@ -1,5 +1,7 @@
 //! Integration tests: the real server on a real socket, against SQLite and PostgreSQL.
 //! One test binary (each extra binary relinks the whole dependency graph).
+// Test code: an expectation that fails is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accountant;
 mod billing;

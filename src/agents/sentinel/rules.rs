@@ -1394,6 +1394,7 @@ struct WordTrie {
 const ENDS: u16 = 1 << 15;
 
 impl WordTrie {
+    #[allow(clippy::expect_used, reason = "built once from the static keyword tables, whose sizes the tests fix")]
     fn new(keywords: &[String]) -> WordTrie {
         let mut column = [0u8; 256];
         let mut columns = 1;
@@ -1497,6 +1498,7 @@ impl Matcher {
     }
 }
 
+#[allow(clippy::expect_used, reason = "only the static keyword tables are built here")]
 fn build<P: AsRef<[u8]>>(
     patterns: &[P],
     ascii_case_insensitive: bool,
