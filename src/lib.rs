@@ -19,6 +19,7 @@ pub mod server;
 pub mod shield;
 pub mod store;
 pub mod swar;
+pub mod tasks;
 pub mod telemetry;
 pub mod ticker;
 pub mod web;

@@ -72,7 +72,7 @@ pub fn spawn(
         _ => None,
     };
     let (queue, mut rx) = super::Queue::<N8nEvent>::new("n8n", 1024);
-    let task = tokio::spawn(async move {
+    let task = crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
             let Ok(body) = serde_json::to_vec(&event) else { continue };
             let mut headers: Vec<(HeaderName, HeaderValue)> = auth.iter().cloned().collect();

@@ -118,7 +118,7 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
 
 /// Suspends keys whose payment grace ran out and revokes cancelled ones past their term.
 pub fn spawn_lifecycle(app: Arc<AppState>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         let mut ticker = Ticker::new(every, shutdown);
         while ticker.tick().await {
             match app.store.expire_due_purchases().await {

@@ -38,7 +38,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(async move {
+        crate::tasks::owned(async move {
             if matches!(*self.mailer, Mailer::Disabled) {
                 tracing::warn!(
                     "no email transport configured (POSTMARK_SERVER_TOKEN or SMTP_URL): key emails wait in the outbox"

@@ -135,7 +135,12 @@ impl Firewall {
         let mut tasks: Vec<_> = limiters
             .filter_map(|named| {
                 let health = named.limiter.health()?;
-                Some(tokio::spawn(watch_health(named.name.clone(), health, self.events.clone(), shutdown.clone())))
+                Some(crate::tasks::owned(watch_health(
+                    named.name.clone(),
+                    health,
+                    self.events.clone(),
+                    shutdown.clone(),
+                )))
             })
             .collect();
         tasks.extend(key_limits::spawn_token_debits(self.keys.clone(), &self.events));
@@ -345,6 +350,7 @@ mod tests {
         let limiter = RateLimiter::redis(10, redis).await.expect("limiter");
         let health = limiter.health().expect("a Redis limiter reports its health");
         let shutdown = CancellationToken::new();
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
         let watcher = tokio::spawn(watch_health("unit-test".into(), health, events.clone(), shutdown.clone()));
 
         let event = rx.recv().await.expect("published");

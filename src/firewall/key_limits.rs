@@ -181,7 +181,7 @@ pub(super) fn spawn_token_debits(limits: Arc<KeyLimits>, events: &EventBus) -> O
         return None;
     }
     let mut rx = events.subscribe("token_limits", 16_384);
-    Some(tokio::spawn(async move {
+    Some(crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
             if let Event::Request(request) = &*event
                 && let (Some(key_id), Some(plan), Some(usage)) = (request.key_id, &request.plan, request.usage)

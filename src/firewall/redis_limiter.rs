@@ -222,6 +222,9 @@ impl Inner {
                 policy = ?self.policy,
                 "rate limiter lost Redis; using fallback"
             );
+            // Not awaited at shutdown: it writes nothing, and ends once the limiter is dropped
+            // (it holds only a weak reference).
+            #[allow(clippy::disallowed_methods, reason = "ends with the limiter; nothing to flush")]
             tokio::spawn(reconnect(Arc::downgrade(self)));
             true
         });

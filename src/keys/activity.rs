@@ -13,7 +13,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 pub fn spawn(events: &EventBus, store: Store) -> JoinHandle<()> {
     let mut rx = events.subscribe("key_activity", 16_384);
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         let mut seen: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {

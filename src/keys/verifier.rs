@@ -144,7 +144,7 @@ impl KeyVerifier {
 
     pub fn spawn_sync(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let verifier = Arc::clone(self);
-        tokio::spawn(async move {
+        crate::tasks::owned(async move {
             let mut ticker = Ticker::new(every, shutdown);
             while ticker.tick().await {
                 if let Err(e) = verifier.sync_changes().await {

@@ -337,6 +337,7 @@ mod test_support {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = mock.router();
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
         tokio::spawn(async move { axum::serve(listener, router).await });
         (mock, format!("http://{addr}/v1"), reqwest::Client::new())
     }

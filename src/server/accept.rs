@@ -125,6 +125,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
         tokio::spawn(serve(listener, router, limits, stop.clone(), Duration::from_millis(100)));
         (addr, stop)
     }

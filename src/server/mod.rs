@@ -119,7 +119,7 @@ impl Server {
             max_header_bytes: config.max_header_bytes,
         };
         let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let task = tokio::spawn(accept::serve(listener, router(state.clone()), limits, shutdown.clone(), grace));
+        let task = crate::tasks::owned(accept::serve(listener, router(state.clone()), limits, shutdown.clone(), grace));
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
         Ok(Server { addr, state, shutdown, task, tasks })
     }

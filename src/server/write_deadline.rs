@@ -88,6 +88,7 @@ mod tests {
         let (server, mut client) = tokio::io::duplex(64);
         let mut server = WriteDeadline::new(server, Duration::from_millis(100));
         // A client that reads keeps the connection alive however long the whole write takes.
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 16];
             for _ in 0..40 {

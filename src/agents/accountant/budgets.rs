@@ -70,7 +70,7 @@ pub fn spawn_counter(
     prices: crate::billing::prices::PriceTable,
 ) -> JoinHandle<()> {
     let mut rx = events.subscribe("budgets", 65_536);
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
             let Event::Request(request) = &*event else { continue };
             let Some(plan) = request.plan.as_deref() else { continue };

@@ -81,7 +81,7 @@ pub fn spawn_daily_summary(
     events: EventBus,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         let mut ticker = crate::ticker::Ticker::new(Duration::from_secs(600), shutdown);
         while ticker.tick().await {
             let today = chrono::Utc::now().date_naive();
@@ -122,7 +122,7 @@ pub fn spawn_writer(events: &EventBus, store: Store, prices: PriceTable, setting
     let rx = events.subscribe("accountant", 65_536);
     let buffered = metrics::gauge!("omi_usage_buffered");
     let writer = Writer { store, prices, settings, events: events.clone(), buffer: Vec::new(), buffered, dropped: 0 };
-    tokio::spawn(writer.run(rx))
+    crate::tasks::owned(writer.run(rx))
 }
 
 struct Writer {

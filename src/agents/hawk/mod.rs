@@ -60,7 +60,7 @@ pub fn spawn(
         }
     };
     let (recorder, views) = Queue::new("alert_recorder", 1024);
-    tasks.push(tokio::spawn(record(app.store.clone(), views, policy.longest_quiet() + ABANDONED_MARGIN)));
+    tasks.push(crate::tasks::owned(record(app.store.clone(), views, policy.longest_quiet() + ABANDONED_MARGIN)));
     let every = Duration::from_secs(config.hawk.probe_interval_secs);
     tasks.push(probe::spawn(app.clone(), alarms, every, shutdown.clone()));
     let hawk = Hawk {
@@ -72,7 +72,7 @@ pub fn spawn(
         recorder,
         usage_dropped: 0,
     };
-    tasks.push(tokio::spawn(hawk.watch(events, alarm_rx)));
+    tasks.push(crate::tasks::owned(hawk.watch(events, alarm_rx)));
     tasks
 }
 

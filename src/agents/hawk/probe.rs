@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn spawn(app: Arc<AppState>, alarms: Alarms, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         let mut redis = app.config.redis_url.as_ref().and_then(RedisProbe::new);
         let mut ticker = Ticker::new(every, shutdown);
         while ticker.tick().await {

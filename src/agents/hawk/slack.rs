@@ -32,7 +32,7 @@ pub fn spawn(
     alarms: Alarms,
 ) -> (Queue<SlackMessage>, JoinHandle<()>) {
     let (queue, mut rx) = Queue::new("slack", 256);
-    let task = tokio::spawn(async move {
+    let task = crate::tasks::owned(async move {
         while let Some(first) = rx.recv().await {
             tokio::time::sleep(group_wait).await;
             let mut batch = vec![first];

@@ -153,7 +153,7 @@ impl Sentinel {
                 scans: counters.scans.clone(),
                 findings,
             };
-            worker_task = Some(tokio::spawn(worker.run(close.clone())));
+            worker_task = Some(crate::tasks::owned(worker.run(close.clone())));
             tx
         });
         let sentinel = Sentinel {
@@ -544,7 +544,7 @@ fn locate<'a>(rules: &Rules, text: &'a CustomerText, verdicts: &[Verdict], worst
 
 fn spawn_recorder(events: &EventBus, findings: Arc<Findings>) -> JoinHandle<()> {
     let mut rx = events.subscribe("sentinel_findings", RECORDER_QUEUE);
-    tokio::spawn(async move {
+    crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
             // Injection findings are the Sentinel's own, stored before they were published.
             if let Event::Finding(finding) = &*event
