@@ -5,10 +5,13 @@
 //! it is never logged, and errors are reported without it.
 
 use crate::billing::mailer::retry_delay;
+use crate::web::response_body::read_bounded;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
+
+const MAX_REFUSAL_BYTES: usize = 64 * 1024;
 
 /// Four attempts: about 1 + 2 + 4 s of backoff (jittered) before giving up.
 const ATTEMPTS: u32 = 4;
@@ -64,7 +67,9 @@ impl Webhook {
                 }
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let text = response.text().await.unwrap_or_default();
+                    // A refusal is shown with its body; one past the bound is not read, and says its status only.
+                    let body = read_bounded(response, MAX_REFUSAL_BYTES).await.unwrap_or_default();
+                    let text = String::from_utf8_lossy(&body);
                     self.count("refused");
                     return Outcome::Refused(describe_refusal(status, &text));
                 }

@@ -6,7 +6,6 @@
 use super::auth::admit;
 use super::meter::Meter;
 use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
-use super::upstream_body::{UpstreamBodyError, read_bounded};
 use crate::agents::accountant::budgets;
 use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::app::AppState;
@@ -19,6 +18,7 @@ use crate::shield::RemovalKind;
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::web::error::ApiError;
 use crate::web::request_id::RequestId;
+use crate::web::response_body::{ResponseBodyError, read_bounded};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
@@ -311,11 +311,11 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
     {
         Ok(Ok(body)) => body,
-        Ok(Err(UpstreamBodyError::TooLarge(limit))) => {
+        Ok(Err(ResponseBodyError::TooLarge(limit))) => {
             tracing::warn!(limit, "upstream body over the limit");
             return fail(meter, ApiError::upstream("The upstream answer is larger than this gateway relays."));
         }
-        Ok(Err(UpstreamBodyError::Broken(e))) => {
+        Ok(Err(ResponseBodyError::Broken(e))) => {
             tracing::warn!(error = %e.without_url(), "upstream body failed");
             return fail(meter, ApiError::upstream("The upstream provider closed the connection mid-answer."));
         }

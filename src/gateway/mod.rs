@@ -7,7 +7,6 @@ mod auth;
 mod chat;
 mod meter;
 pub(crate) mod stream;
-mod upstream_body;
 
 pub(crate) use chat::{BYOK_HEADER, chat_completions};
 pub use meter::MeterMetrics;

@@ -10,11 +10,15 @@
 use crate::billing::prices::{NanoPrice, PriceTable};
 use crate::config::JudgeByok;
 use crate::providers::openai::usage_of_body;
+use crate::web::response_body::read_bounded;
 use reqwest::header;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// A verdict is a few hundred bytes; anything far larger is not one.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// Long prompts are cut to this many characters for the judge (its cost grows with length);
 /// the head and the tail are kept, since an injection often sits at either end.
@@ -149,7 +153,7 @@ impl Judge {
             tracing::warn!(status = %response.status(), "sentinel judge refused the call");
             return unknown("http_status");
         }
-        let Ok(body) = response.bytes().await else {
+        let Ok(body) = read_bounded(response, MAX_ANSWER_BYTES).await else {
             return unknown("unreachable");
         };
         let cost_nano_usd = self.price.zip(usage_of_body(&body)).map(|(price, usage)| price.cost(&usage));

@@ -1,7 +1,11 @@
 //! Postmark's "send a single email" API: `POST {base}/email` with the server token header.
 
+use crate::web::response_body::read_bounded;
 use std::fmt;
 use std::time::Duration;
+
+/// Postmark's replies are a few hundred bytes; a larger one is not read whole.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderValue};
@@ -112,7 +116,7 @@ impl PostmarkClient {
 
         let status = response.status();
         // A body that fails to arrive after the status line still leaves the status to go by.
-        let raw = response.bytes().await.unwrap_or_default();
+        let raw = read_bounded(response, MAX_REPLY_BYTES).await.unwrap_or_default();
         let reply: Reply = serde_json::from_slice(&raw).unwrap_or_default();
         match classify(status, &reply, &String::from_utf8_lossy(&raw)) {
             Ok(()) => {
