@@ -410,6 +410,15 @@ async fn the_judge_answers_in_strict_json_and_never_guesses() {
     assert_eq!(judged.verdict, JudgeVerdict::Unknown("timeout"));
     assert!(started.elapsed() < Duration::from_secs(2));
 
+    // A verdict buried in a body far larger than any verdict is not read (nor buffered).
+    let mut padded = serde_json::to_string(&verdict(true, 0.9)).expect("json");
+    padded.insert_str(1, &" ".repeat(300 * 1024));
+    let huge = judge_replying(ResponseTemplate::new(200).set_body_raw(padded, "application/json")).await;
+    assert_eq!(
+        judge_for(&huge, Duration::from_secs(5)).judge("hello").await.verdict,
+        JudgeVerdict::Unknown("too_large")
+    );
+
     let failing = judge_replying(ResponseTemplate::new(500)).await;
     assert_eq!(
         judge_for(&failing, Duration::from_secs(5)).judge("hello").await.verdict,

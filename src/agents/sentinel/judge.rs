@@ -10,7 +10,7 @@
 use crate::billing::prices::{NanoPrice, PriceTable};
 use crate::config::JudgeByok;
 use crate::providers::openai::usage_of_body;
-use crate::web::response_body::read_bounded;
+use crate::web::response_body::{ResponseBodyError, read_bounded};
 use reqwest::header;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -153,8 +153,10 @@ impl Judge {
             tracing::warn!(status = %response.status(), "sentinel judge refused the call");
             return unknown("http_status");
         }
-        let Ok(body) = read_bounded(response, MAX_ANSWER_BYTES).await else {
-            return unknown("unreachable");
+        let body = match read_bounded(response, MAX_ANSWER_BYTES).await {
+            Ok(body) => body,
+            Err(ResponseBodyError::TooLarge(_)) => return unknown("too_large"),
+            Err(ResponseBodyError::Broken(_)) => return unknown("unreachable"),
         };
         let cost_nano_usd = self.price.zip(usage_of_body(&body)).map(|(price, usage)| price.cost(&usage));
         Judged { verdict: parse_verdict(&body), cost_nano_usd }
