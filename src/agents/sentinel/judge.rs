@@ -46,7 +46,7 @@ pub enum JudgeVerdict {
         score: f32,
         reason: String,
     },
-    /// No usable verdict: `timeout`, `unreachable`, `http_status` or `garbage`.
+    /// No usable verdict: `timeout`, `unreachable`, `http_status`, `too_large` or `garbage`.
     Unknown(&'static str),
 }
 
