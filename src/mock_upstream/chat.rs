@@ -51,7 +51,7 @@ pub(super) async fn chat(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{events, spawn};
+    use super::super::test_support::{events, post, spawn};
     use serde_json::{Value, json};
 
     #[tokio::test]
@@ -59,16 +59,7 @@ mod tests {
         let (_mock, base, http) = spawn().await;
         let body =
             json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "12345678"}], "mock": {"chunks": 2}});
-        let answer: Value = http
-            .post(format!("{base}/chat/completions"))
-            .bearer_auth("k")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = post(&http, &format!("{base}/chat/completions"), &body).await.json().await.expect("json");
         assert_eq!(answer["object"], "chat.completion");
         assert_eq!(answer["choices"][0]["message"]["content"], "Hello from the mock");
         assert_eq!(answer["usage"]["prompt_tokens"], 2);

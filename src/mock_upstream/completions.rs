@@ -52,23 +52,14 @@ pub(super) async fn completions(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{events, spawn};
+    use super::super::test_support::{events, post, spawn};
     use serde_json::{Value, json};
 
     #[tokio::test]
     async fn completions_answer_a_prompt_with_usage() {
         let (_mock, base, http) = spawn().await;
         let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["abcd", [1, 2]], "mock": {"content": "done", "completion_tokens": 9}});
-        let answer: Value = http
-            .post(format!("{base}/completions"))
-            .bearer_auth("k")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = post(&http, &format!("{base}/completions"), &body).await.json().await.expect("json");
         assert_eq!(answer["object"], "text_completion");
         assert_eq!(answer["choices"], json!([{"text": "done", "index": 0, "logprobs": null, "finish_reason": "stop"}]));
         assert_eq!(answer["usage"]["prompt_tokens"], 1 + 2, "four characters and two token ids");
@@ -80,16 +71,7 @@ mod tests {
     async fn completions_stream_text_then_usage_then_done() {
         let (_mock, base, http) = spawn().await;
         let body = json!({"prompt": "hi", "stream": true, "stream_options": {"include_usage": true}, "mock": {"content": "abcd", "chunks": 2}});
-        let text = http
-            .post(format!("{base}/completions"))
-            .bearer_auth("k")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = post(&http, &format!("{base}/completions"), &body).await.text().await.expect("text");
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         let events = events(&text);
         assert!(events.iter().all(|(_, e)| e["object"] == "text_completion"));
@@ -100,16 +82,7 @@ mod tests {
         assert_eq!(events[3].1["usage"]["completion_tokens"], 2);
 
         let without_usage = json!({"prompt": "hi", "stream": true});
-        let text = http
-            .post(format!("{base}/completions"))
-            .bearer_auth("k")
-            .json(&without_usage)
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = post(&http, &format!("{base}/completions"), &without_usage).await.text().await.expect("text");
         assert!(super::super::test_support::events(&text).iter().all(|(_, e)| e.get("usage").is_none()));
     }
 

@@ -342,6 +342,11 @@ mod test_support {
         (mock, format!("http://{addr}/v1"), reqwest::Client::new())
     }
 
+    /// POSTs `body` as JSON with a key, as every OpenAI-shaped client does.
+    pub async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> reqwest::Response {
+        http.post(url).bearer_auth("k").json(body).send().await.expect("send")
+    }
+
     /// The `data:` payloads of an SSE body, as JSON (`[DONE]` left out), with their `event:` names.
     pub fn events(body: &str) -> Vec<(Option<String>, serde_json::Value)> {
         body.split("\n\n")

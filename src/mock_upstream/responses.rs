@@ -95,7 +95,7 @@ fn message(text: &str, status: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{events, spawn};
+    use super::super::test_support::{events, post, spawn};
     use serde_json::{Value, json};
 
     #[tokio::test]
@@ -103,16 +103,7 @@ mod tests {
         let (_mock, base, http) = spawn().await;
         let body = json!({"model": "gpt-4.1", "instructions": "abcd", "input": [{"role": "user", "content": [{"type": "input_text", "text": "efgh"}]}],
                           "mock": {"content": "fine", "completion_tokens": 10, "reasoning_tokens": 4, "cache_read_tokens": 1}});
-        let answer: Value = http
-            .post(format!("{base}/responses"))
-            .bearer_auth("k")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = post(&http, &format!("{base}/responses"), &body).await.json().await.expect("json");
         assert_eq!((answer["object"].as_str(), answer["status"].as_str()), (Some("response"), Some("completed")));
         assert!(answer["id"].as_str().is_some_and(|id| id.starts_with("resp_")));
         assert_eq!(answer["model"], "gpt-4.1");
@@ -133,16 +124,7 @@ mod tests {
     async fn responses_stream_typed_events_in_order_ending_with_the_completed_response() {
         let (_mock, base, http) = spawn().await;
         let body = json!({"input": "abcdefgh", "stream": true, "mock": {"content": "abcdef", "chunks": 3}});
-        let text = http
-            .post(format!("{base}/responses"))
-            .bearer_auth("k")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = post(&http, &format!("{base}/responses"), &body).await.text().await.expect("text");
         assert!(!text.contains("[DONE]"));
         let events = events(&text);
         let names: Vec<&str> = events.iter().filter_map(|(name, _)| name.as_deref()).collect();
