@@ -323,7 +323,11 @@ pub struct PlanConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct ProviderConfig {
     pub name: String,
-    /// OpenAI-compatible base URL, ending in `/v1` for most providers.
+    /// The wire format it speaks: `openai` (the default: any OpenAI-compatible API) or
+    /// `anthropic` (the native Messages API).
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Base URL, ending in `/v1` for most providers.
     pub base_url: String,
     /// Environment variable holding this provider's house key.
     #[serde(default)]
@@ -340,6 +344,15 @@ pub struct ProviderConfig {
     /// own API (it checks every key), take BYOK anyway.
     #[serde(default)]
     pub byok: bool,
+}
+
+/// A provider's wire format; each kind is one module under `providers/`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    OpenAi,
+    Anthropic,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]

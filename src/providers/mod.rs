@@ -71,6 +71,7 @@ impl Providers {
     ) -> Result<Providers, ConfigError> {
         let configured: Vec<ProviderConfig> = if config.providers.is_empty() {
             vec![ProviderConfig {
+                kind: Default::default(),
                 name: "openai".into(),
                 base_url: config.openai_base_url.clone(),
                 api_key_env: None,
@@ -173,6 +174,7 @@ mod tests {
     #[test]
     fn routes_by_exact_name_then_prefix_and_refuses_the_rest() {
         let groq = ProviderConfig {
+            kind: Default::default(),
             name: "groq".into(),
             base_url: "https://api.groq.com/openai/v1/".into(),
             api_key_env: Some("GROQ_API_KEY".into()),
@@ -181,6 +183,7 @@ mod tests {
             byok: false,
         };
         let local = ProviderConfig {
+            kind: Default::default(),
             name: "local".into(),
             base_url: "http://127.0.0.1:11434/v1".into(),
             api_key_env: None,
@@ -235,6 +238,7 @@ mod tests {
         assert!(byok(&keyless("https://api.openai.com/v1/")));
         assert!(!byok(&keyless("http://10.0.0.5:8000/v1")), "an internal upstream may check no key");
         let provider = |base_url: &str, byok: bool| ProviderConfig {
+            kind: Default::default(),
             name: "p".into(),
             base_url: base_url.into(),
             api_key_env: None,

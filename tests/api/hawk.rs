@@ -546,6 +546,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
         c.redis_url = Some(SecretString::from("redis://127.0.0.1:9/"));
         c.providers = vec![
             omi::config::ProviderConfig {
+                kind: Default::default(),
                 name: "openai".into(),
                 base_url: c.openai_base_url.clone(),
                 api_key_env: None,
@@ -554,6 +555,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 byok: false,
             },
             omi::config::ProviderConfig {
+                kind: Default::default(),
                 name: "down".into(),
                 // A closed port on loopback: connection refused.
                 base_url: "http://127.0.0.1:9/v1".into(),

@@ -252,6 +252,7 @@ async fn costly_options_are_removed_before_upstream_unless_allowed() {
 async fn keyless_providers_take_customer_keys_only_when_marked_byok() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
         let provider = |name: &str, byok: bool| ProviderConfig {
+            kind: Default::default(),
             name: name.into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
@@ -332,6 +333,7 @@ async fn the_judge_never_bills_the_house_for_a_byok_request_unless_configured() 
 async fn the_money_page_lists_routed_models_without_a_price() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.providers = vec![ProviderConfig {
+            kind: Default::default(),
             name: "openai".into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
