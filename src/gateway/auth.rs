@@ -1,4 +1,5 @@
-//! Customer authentication: `Authorization: Bearer omi_…`, checked for shape and checksum
+//! Customer authentication: `Authorization: Bearer omi_…` (or `x-api-key: omi_…` where an
+//! endpoint takes it), checked for shape and checksum
 //! before the (cached) lookup, so malformed keys never cost a cache miss or a query.
 //! Then the key's own request limit (per key or plan), which needs to know the key.
 
@@ -11,24 +12,32 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use std::sync::Arc;
 
+/// Where Anthropic's SDKs send the key.
+pub const X_API_KEY: &str = "x-api-key";
+
 /// Authenticates, books the key on the meter, and spends one of the key's requests.
+/// `x_api_key`: the key may also come as `x-api-key` (a bearer wins when both are sent).
 pub async fn admit(
     app: &AppState,
     headers: &HeaderMap,
     origin: &Origin,
     meter: &mut Meter,
+    x_api_key: bool,
 ) -> Result<Arc<VerifiedKey>, ApiError> {
-    let key = authenticate(app, headers).await?;
+    let key = authenticate(app, headers, x_api_key).await?;
     meter.set_key(&key);
     app.firewall.admit_request(&key, origin).await?;
     Ok(key)
 }
 
-async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Arc<VerifiedKey>, ApiError> {
-    let presented = headers
+async fn authenticate(app: &AppState, headers: &HeaderMap, x_api_key: bool) -> Result<Arc<VerifiedKey>, ApiError> {
+    let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let api_key = || headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).filter(|_| x_api_key);
+    let presented = bearer
+        .or_else(api_key)
         .map(str::trim)
         .ok_or_else(|| ApiError::invalid_api_key("Missing API key: send `Authorization: Bearer omi_…`."))?;
     let key = ApiKey::parse(presented).map_err(|e| ApiError::invalid_api_key(format!("Malformed API key: {e}.")))?;

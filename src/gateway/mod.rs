@@ -1,15 +1,27 @@
-//! The customer API: `/v1/chat/completions` and `/v1/models`. `chat.rs` admits, validates,
-//! screens, routes and forwards; `stream.rs` relays and meters streamed answers; `meter.rs` books
-//! each request; `auth.rs` admits a customer key. The providers' wire formats live in
-//! `providers`, the output shield in `shield`, the server and router in `server`.
+//! The customer API. `pipeline.rs` is the one request path (admit, validate, screen, route,
+//! forward, meter, shield); each endpoint is a file declaring what differs (`chat.rs`,
+//! `embeddings.rs`, `completions.rs`, `responses.rs`, `messages.rs`); `stream.rs` relays and
+//! meters streamed answers; `meter.rs` books each request; `auth.rs` admits a customer key;
+//! `/v1/models` is here. The providers' wire formats live in `providers`, the output shield in
+//! `shield`, the server and router in `server`.
 
 mod auth;
 mod chat;
+mod completions;
+mod embeddings;
+mod messages;
 mod meter;
+mod pipeline;
+mod responses;
 pub(crate) mod stream;
 
-pub(crate) use chat::{BYOK_HEADER, chat_completions};
+pub(crate) use chat::Chat;
+pub(crate) use completions::Completions;
+pub(crate) use embeddings::Embeddings;
+pub(crate) use messages::Messages;
 pub use meter::MeterMetrics;
+pub(crate) use pipeline::{BYOK_HEADER, handle};
+pub(crate) use responses::Responses;
 pub(crate) use stream::StreamLimits;
 
 use crate::app::AppState;
@@ -29,7 +41,7 @@ pub(crate) async fn list_models(
     headers: HeaderMap,
 ) -> Response {
     let mut meter = meter::Meter::start(app.events.clone(), &app.meters, request_id, "models", origin.client.ip);
-    match auth::admit(&app, &headers, &origin, &mut meter).await {
+    match auth::admit(&app, &headers, &origin, &mut meter, false).await {
         Err(error) => {
             meter.finish(error.status.as_u16(), Some(error.code));
             error.into_response()

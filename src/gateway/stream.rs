@@ -1,16 +1,17 @@
 //! Relays an upstream SSE stream event by event while reading the token usage out of it.
-//! The gateway always asks upstream for `include_usage`; when the client did not ask, the
-//! extra usage chunk is removed here so the client sees exactly what it asked for. Events are
-//! read by [`SseReader`] (the SSE rules) and their JSON by [`openai::read`] (serde), so any
-//! line ends and any legal JSON layout are billed alike. Nothing is buffered beyond one
-//! incomplete event, and that is bounded. A client that goes away does not end the reading:
+//! Events are split by [`SseReader`] (the SSE rules) and read by the provider kind's
+//! [`StreamReader`] (serde), so any line ends and any legal JSON layout are billed alike; the
+//! reader relays each event as it came, removes one (the usage chunk the gateway asked for and
+//! the client did not), or translates it (an Anthropic stream to chat chunks). Nothing is
+//! buffered beyond one incomplete event, and that is bounded. A client that goes away does not end the reading:
 //! the upstream is drained in the background, bounded, for the usage it reports last.
 //! [`ShieldedSse`] then passes the relayed events through the output shield.
 
 use super::meter::Meter;
 use crate::events::TokenUsage;
+use crate::providers::StreamReader;
 use crate::providers::openai;
-use crate::providers::sse::{SseEvent, SseReader};
+use crate::providers::sse::SseReader;
 use crate::shield::SseShield;
 use crate::shield::guard::RemovalReport;
 use bytes::{Bytes, BytesMut};
@@ -53,41 +54,13 @@ impl StreamLimits {
     }
 }
 
-/// What the events read so far say about billing.
-struct Tally {
-    strip_usage: bool,
-    usage: Option<TokenUsage>,
-    /// Answer characters read, and the content-bearing events among them (each at least a
-    /// token): the completion estimate when usage never comes.
-    answer_chars: u64,
-    answer_events: u64,
-    saw_done_marker: bool,
-}
-
-impl Tally {
-    /// Reads one event; false when it must not reach the client.
-    fn inspect(&mut self, event: SseEvent<'_>) -> bool {
-        if event.data == b"[DONE]" {
-            self.saw_done_marker = true;
-            return true;
-        }
-        let facts = openai::read(event.data);
-        if facts.answer_chars > 0 {
-            self.answer_chars += facts.answer_chars;
-            self.answer_events += 1;
-        }
-        if facts.usage.is_some() {
-            self.usage = facts.usage;
-        }
-        !(self.strip_usage && facts.usage_only)
-    }
-}
-
 /// Everything needed to go on reading the upstream, with or without a client.
 struct Relay {
     upstream: Upstream,
     reader: SseReader,
-    tally: Tally,
+    answer: Box<dyn StreamReader>,
+    /// Events a translating reader wrote for the client.
+    translated: Vec<u8>,
     meter: Meter,
     /// The prompt's estimate (the upstream body, the operator's system prompt included).
     prompt_estimate: u64,
@@ -95,24 +68,42 @@ struct Relay {
 
 impl Relay {
     fn push(&mut self, chunk: &[u8]) -> Bytes {
-        let tally = &mut self.tally;
-        self.reader.push(chunk, |event| tally.inspect(event))
+        let (answer, translated) = (&mut self.answer, &mut self.translated);
+        let relayed = self.reader.push(chunk, |event| answer.event(event, translated));
+        self.with_translated(relayed)
     }
 
     fn finish_reading(&mut self) -> Bytes {
-        let tally = &mut self.tally;
-        self.reader.finish(|event| tally.inspect(event))
+        let (answer, translated) = (&mut self.answer, &mut self.translated);
+        let relayed = self.reader.finish(|event| answer.event(event, translated));
+        self.with_translated(relayed)
+    }
+
+    /// The events relayed as they came, then those a translating reader wrote (a reader does
+    /// one or the other, so the order is the upstream's).
+    fn with_translated(&mut self, relayed: Bytes) -> Bytes {
+        if self.translated.is_empty() {
+            return relayed;
+        }
+        let mut out = BytesMut::with_capacity(relayed.len() + self.translated.len());
+        out.extend_from_slice(&relayed);
+        out.extend_from_slice(&self.translated);
+        self.translated.clear();
+        out.freeze()
     }
 
     /// Books the request: the upstream's usage, or an estimate when it never came.
     fn book(mut self, aborted: bool) {
         self.meter.upstream_finished();
-        match self.tally.usage {
+        match self.answer.usage() {
             Some(usage) => self.meter.record_usage(usage, false),
             None => {
-                let completion = openai::estimated_tokens(self.tally.answer_chars).max(self.tally.answer_events);
-                let estimate =
-                    TokenUsage { prompt_tokens: self.prompt_estimate, cached_tokens: 0, completion_tokens: completion };
+                let completion = openai::estimated_tokens(self.answer.answer_chars()).max(self.answer.answer_events());
+                let estimate = TokenUsage {
+                    prompt_tokens: self.prompt_estimate,
+                    completion_tokens: completion,
+                    ..TokenUsage::default()
+                };
                 self.meter.record_usage(estimate, true);
             }
         }
@@ -126,7 +117,7 @@ impl Relay {
     async fn drain(mut self, limits: StreamLimits) {
         let deadline = Instant::now() + limits.drain_time;
         let mut read = 0;
-        while self.tally.usage.is_none() && read < limits.drain_bytes && !self.reader.overflowed() {
+        while self.answer.usage().is_none() && read < limits.drain_bytes && !self.reader.overflowed() {
             match tokio::time::timeout_at(deadline, self.upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     read += chunk.len();
@@ -143,7 +134,7 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        if self.tally.usage.is_none() {
+        if self.answer.usage().is_none() {
             tracing::info!(read, "a left stream's usage never came; booked an estimate");
         }
         // Dropping the upstream here cancels whatever it still had to send.
@@ -164,21 +155,14 @@ impl MeteredSse {
     pub fn new(
         upstream: Upstream,
         meter: Meter,
-        client_asked_usage: bool,
+        answer: Box<dyn StreamReader>,
         prompt_estimate: u64,
         limits: StreamLimits,
         drains: TaskTracker,
     ) -> MeteredSse {
-        let tally = Tally {
-            strip_usage: !client_asked_usage,
-            usage: None,
-            answer_chars: 0,
-            answer_events: 0,
-            saw_done_marker: false,
-        };
         let reader = SseReader::new(limits.max_event_bytes);
         MeteredSse {
-            relay: Some(Relay { upstream, reader, tally, meter, prompt_estimate }),
+            relay: Some(Relay { upstream, reader, answer, translated: Vec::new(), meter, prompt_estimate }),
             idle_timer: Box::pin(tokio::time::sleep(limits.idle)),
             limits,
             drains,
@@ -229,8 +213,8 @@ impl Stream for MeteredSse {
                 Poll::Ready(None) => {
                     let rest = relay.finish_reading();
                     relay.meter.add_response_bytes(rest.len());
-                    // A stream that closes without `[DONE]` was cut short upstream.
-                    let cut = !relay.tally.saw_done_marker;
+                    // A stream that closes without its end marker was cut short upstream.
+                    let cut = !relay.answer.ended();
                     if let Some(relay) = this.relay.take() {
                         relay.book(cut);
                     }
@@ -338,7 +322,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderKind;
     use crate::events::{Event, EventBus, RequestEvent, Subscription};
+    use crate::providers::Api;
     use futures_util::stream;
 
     const STREAM: &str = concat!(
@@ -363,7 +349,8 @@ mod tests {
         let rx = bus.subscribe("test", 4);
         let meter = Meter::start(bus.clone(), &Default::default(), "r".into(), "chat", [127, 0, 0, 1].into());
         let drains = TaskTracker::new();
-        (MeteredSse::new(upstream, meter, client_asked_usage, 3, limits, drains.clone()), rx, drains)
+        let answer = ProviderKind::OpenAi.wire().stream(Api::Chat, client_asked_usage);
+        (MeteredSse::new(upstream, meter, answer, 3, limits, drains.clone()), rx, drains)
     }
 
     async fn booked(rx: &mut Subscription) -> RequestEvent {

@@ -6,8 +6,199 @@
 //! dropped silently, except parameters that cannot change the answer's meaning (see
 //! [`IGNORED_FIELDS`]).
 
+use super::sse::SseEvent;
+use super::{Answer, Api, Outgoing, StreamReader, SystemPrompt, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
+
+/// The `anthropic` kind: the Messages API natively (`/v1/messages`), and chat completions
+/// translated to it and back.
+pub struct AnthropicWire;
+
+impl Wire for AnthropicWire {
+    fn serves(&self, api: Api) -> bool {
+        matches!(api, Api::Chat | Api::Messages)
+    }
+
+    fn upstream_path(&self, _: Api) -> &'static str {
+        "/messages"
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder {
+        request.header("x-api-key", key.expose_secret()).header("anthropic-version", API_VERSION)
+    }
+
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, TranslateError> {
+        let Outgoing { api, mut request, upstream_model, system, .. } = outgoing;
+        let messages = match api {
+            Api::Chat => {
+                if let (Some(system), Some(Value::Array(messages))) = (system, request.get_mut("messages")) {
+                    messages.insert(0, json!({"role": "system", "content": system.text}));
+                }
+                chat_to_messages(&request, upstream_model)?
+            }
+            _ => {
+                if let Some(system) = system {
+                    prepend_system(&mut request, system);
+                }
+                request
+            }
+        };
+        serde_json::to_vec(&messages).map_err(|_| invalid("The request could not be encoded."))
+    }
+
+    fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer> {
+        let message: Value =
+            serde_json::from_slice(&body).map_err(|_| UnreadableAnswer("The upstream answer is not JSON."))?;
+        let mut usage = Usage::default();
+        let reported = message.get("usage");
+        if let Some(reported) = reported {
+            usage.update(reported);
+        }
+        let usage = reported.is_some().then(|| usage.token_usage());
+        let answer_chars = message_text_chars(&message);
+        if api == Api::Messages {
+            return Ok(Answer { body, usage, answer_chars });
+        }
+        let chat = message_to_chat(&message, chrono::Utc::now().timestamp())
+            .ok_or(UnreadableAnswer("The upstream answer is not a message."))?;
+        let body = serde_json::to_vec(&chat).map_err(|_| UnreadableAnswer("The answer could not be encoded."))?;
+        Ok(Answer { body: Bytes::from(body), usage, answer_chars })
+    }
+
+    fn stream(&self, api: Api, client_asked_usage: bool) -> Box<dyn StreamReader> {
+        match api {
+            Api::Chat => Box::new(ChatFromMessages {
+                translator: ChunkTranslator::new(chrono::Utc::now().timestamp(), client_asked_usage),
+            }),
+            _ => Box::new(MessagesStream::default()),
+        }
+    }
+}
+
+/// The Messages API's system slot: the operator's prompt as the first system block, before
+/// the customer's own (a string or blocks, kept as they are — `cache_control` included).
+fn prepend_system(request: &mut Map<String, Value>, system: SystemPrompt<'_>) {
+    let operator = json!({"type": "text", "text": system.text});
+    let blocks = match request.remove("system") {
+        Some(Value::String(own)) if !own.is_empty() => vec![operator, json!({"type": "text", "text": own})],
+        Some(Value::Array(mut own)) => {
+            own.insert(0, operator);
+            own
+        }
+        _ => vec![operator],
+    };
+    request.insert("system".into(), Value::Array(blocks));
+}
+
+/// Characters of a message's text, thinking and tool input: the estimate when usage is missing.
+fn message_text_chars(message: &Value) -> u64 {
+    let blocks = message.get("content").and_then(Value::as_array).into_iter().flatten();
+    blocks
+        .map(|block| {
+            let text = ["text", "thinking"].iter().filter_map(|f| block.get(*f).and_then(Value::as_str));
+            let input = block.get("input").map_or(0, |i| i.to_string().chars().count() as u64);
+            text.map(|t| t.chars().count() as u64).sum::<u64>() + input
+        })
+        .sum()
+}
+
+/// Characters of answer in a `content_block_delta`'s delta (text, thinking or tool input).
+fn delta_chars(delta: &Value) -> u64 {
+    let texts = ["text", "thinking", "partial_json"].iter().filter_map(|f| delta.get(*f).and_then(Value::as_str));
+    texts.map(|t| t.chars().count() as u64).sum()
+}
+
+/// A native Messages stream: relayed as it came while its usage is read (`message_start`
+/// carries the input counts, `message_delta` the final ones).
+#[derive(Default)]
+struct MessagesStream {
+    usage: Usage,
+    /// `message_delta` with a usage arrived: the counts are final.
+    usage_final: bool,
+    answer_chars: u64,
+    answer_events: u64,
+    ended: bool,
+}
+
+impl StreamReader for MessagesStream {
+    fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
+        let Ok(parsed) = serde_json::from_slice::<Value>(event.data) else {
+            return true;
+        };
+        match parsed.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                if let Some(usage) = parsed.get("message").and_then(|m| m.get("usage")) {
+                    self.usage.update(usage);
+                }
+            }
+            Some("content_block_delta") => {
+                let text = parsed.get("delta").map_or(0, delta_chars);
+                if text > 0 {
+                    self.answer_chars += text;
+                    self.answer_events += 1;
+                }
+            }
+            Some("message_delta") => {
+                if let Some(usage) = parsed.get("usage") {
+                    self.usage.update(usage);
+                    self.usage_final = true;
+                }
+            }
+            Some("message_stop") => self.ended = true,
+            _ => {}
+        }
+        true
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.usage_final.then(|| self.usage.token_usage())
+    }
+
+    fn answer_chars(&self) -> u64 {
+        self.answer_chars
+    }
+
+    fn answer_events(&self) -> u64 {
+        self.answer_events
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// A Messages stream translated into `chat.completion.chunk` events.
+struct ChatFromMessages {
+    translator: ChunkTranslator,
+}
+
+impl StreamReader for ChatFromMessages {
+    fn event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) -> bool {
+        if let Err(error) = self.translator.event(event.data, out) {
+            tracing::warn!(%error, "an upstream stream event could not be translated");
+        }
+        false
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.translator.usage_final.then(|| self.translator.usage.token_usage())
+    }
+
+    fn answer_chars(&self) -> u64 {
+        self.translator.answer_chars
+    }
+
+    fn answer_events(&self) -> u64 {
+        self.translator.answer_events
+    }
+
+    fn ended(&self) -> bool {
+        self.translator.finished
+    }
+}
 
 /// The `anthropic-version` header every request carries.
 pub const API_VERSION: &str = "2023-06-01";
@@ -451,6 +642,11 @@ pub struct ChunkTranslator {
     created: i64,
     include_usage: bool,
     usage: Usage,
+    /// `message_delta` brought the final counts.
+    usage_final: bool,
+    /// Characters of answer text translated, and the events that carried some.
+    answer_chars: u64,
+    answer_events: u64,
     /// The OpenAI `tool_calls[].index` of each tool-use content block, by block index.
     tool_blocks: Vec<(u64, usize)>,
     finished: bool,
@@ -466,6 +662,9 @@ impl ChunkTranslator {
             created,
             include_usage,
             usage: Usage::default(),
+            usage_final: false,
+            answer_chars: 0,
+            answer_events: 0,
             tool_blocks: Vec::new(),
             finished: false,
         }
@@ -521,6 +720,11 @@ impl ChunkTranslator {
             "content_block_delta" => {
                 let delta = event.get("delta").unwrap_or(&Value::Null);
                 let text = |field: &str| delta.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let chars = delta_chars(delta);
+                if chars > 0 {
+                    self.answer_chars += chars;
+                    self.answer_events += 1;
+                }
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => self.chunk(json!({"content": text("text")}), None, out),
                     Some("thinking_delta") => self.chunk(json!({"reasoning_content": text("thinking")}), None, out),
@@ -541,6 +745,7 @@ impl ChunkTranslator {
             "message_delta" => {
                 if let Some(usage) = event.get("usage") {
                     self.usage.update(usage);
+                    self.usage_final = true;
                 }
                 let stop = event.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
                 if let Some(stop) = stop {

@@ -1,23 +1,146 @@
-//! Upstream providers (any OpenAI-compatible base URL) and routing of a model name to one.
-//! A model is routed by exact name, by `provider/model`, or to the catch-all provider.
+//! Upstream providers and routing of a model name to one. A model is routed by exact name,
+//! by `provider/model`, or to the catch-all provider.
+//!
+//! The provider seam: each provider *kind* is one module implementing [`Wire`] — the URL path
+//! of each API it serves, its auth headers, how a request is encoded for it, and how its
+//! answers and streams are read (usage, answer length) or translated back to the API the
+//! customer spoke. `openai.rs` speaks every OpenAI-compatible API natively; `anthropic.rs`
+//! speaks the Messages API natively and carries chat completions by translation.
 
 pub mod anthropic;
 pub mod openai;
 pub mod sse;
 
 use crate::billing::prices::PriceTable;
-use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig};
+use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig, ProviderKind};
+use crate::events::TokenUsage;
+use bytes::Bytes;
 use secrecy::SecretString;
+use serde_json::{Map, Value};
+use sse::SseEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The API a customer's request speaks: the endpoint it came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Embeddings,
+    Completions,
+    Responses,
+    Messages,
+}
+
+impl Api {
+    pub const ALL: [Api; 5] = [Api::Chat, Api::Embeddings, Api::Completions, Api::Responses, Api::Messages];
+
+    /// The route label its requests are booked and counted under.
+    pub fn route(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Embeddings => "embeddings",
+            Api::Completions => "completions",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// Its path under `/v1`, as customers and upstreams both call it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/chat/completions",
+            Api::Embeddings => "/embeddings",
+            Api::Completions => "/completions",
+            Api::Responses => "/responses",
+            Api::Messages => "/messages",
+        }
+    }
+}
+
+/// The operator's system prompt (its canary line included), as each API places it.
+#[derive(Clone, Copy)]
+pub struct SystemPrompt<'a> {
+    pub text: &'a str,
+    /// `{"role": "system", "content": text}`, encoded once at start-up.
+    pub chat_message: &'a [u8],
+}
+
+/// A request the customer sent, validated, with the model name the upstream knows.
+pub struct Outgoing<'a> {
+    pub api: Api,
+    pub request: Map<String, Value>,
+    pub upstream_model: &'a str,
+    pub streamed: bool,
+    /// The body's size as it came: sizes the encoding buffer.
+    pub request_len: usize,
+    pub system: Option<SystemPrompt<'a>>,
+}
+
+/// A whole (non-streamed) answer as the customer gets it, and what billing needs of it.
+pub struct Answer {
+    pub body: Bytes,
+    /// `None` when the upstream reported none: the request is then estimated.
+    pub usage: Option<TokenUsage>,
+    /// Characters of answer text, for that estimate.
+    pub answer_chars: u64,
+}
+
+/// Reads a streamed answer event by event.
+pub trait StreamReader: Send {
+    /// Reads one event: true when its bytes go to the client as they came. A translating
+    /// reader returns false and writes the client's events to `out` instead.
+    fn event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) -> bool;
+    /// The usage, once the upstream reported it whole.
+    fn usage(&self) -> Option<TokenUsage>;
+    /// Characters of answer text read, and the events that carried some: each is at least a
+    /// token when usage never comes.
+    fn answer_chars(&self) -> u64;
+    fn answer_events(&self) -> u64;
+    /// The stream's own end marker was read (`[DONE]`, `message_stop`, `response.completed`):
+    /// a stream that closes without it was cut short.
+    fn ended(&self) -> bool;
+}
+
+/// Why an answer cannot be relayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableAnswer(pub &'static str);
+
+/// A provider kind's wire format: one module each (`openai.rs`, `anthropic.rs`).
+pub trait Wire: Send + Sync {
+    /// Whether requests of `api` can be carried by this kind (natively or translated).
+    fn serves(&self, api: Api) -> bool;
+    /// The path under the provider's base URL that `api`'s requests go to.
+    fn upstream_path(&self, api: Api) -> &'static str;
+    /// The request with this kind's credentials.
+    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder;
+    /// The body sent upstream. Fails on what this kind cannot express (a clear 400).
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, anthropic::TranslateError>;
+    /// Reads (and translates, when the customer spoke another API) a whole answer.
+    fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer>;
+    /// A reader for a streamed answer; `client_asked_usage`: the client asked for the usage
+    /// chunk (`stream_options.include_usage`) and sees it.
+    fn stream(&self, api: Api, client_asked_usage: bool) -> Box<dyn StreamReader>;
+}
+
+impl ProviderKind {
+    pub fn wire(self) -> &'static dyn Wire {
+        match self {
+            ProviderKind::OpenAi => &openai::OpenAiWire,
+            ProviderKind::Anthropic => &anthropic::AnthropicWire,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Provider {
     pub name: Arc<str>,
-    /// Base URL without a trailing slash; `/chat/completions` is appended.
+    pub kind: ProviderKind,
+    /// Base URL without a trailing slash; each API's path is appended.
     pub base_url: String,
-    /// Parsed once: a request clones it rather than parsing a string again.
-    pub chat_url: reqwest::Url,
+    /// The upstream URL of each API this kind serves (by `Api` order), parsed once: a
+    /// request clones one rather than parsing a string again.
+    urls: [Option<reqwest::Url>; Api::ALL.len()],
     pub house_key: Option<SecretString>,
     /// Serves requests with the customer's own key when it has no house key.
     pub byok: bool,
@@ -34,6 +157,36 @@ pub enum KeyRefusal {
 }
 
 impl Provider {
+    pub fn new(
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        house_key: Option<SecretString>,
+        byok: bool,
+        models: Vec<String>,
+    ) -> Result<Provider, ConfigError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let wire = kind.wire();
+        let mut urls = [const { None }; Api::ALL.len()];
+        for (slot, api) in urls.iter_mut().zip(Api::ALL) {
+            if wire.serves(api) {
+                let url = reqwest::Url::parse(&format!("{base_url}{}", wire.upstream_path(api)))
+                    .map_err(|e| ConfigError::Invalid(format!("provider `{name}`: base_url: {e}")))?;
+                *slot = Some(url);
+            }
+        }
+        Ok(Provider { name: name.into(), kind, base_url, urls, house_key, byok, models })
+    }
+
+    /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
+    pub fn url(&self, api: Api) -> Option<&reqwest::Url> {
+        self.urls[api as usize].as_ref()
+    }
+
+    pub fn wire(&self) -> &'static dyn Wire {
+        self.kind.wire()
+    }
+
     /// The key a request goes upstream with: the customer's own when sent (a provider with a
     /// house key checks keys; one without must be marked `byok`), else the house key.
     pub fn key_for(&self, customer_key: Option<SecretString>) -> Result<SecretString, KeyRefusal> {
@@ -103,16 +256,14 @@ impl Providers {
             if spec.catch_all && providers.catch_all.is_none() {
                 providers.catch_all = Some(index);
             }
-            let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
-                .map_err(|e| ConfigError::Invalid(format!("provider `{}`: base_url: {e}", spec.name)))?;
-            providers.all.push(Arc::new(Provider {
-                name: spec.name.as_str().into(),
-                chat_url,
-                base_url,
+            providers.all.push(Arc::new(Provider::new(
+                &spec.name,
+                spec.kind,
+                &base_url,
                 house_key,
                 byok,
-                models: spec.models,
-            }));
+                spec.models,
+            )?));
         }
         Ok(providers)
     }
@@ -166,7 +317,10 @@ mod tests {
         let providers = Providers::from_config(&config_with(vec![]), &["gpt-4o-mini"], |_| None).expect("providers");
         let route = providers.route("some-new-model").expect("catch-all");
         assert_eq!(&*route.provider.name, "openai");
-        assert_eq!(route.provider.chat_url.as_str(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(
+            route.provider.url(Api::Chat).map(|u| u.as_str()),
+            Some("https://api.openai.com/v1/chat/completions")
+        );
         assert_eq!(route.provider.house_key.as_ref().map(|k| k.expose_secret()), Some("sk-house"));
         assert_eq!(providers.listed_models().collect::<Vec<_>>(), vec![("gpt-4o-mini", "openai")]);
     }
@@ -197,7 +351,10 @@ mod tests {
         .expect("providers");
         let route = providers.route("llama-3.1-8b-instant").expect("exact");
         assert_eq!(&*route.provider.name, "groq");
-        assert_eq!(route.provider.chat_url.as_str(), "https://api.groq.com/openai/v1/chat/completions");
+        assert_eq!(
+            route.provider.url(Api::Embeddings).map(|u| u.as_str()),
+            Some("https://api.groq.com/openai/v1/embeddings")
+        );
         let route = providers.route("local/qwen2.5").expect("prefixed");
         assert_eq!((&*route.provider.name, route.upstream_model), ("local", "qwen2.5"));
         assert!(route.provider.house_key.is_none());
@@ -210,13 +367,10 @@ mod tests {
 
     #[test]
     fn a_customer_key_reaches_a_keyless_provider_only_when_it_takes_byok() {
-        let provider = |house: Option<&str>, byok: bool| Provider {
-            name: "local".into(),
-            base_url: "http://127.0.0.1:11434/v1".into(),
-            chat_url: reqwest::Url::parse("http://127.0.0.1:11434/v1/chat/completions").expect("url"),
-            house_key: house.map(SecretString::from),
-            byok,
-            models: vec![],
+        let provider = |house: Option<&str>, byok: bool| {
+            let house = house.map(SecretString::from);
+            Provider::new("local", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1", house, byok, vec![])
+                .expect("provider")
         };
         let own = || Some(SecretString::from("sk-customer"));
         let key = |p: &Provider, k| p.key_for(k).map(|k| k.expose_secret().to_owned());

@@ -1,12 +1,298 @@
+//! The `openai` provider kind: every OpenAI-compatible API (chat and legacy completions,
+//! embeddings, the Responses API) spoken natively — a bearer key, the request as the customer
+//! sent it (the operator's system prompt placed in its slot), and the answer relayed as it
+//! came while its usage is read.
+//!
 //! The usage reader: token usage and the length of the answer, read from an upstream's JSON
 //! (a whole completion, or one streamed chunk's `data`) with serde, so any legal whitespace,
 //! key order or string escape reads the same. Fields of an unexpected type count as absent
 //! instead of losing the whole document, and nothing here can panic on any input.
 
+use super::anthropic::TranslateError;
+use super::sse::SseEvent;
+use super::{Answer, Api, Outgoing, StreamReader, SystemPrompt, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
+
+/// The `openai` kind.
+pub struct OpenAiWire;
+
+impl Wire for OpenAiWire {
+    fn serves(&self, api: Api) -> bool {
+        api != Api::Messages
+    }
+
+    fn upstream_path(&self, api: Api) -> &'static str {
+        api.path()
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder {
+        request.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", key.expose_secret()))
+    }
+
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, TranslateError> {
+        let Outgoing { api, mut request, streamed, request_len, system, .. } = outgoing;
+        if streamed && matches!(api, Api::Chat | Api::Completions) {
+            request_stream_usage(&mut request);
+        }
+        let encoded = match (api, system) {
+            (Api::Chat, Some(system)) => encode_with_system_message(&request, request_len, system.chat_message),
+            (Api::Responses, Some(system)) => {
+                prepend_instructions(&mut request, system);
+                serde_json::to_vec(&request)
+            }
+            // Embeddings and legacy completions have no place for a system prompt.
+            _ => serde_json::to_vec(&request),
+        };
+        encoded.map_err(|_| TranslateError::Invalid("The request could not be encoded.".into()))
+    }
+
+    fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer> {
+        let (usage, answer_chars) = match api {
+            Api::Responses => {
+                let facts = read_response(&body);
+                (facts.usage, facts.answer_chars)
+            }
+            Api::Embeddings => (read_embeddings_usage(&body), 0),
+            _ => {
+                let facts = read(&body);
+                (facts.usage, facts.answer_chars)
+            }
+        };
+        Ok(Answer { body, usage, answer_chars })
+    }
+
+    fn stream(&self, api: Api, client_asked_usage: bool) -> Box<dyn StreamReader> {
+        match api {
+            Api::Responses => Box::new(ResponsesStream::default()),
+            _ => Box::new(ChunkStream::new(!client_asked_usage)),
+        }
+    }
+}
+
+/// The request with the operator's system message (encoded once, at start-up) spliced in
+/// first among the messages: a long system prompt then costs a copy per request rather than
+/// an encoding. `request_len` (the body as it came) sizes the buffer, so that a long system
+/// prompt is not copied again by a reallocation.
+pub(super) fn encode_with_system_message(
+    request: &Map<String, Value>,
+    request_len: usize,
+    system_message: &[u8],
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(request_len + 256 + system_message.len());
+    out.push(b'{');
+    for (index, (key, value)) in request.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key)?;
+        out.push(b':');
+        match value {
+            Value::Array(messages) if key == "messages" => {
+                out.push(b'[');
+                out.extend_from_slice(system_message);
+                for message in messages {
+                    out.push(b',');
+                    serde_json::to_writer(&mut out, message)?;
+                }
+                out.push(b']');
+            }
+            _ => serde_json::to_writer(&mut out, value)?,
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// The Responses API's system slot: the operator's prompt first, the customer's
+/// `instructions` (when a string) after it.
+fn prepend_instructions(request: &mut Map<String, Value>, system: SystemPrompt<'_>) {
+    let instructions = match request.get("instructions") {
+        Some(Value::String(own)) if !own.is_empty() => format!("{}\n\n{own}", system.text),
+        _ => system.text.to_owned(),
+    };
+    request.insert("instructions".into(), Value::String(instructions));
+}
+
+/// Sets `stream_options.include_usage` so the stream reports tokens.
+fn request_stream_usage(request: &mut Map<String, Value>) {
+    let options = request.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Value::Object(options) = options {
+        options.insert("include_usage".into(), Value::Bool(true));
+    }
+}
+
+/// Whether the client asked for the usage chunk of a chat or completions stream itself.
+pub fn client_asked_stream_usage(request: &Map<String, Value>) -> bool {
+    matches!(request.get("stream_options").and_then(|o| o.get("include_usage")), Some(Value::Bool(true)))
+}
+
+/// A chat or legacy completions stream: relayed as it came, but for the usage-only chunk
+/// the gateway asked for when the client did not.
+struct ChunkStream {
+    strip_usage: bool,
+    usage: Option<TokenUsage>,
+    answer_chars: u64,
+    answer_events: u64,
+    saw_done_marker: bool,
+}
+
+impl ChunkStream {
+    fn new(strip_usage: bool) -> ChunkStream {
+        ChunkStream { strip_usage, usage: None, answer_chars: 0, answer_events: 0, saw_done_marker: false }
+    }
+}
+
+impl StreamReader for ChunkStream {
+    fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
+        if event.data == b"[DONE]" {
+            self.saw_done_marker = true;
+            return true;
+        }
+        let facts = read(event.data);
+        if facts.answer_chars > 0 {
+            self.answer_chars += facts.answer_chars;
+            self.answer_events += 1;
+        }
+        if facts.usage.is_some() {
+            self.usage = facts.usage;
+        }
+        !(self.strip_usage && facts.usage_only)
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.usage
+    }
+
+    fn answer_chars(&self) -> u64 {
+        self.answer_chars
+    }
+
+    fn answer_events(&self) -> u64 {
+        self.answer_events
+    }
+
+    fn ended(&self) -> bool {
+        self.saw_done_marker
+    }
+}
+
+/// A Responses API stream: typed events, every one relayed; the usage comes with the final
+/// response (`response.completed`, or `response.incomplete` / `response.failed`).
+#[derive(Default)]
+struct ResponsesStream {
+    usage: Option<TokenUsage>,
+    answer_chars: u64,
+    answer_events: u64,
+    ended: bool,
+}
+
+impl StreamReader for ResponsesStream {
+    fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
+        let Ok(parsed) = serde_json::from_slice::<ResponsesEvent>(event.data) else {
+            return true;
+        };
+        let kind = parsed.kind.unwrap_or_default();
+        if kind.ends_with(".delta") && parsed.delta.0 > 0 {
+            self.answer_chars += parsed.delta.0;
+            self.answer_events += 1;
+        }
+        if matches!(&*kind, "response.completed" | "response.incomplete" | "response.failed") {
+            self.ended = true;
+            if let Some(usage) = parsed.response.and_then(|r| r.usage).and_then(WireUsage::tokens) {
+                self.usage = Some(usage);
+            }
+        }
+        true
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.usage
+    }
+
+    fn answer_chars(&self) -> u64 {
+        self.answer_chars
+    }
+
+    fn answer_events(&self) -> u64 {
+        self.answer_events
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    delta: Chars,
+    #[serde(default)]
+    response: Option<ResponseBody>,
+}
+
+/// A Responses API response object: its usage, and the text of its output items.
+#[derive(Deserialize)]
+struct ResponseBody {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    output: Option<Vec<OutputItem>>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem {
+    #[serde(default)]
+    content: Option<Vec<OutputPart>>,
+    /// A function call's arguments.
+    #[serde(default)]
+    arguments: Chars,
+}
+
+#[derive(Deserialize)]
+struct OutputPart {
+    #[serde(default)]
+    text: Chars,
+    #[serde(default)]
+    refusal: Chars,
+}
+
+/// Usage and answer length of a whole Responses API response.
+pub fn read_response(json: &[u8]) -> Facts {
+    let Ok(response) = serde_json::from_slice::<ResponseBody>(json) else {
+        return Facts::default();
+    };
+    let items = response.output.iter().flatten();
+    let answer_chars = items
+        .map(|item| {
+            let parts = item.content.iter().flatten();
+            item.arguments.0 + parts.map(|p| p.text.0 + p.refusal.0).sum::<u64>()
+        })
+        .sum();
+    Facts { usage: response.usage.and_then(WireUsage::tokens), usage_only: false, answer_chars }
+}
+
+/// An embeddings answer's usage: prompt tokens only (nothing is generated).
+pub fn read_embeddings_usage(json: &[u8]) -> Option<TokenUsage> {
+    #[derive(Deserialize)]
+    struct Embeddings {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    let usage = serde_json::from_slice::<Embeddings>(json).ok()?.usage?;
+    Some(TokenUsage { prompt_tokens: usage.prompt_tokens.0.or(usage.input_tokens.0)?, ..TokenUsage::default() })
+}
 
 /// What one document says that billing needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +346,13 @@ struct WireUsage {
     /// DeepSeek's name for the cached prompt tokens (it sends no `prompt_tokens_details`).
     #[serde(default)]
     prompt_cache_hit_tokens: Count,
+    /// The Responses API's names for the same counts.
+    #[serde(default)]
+    input_tokens: Count,
+    #[serde(default)]
+    output_tokens: Count,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetails>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -72,14 +365,12 @@ impl WireUsage {
     /// The usage, when it counts both prompt and completion: a usage object without them
     /// (`{}`, nulls) is no report, and the request is estimated rather than booked as free.
     fn tokens(self) -> Option<TokenUsage> {
+        let details = self.prompt_tokens_details.or(self.input_tokens_details);
         Some(TokenUsage {
-            prompt_tokens: self.prompt_tokens.0?,
-            cached_tokens: self
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens.0)
-                .or(self.prompt_cache_hit_tokens.0)
-                .unwrap_or(0),
-            completion_tokens: self.completion_tokens.0?,
+            prompt_tokens: self.prompt_tokens.0.or(self.input_tokens.0)?,
+            cached_tokens: details.and_then(|d| d.cached_tokens.0).or(self.prompt_cache_hit_tokens.0).unwrap_or(0),
+            completion_tokens: self.completion_tokens.0.or(self.output_tokens.0)?,
+            ..TokenUsage::default()
         })
     }
 }
@@ -91,17 +382,19 @@ struct Choices {
     answer_chars: u64,
 }
 
-/// A choice: `delta` when streamed, `message` when whole.
+/// A choice: `delta` when streamed, `message` when whole, `text` for legacy completions.
 #[derive(Deserialize)]
 struct Choice {
     #[serde(default)]
-    delta: Option<Answer>,
+    delta: Option<Reply>,
     #[serde(default)]
-    message: Option<Answer>,
+    message: Option<Reply>,
+    #[serde(default)]
+    text: Chars,
 }
 
 #[derive(Deserialize)]
-struct Answer {
+struct Reply {
     #[serde(default)]
     content: Chars,
     #[serde(default)]
@@ -126,7 +419,7 @@ struct Function {
     arguments: Chars,
 }
 
-impl Answer {
+impl Reply {
     fn chars(&self) -> u64 {
         let calls = self.tool_calls.iter().flatten();
         let arguments: u64 = calls.filter_map(|c| c.function.as_ref()).map(|f| f.arguments.0).sum();
@@ -147,7 +440,7 @@ impl<'de> Deserialize<'de> for Choices {
                 while let Some(choice) = seq.next_element::<Choice>()? {
                     choices.count += 1;
                     let answers = choice.delta.iter().chain(choice.message.iter());
-                    choices.answer_chars += answers.map(Answer::chars).sum::<u64>();
+                    choices.answer_chars += choice.text.0 + answers.map(Reply::chars).sum::<u64>();
                 }
                 Ok(choices)
             }
@@ -230,6 +523,37 @@ mod tests {
     fn usage_json() -> Value {
         json!({"prompt_tokens": 1_000_000, "completion_tokens": 7, "total_tokens": 1_000_007,
                "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0}})
+    }
+
+    #[test]
+    fn stream_usage_is_requested_and_the_client_choice_remembered() {
+        let mut plain: Map<String, Value> = serde_json::from_str(r#"{"stream":true}"#).expect("json");
+        assert!(!client_asked_stream_usage(&plain));
+        request_stream_usage(&mut plain);
+        assert_eq!(plain["stream_options"]["include_usage"], Value::Bool(true));
+        let mut asked: Map<String, Value> =
+            serde_json::from_str(r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#)
+                .expect("json");
+        assert!(client_asked_stream_usage(&asked));
+        request_stream_usage(&mut asked);
+        assert_eq!(asked["stream_options"]["include_usage"], Value::Bool(true));
+        assert_eq!(asked["stream_options"]["include_obfuscation"], Value::Bool(false));
+    }
+
+    #[test]
+    fn the_system_message_is_spliced_first_exactly_as_an_encoder_would_write_it() {
+        let request: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi \"there\""}],"stream":false,"x":{"messages":[1]}}"#,
+        )
+        .expect("json");
+        let system = json!({"role": "system", "content": "Be brief.\nomi-canary-1"});
+        let spliced =
+            encode_with_system_message(&request, 0, &serde_json::to_vec(&system).expect("encode")).expect("encode");
+        let mut expected = request.clone();
+        if let Some(Value::Array(messages)) = expected.get_mut("messages") {
+            messages.insert(0, system);
+        }
+        assert_eq!(String::from_utf8(spliced).expect("utf-8"), serde_json::to_string(&expected).expect("encode"));
     }
 
     #[test]

@@ -28,7 +28,11 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub fn router(app: Arc<AppState>) -> Router {
     let firewall = axum::middleware::from_fn_with_state(app.firewall.clone(), crate::firewall::guard);
     let mut api = Router::new()
-        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route("/v1/chat/completions", post(gateway::handle::<gateway::Chat>))
+        .route("/v1/embeddings", post(gateway::handle::<gateway::Embeddings>))
+        .route("/v1/completions", post(gateway::handle::<gateway::Completions>))
+        .route("/v1/responses", post(gateway::handle::<gateway::Responses>))
+        .route("/v1/messages", post(gateway::handle::<gateway::Messages>))
         .route("/v1/models", get(gateway::list_models))
         .layer(firewall.clone());
     // Outside the firewall, so that a browser can read its refusals too.
@@ -58,8 +62,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let allowed =
-        [header::AUTHORIZATION.as_str(), header::CONTENT_TYPE.as_str(), gateway::BYOK_HEADER, request_id::HEADER];
+    // `x-api-key` and `anthropic-version`: what Anthropic's SDKs send to `/v1/messages`.
+    let allowed = [
+        header::AUTHORIZATION.as_str(),
+        header::CONTENT_TYPE.as_str(),
+        gateway::BYOK_HEADER,
+        request_id::HEADER,
+        "x-api-key",
+        "anthropic-version",
+    ];
     let exposed =
         [request_id::HEADER, "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"];
     Some(

@@ -33,9 +33,9 @@ const KINDS: [(RemovalKind, &str, FindingKind); 5] = [
 pub struct Guard {
     shield: Arc<Shield>,
     scan_answers: bool,
-    /// `{"role": "system", "content": prompt + canary line}`, encoded once. Not `Debug`: it
-    /// holds the proprietary prompt.
-    system_message: Option<Box<[u8]>>,
+    /// The operator's prompt with its canary line, and as `{"role": "system", "content": …}`
+    /// encoded once. Not `Debug`: they hold the proprietary prompt.
+    system_prompt: Option<(Box<str>, Box<[u8]>)>,
 }
 
 impl Guard {
@@ -71,18 +71,20 @@ impl Guard {
         Ok(Guard {
             shield: Arc::new(shield),
             scan_answers: config.shield_answers,
-            system_message: system_text
-                .map(|content| serde_json::to_vec(&json!({"role": "system", "content": content})))
+            system_prompt: system_text
+                .map(|content| {
+                    let message = serde_json::to_vec(&json!({"role": "system", "content": content}))?;
+                    Ok::<_, serde_json::Error>((content.into_boxed_str(), message.into_boxed_slice()))
+                })
                 .transpose()
-                .map_err(|e| ConfigError::Invalid(format!("the system prompt cannot be encoded: {e}")))?
-                .map(Vec::into_boxed_slice),
+                .map_err(|e| ConfigError::Invalid(format!("the system prompt cannot be encoded: {e}")))?,
         })
     }
 
-    /// The system message (encoded JSON) to put first in every upstream request, if one is
-    /// configured.
-    pub fn system_message(&self) -> Option<&[u8]> {
-        self.system_message.as_deref()
+    /// The system prompt to put first in every upstream request, if one is configured: its
+    /// text, and the chat system message (encoded JSON).
+    pub fn system_prompt(&self) -> Option<(&str, &[u8])> {
+        self.system_prompt.as_ref().map(|(text, message)| (&**text, &**message))
     }
 
     /// Streaming state for one answer; none when answers are not scanned.
@@ -217,18 +219,19 @@ mod tests {
             ..Config::default()
         };
         let guard = Guard::from_config(&config).expect("guard");
-        let message: serde_json::Value =
-            serde_json::from_slice(guard.system_message().expect("system message")).expect("json");
+        let (text, message) = guard.system_prompt().expect("system prompt");
+        let message: serde_json::Value = serde_json::from_slice(message).expect("json");
         let content = message["content"].as_str().expect("content");
+        assert_eq!(content, text, "the chat message carries the text other APIs place");
         let canary = content.rsplit(' ').next().expect("canary");
         assert!(canary.starts_with("omi-canary-") && canary.len() == "omi-canary-".len() + 24, "{content}");
         let (clean, kinds) = guard.sanitize_text(&format!("my marker is {canary}"));
         assert_eq!((clean.as_str(), kinds), ("my marker is [REDACTED]", vec![RemovalKind::Canary]));
         let other = Guard::from_config(&config).expect("guard");
-        assert_ne!(other.system_message(), guard.system_message(), "a new canary per process");
+        assert_ne!(other.system_prompt(), guard.system_prompt(), "a new canary per process");
 
         let none = Guard::from_config(&Config::default()).expect("guard");
-        assert!(none.system_message().is_none());
+        assert!(none.system_prompt().is_none());
         assert_eq!(none.sanitize_text("plain words").0, "plain words");
     }
 

@@ -8,9 +8,9 @@
 use serde_json::{Map, Value};
 use std::ops::Range;
 
-/// Top-level fields whose strings reach the model. The others (`model`, `user`, `metadata`,
-/// `stop`, ...) are parameters the model never reads.
-const MODEL_INPUT_FIELDS: [&str; 6] = ["messages", "tools", "functions", "response_format", "prediction", "documents"];
+/// The top-level fields of a chat completions request whose strings reach the model.
+pub const CHAT_INPUT_FIELDS: &[&str] =
+    &["messages", "tools", "functions", "response_format", "prediction", "documents"];
 
 /// Keys whose string values are identifiers, enums or binary data, never text for the model
 /// (`image_url.url`, `input_audio.data`, `tool_call_id`, a part's `type`, ...). A `match`, which
@@ -54,19 +54,22 @@ struct Part {
 }
 
 impl CustomerText {
-    /// Reads the model-visible strings of a chat request body (fields in key order: serde_json's
-    /// maps are sorted).
-    pub fn of_request(request: &Map<String, Value>) -> CustomerText {
+    /// Reads the model-visible strings of a request body: those under `fields`, the top-level
+    /// fields the model reads (the others — `model`, `user`, `metadata`, `stop`, ... — are
+    /// parameters it never reads). `messages`, and the Responses API's `input` items, are read
+    /// message by message, each string grouped by its role. Fields in key order: serde_json's
+    /// maps are sorted.
+    pub fn of_request(request: &Map<String, Value>, fields: &[&str]) -> CustomerText {
         let mut found = CustomerText::default();
         let mut path = String::new();
-        for (key, value) in request.iter().filter(|(k, _)| MODEL_INPUT_FIELDS.contains(&k.as_str())) {
+        for (key, value) in request.iter().filter(|(k, _)| fields.contains(&k.as_str())) {
             path.clear();
             path.push_str(key);
             match (key.as_str(), value) {
-                ("messages", Value::Array(messages)) => {
+                ("messages" | "input", Value::Array(messages)) => {
                     for (index, message) in messages.iter().enumerate() {
                         path.clear();
-                        path.push_str("messages");
+                        path.push_str(key);
                         push_index(&mut path, index);
                         found.message(message, &mut path);
                     }
@@ -227,7 +230,7 @@ mod tests {
 
     fn places(request: Value) -> Vec<(String, Vec<(String, String)>)> {
         let Value::Object(request) = request else { panic!("an object") };
-        let found = CustomerText::of_request(&request);
+        let found = CustomerText::of_request(&request, CHAT_INPUT_FIELDS);
         found
             .groups()
             .iter()
@@ -319,7 +322,7 @@ mod tests {
         ]}) else {
             panic!("an object")
         };
-        let found = CustomerText::of_request(&request);
+        let found = CustomerText::of_request(&request, CHAT_INPUT_FIELDS);
         assert_eq!(found.groups()[0].text, "first question\n\nlook at this\n\nand this");
         assert_eq!(found.joined(), "first question\n\nlook at this\n\nand this\n\nan answer");
     }

@@ -15,7 +15,7 @@ pub mod judge;
 mod normalize;
 mod rules;
 
-pub use customer_text::CustomerText;
+pub use customer_text::{CHAT_INPUT_FIELDS, CustomerText};
 pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
 
 use crate::config::{Config, SentinelMode};
@@ -563,7 +563,7 @@ mod tests {
     fn located(request: serde_json::Value) -> (String, String) {
         let serde_json::Value::Object(request) = request else { panic!("an object") };
         let rules = Rules::new();
-        let text = CustomerText::of_request(&request);
+        let text = CustomerText::of_request(&request, CHAT_INPUT_FIELDS);
         let verdicts = scan_groups(&rules, &text);
         let located = locate(&rules, &text, &verdicts, worst(&verdicts).score);
         (located.places, located.text.to_owned())

@@ -1,0 +1,465 @@
+//! The request pipeline, written once for every endpoint and provider kind:
+//! admit (the firewall, before this) → authenticate → plan checks (budget, quota) → read and
+//! validate the body → route to a provider → plan checks that need the model (allowed, priced,
+//! token limits) → the Sentinel → encode for the provider's kind → upstream → meter → shield.
+//! An [`Endpoint`] declares only what differs: its API, its required fields, which fields are
+//! customer text, whether it streams and whether its answers carry text to shield. The
+//! provider's kind ([`Wire`]) owns the wire format: paths, auth, encoding, and reading or
+//! translating answers. The upstream call is one step (`call_upstream`): the seam where retries
+//! and fallbacks go.
+
+use super::auth::admit;
+use super::meter::Meter;
+use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
+use crate::agents::accountant::budgets;
+use crate::agents::sentinel::{CustomerText, Prompt, Screening};
+use crate::app::AppState;
+use crate::config::Config;
+use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
+use crate::firewall::{BodyFailure, Origin};
+use crate::providers::anthropic::TranslateError;
+use crate::providers::{Api, KeyRefusal, Outgoing, SystemPrompt, Wire, openai};
+use crate::shield::RemovalKind;
+use crate::shield::guard::{Guard, RemovalReport};
+use crate::web::error::ApiError;
+use crate::web::request_id::RequestId;
+use crate::web::response_body::{ResponseBodyError, read_bounded};
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const BYOK_HEADER: &str = "x-provider-key";
+/// Upstream error messages reach the customer; longer ones are cut.
+const MAX_UPSTREAM_MESSAGE_CHARS: usize = 500;
+/// An upstream error body is read this far for its message.
+const MAX_UPSTREAM_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// What one endpoint adds to the pipeline. Each is one file in `gateway/`.
+pub trait Endpoint: Send + Sync + 'static {
+    /// The API its requests speak: the route they are booked under, the upstream path, and
+    /// which provider kinds can carry them.
+    const API: Api;
+    /// The top-level fields whose strings the model reads: the Sentinel screens them all.
+    const CUSTOMER_TEXT: &'static [&'static str];
+    /// `"stream": true` is accepted.
+    const STREAMS: bool = true;
+    /// Its answers carry text the shield cleans (embeddings carry vectors, which it must not
+    /// touch).
+    const SHIELDED: bool = true;
+    /// The customer key may come as `x-api-key` (Anthropic's SDKs send it so).
+    const X_API_KEY: bool = false;
+
+    /// Checks the fields this API requires beyond `model` and `stream`.
+    fn validate(request: &Map<String, Value>) -> Result<(), ApiError>;
+}
+
+/// The axum handler of an endpoint: `post(pipeline::handle::<Chat>)`.
+pub async fn handle<E: Endpoint>(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(origin): Extension<Origin>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let route = E::API.route();
+    let mut meter = Meter::start(app.events.clone(), &app.meters, request_id.clone(), route, origin.client.ip);
+    match prepare::<E>(&app, &mut meter, request_id, &origin, &headers, body).await {
+        Ok(prepared) => forward(&app, meter, prepared).await,
+        Err(error) => fail(meter, error),
+    }
+}
+
+/// A required field: present, and of the expected shape.
+pub fn require(request: &Map<String, Value>, field: &str, ok: fn(&Value) -> bool, what: &str) -> Result<(), ApiError> {
+    match request.get(field) {
+        Some(value) if ok(value) => Ok(()),
+        _ => Err(ApiError::invalid_request(format!("`{field}` is required and must be {what}."))),
+    }
+}
+
+struct Prepared {
+    request_id: Arc<str>,
+    customer_id: Uuid,
+    api: Api,
+    shielded: bool,
+    wire: &'static dyn Wire,
+    upstream_url: reqwest::Url,
+    upstream_key: SecretString,
+    byok: bool,
+    body: Bytes,
+    streamed: bool,
+    client_asked_usage: bool,
+    prompt_estimate: u64,
+}
+
+fn fail(meter: Meter, error: ApiError) -> Response {
+    meter.finish(error.status.as_u16(), Some(error.code));
+    error.into_response()
+}
+
+async fn prepare<E: Endpoint>(
+    app: &AppState,
+    meter: &mut Meter,
+    request_id: Arc<str>,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Prepared, ApiError> {
+    let key = admit(app, headers, origin, meter, E::X_API_KEY).await?;
+    budgets::check(&app.config, &app.store, &key).await?;
+
+    let limit = app.config.max_body_bytes;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| match BodyFailure::of(&e) {
+        BodyFailure::TooLarge => ApiError::too_large(limit),
+        BodyFailure::TooSlow => ApiError::request_timeout(),
+        BodyFailure::Broken => ApiError::invalid_request("The request body could not be read."),
+    })?;
+    meter.set_request_bytes(raw.len());
+    let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(ApiError::invalid_request("The request body must be a JSON object."));
+        }
+        Err(e) => {
+            return Err(ApiError::invalid_request(format!("The request body is not valid JSON: {e}.")));
+        }
+    };
+    let model = match request.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::invalid_request("`model` is required and must be a non-empty string."));
+        }
+    };
+    let streamed = match request.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid_request("`stream` must be a boolean.")),
+    };
+    if streamed && !E::STREAMS {
+        return Err(ApiError::invalid_request(format!("`stream` is not supported on /v1{}.", E::API.path())));
+    }
+    E::validate(&request)?;
+
+    let route = app
+        .providers
+        .route(&model)
+        .ok_or_else(|| ApiError::invalid_request(format!("The model `{model}` is not available on this gateway.")))?;
+    let upstream_url = route.provider.url(E::API).cloned().ok_or_else(|| {
+        ApiError::invalid_request(format!("The model `{model}` is not served on /v1{}.", E::API.path()))
+    })?;
+    let byok = byok_key(headers)?;
+    let is_byok = byok.is_some();
+    let upstream_key = route.provider.key_for(byok).map_err(|refusal| match refusal {
+        KeyRefusal::CustomerKeyNeeded => {
+            ApiError::upstream("No provider key is configured for this model; send X-Provider-Key.")
+        }
+        KeyRefusal::NoKeyAccepted => ApiError::model_not_allowed(format!(
+            "The model `{model}` is not served here: its provider has no key and does not take X-Provider-Key."
+        )),
+    })?;
+    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
+    let price = app.prices.get(route.upstream_model);
+    budgets::admit_model(&app.config, &key.plan, route.upstream_model, price.is_some(), is_byok)?;
+    // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
+    let prompt_estimate = (raw.len() as u64).div_ceil(4);
+    app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
+    meter.set_request(route.upstream_model, &route.provider.name, is_byok, streamed, raw.len());
+    meter.set_catalog(app.model_label(&model), price);
+    if route.upstream_model != model {
+        request.insert("model".into(), Value::String(route.upstream_model.to_string()));
+    }
+    remove_costly_options(&mut request, E::API, &app.config);
+    if app.sentinel.is_on() {
+        // Every string the model will read that the customer wrote, not only the user turns.
+        let text = CustomerText::of_request(&request, E::CUSTOMER_TEXT);
+        let prompt = Prompt {
+            request_id: request_id.clone(),
+            customer_id: key.customer_id,
+            key_id: key.key_id,
+            text,
+            byok: is_byok,
+        };
+        if let Screening::Blocked { score } = app.sentinel.screen(prompt) {
+            tracing::info!(score, %request_id, "the sentinel refused a prompt");
+            return Err(ApiError::prompt_rejected());
+        }
+    }
+    let client_asked_usage = streamed && openai::client_asked_stream_usage(&request);
+    let wire = route.provider.wire();
+    // After the screening: the operator's prompt is not the customer's text.
+    let system = app.guard.system_prompt().map(|(text, chat_message)| SystemPrompt { text, chat_message });
+    let outgoing = Outgoing {
+        api: E::API,
+        request,
+        upstream_model: route.upstream_model,
+        streamed,
+        request_len: raw.len(),
+        system,
+    };
+    let body = wire.encode(outgoing).map_err(|e| match e {
+        TranslateError::Unsupported(_) | TranslateError::Invalid(_) => ApiError::invalid_request(e.to_string()),
+    })?;
+    Ok(Prepared {
+        request_id,
+        customer_id: key.customer_id,
+        api: E::API,
+        shielded: E::SHIELDED,
+        wire,
+        upstream_url,
+        upstream_key,
+        byok: is_byok,
+        streamed,
+        client_asked_usage,
+        // Only used when usage never comes: the body sent, the operator's system prompt included.
+        prompt_estimate: openai::estimated_tokens(body.len() as u64),
+        body: Bytes::from(body),
+    })
+}
+
+/// Removes the parameters that make upstream bill more than the price table says
+/// (`service_tier: "priority"`) or keep the conversation (`store: true`), unless the
+/// operator lets them through. The Responses API stores by default: there `store` is set
+/// to false rather than removed.
+fn remove_costly_options(request: &mut Map<String, Value>, api: Api, config: &Config) {
+    if !config.passthrough_service_tier {
+        request.remove("service_tier");
+    }
+    if config.passthrough_store {
+        return;
+    }
+    if api == Api::Responses {
+        request.insert("store".into(), Value::Bool(false));
+    } else if request.get("store").is_some_and(|store| *store != Value::Bool(false)) {
+        request.remove("store");
+    }
+}
+
+fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
+    let Some(value) = headers.get(BYOK_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| (8..=512).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(SecretString::from(k.to_owned())))
+        .ok_or_else(|| ApiError::invalid_request("X-Provider-Key is malformed."))
+}
+
+async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Response {
+    let request = app.http.post(prepared.upstream_url.clone()).header(header::CONTENT_TYPE, "application/json");
+    // Bytes: a reference count, not a copy.
+    let request = prepared.wire.authorize(request, &prepared.upstream_key).body(prepared.body.clone());
+    meter.upstream_started();
+    let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+    let response = match tokio::time::timeout(first_byte, request.send()).await {
+        Err(_) => return fail(meter, ApiError::upstream_timeout()),
+        Ok(Err(e)) => {
+            let timed_out = e.is_timeout();
+            tracing::warn!(error = %e.without_url(), "upstream request failed");
+            if timed_out {
+                return fail(meter, ApiError::upstream_timeout());
+            }
+            // Booked apart from an upstream's own 5xx, so that the Hawk can tell an outage.
+            let error = ApiError::upstream("The upstream provider could not be reached.");
+            meter.finish(error.status.as_u16(), Some(UPSTREAM_UNREACHABLE));
+            return error.into_response();
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        meter.upstream_finished();
+        let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
+        removal_report(app, &prepared, "upstream error message").add(&removed);
+        return fail(meter, error);
+    }
+
+    if prepared.streamed {
+        let idle = Duration::from_millis(app.config.upstream_idle_timeout_ms);
+        let sse = MeteredSse::new(
+            Box::pin(response.bytes_stream()),
+            meter,
+            prepared.wire.stream(prepared.api, prepared.client_asked_usage),
+            prepared.prompt_estimate,
+            StreamLimits::with_idle(idle),
+            app.stream_drains.clone(),
+        );
+        let shield = if prepared.shielded { app.guard.answer_stream() } else { None };
+        let body = match shield {
+            Some(shield) => {
+                Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, &prepared, "streamed answer")))
+            }
+            None => Body::from_stream(sse),
+        };
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(body)
+            .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
+    }
+
+    let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(ResponseBodyError::TooLarge(limit))) => {
+            tracing::warn!(limit, "upstream body over the limit");
+            return fail(meter, ApiError::upstream("The upstream answer is larger than this gateway relays."));
+        }
+        Ok(Err(ResponseBodyError::Broken(e))) => {
+            tracing::warn!(error = %e.without_url(), "upstream body failed");
+            return fail(meter, ApiError::upstream("The upstream provider closed the connection mid-answer."));
+        }
+        Err(_) => return fail(meter, ApiError::upstream_timeout()),
+    };
+    meter.upstream_finished();
+    let answer = match prepared.wire.answer(prepared.api, body) {
+        Ok(answer) => answer,
+        Err(unreadable) => {
+            tracing::warn!(%unreadable, "upstream answer unreadable");
+            return fail(meter, ApiError::upstream("The upstream provider sent an answer this gateway cannot read."));
+        }
+    };
+    match answer.usage {
+        Some(usage) => meter.record_usage(usage, false),
+        // An answer without usage is still paid for: estimated, and marked so.
+        None => meter.record_usage(
+            TokenUsage {
+                prompt_tokens: prepared.prompt_estimate,
+                completion_tokens: openai::estimated_tokens(answer.answer_chars),
+                ..TokenUsage::default()
+            },
+            true,
+        ),
+    }
+    let body = answer.body;
+    let cleaned = if prepared.shielded { app.guard.sanitize_answer(&body) } else { None };
+    let body = match cleaned {
+        Some((clean, removed)) => {
+            removal_report(app, &prepared, "answer").add(&removed);
+            Bytes::from(clean)
+        }
+        None => body,
+    };
+    meter.add_response_bytes(body.len());
+    meter.finish(status.as_u16(), None);
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn removal_report(app: &AppState, prepared: &Prepared, place: &'static str) -> RemovalReport {
+    RemovalReport::new(app.events.clone(), prepared.request_id.clone(), Some(prepared.customer_id), place)
+}
+
+/// Maps an upstream error to what the customer sees, with what the shield removed from it.
+/// Client errors keep the upstream's message, shielded and cut short (they are the customer's
+/// to fix); everything else becomes a generic 502.
+fn upstream_failure(
+    status: StatusCode,
+    body: Option<&[u8]>,
+    byok: bool,
+    guard: &Guard,
+) -> (ApiError, Vec<RemovalKind>) {
+    let error = match status.as_u16() {
+        401 | 403 if byok => {
+            ApiError::invalid_api_key("The upstream provider rejected the key sent in X-Provider-Key.")
+        }
+        401 | 403 => {
+            tracing::error!(%status, "upstream rejected the house key");
+            ApiError::upstream("The upstream provider refused the request.")
+        }
+        429 => ApiError::upstream_rate_limited(),
+        300..=399 => {
+            // Not followed (the client follows no redirect), and where it pointed is not said.
+            tracing::warn!(%status, "upstream answered with a redirect");
+            ApiError::upstream("The upstream provider failed to answer.")
+        }
+        400 | 404 | 409 | 413 | 422 => {
+            let message = body
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned));
+            let Some(message) = message else {
+                return (
+                    ApiError::upstream_client_error(status, "The upstream provider rejected the request.".into()),
+                    Vec::new(),
+                );
+            };
+            let (clean, removed) = guard.sanitize_text(&message);
+            let short: String = clean.chars().take(MAX_UPSTREAM_MESSAGE_CHARS).collect();
+            return (ApiError::upstream_client_error(status, short), removed);
+        }
+        _ => {
+            tracing::warn!(%status, "upstream server error");
+            ApiError::upstream("The upstream provider failed to answer.")
+        }
+    };
+    (error, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn costly_options_are_removed_unless_allowed() {
+        let request = || -> Map<String, Value> {
+            serde_json::from_str(r#"{"model":"m","service_tier":"priority","store":true,"n":1}"#).expect("json")
+        };
+        let mut plain = request();
+        remove_costly_options(&mut plain, Api::Chat, &Config::default());
+        assert_eq!(Value::Object(plain), json!({"model": "m", "n": 1}));
+        let mut allowed = request();
+        let config = Config { passthrough_service_tier: true, passthrough_store: true, ..Config::default() };
+        remove_costly_options(&mut allowed, Api::Responses, &config);
+        assert_eq!(Value::Object(allowed), Value::Object(request()));
+        let mut not_stored: Map<String, Value> = serde_json::from_str(r#"{"store":false}"#).expect("json");
+        remove_costly_options(&mut not_stored, Api::Completions, &Config::default());
+        assert_eq!(Value::Object(not_stored), json!({"store": false}), "store: false is what upstream does anyway");
+        let mut responses: Map<String, Value> = serde_json::from_str(r#"{"input":"hi"}"#).expect("json");
+        remove_costly_options(&mut responses, Api::Responses, &Config::default());
+        assert_eq!(
+            Value::Object(responses),
+            json!({"input": "hi", "store": false}),
+            "the Responses API stores by default"
+        );
+    }
+
+    #[test]
+    fn upstream_errors_never_carry_keys_or_hosts() {
+        let config = crate::config::Config { shield_internal_hosts: vec!["corp.local".into()], ..Default::default() };
+        let guard = Guard::from_config(&config).expect("guard");
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-Ab12Cd34Ef56Gh78Ij90. Host http://10.0.0.5:8000 (vllm.corp.local) refused","type":"invalid_request_error"}}"#;
+        let (err, removed) = upstream_failure(StatusCode::BAD_REQUEST, Some(body), false, &guard);
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        for secret in ["sk-proj", "Ab12Cd34", "10.0.0.5", "vllm", "corp.local"] {
+            assert!(!err.message.contains(secret), "{secret} in {}", err.message);
+        }
+        assert!(err.message.starts_with("Incorrect API key provided: [REDACTED]"), "{}", err.message);
+        assert_eq!(removed, vec![RemovalKind::Secret, RemovalKind::InternalAddress, RemovalKind::InternalHost]);
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "word ".repeat(300));
+        let (err, _) = upstream_failure(StatusCode::BAD_REQUEST, Some(long.as_bytes()), false, &guard);
+        assert_eq!(err.message.chars().count(), MAX_UPSTREAM_MESSAGE_CHARS);
+        let (err, _) = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), false, &guard);
+        assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
+        let (err, _) = upstream_failure(StatusCode::UNAUTHORIZED, Some(body), true, &guard);
+        assert_eq!((err.status, err.code), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+        let (err, _) = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false, &guard);
+        assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
+    }
+}

@@ -1,0 +1,23 @@
+//! `POST /v1/responses`: OpenAI's Responses API on `openai`-kind providers, streamed or not.
+//! The operator's system prompt goes first in `instructions`; `store` is sent as false unless
+//! the operator passes it through (the API stores by default).
+
+use super::pipeline::{Endpoint, require};
+use crate::providers::Api;
+use crate::web::error::ApiError;
+use serde_json::{Map, Value};
+
+pub struct Responses;
+
+impl Endpoint for Responses {
+    const API: Api = Api::Responses;
+    const CUSTOMER_TEXT: &'static [&'static str] = &["input", "instructions", "tools", "text"];
+
+    fn validate(request: &Map<String, Value>) -> Result<(), ApiError> {
+        require(request, "input", |i| i.is_string() || i.is_array(), "a string or an array of input items")?;
+        match request.get("instructions") {
+            None | Some(Value::Null | Value::String(_)) => Ok(()),
+            Some(_) => Err(ApiError::invalid_request("`instructions` must be a string.")),
+        }
+    }
+}
