@@ -10,6 +10,7 @@ mod billing;
 mod cli;
 mod conformance;
 mod dashboard;
+mod endpoints;
 mod firewall;
 mod gateway;
 mod hawk;
