@@ -1100,4 +1100,70 @@ mod tests {
         assert_eq!(openai_error_type("invalid_request_error"), "invalid_request_error");
         assert!(error_of_body(b"<html>").is_none());
     }
+
+    fn event(data: &str) -> SseEvent<'_> {
+        SseEvent { event_type: b"", data: data.as_bytes() }
+    }
+
+    #[test]
+    fn a_native_stream_is_relayed_and_its_usage_final_only_with_message_delta() {
+        let mut stream = AnthropicWire.stream(Api::Messages, false);
+        let mut out = Vec::new();
+        let start = r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":200,"cache_creation_input_tokens":50,"output_tokens":1}}}"#;
+        assert!(stream.event(event(start), &mut out));
+        assert_eq!(stream.usage(), None, "cut here, the request is estimated: output is not known");
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"héllo"}}"#;
+        assert!(stream.event(event(delta), &mut out));
+        assert!(stream.event(
+            event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#),
+            &mut out
+        ));
+        assert!(!stream.ended());
+        assert!(stream.event(event(r#"{"type":"message_stop"}"#), &mut out));
+        assert!(out.is_empty(), "relayed as it came: nothing written");
+        let usage = stream.usage().expect("final");
+        assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (260, 200, 5));
+        assert_eq!((stream.answer_chars(), stream.answer_events(), stream.ended()), (5, 1, true));
+    }
+
+    #[test]
+    fn the_operators_prompt_is_the_first_system_block_whatever_the_customer_sent() {
+        let system = SystemPrompt { text: "House rules.", chat_message: b"{}" };
+        let encode = |request: Value| {
+            let Value::Object(request) = request else { panic!("an object") };
+            let outgoing = Outgoing {
+                api: Api::Messages,
+                request,
+                upstream_model: "claude-haiku-4-5",
+                streamed: false,
+                request_len: 0,
+                system: Some(system),
+            };
+            serde_json::from_slice::<Value>(&AnthropicWire.encode(outgoing).expect("encodes")).expect("json")
+        };
+        let house = json!({"type": "text", "text": "House rules."});
+        assert_eq!(encode(json!({"messages": []}))["system"], json!([house]));
+        assert_eq!(encode(json!({"system": "Mine."}))["system"], json!([house, {"type": "text", "text": "Mine."}]));
+        let cached = json!({"type": "text", "text": "Mine.", "cache_control": {"type": "ephemeral"}});
+        assert_eq!(encode(json!({"system": [cached.clone()]}))["system"], json!([house, cached]));
+    }
+
+    #[test]
+    fn a_whole_message_is_read_natively_or_translated_to_a_chat_completion() {
+        let body = Bytes::from_static(br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi!"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2,"cache_read_input_tokens":4}}"#);
+        let native = AnthropicWire.answer(Api::Messages, body.clone()).expect("reads");
+        assert_eq!(native.body, body, "relayed byte for byte");
+        assert_eq!(native.usage.map(|u| (u.prompt_tokens, u.cached_tokens, u.completion_tokens)), Some((7, 4, 2)));
+        let chat = AnthropicWire.answer(Api::Chat, body).expect("translates");
+        let chat: Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(chat["choices"][0]["message"]["content"], "Hi!");
+        assert_eq!(chat["usage"]["prompt_tokens"], 7);
+        let no_usage = AnthropicWire.answer(
+            Api::Messages,
+            Bytes::from_static(br#"{"type":"message","content":[{"type":"text","text":"abcd"}]}"#),
+        );
+        let no_usage = no_usage.expect("reads");
+        assert_eq!((no_usage.usage, no_usage.answer_chars), (None, 4), "estimated from the text");
+        assert!(AnthropicWire.answer(Api::Chat, Bytes::from_static(b"not json")).is_err());
+    }
 }

@@ -370,7 +370,6 @@ impl WireUsage {
             prompt_tokens: self.prompt_tokens.0.or(self.input_tokens.0)?,
             cached_tokens: details.and_then(|d| d.cached_tokens.0).or(self.prompt_cache_hit_tokens.0).unwrap_or(0),
             completion_tokens: self.completion_tokens.0.or(self.output_tokens.0)?,
-            ..TokenUsage::default()
         })
     }
 }
@@ -672,6 +671,61 @@ mod tests {
             ordered.insert(key.into(), value);
         }
         Value::Object(ordered)
+    }
+
+    fn event(data: &str) -> SseEvent<'_> {
+        SseEvent { event_type: b"", data: data.as_bytes() }
+    }
+
+    #[test]
+    fn a_responses_stream_is_billed_from_its_final_response_and_relayed_whole() {
+        for end in ["response.completed", "response.incomplete", "response.failed"] {
+            let mut stream = OpenAiWire.stream(Api::Responses, false);
+            let mut out = Vec::new();
+            assert!(stream.event(event(r#"{"type":"response.created","response":{"usage":null}}"#), &mut out));
+            assert!(
+                stream.event(event(r#"{"type":"response.output_text.delta","output_index":0,"delta":"Hé"}"#), &mut out)
+            );
+            assert!(stream.event(event(r#"{"type":"response.function_call_arguments.delta","delta":"{}"}"#), &mut out));
+            assert_eq!((stream.usage(), stream.ended()), (None, false));
+            let last = format!(
+                r#"{{"type":"{end}","response":{{"usage":{{"input_tokens":50,"input_tokens_details":{{"cached_tokens":20}},"output_tokens":9,"output_tokens_details":{{"reasoning_tokens":4}}}}}}}}"#
+            );
+            assert!(stream.event(event(&last), &mut out));
+            assert!(out.is_empty());
+            let usage = stream.usage().expect("usage");
+            assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (50, 20, 9), "{end}");
+            assert_eq!((stream.answer_chars(), stream.answer_events(), stream.ended()), (4, 2, true));
+        }
+    }
+
+    #[test]
+    fn whole_answers_of_each_api_are_read() {
+        let response = br#"{"object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"abc"}]},{"type":"function_call","arguments":"{}"}],
+            "usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":3},"output_tokens":5}}"#;
+        let answer = OpenAiWire.answer(Api::Responses, Bytes::from_static(response)).expect("reads");
+        assert_eq!(answer.usage.map(|u| (u.prompt_tokens, u.cached_tokens, u.completion_tokens)), Some((11, 3, 5)));
+        assert_eq!(answer.answer_chars, 5);
+        let embeddings =
+            br#"{"object":"list","data":[{"embedding":"AAAA"}],"usage":{"prompt_tokens":8,"total_tokens":8}}"#;
+        let answer = OpenAiWire.answer(Api::Embeddings, Bytes::from_static(embeddings)).expect("reads");
+        assert_eq!(answer.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((8, 0)), "nothing generated");
+        assert_eq!(read_embeddings_usage(b"{\"usage\":{}}"), None, "no count: estimated, never free");
+        let completion =
+            br#"{"choices":[{"text":"four","index":0}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+        let answer = OpenAiWire.answer(Api::Completions, Bytes::from_static(completion)).expect("reads");
+        assert_eq!((answer.answer_chars, answer.usage.map(|u| u.completion_tokens)), (4, Some(1)));
+    }
+
+    #[test]
+    fn the_operators_prompt_leads_the_responses_instructions() {
+        let system = SystemPrompt { text: "House rules.", chat_message: b"{}" };
+        let mut own: Map<String, Value> = serde_json::from_str(r#"{"instructions":"Mine."}"#).expect("json");
+        prepend_instructions(&mut own, system);
+        assert_eq!(own["instructions"], "House rules.\n\nMine.");
+        let mut none = Map::new();
+        prepend_instructions(&mut none, system);
+        assert_eq!(none["instructions"], "House rules.");
     }
 
     proptest! {
