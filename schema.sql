@@ -358,4 +358,12 @@ ALTER TABLE waiting_webhook_events ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (9, 'billing order independent', TRUE, '\x15404009be0194f8bdda46b76636495876e9a4fb233a71bade9d4dcf92429f275aca9ed0646ac46cfbcecbb4fff65703', 0);
 
+-- migration 0011 usage route
+-- Which API a request spoke (`chat`, `embeddings`, `completions`, `responses`, `messages`,
+-- `models`): one pipeline serves them all, and the books tell them apart. Records booked before
+-- this migration have none.
+ALTER TABLE usage_records ADD COLUMN route TEXT;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (11, 'usage route', TRUE, '\xcf8b5c27571870333c78c49b2f7b124e2c5fcdcd3a000cec58e37cc9cef41c9e6af30147beecc7bf07155371edcbc64b', 0);
+
 COMMIT;

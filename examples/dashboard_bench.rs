@@ -197,6 +197,7 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
             key_id: key.id,
             customer_id: key.customer_id,
             plan: "pro".into(),
+            route: Some("chat".into()),
             model: Some(if i % 500 == 0 { "mystery-model" } else { "gpt-4o-mini" }.into()),
             provider: Some("openai".into()),
             prompt_tokens: 200 + (next() % 3_000) as i64,

@@ -22,6 +22,9 @@ pub struct UsageRecord {
     pub key_id: Uuid,
     pub customer_id: Uuid,
     pub plan: String,
+    /// The API the request spoke (`chat`, `embeddings`, ...); none on records booked before
+    /// migration 0011.
+    pub route: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub prompt_tokens: i64,
@@ -82,10 +85,10 @@ pub struct CustomerInfo {
 
 static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
-        "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, model, provider, prompt_tokens,
-    cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok, usage_estimated,
-    aborted) VALUES ",
-        19,
+        "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, route, model, provider,
+    prompt_tokens, cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok,
+    usage_estimated, aborted) VALUES ",
+        20,
         "",
     )
 });
@@ -244,6 +247,7 @@ impl Store {
                         .bind(r.key_id)
                         .bind(r.customer_id)
                         .bind(&r.plan)
+                        .bind(&r.route)
                         .bind(&r.model)
                         .bind(&r.provider)
                         .bind(r.prompt_tokens)

@@ -122,6 +122,7 @@ pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chro
         key_id: key.id,
         customer_id: key.customer_id,
         plan: "pro".into(),
+        route: Some("chat".into()),
         model: Some("gpt-4o-mini".into()),
         provider: Some("openai".into()),
         prompt_tokens: 1_000,

@@ -200,7 +200,7 @@ async fn every_endpoint_is_metered_to_the_token(backend: Backend) {
         let records = app.state().store.usage_page(None, until, 50).await.expect("usage");
         let mut routes: Vec<(String, i64, i64, i64)> = records
             .iter()
-            .map(|r| (r.model.clone().unwrap_or_default(), r.prompt_tokens, r.cached_tokens, r.completion_tokens))
+            .map(|r| (r.route.clone().unwrap_or_default(), r.prompt_tokens, r.cached_tokens, r.completion_tokens))
             .collect();
         routes.sort_unstable();
         routes
@@ -208,8 +208,10 @@ async fn every_endpoint_is_metered_to_the_token(backend: Backend) {
     let complete = eventually(Duration::from_secs(10), || async { stored().await.len() == 9 }).await;
     let records = stored().await;
     assert!(complete.is_some(), "{records:?}");
-    assert!(records.contains(&("claude-haiku-4-5".into(), 260, 200, 5)), "{records:?}");
-    assert!(records.contains(&("gpt-4o-mini".into(), 120, 64, 30)), "{records:?}");
+    assert!(records.contains(&("messages".into(), 260, 200, 5)), "{records:?}");
+    assert!(records.contains(&("responses".into(), 120, 64, 30)), "{records:?}");
+    let routes: std::collections::BTreeSet<&str> = records.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(routes.into_iter().collect::<Vec<_>>(), ["chat", "completions", "embeddings", "messages", "responses"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,6 +191,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
         key_id: key.id,
         customer_id: key.customer_id,
         plan: "capped".into(),
+        route: Some("chat".into()),
         model: Some("gpt-4o-mini".into()),
         provider: Some("openai".into()),
         prompt_tokens: i64::MAX,

@@ -57,6 +57,7 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
         key_id,
         customer_id,
         plan: event.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN).to_string(),
+        route: Some(event.route.to_owned()),
         model: event.model.clone(),
         provider: event.provider.as_deref().map(str::to_owned),
         prompt_tokens: count(usage.prompt_tokens),
