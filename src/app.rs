@@ -92,7 +92,7 @@ impl AppState {
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
-        let firewall = Arc::new(Firewall::from_config(&config, events.clone()).await?);
+        let firewall = Arc::new(Firewall::new(config.firewall()?, events.clone()).await?);
         let outbox = Arc::new(OutboxSignal::default());
         let (sentinel, sentinel_tasks) = Sentinel::start(
             &config,

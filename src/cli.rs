@@ -3,7 +3,8 @@
 
 use crate::config::Config;
 use crate::customers::EmailAddress;
-use crate::keys::{self, KeyStatus};
+use crate::domain::key::{ApiKey, KeyStatus};
+use crate::keys;
 use crate::server::Server;
 use crate::store::{KeyListing, Store};
 use clap::{Parser, Subcommand};
@@ -252,7 +253,7 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
         KeysCommand::Resend { id_or_prefix } => {
             let store = open_store(config).await?;
             let old = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
-            let new_key = keys::ApiKey::generate().map_err(anyhow::Error::from)?;
+            let new_key = ApiKey::generate().map_err(anyhow::Error::from)?;
             let vended = store.rotate_key(old.id, &new_key).await.map_err(anyhow::Error::from)?;
             println!(
                 "replaced {} with {} ({}); the running server emails it to {}",

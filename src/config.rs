@@ -7,7 +7,10 @@
 //! (`OMI_ADMIN_KEY`, `LEMONSQUEEZY_SIGNING_SECRET`, `N8N_WEBHOOK_SECRET`) is read by
 //! [`verifying_secret`], which refuses one shorter than [`MIN_SECRET_CHARS`].
 
-use crate::firewall::{CountryPolicy, FallbackPolicy, FirewallError, RateLimits, TrustedProxies};
+use crate::firewall::{
+    BodyLimits, CountryPolicy, FallbackPolicy, FirewallError, FirewallSettings, LimiterSettings, RateLimits,
+    TrustedProxies,
+};
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -16,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -631,6 +635,27 @@ impl Config {
         }
     }
 
+    /// What the firewall is built from: trusted proxies, country rules, rate and body limits.
+    pub fn firewall(&self) -> Result<FirewallSettings, FirewallError> {
+        Ok(FirewallSettings {
+            trusted_proxies: self.trusted_proxies.clone(),
+            countries: self.country_policy()?,
+            per_ip_per_minute: self.rate_limit_per_minute,
+            rate_limits: self.rate_limits.clone(),
+            limiters: LimiterSettings {
+                redis_url: self.redis_url.clone(),
+                redis_prefix: self.rate_limit_redis_prefix.clone(),
+                fallback: self.rate_limit_fallback,
+            },
+            bodies: BodyLimits {
+                api: self.max_body_bytes,
+                admin: self.admin_max_body_bytes,
+                webhook: self.webhook_max_body_bytes,
+                read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            },
+        })
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         match (&self.listen, self.port) {
             (Some(addr), _) => {
@@ -765,7 +790,7 @@ fn name_variables(error: figment::Error) -> String {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own (large) error
 mod tests {
     use super::*;
-    use crate::firewall::Country;
+    use crate::domain::country::Country;
     use secrecy::ExposeSecret;
 
     #[test]

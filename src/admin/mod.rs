@@ -8,8 +8,9 @@ pub mod lockout;
 
 use crate::app::AppState;
 use crate::customers::EmailAddress;
+use crate::domain::key::{ApiKey, KeyStatus};
 use crate::firewall::Origin;
-use crate::keys::{self, IssueError, KeyStatus};
+use crate::keys::{self, IssueError};
 use crate::store::{FindingQuery, KeyListing, StoreError, VendedKey};
 use crate::web::error::ApiError;
 use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path, Query, State};
@@ -58,7 +59,7 @@ pub async fn change_key_status(app: &AppState, id: uuid::Uuid, status: KeyStatus
 
 /// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
 pub async fn rotate_and_email(app: &AppState, id: uuid::Uuid) -> Result<VendedKey, IssueError> {
-    let new_key = keys::ApiKey::generate()?;
+    let new_key = ApiKey::generate()?;
     let vended = app.store.rotate_key(id, &new_key).await?;
     app.outbox.wake();
     if let Err(e) = app.verifier.sync_changes().await {

@@ -109,7 +109,7 @@ pub fn sign(secret: &SecretString, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::lemonsqueezy::signature_is_valid;
+    use crate::domain::lemonsqueezy::signature_is_valid;
 
     #[test]
     fn signature_verifies_with_the_same_hmac_as_incoming_webhooks() {

@@ -1,15 +1,15 @@
 //! Money: the key vending machine (Lemon Squeezy webhook → key → email through the outbox),
 //! the subscription lifecycle, the revenue ledger, and model prices.
 
-pub mod lemonsqueezy;
 pub mod mailer;
 pub mod outbox;
 pub mod prices;
 
 use crate::app::AppState;
 use crate::config::TestModePolicy;
+use crate::domain::key::ApiKey;
+use crate::domain::lemonsqueezy;
 use crate::events::Event;
-use crate::keys::ApiKey;
 use crate::store::Applied;
 use crate::ticker::Ticker;
 use crate::web::error::ApiError;

@@ -5,7 +5,7 @@
 //! Publishing never blocks and never waits on a subscriber: a full queue drops the event
 //! for that subscriber only, and the drop is counted (`omi_events_dropped_total`).
 
-use crate::firewall::Country;
+use crate::domain::country::Country;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::VecDeque;

@@ -7,7 +7,8 @@ use http::header::HeaderName;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
-use super::{Country, FirewallError};
+use super::FirewallError;
+use crate::domain::country::Country;
 
 /// Cloudflare's published edge ranges (https://www.cloudflare.com/ips/),
 /// shipped in the binary so `cloudflare` works without network access at start.

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http_body::Body as _;
+use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::body::GuardedBody;
 use super::key_limits::{self, KeyLimits, Unit};
 use super::{
-    ClientInfo, CountryPolicy, FirewallError, LimiterHealth, LocalLimiterConfig, RateLimiter, RedisLimiterConfig,
-    TrustedProxies, limit_key, resolve_client,
+    ClientInfo, CountryPolicy, FallbackPolicy, FirewallError, LimiterHealth, LocalLimiterConfig, RateLimiter,
+    RateLimits, RedisLimiterConfig, TrustedProxies, limit_key, resolve_client,
 };
-use crate::config::Config;
 use crate::events::{Event, EventBus, FirewallEvent, FirewallKind};
 use crate::keys::VerifiedKey;
 use crate::web::error::ApiError;
@@ -38,24 +38,43 @@ pub(super) struct Named {
     pub(super) limiter: RateLimiter,
 }
 
+/// What the firewall is built from; `Config::firewall` gathers it from the settings.
+pub struct FirewallSettings {
+    pub trusted_proxies: TrustedProxies,
+    pub countries: CountryPolicy,
+    /// Requests per minute from one client IP; 0 is no limit.
+    pub per_ip_per_minute: u32,
+    pub rate_limits: RateLimits,
+    pub limiters: LimiterSettings,
+    pub bodies: BodyLimits,
+}
+
+/// Where every limiter keeps its buckets: in Redis when a URL is set (under `redis_prefix`,
+/// with `fallback` while Redis is away), else in process.
+pub struct LimiterSettings {
+    pub redis_url: Option<SecretString>,
+    pub redis_prefix: String,
+    pub fallback: FallbackPolicy,
+}
+
 /// Builds every limiter the same way: shared through Redis when `REDIS_URL` is set, else
 /// in-process.
 pub(super) struct LimiterFactory<'a> {
-    config: &'a Config,
+    settings: &'a LimiterSettings,
 }
 
 impl<'a> LimiterFactory<'a> {
-    pub(super) fn new(config: &'a Config) -> Self {
-        LimiterFactory { config }
+    pub(super) fn new(settings: &'a LimiterSettings) -> Self {
+        LimiterFactory { settings }
     }
 
     /// `per_minute == 0` is a limiter that is off.
     pub(super) async fn make(&self, scope: &str, per_minute: u32) -> Result<Named, FirewallError> {
-        let limiter = match &self.config.redis_url {
+        let limiter = match &self.settings.redis_url {
             Some(url) => {
                 let mut redis = RedisLimiterConfig::new(url.clone(), scope);
-                redis.namespace.clone_from(&self.config.rate_limit_redis_prefix);
-                redis.fallback = self.config.rate_limit_fallback;
+                redis.namespace.clone_from(&self.settings.redis_prefix);
+                redis.fallback = self.settings.fallback;
                 RateLimiter::redis(per_minute, redis).await?
             }
             None => RateLimiter::local(per_minute, LocalLimiterConfig::default()),
@@ -73,11 +92,12 @@ pub struct Firewall {
     events: EventBus,
 }
 
-struct BodyLimits {
-    api: usize,
-    admin: usize,
-    webhook: usize,
-    read_timeout: Duration,
+/// The most a body may hold, by route class, and how long it may take to arrive.
+pub struct BodyLimits {
+    pub api: usize,
+    pub admin: usize,
+    pub webhook: usize,
+    pub read_timeout: Duration,
 }
 
 /// The kinds of route that get different treatment.
@@ -107,23 +127,18 @@ impl RouteClass {
 
 impl Firewall {
     /// Fails only on a malformed Redis URL: an unreachable Redis starts the limiters degraded.
-    pub async fn from_config(config: &Config, events: EventBus) -> Result<Firewall, FirewallError> {
-        let factory = LimiterFactory::new(config);
+    pub async fn new(settings: FirewallSettings, events: EventBus) -> Result<Firewall, FirewallError> {
+        let factory = LimiterFactory::new(&settings.limiters);
         let (per_ip, keys) = tokio::try_join!(
-            factory.make("ip", config.rate_limit_per_minute),
-            KeyLimits::build(&config.rate_limits, &factory)
+            factory.make("ip", settings.per_ip_per_minute),
+            KeyLimits::build(&settings.rate_limits, &factory)
         )?;
         Ok(Firewall {
-            trusted: config.trusted_proxies.clone(),
-            countries: config.country_policy()?,
+            trusted: settings.trusted_proxies,
+            countries: settings.countries,
             per_ip,
             keys: Arc::new(keys),
-            bodies: BodyLimits {
-                api: config.max_body_bytes,
-                admin: config.admin_max_body_bytes,
-                webhook: config.webhook_max_body_bytes,
-                read_timeout: Duration::from_millis(config.body_read_timeout_ms),
-            },
+            bodies: settings.bodies,
             events,
         })
     }

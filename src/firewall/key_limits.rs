@@ -196,7 +196,7 @@ pub(super) fn spawn_token_debits(limits: Arc<KeyLimits>, events: &EventBus) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::RateLimiter;
+    use crate::firewall::{FallbackPolicy, LimiterSettings, RateLimiter};
 
     #[test]
     fn the_table_parses_and_rejects_typos() {
@@ -230,8 +230,9 @@ mod tests {
             plans: [("pro".to_owned(), KeyLimit { requests_per_minute: Some(2), tokens_per_minute: Some(100) })].into(),
             keys: [(key, KeyLimit { requests_per_minute: Some(0), tokens_per_minute: None })].into(),
         };
-        let defaults = crate::config::Config::default();
-        let limits = KeyLimits::build(&config, &LimiterFactory::new(&defaults)).await.expect("limits");
+        let in_process =
+            LimiterSettings { redis_url: None, redis_prefix: String::new(), fallback: FallbackPolicy::Local };
+        let limits = KeyLimits::build(&config, &LimiterFactory::new(&in_process)).await.expect("limits");
         assert_eq!(
             limits.pick(key, "pro", Unit::Requests).map(|n| &*n.name),
             Some("key:0192f5e4-0000-7000-8000-000000000001:requests")

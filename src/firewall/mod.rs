@@ -16,8 +16,8 @@ mod redis_limiter;
 pub use body::BodyFailure;
 pub use client_ip::{ClientInfo, TrustedProxies, resolve_client};
 pub use connections::{ConnectionPermit, ConnectionsPerIp};
-pub use country::{Country, CountryPolicy};
-pub use guard::{Firewall, Origin, guard};
+pub use country::CountryPolicy;
+pub use guard::{BodyLimits, Firewall, FirewallSettings, LimiterSettings, Origin, guard};
 pub use key_limits::{KeyLimit, RateLimits};
 pub use limiter::{LimitKey, LocalLimiter, LocalLimiterConfig, Quota, RateLimiter, limit_key};
 pub use redis_limiter::{FallbackPolicy, LimiterHealth, RedisLimiter, RedisLimiterConfig};
@@ -32,8 +32,8 @@ pub enum FirewallError {
         #[source]
         source: ipnet::AddrParseError,
     },
-    #[error("invalid country code {0:?}: expected two characters like `RU`, `T1` (Tor) or `XX` (unknown)")]
-    InvalidCountry(String),
+    #[error(transparent)]
+    InvalidCountry(#[from] crate::domain::country::InvalidCountry),
     #[error("a country allow-list must name at least one country")]
     EmptyAllowList,
     #[error("set blocked countries or allowed countries, not both")]

@@ -5,8 +5,9 @@
 
 use super::meter::Meter;
 use crate::app::AppState;
+use crate::domain::key::{ApiKey, KeyStatus};
 use crate::firewall::Origin;
-use crate::keys::{ApiKey, KeyStatus, Verification, VerifiedKey};
+use crate::keys::{Verification, VerifiedKey};
 use crate::web::error::ApiError;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;

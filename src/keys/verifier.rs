@@ -2,7 +2,7 @@
 //! hashes, kept honest by polling the `key_changes` log once a second, so a revocation made
 //! anywhere (another instance, the CLI on the same SQLite file) is obeyed within 2 s.
 
-use super::{ApiKey, KeyHash};
+use crate::domain::key::{ApiKey, KeyHash, KeyStatus};
 use crate::store::{Store, StoreResult};
 use crate::ticker::Ticker;
 use moka::future::Cache;
@@ -17,32 +17,6 @@ use uuid::Uuid;
 /// Sequence numbers can commit out of order under concurrent writers (PostgreSQL
 /// sequences), so the poller re-reads this many recent entries and acts on the unseen ones.
 const CHANGE_LOOKBACK: i64 = 256;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyStatus {
-    Active,
-    Suspended,
-    Revoked,
-}
-
-impl KeyStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Suspended => "suspended",
-            KeyStatus::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<KeyStatus> {
-        match raw {
-            "active" => Some(KeyStatus::Active),
-            "suspended" => Some(KeyStatus::Suspended),
-            "revoked" => Some(KeyStatus::Revoked),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct VerifiedKey {

@@ -2,13 +2,12 @@
 //! (latest counts) and when it resolves; listed for the admin API, firing first.
 
 use super::{Store, StoreResult, with_pool};
-use crate::agents::hawk::rules::AlertView;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-/// An alert as operators see it (`GET /admin/api/alerts`).
+/// An alert as operators see it (`GET /admin/api/alerts`), and as the Hawk writes it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct AlertRecord {
     pub id: Uuid,
@@ -30,7 +29,7 @@ pub struct AlertRecord {
 }
 
 impl Store {
-    pub async fn upsert_alert(&self, alert: &AlertView) -> StoreResult<()> {
+    pub async fn upsert_alert(&self, alert: &AlertRecord) -> StoreResult<()> {
         let sql = "INSERT INTO alerts (id, alert_key, rule, subject, severity, state, detail, first_seen, last_seen,
                        resolved_at, occurrences, sample_request_ids, notifications_sent, updated_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -38,23 +37,21 @@ impl Store {
                        detail = excluded.detail, last_seen = excluded.last_seen, resolved_at = excluded.resolved_at,
                        occurrences = excluded.occurrences, sample_request_ids = excluded.sample_request_ids,
                        notifications_sent = excluded.notifications_sent, updated_at = excluded.updated_at";
-        let count = i64::try_from(alert.count).unwrap_or(i64::MAX);
-        let notifications = i32::try_from(alert.notifications_sent).unwrap_or(i32::MAX);
         with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(alert.id)
                 .bind(&alert.key)
-                .bind(alert.rule.name())
+                .bind(&alert.rule)
                 .bind(&alert.subject)
-                .bind(alert.severity.as_str())
-                .bind(alert.state.as_str())
+                .bind(&alert.severity)
+                .bind(&alert.state)
                 .bind(&alert.detail)
                 .bind(alert.first_seen)
                 .bind(alert.last_seen)
                 .bind(alert.resolved_at)
-                .bind(count)
+                .bind(alert.count)
                 .bind(Json(&alert.sample_request_ids))
-                .bind(notifications)
+                .bind(alert.notifications_sent)
                 .bind(Utc::now())
                 .execute(pool)
                 .await

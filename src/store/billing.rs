@@ -9,10 +9,10 @@
 //! the outcome does not depend on the order deliveries arrive in.
 
 use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
-use crate::billing::lemonsqueezy::{
+use crate::domain::key::{ApiKey, KeyHash, KeyStatus};
+use crate::domain::lemonsqueezy::{
     self, Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, WAITING_FOR_PURCHASE, key_status_for,
 };
-use crate::keys::{ApiKey, KeyHash, KeyStatus};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;

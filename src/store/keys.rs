@@ -4,7 +4,7 @@
 
 use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use crate::customers::EmailAddress;
-use crate::keys::{KeyHash, KeyStatus};
+use crate::domain::key::{KeyHash, KeyStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;

@@ -295,7 +295,7 @@ async fn budgets_hold_across_two_instances() {
     let customer_id = a
         .state()
         .store
-        .find_key(&omi::keys::ApiKey::parse(&key).expect("parse").hash())
+        .find_key(&omi::domain::key::ApiKey::parse(&key).expect("parse").hash())
         .await
         .expect("find")
         .expect("key")

@@ -24,7 +24,7 @@ async fn keys_create_list_revoke() {
     let plain = omi(&db, &["keys", "create", "--email", "ada@example.com"]).await;
     assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
     let key = stdout(&plain).trim().to_string();
-    assert!(omi::keys::ApiKey::parse(&key).is_ok(), "the key alone on stdout: {key:?}");
+    assert!(omi::domain::key::ApiKey::parse(&key).is_ok(), "the key alone on stdout: {key:?}");
 
     let json =
         omi(&db, &["keys", "create", "--email", "bob@example.com", "--plan", "team", "--name", "ci", "--json"]).await;

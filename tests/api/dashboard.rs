@@ -11,7 +11,7 @@ use omi::admin::dashboard::PER_PAGE;
 use omi::agents::hawk::rules::{AlertSeverity, AlertState, Rule};
 use omi::customers::EmailAddress;
 use omi::events::{FindingKind, Severity};
-use omi::store::{KeyListing, NewFinding, Store, UsageRecord};
+use omi::store::{AlertRecord, KeyListing, NewFinding, Store, UsageRecord};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use secrecy::SecretString;
@@ -354,7 +354,7 @@ async fn alerts_are_listed_and_firing_ones_top_the_overview(backend: Backend) {
     firing.severity = AlertSeverity::Critical;
     let resolved = view(Rule::Latency, "gpt-4o", AlertState::Resolved, TimeDelta::seconds(10));
     for alert in [&firing, &resolved] {
-        store.upsert_alert(alert).await.expect("alert");
+        store.upsert_alert(&AlertRecord::from(alert)).await.expect("alert");
     }
 
     let overview = admin.page("/admin").await;
@@ -679,7 +679,7 @@ async fn a_real_browser_walks_the_dashboard() {
     seed_usage(store, &ada, 600).await;
     let mut firing = view(Rule::ServerErrors, "gpt-4o-mini", AlertState::Firing, TimeDelta::minutes(1));
     firing.severity = AlertSeverity::Critical;
-    store.upsert_alert(&firing).await.expect("alert");
+    store.upsert_alert(&AlertRecord::from(&firing)).await.expect("alert");
     finding(store, &ada, FindingKind::Injection, Severity::High, "ignore previous instructions").await;
     finding(store, &ada, FindingKind::SecretLeak, Severity::Medium, "removed from the answer: aws_key x1").await;
     let paid = deliver(&app, &order_created(9100, 1)).await;

@@ -3,8 +3,8 @@
 use crate::on_both_backends;
 use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body};
 use futures_util::StreamExt;
+use omi::domain::key::KeyStatus;
 use omi::events::{Event, RequestEvent, Subscription};
-use omi::keys::KeyStatus;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ async fn errors_use_openai_shape_and_status_codes() {
         (app.http.post(&url).json(&chat_body(false)), 401, "invalid_api_key"),
         (app.http.post(&url).bearer_auth("omi_short").json(&chat_body(false)), 401, "invalid_api_key"),
         (
-            app.http.post(&url).bearer_auth(omi::keys::ApiKey::generate().expect("key").expose()).json(&chat_body(false)),
+            app.http.post(&url).bearer_auth(omi::domain::key::ApiKey::generate().expect("key").expose()).json(&chat_body(false)),
             401,
             "invalid_api_key",
         ),

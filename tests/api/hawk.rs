@@ -7,9 +7,10 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually};
 use chrono::{TimeDelta, Utc};
 use omi::agents::hawk::rules::{AlertSeverity, AlertState, AlertView, Rule};
-use omi::billing::lemonsqueezy::signature_is_valid;
 use omi::config::Config;
+use omi::domain::lemonsqueezy::signature_is_valid;
 use omi::events::{DailySummary, Event, FindingEvent, FindingKind, Severity};
+use omi::store::AlertRecord;
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -187,13 +188,13 @@ async fn alerts_are_listed_firing_first_and_paged(backend: Backend) {
     // Older than the manual sweep below, younger than the Hawk's own (32 min by default).
     let mut stale = view(Rule::DatabaseUnreachable, "postgres", AlertState::Firing, minutes(25));
     for alert in [&old_resolved, &new_resolved, &firing, &stale] {
-        store.upsert_alert(alert).await.expect("insert");
+        store.upsert_alert(&AlertRecord::from(alert)).await.expect("insert");
     }
     // An update of the same episode: more occurrences, escalated.
     stale.count = 9;
     stale.severity = AlertSeverity::Critical;
     stale.notifications_sent = 2;
-    store.upsert_alert(&stale).await.expect("update");
+    store.upsert_alert(&AlertRecord::from(&stale)).await.expect("update");
 
     let keys = |page: &Value| -> Vec<String> {
         page["data"].as_array().into_iter().flatten().filter_map(|a| a["key"].as_str().map(str::to_owned)).collect()

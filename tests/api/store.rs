@@ -4,7 +4,8 @@ use crate::dashboard::{seed_usage, usage_record};
 use crate::on_both_backends;
 use crate::support::{Backend, TestDb};
 use omi::customers::EmailAddress;
-use omi::keys::{self, ApiKey, KeyStatus};
+use omi::domain::key::{ApiKey, KeyStatus};
+use omi::keys;
 use omi::store::{Store, StoreError, TRAFFIC_KEPT};
 
 on_both_backends!(

@@ -17,7 +17,7 @@ mod overview;
 pub mod session;
 
 use crate::app::AppState;
-use crate::billing::lemonsqueezy::{Ignored, WAITING_FOR_PURCHASE};
+use crate::domain::lemonsqueezy::{Ignored, WAITING_FOR_PURCHASE};
 use crate::store::{StoreError, WebhookEventRow};
 use askama::Template;
 use axum::Router;

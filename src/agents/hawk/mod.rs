@@ -14,7 +14,7 @@ use super::{Queue, Webhook};
 use crate::app::AppState;
 use crate::billing::prices::suspicious_usage;
 use crate::events::{Event, FirewallKind, RequestEvent, Severity, Subscription, UPSTREAM_UNREACHABLE};
-use crate::store::Store;
+use crate::store::{AlertRecord, Store};
 use chrono::{TimeDelta, Utc};
 use rules::{AlertView, Engine, Notice, Notification, Policy, Rule, Trigger};
 use slack::SlackMessage;
@@ -249,6 +249,27 @@ impl Hawk {
     }
 }
 
+/// An alert as the table holds it (the engine keeps counts unbounded; the table clamps them).
+impl From<&AlertView> for AlertRecord {
+    fn from(alert: &AlertView) -> AlertRecord {
+        AlertRecord {
+            id: alert.id,
+            key: alert.key.clone(),
+            rule: alert.rule.name().to_owned(),
+            subject: alert.subject.clone(),
+            severity: alert.severity.as_str().to_owned(),
+            state: alert.state.as_str().to_owned(),
+            detail: alert.detail.clone(),
+            first_seen: alert.first_seen,
+            last_seen: alert.last_seen,
+            resolved_at: alert.resolved_at,
+            count: i64::try_from(alert.count).unwrap_or(i64::MAX),
+            sample_request_ids: alert.sample_request_ids.clone(),
+            notifications_sent: i32::try_from(alert.notifications_sent).unwrap_or(i32::MAX),
+        }
+    }
+}
+
 /// Writes alerts to the table, and resolves those left firing by an instance that stopped.
 async fn record(store: Store, mut views: mpsc::Receiver<AlertView>, abandoned_after: TimeDelta) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -256,7 +277,7 @@ async fn record(store: Store, mut views: mpsc::Receiver<AlertView>, abandoned_af
         tokio::select! {
             view = views.recv() => match view {
                 Some(view) => {
-                    if let Err(e) = store.upsert_alert(&view).await {
+                    if let Err(e) = store.upsert_alert(&AlertRecord::from(&view)).await {
                         tracing::warn!(error = %e, alert = %view.key, "could not store an alert");
                     }
                 }

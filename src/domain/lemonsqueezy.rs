@@ -379,8 +379,8 @@ pub fn key_status_for(
     grace_until: Option<DateTime<Utc>>,
     over: bool,
     now: DateTime<Utc>,
-) -> crate::keys::KeyStatus {
-    use crate::keys::KeyStatus::{Active, Revoked, Suspended};
+) -> crate::domain::key::KeyStatus {
+    use crate::domain::key::KeyStatus::{Active, Revoked, Suspended};
     if over || status == Some("expired") {
         return Revoked;
     }
@@ -399,7 +399,7 @@ mod parser_fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyStatus;
+    use crate::domain::key::KeyStatus;
 
     #[test]
     fn the_documented_test_vector_verifies() {
