@@ -412,11 +412,15 @@ enum Expected {
     Bytes(String),
     /// A translation to chat completions carrying this.
     Chat(ChatExpectation),
+    /// A stream whose answer text, its events' texts joined, is this.
+    Text(String),
 }
 
 /// One request to send through the gateway, and what the client must get.
 struct Case {
     id: String,
+    /// The API the client speaks.
+    api: Endpoint,
     path: &'static str,
     body: Value,
     /// Sent with the customer's own provider key (the Anthropic-kind provider takes BYOK).
@@ -444,6 +448,7 @@ impl Exchange {
         let expected = match &self.case.expected {
             Expected::Bytes(bytes) => format!("{bytes:?}"),
             Expected::Chat(chat) => format!("{chat:?}"),
+            Expected::Text(text) => format!("the text {text:?}"),
         };
         format!("{id}: {why}\n sent     {sent:?}\n expected {expected}\n received {:?}", self.received)
     }
@@ -458,6 +463,10 @@ impl Exchange {
             Expected::Bytes(bytes) => (self.received != *bytes).then(|| "changed".to_owned()),
             Expected::Chat(chat) if self.case.streamed => translated_stream_error(&self.case, chat, &self.received),
             Expected::Chat(chat) => translated_answer_error(&self.case, chat, &self.received),
+            Expected::Text(text) => {
+                let received = received_text(self.case.api, &self.received);
+                (received != *text).then(|| format!("carries the text {received:?}"))
+            }
         };
         why.map(|why| self.describe(&why))
     }
@@ -524,6 +533,7 @@ fn cases(fixture: &str, section: &Section, route: Route, redact: &dyn Fn(&str) -
         let (path, body) = request(section, route, streamed, asked_usage);
         Case {
             id: format!("{fixture}-{slug}{via}-{variant}"),
+            api: if route == Route::AsChat { Endpoint::Chat } else { section.endpoint },
             path,
             body,
             byok: section.endpoint == Endpoint::Messages,
@@ -865,7 +875,31 @@ fn streamed_text(endpoint: Endpoint, value: &Value) -> Option<&str> {
         Endpoint::Messages => (value["delta"]["type"] == "text_delta").then(|| &value["delta"]["text"]),
         Endpoint::Embeddings => None,
     };
-    text?.as_str().filter(|t| !t.trim().is_empty())
+    text?.as_str()
+}
+
+/// The events of a stream that carry answer text (not only blanks), with that text.
+fn text_events(endpoint: Endpoint, events: &[Vec<String>]) -> Vec<(usize, String)> {
+    let texts = events.iter().enumerate().filter_map(|(index, event)| {
+        let value = event_json(event)?;
+        let text = streamed_text(endpoint, &value)?;
+        (!text.trim().is_empty()).then(|| (index, text.to_owned()))
+    });
+    texts.collect()
+}
+
+/// The answer text of a stream as the client got it (any line ends, `data:` spelled either way).
+fn received_text(api: Endpoint, received: &str) -> String {
+    let normalized = received.replace("\r\n", "\n").replace('\r', "\n");
+    let events = normalized.split("\n\n").filter_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+            .collect();
+        serde_json::from_str::<Value>(&data.join("\n")).ok()
+    });
+    events.map(|value| streamed_text(api, &value).unwrap_or_default().to_owned()).collect()
 }
 
 /// `text` with the JSON string `from` (as written) swapped for `to`.
@@ -887,21 +921,19 @@ fn planted(section: &Section, leak: &str) -> Section {
             Body::Answer(text.map_or_else(|| answer.clone(), |text| swapped(answer, text, leak)))
         }
         Body::Stream(events) => {
-            let (at, text) = events
-                .iter()
-                .enumerate()
-                .find_map(|(index, event)| {
-                    let value = event_json(event)?;
-                    streamed_text(section.endpoint, &value).map(|text| (index, text.to_owned()))
-                })
-                .expect("a streamed answer");
-            let mut events = events.clone();
-            let event = swapped(&events[at].join("\n"), &text, leak);
-            events[at] = event.lines().map(str::to_owned).collect();
-            Body::Stream(events)
+            let (at, text) = text_events(section.endpoint, events).into_iter().next().expect("a streamed answer");
+            Body::Stream(with_text(events, at, &text, leak))
         }
     };
     Section { body, ..section.clone() }
+}
+
+/// The events with event `at`'s text `from` swapped for `to`.
+fn with_text(events: &[Vec<String>], at: usize, from: &str, to: &str) -> Vec<Vec<String>> {
+    let mut events = events.to_vec();
+    let event = swapped(&events[at].join("\n"), from, to);
+    events[at] = event.lines().map(str::to_owned).collect();
+    events
 }
 
 /// Every section of `endpoint` with a leak planted, through a shielded gateway: the client
@@ -981,4 +1013,63 @@ async fn embeddings_pass_unshielded_byte_for_byte() {
     assert!(exchanges.iter().any(|e| e.case.sent.contains(KEY_SHAPED_BASE64)), "a key-shaped vector is sent");
     let wrong: Vec<String> = exchanges.iter().filter_map(Exchange::wrong).collect();
     assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), exchanges.len(), wrong.join("\n"));
+}
+
+/// A leak cut in two, inside a word of the prompt's run, across a stream's first two text
+/// events: the client's answer text is the upstream's with each leak replaced by the marker,
+/// natively and (Messages) translated to chat completions. Streams with one text event are
+/// left out.
+async fn split_leaks_are_removed(endpoint: Endpoint) {
+    let upstream = FakeUpstream::start().await;
+    let Some(app) = gateway_with(&upstream, Backend::Sqlite, true).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let leak = leak();
+    let cut = leak.find("override").expect("the run") + "over".len();
+    let mut exchanges = Vec::new();
+    for fixture in fixtures() {
+        for section in fixture.sections.iter().filter(|s| s.endpoint == endpoint) {
+            let Body::Stream(events) = &section.body else { continue };
+            let texts = text_events(endpoint, events);
+            let [(first, first_text), (second, second_text), ..] = texts.as_slice() else {
+                continue;
+            };
+            let events = with_text(events, *first, first_text, &leak[..cut]);
+            let events = with_text(&events, *second, second_text, &leak[cut..]);
+            let answer = received_text(endpoint, &render(&events, DataForm::AsIs, "\n"));
+            let leaking = Section { body: Body::Stream(events), ..section.clone() };
+            for &route in routes(endpoint) {
+                for mut case in cases(&fixture.name, &leaking, route, &redacted) {
+                    case.id = case.id.replacen(&fixture.name, &format!("{}-split-leak", fixture.name), 1);
+                    if let Expected::Bytes(_) = case.expected {
+                        case.expected = Expected::Text(redacted(&answer));
+                    }
+                    exchanges.push(exchange(&app, &key, &upstream, case).await);
+                }
+            }
+        }
+    }
+    assert!(!exchanges.is_empty(), "the corpus has {endpoint:?} streams of several text events");
+    let wrong: Vec<String> = exchanges.iter().filter_map(Exchange::wrong).collect();
+    assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), exchanges.len(), wrong.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_split_across_chat_chunks_is_removed() {
+    split_leaks_are_removed(Endpoint::Chat).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_split_across_completions_chunks_is_removed() {
+    split_leaks_are_removed(Endpoint::Completions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_split_across_responses_deltas_is_removed() {
+    split_leaks_are_removed(Endpoint::Responses).await;
+}
+
+/// Natively on `/v1/messages`, and translated on `/v1/chat/completions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_split_across_messages_deltas_is_removed() {
+    split_leaks_are_removed(Endpoint::Messages).await;
 }
