@@ -12,12 +12,12 @@ use std::time::Duration;
 
 /// Anthropic-kind requests carry the customer's own key (the provider takes BYOK): the tests
 /// cannot give a provider a house key through the environment.
-const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
 const OPERATOR_PROMPT: &str = "You are the Acme assistant. Answer in one short sentence.";
 
 /// The default OpenAI-kind provider (the mock) for every model, and `claude-*` on an
 /// Anthropic-kind provider at the same mock.
-fn with_anthropic(config: &mut Config) {
+pub fn with_anthropic(config: &mut Config) {
     config.providers = vec![
         ProviderConfig {
             kind: ProviderKind::OpenAi,
