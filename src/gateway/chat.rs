@@ -330,6 +330,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             crate::events::TokenUsage {
                 prompt_tokens: prepared.prompt_estimate,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
                 completion_tokens: openai::estimated_tokens(facts.answer_chars),
             },
             true,

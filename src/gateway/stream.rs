@@ -111,8 +111,11 @@ impl Relay {
             Some(usage) => self.meter.record_usage(usage, false),
             None => {
                 let completion = openai::estimated_tokens(self.tally.answer_chars).max(self.tally.answer_events);
-                let estimate =
-                    TokenUsage { prompt_tokens: self.prompt_estimate, cached_tokens: 0, completion_tokens: completion };
+                let estimate = TokenUsage {
+                    prompt_tokens: self.prompt_estimate,
+                    completion_tokens: completion,
+                    ..TokenUsage::default()
+                };
                 self.meter.record_usage(estimate, true);
             }
         }
@@ -464,7 +467,10 @@ mod tests {
         let event = booked(&mut rx).await;
         assert!(event.aborted, "the client left");
         assert!(!event.usage_estimated, "the drain read the upstream's own usage");
-        assert_eq!(event.usage, Some(TokenUsage { prompt_tokens: 9, cached_tokens: 4, completion_tokens: 1 }));
+        assert_eq!(
+            event.usage,
+            Some(TokenUsage { prompt_tokens: 9, cached_tokens: 4, cache_write_tokens: 0, completion_tokens: 1 })
+        );
     }
 
     #[tokio::test]

@@ -126,7 +126,10 @@ async fn absurd_usage_saturates_everywhere_and_is_flagged(backend: Backend) {
     // A model only this test uses: the metric below holds exactly its traffic.
     let model = format!("absurd-{}", crate::support::random_suffix());
     let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.prices.insert(model.clone(), omi::config::ModelPrice { input: 1.0, cached_input: None, output: 2.0 });
+        c.prices.insert(
+            model.clone(),
+            omi::config::ModelPrice { input: 1.0, cached_input: None, cache_write: None, output: 2.0 },
+        );
         // A budget no saturated counter reaches, so both requests are served and summed.
         c.plans = vec![capped_plan(1e12)];
     })

@@ -242,7 +242,8 @@ mod tests {
     #[test]
     fn cost_is_priced_for_house_zero_for_byok_and_unknown_when_unpriced() {
         let prices = PriceTable::new(&Default::default());
-        let usage = Some(TokenUsage { prompt_tokens: 1000, cached_tokens: 0, completion_tokens: 500 });
+        let usage =
+            Some(TokenUsage { prompt_tokens: 1000, cached_tokens: 0, cache_write_tokens: 0, completion_tokens: 500 });
         // 1000·150 + 500·600 nano-dollars.
         assert_eq!(record_of(&event("gpt-4o-mini", usage, false), &prices).and_then(|r| r.cost_nano), Some(450_000));
         assert_eq!(record_of(&event("gpt-4o-mini", usage, true), &prices).and_then(|r| r.cost_nano), Some(0));
