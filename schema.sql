@@ -358,6 +358,13 @@ ALTER TABLE waiting_webhook_events ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (9, 'billing order independent', TRUE, '\x15404009be0194f8bdda46b76636495876e9a4fb233a71bade9d4dcf92429f275aca9ed0646ac46cfbcecbb4fff65703', 0);
 
+-- migration 0010 cache write tokens
+-- Prompt tokens written to the provider's prompt cache (Anthropic bills them above the input
+-- price; part of prompt_tokens, like cached_tokens). Records from before this migration wrote none.
+ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (10, 'cache write tokens', TRUE, '\x13ade2dae55157f7639672d45dd68d333850b2f6ec7868a9267a831c00a802cd8508bcf1a5d69e37380d81dcd9cd3536', 0);
+
 -- migration 0011 usage route
 -- Which API a request spoke (`chat`, `embeddings`, `completions`, `responses`, `messages`,
 -- `models`): one pipeline serves them all, and the books tell them apart. Records booked before

@@ -202,6 +202,7 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
             provider: Some("openai".into()),
             prompt_tokens: 200 + (next() % 3_000) as i64,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             completion_tokens: 50 + (next() % 800) as i64,
             cost_nano: (i % 500 != 0).then(|| 100_000 + (next() % 900_000) as i64),
             status: if next() % 100 == 0 { 502 } else { 200 },

@@ -20,7 +20,7 @@ fn event(customer: uuid::Uuid, key: uuid::Uuid, n: usize) -> Event {
         status: 200,
         total: Duration::from_millis(12),
         upstream: Some(Duration::from_millis(11)),
-        usage: Some(TokenUsage { prompt_tokens: 120, cached_tokens: 20, completion_tokens: 80 }),
+        usage: Some(TokenUsage { prompt_tokens: 120, cached_tokens: 20, cache_write_tokens: 0, completion_tokens: 80 }),
         byok: n.is_multiple_of(10),
         streamed: n.is_multiple_of(2),
         request_bytes: 300,

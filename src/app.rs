@@ -77,7 +77,8 @@ impl AppState {
         store.migrate().await?;
         let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
         let prices = PriceTable::new(&config.prices);
-        let providers = Providers::from_config(&config, &PriceTable::built_in_models(), |var| std::env::var(var).ok())?;
+        let providers =
+            Providers::from_config(&config, &PriceTable::openai_built_in_models(), |var| std::env::var(var).ok())?;
         // One client for every outbound call (upstreams, the judge, Slack, n8n, Postmark). It
         // follows no redirect: a redirect would re-post the body (the operator's system prompt,
         // a key, a signed event) to wherever the 3xx points; a 3xx is an answer like any other.

@@ -364,6 +364,9 @@ pub struct ModelPrice {
     pub input: f64,
     #[serde(default)]
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's cache; default: the input price (no surcharge).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
     pub output: f64,
 }
 
@@ -910,6 +913,10 @@ mod tests {
                 .expect("omi.toml.example parses");
             assert_eq!(config.providers.len(), 3);
             assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
+            assert_eq!(
+                (config.prices["gpt-4o-mini"].cache_write, config.prices["claude-sonnet-4-5"].cache_write),
+                (None, Some(3.75))
+            );
             assert_eq!(config.plans.len(), 2);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));

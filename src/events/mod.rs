@@ -144,8 +144,13 @@ pub struct FirewallEvent {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TokenUsage {
+    /// Every prompt token, however it was billed (cache reads and writes included).
     pub prompt_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache (part of `prompt_tokens`).
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (part of `prompt_tokens`; Anthropic
+    /// bills them above the input price).
+    pub cache_write_tokens: u64,
     pub completion_tokens: u64,
 }
 

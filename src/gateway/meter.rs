@@ -32,8 +32,8 @@ struct RouteMetrics {
 struct LabelMetrics {
     /// By status class (2xx, 4xx, 5xx, other), then key kind (house, byok).
     requests: [[Counter; 2]; 4],
-    /// prompt, completion, cached.
-    tokens: [Counter; 3],
+    /// prompt, completion, cached, cache_write.
+    tokens: [Counter; 4],
     house_cost: Counter,
     /// Requests whose reported usage exceeds any model's context window.
     suspicious: Counter,
@@ -41,7 +41,7 @@ struct LabelMetrics {
 
 const STATUS_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
 const KEY_KINDS: [&str; 2] = ["house", "byok"];
-const TOKEN_KINDS: [&str; 3] = ["prompt", "completion", "cached"];
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached", "cache_write"];
 
 impl MeterMetrics {
     fn route(&self, route: &'static str) -> Arc<RouteMetrics> {
@@ -258,14 +258,37 @@ impl Meter {
             );
             return;
         }
-        for (counter, count) in
-            labelled.tokens.iter().zip([usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens])
-        {
+        let counts = [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens];
+        for (counter, count) in labelled.tokens.iter().zip(counts) {
             counter.increment(count);
         }
         // BYOK requests cost the house nothing upstream.
         if let (false, Some(price)) = (event.byok, self.price) {
             labelled.house_cost.increment(price.cost(&usage));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn cache_writes_are_counted_as_their_own_token_kind() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let metrics = MeterMetrics::default();
+            let mut meter = Meter::start(EventBus::default(), &metrics, "r".into(), "chat", [127, 0, 0, 1].into());
+            meter.set_catalog("claude-haiku-4-5", None);
+            let usage =
+                TokenUsage { prompt_tokens: 900, cached_tokens: 200, cache_write_tokens: 300, completion_tokens: 5 };
+            meter.record_usage(usage, false);
+            meter.finish(200, None);
+        });
+        let rendered = handle.render();
+        let cache_write = "omi_tokens_total{kind=\"cache_write\",model=\"claude-haiku-4-5\"} 300\n";
+        assert!(rendered.contains(cache_write), "{rendered}");
     }
 }

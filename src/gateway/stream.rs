@@ -451,7 +451,10 @@ mod tests {
         let event = booked(&mut rx).await;
         assert!(event.aborted, "the client left");
         assert!(!event.usage_estimated, "the drain read the upstream's own usage");
-        assert_eq!(event.usage, Some(TokenUsage { prompt_tokens: 9, cached_tokens: 4, completion_tokens: 1 }));
+        assert_eq!(
+            event.usage,
+            Some(TokenUsage { prompt_tokens: 9, cached_tokens: 4, cache_write_tokens: 0, completion_tokens: 1 })
+        );
     }
 
     #[tokio::test]

@@ -548,6 +548,7 @@ impl Usage {
         TokenUsage {
             prompt_tokens: self.prompt_tokens(),
             cached_tokens: self.cache_read_input_tokens,
+            cache_write_tokens: self.cache_creation_input_tokens,
             completion_tokens: self.output_tokens,
         }
     }
@@ -993,12 +994,18 @@ mod tests {
     #[test]
     fn usage_saturates_instead_of_wrapping() {
         let mut usage = Usage::default();
-        usage.update(&json!({"input_tokens": u64::MAX, "cache_read_input_tokens": 5, "output_tokens": u64::MAX}));
+        usage.update(&json!({"input_tokens": u64::MAX, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 7,
+                             "output_tokens": u64::MAX}));
         assert_eq!(usage.prompt_tokens(), u64::MAX);
         assert_eq!(usage.to_openai()["total_tokens"], u64::MAX);
         assert_eq!(
             usage.token_usage(),
-            TokenUsage { prompt_tokens: u64::MAX, cached_tokens: 5, completion_tokens: u64::MAX }
+            TokenUsage {
+                prompt_tokens: u64::MAX,
+                cached_tokens: 5,
+                cache_write_tokens: 7,
+                completion_tokens: u64::MAX
+            }
         );
     }
 
@@ -1038,7 +1045,7 @@ mod tests {
         assert!(translator.finished());
         assert_eq!(
             translator.usage().token_usage(),
-            TokenUsage { prompt_tokens: 125, cached_tokens: 100, completion_tokens: 42 }
+            TokenUsage { prompt_tokens: 125, cached_tokens: 100, cache_write_tokens: 0, completion_tokens: 42 }
         );
         let deltas: Vec<&Value> = events.iter().filter_map(|e| e.get("choices")?.get(0)?.get("delta")).collect();
         assert_eq!(deltas[0], &json!({"role": "assistant", "content": ""}));

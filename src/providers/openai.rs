@@ -359,6 +359,9 @@ struct WireUsage {
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: Count,
+    /// OpenRouter's prompt tokens written to the provider's cache.
+    #[serde(default)]
+    cache_write_tokens: Count,
 }
 
 impl WireUsage {
@@ -369,6 +372,7 @@ impl WireUsage {
         Some(TokenUsage {
             prompt_tokens: self.prompt_tokens.0.or(self.input_tokens.0)?,
             cached_tokens: details.and_then(|d| d.cached_tokens.0).or(self.prompt_cache_hit_tokens.0).unwrap_or(0),
+            cache_write_tokens: details.and_then(|d| d.cache_write_tokens.0).unwrap_or(0),
             completion_tokens: self.completion_tokens.0.or(self.output_tokens.0)?,
         })
     }
@@ -517,7 +521,8 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    const USAGE: TokenUsage = TokenUsage { prompt_tokens: 1_000_000, cached_tokens: 4, completion_tokens: 7 };
+    const USAGE: TokenUsage =
+        TokenUsage { prompt_tokens: 1_000_000, cached_tokens: 4, cache_write_tokens: 0, completion_tokens: 7 };
 
     fn usage_json() -> Value {
         json!({"prompt_tokens": 1_000_000, "completion_tokens": 7, "total_tokens": 1_000_007,
@@ -576,7 +581,7 @@ mod tests {
             "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":16}}"#;
         assert_eq!(
             read(deepseek).usage,
-            Some(TokenUsage { prompt_tokens: 80, cached_tokens: 64, completion_tokens: 18 })
+            Some(TokenUsage { prompt_tokens: 80, cached_tokens: 64, cache_write_tokens: 0, completion_tokens: 18 })
         );
         let both = br#"{"usage":{"prompt_tokens":80,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":32},"prompt_cache_hit_tokens":64}}"#;
         assert_eq!(read(both).usage.map(|u| u.cached_tokens), Some(32), "OpenAI's own field wins");
@@ -591,7 +596,10 @@ mod tests {
         assert!(!facts.usage_only);
         assert_eq!(facts.answer_chars, 7, "the tool call's arguments");
         let partial = br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":-3,"prompt_tokens_details":{"cached_tokens":"x"}}}"#;
-        assert_eq!(read(partial).usage, Some(TokenUsage { prompt_tokens: 12, cached_tokens: 0, completion_tokens: 0 }));
+        assert_eq!(
+            read(partial).usage,
+            Some(TokenUsage { prompt_tokens: 12, completion_tokens: 0, ..TokenUsage::default() })
+        );
         let empty = read(br#"{"choices":[],"usage":{}}"#);
         assert!(empty.usage.is_none() && empty.usage_only, "still the usage chunk: removed, but not booked as zero");
         assert_eq!(read(b"[1,2]"), Facts::default());
@@ -609,7 +617,10 @@ mod tests {
     #[test]
     fn body_usage_is_parsed() {
         let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":13,"completion_tokens":5,"total_tokens":18}}"#;
-        assert_eq!(usage_of_body(body), Some(TokenUsage { prompt_tokens: 13, cached_tokens: 0, completion_tokens: 5 }));
+        assert_eq!(
+            usage_of_body(body),
+            Some(TokenUsage { prompt_tokens: 13, completion_tokens: 5, ..TokenUsage::default() })
+        );
         assert_eq!(usage_of_body(b"{}"), None);
     }
 

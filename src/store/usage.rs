@@ -29,6 +29,8 @@ pub struct UsageRecord {
     pub provider: Option<String>,
     pub prompt_tokens: i64,
     pub cached_tokens: i64,
+    /// Prompt tokens written to the provider's cache (part of `prompt_tokens`).
+    pub cache_write_tokens: i64,
     pub completion_tokens: i64,
     /// Nano-dollars of house cost; `None` = the model has no price; `Some(0)` for BYOK.
     pub cost_nano: Option<i64>,
@@ -86,9 +88,10 @@ pub struct CustomerInfo {
 static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
         "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, route, model, provider,
-    prompt_tokens, cached_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us, streamed, byok,
+    prompt_tokens, cached_tokens, cache_write_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us,
+    streamed, byok,
     usage_estimated, aborted) VALUES ",
-        20,
+        21,
         "",
     )
 });
@@ -114,7 +117,7 @@ fn saturating_add(stored: &str, added: &str) -> String {
     format!("CASE WHEN {stored} > 9223372036854775807 - {added} THEN 9223372036854775807 ELSE {stored} + {added} END")
 }
 
-/// How batches are cut into multi-row statements, largest first; 1,000 rows of 19 parameters
+/// How batches are cut into multi-row statements, largest first; 1,000 rows of 20 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
 /// fresh INSERT of hundreds of rows cost more than running it, so batches are cut into a few
 /// fixed sizes whose statements stay in the statement cache. On PostgreSQL every statement
@@ -252,6 +255,7 @@ impl Store {
                         .bind(&r.provider)
                         .bind(r.prompt_tokens)
                         .bind(r.cached_tokens)
+                        .bind(r.cache_write_tokens)
                         .bind(r.completion_tokens)
                         .bind(r.cost_nano)
                         .bind(r.status)

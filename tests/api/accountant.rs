@@ -219,7 +219,7 @@ fn request_event(customer: uuid::Uuid, n: usize) -> Event {
         status: 200,
         total: Duration::from_millis(3),
         upstream: Some(Duration::from_millis(2)),
-        usage: Some(TokenUsage { prompt_tokens: 10, cached_tokens: 0, completion_tokens: 5 }),
+        usage: Some(TokenUsage { prompt_tokens: 10, cached_tokens: 0, cache_write_tokens: 0, completion_tokens: 5 }),
         request_bytes: 1,
         response_bytes: 1,
         ..RequestEvent::new(format!("r{n}").into(), "chat", [127, 0, 0, 1].into())

@@ -127,6 +127,7 @@ pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chro
         provider: Some("openai".into()),
         prompt_tokens: 1_000,
         cached_tokens: 0,
+        cache_write_tokens: 0,
         completion_tokens: 500,
         cost_nano: Some(450_000_000),
         status: if i.is_multiple_of(10) { 502 } else { 200 },

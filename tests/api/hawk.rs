@@ -732,7 +732,10 @@ async fn metrics_are_prometheus_text_with_the_values_of_known_traffic() {
     // nano-dollars a token), so its series hold exactly this test's traffic.
     let model = format!("hawk-metrics-{}", crate::support::random_suffix());
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.prices.insert(model.clone(), omi::config::ModelPrice { input: 1.0, cached_input: None, output: 2.0 });
+        c.prices.insert(
+            model.clone(),
+            omi::config::ModelPrice { input: 1.0, cached_input: None, cache_write: None, output: 2.0 },
+        );
         c.hawk.probe_interval_secs = 1;
     })
     .await

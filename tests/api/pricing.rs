@@ -7,6 +7,7 @@ use crate::support::{Backend, HOUSE_KEY, TestApp, TestDb, chat_body, eventually}
 use futures_util::StreamExt;
 use omi::agents::accountant::{budgets, report};
 use omi::config::{JudgeByok, PlanConfig, ProviderConfig, SentinelMode, UnpricedModels};
+use omi::events::{Event, RequestEvent, TokenUsage};
 use omi::store::{Store, UsageRecord};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -60,7 +61,8 @@ on_both_backends!(
     a_provider_prefix_is_priced_and_cannot_escape_the_budget,
     unpriced_models_are_refused_on_capped_plans_unless_allowed,
     absurd_usage_saturates_everywhere_and_is_flagged,
-    the_books_saturate_across_batches_and_days
+    the_books_saturate_across_batches_and_days,
+    cache_writes_are_booked_at_the_cache_write_price
 );
 
 async fn a_provider_prefix_is_priced_and_cannot_escape_the_budget(backend: Backend) {
@@ -126,7 +128,10 @@ async fn absurd_usage_saturates_everywhere_and_is_flagged(backend: Backend) {
     // A model only this test uses: the metric below holds exactly its traffic.
     let model = format!("absurd-{}", crate::support::random_suffix());
     let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.prices.insert(model.clone(), omi::config::ModelPrice { input: 1.0, cached_input: None, output: 2.0 });
+        c.prices.insert(
+            model.clone(),
+            omi::config::ModelPrice { input: 1.0, cached_input: None, cache_write: None, output: 2.0 },
+        );
         // A budget no saturated counter reaches, so both requests are served and summed.
         c.plans = vec![capped_plan(1e12)];
     })
@@ -196,6 +201,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
         provider: Some("openai".into()),
         prompt_tokens: i64::MAX,
         cached_tokens: 0,
+        cache_write_tokens: 0,
         completion_tokens: i64::MAX,
         cost_nano: Some(i64::MAX),
         status: 200,
@@ -219,6 +225,60 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
         let counted = store.add_to_month(key.customer_id, &month, i64::MAX, i64::MAX).await.expect("saturated");
         assert_eq!(counted, (i64::MAX, i64::MAX));
     }
+}
+
+/// Prompt-cache writes (Anthropic's `cache_creation_input_tokens`) are booked and cost the
+/// cache-write price: in the record the admin API shows, the month a budget counts, the margins.
+async fn cache_writes_are_booked_at_the_cache_write_price(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.plans = vec![capped_plan(20.0)]).await else { return };
+    let email = omi::customers::EmailAddress::parse("cache@example.com").expect("email");
+    let (_, key) = omi::keys::issue(&app.state().store, &email, "capped", None).await.expect("issue");
+    // A fixed day, so the month and the report below never straddle a boundary.
+    let day = chrono::NaiveDate::from_ymd_opt(2025, 6, 15).expect("a date");
+    let at = day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
+    let usage =
+        TokenUsage { prompt_tokens: 10_000, cached_tokens: 4_000, cache_write_tokens: 3_000, completion_tokens: 1_000 };
+    app.state().events.publish(Event::Request(Box::new(RequestEvent {
+        at,
+        key_id: Some(key.id),
+        customer_id: Some(key.customer_id),
+        plan: Some("capped".into()),
+        model: Some("claude-sonnet-4-5".into()),
+        provider: Some("anthropic".into()),
+        status: 200,
+        usage: Some(usage),
+        ..RequestEvent::new("cache-writes".into(), "chat", [127, 0, 0, 1].into())
+    })));
+    // 3,000 plain + 4,000 read + 3,000 written prompt tokens and 1,000 completion tokens at
+    // $3.00 / $0.30 / $3.75 / $15.00 per million: 9,000,000 + 1,200,000 + 11,250,000 + 15,000,000.
+    const COST_NANO: i64 = 36_450_000;
+
+    let path = format!("/admin/api/usage?customer={}", key.customer_id);
+    let page = || async {
+        let response = app.admin(reqwest::Method::GET, &path).send().await.expect("send");
+        response.json::<Value>().await.expect("json")
+    };
+    eventually(Duration::from_secs(10), || async { page().await["data"].as_array().is_some_and(|d| !d.is_empty()) })
+        .await;
+    let page = page().await;
+    let record = &page["data"][0];
+    assert_eq!(record["request_id"], "cache-writes", "{page}");
+    let tokens = ["prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens"].map(|f| &record[f]);
+    assert_eq!(tokens, [&json!(10_000), &json!(4_000), &json!(3_000), &json!(1_000)], "{record}");
+    assert_eq!(record["cost_nano"], COST_NANO, "{record}");
+
+    let store = &app.state().store;
+    let month = budgets::month_key(at);
+    let counted = eventually(Duration::from_secs(5), || async {
+        store.month_to_date(key.customer_id, &month).await.is_ok_and(|m| m.0 > 0)
+    })
+    .await;
+    assert!(counted.is_some(), "the budget counts the request");
+    assert_eq!(store.month_to_date(key.customer_id, &month).await.expect("month"), (COST_NANO, 11_000));
+    let books =
+        report::build(store, &app.state().config, "day", day..day + chrono::Days::new(1)).await.expect("report");
+    let line = books.customers.iter().find(|l| l.customer == Some(key.customer_id)).expect("the customer's line");
+    assert_eq!(line.cost_usd, omi::billing::prices::nano_to_usd(i128::from(COST_NANO)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,7 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
         provider: event.provider.as_deref().map(str::to_owned),
         prompt_tokens: count(usage.prompt_tokens),
         cached_tokens: count(usage.cached_tokens),
+        cache_write_tokens: count(usage.cache_write_tokens),
         completion_tokens: count(usage.completion_tokens),
         cost_nano,
         status: i32::from(event.status),
@@ -243,7 +244,8 @@ mod tests {
     #[test]
     fn cost_is_priced_for_house_zero_for_byok_and_unknown_when_unpriced() {
         let prices = PriceTable::new(&Default::default());
-        let usage = Some(TokenUsage { prompt_tokens: 1000, cached_tokens: 0, completion_tokens: 500 });
+        let usage =
+            Some(TokenUsage { prompt_tokens: 1000, cached_tokens: 0, cache_write_tokens: 0, completion_tokens: 500 });
         // 1000·150 + 500·600 nano-dollars.
         assert_eq!(record_of(&event("gpt-4o-mini", usage, false), &prices).and_then(|r| r.cost_nano), Some(450_000));
         assert_eq!(record_of(&event("gpt-4o-mini", usage, true), &prices).and_then(|r| r.cost_nano), Some(0));
@@ -252,5 +254,16 @@ mod tests {
         let mut anonymous = event("gpt-4o-mini", usage, false);
         anonymous.key_id = None;
         assert!(record_of(&anonymous, &prices).is_none(), "requests without a valid key are not on the books");
+    }
+
+    #[test]
+    fn cache_writes_are_booked_and_priced_at_the_cache_write_rate() {
+        let prices = PriceTable::new(&Default::default());
+        let usage =
+            TokenUsage { prompt_tokens: 2000, cached_tokens: 500, cache_write_tokens: 1000, completion_tokens: 100 };
+        let record = record_of(&event("claude-haiku-4-5", Some(usage), false), &prices).expect("booked");
+        assert_eq!((record.prompt_tokens, record.cached_tokens, record.cache_write_tokens), (2000, 500, 1000));
+        // 500·1,000 + 500·100 + 1,000·1,250 + 100·5,000 nano-dollars ($1 / $0.10 / $1.25 / $5 per million).
+        assert_eq!(record.cost_nano, Some(2_300_000));
     }
 }

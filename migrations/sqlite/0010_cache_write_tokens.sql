@@ -1,0 +1,4 @@
+-- SQLite twin of migrations/postgres/0010_cache_write_tokens.sql. Prompt tokens written to the
+-- provider's prompt cache (Anthropic bills them above the input price; part of prompt_tokens, like
+-- cached_tokens). Records from before this migration wrote none.
+ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
