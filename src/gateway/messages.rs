@@ -13,6 +13,8 @@ impl Endpoint for Messages {
     const API: Api = Api::Messages;
     const CUSTOMER_TEXT: &'static [&'static str] = &["system", "messages", "tools"];
     const X_API_KEY: bool = true;
+    /// The betas a client opts into (Claude Code sends several); the version is the kind's own.
+    const FORWARDED_HEADERS: &'static [&'static str] = &["anthropic-beta"];
 
     fn validate(request: &Map<String, Value>) -> Result<(), ApiError> {
         require(request, "messages", |m| m.as_array().is_some_and(|m| !m.is_empty()), "a non-empty array")?;

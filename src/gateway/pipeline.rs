@@ -56,6 +56,8 @@ pub trait Endpoint: Send + Sync + 'static {
     const SHIELDED: bool = true;
     /// The customer key may come as `x-api-key` (Anthropic's SDKs send it so).
     const X_API_KEY: bool = false;
+    /// Request headers passed upstream as the client sent them (never credentials).
+    const FORWARDED_HEADERS: &'static [&'static str] = &[];
 
     /// Checks the fields this API requires beyond `model` and `stream`.
     fn validate(request: &Map<String, Value>) -> Result<(), ApiError>;
@@ -93,6 +95,8 @@ struct Prepared {
     wire: &'static dyn Wire,
     upstream_url: reqwest::Url,
     upstream_key: SecretString,
+    /// The endpoint's `FORWARDED_HEADERS` the client sent.
+    forwarded: Vec<(&'static str, HeaderValue)>,
     byok: bool,
     body: Bytes,
     streamed: bool,
@@ -215,6 +219,7 @@ async fn prepare<E: Endpoint>(
         wire,
         upstream_url,
         upstream_key,
+        forwarded: E::FORWARDED_HEADERS.iter().filter_map(|&name| Some((name, headers.get(name)?.clone()))).collect(),
         byok: is_byok,
         streamed,
         client_asked_usage,
@@ -258,6 +263,7 @@ fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
 async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Response {
     let request = app.http.post(prepared.upstream_url.clone()).header(header::CONTENT_TYPE, "application/json");
     // Bytes: a reference count, not a copy.
+    let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
     let request = prepared.wire.authorize(request, &prepared.upstream_key).body(prepared.body.clone());
     meter.upstream_started();
     let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);

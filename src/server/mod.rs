@@ -62,7 +62,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    // `x-api-key` and `anthropic-version`: what Anthropic's SDKs send to `/v1/messages`.
+    // `x-api-key`, `anthropic-version` and `anthropic-beta`: what Anthropic's SDKs send to `/v1/messages`.
     let allowed = [
         header::AUTHORIZATION.as_str(),
         header::CONTENT_TYPE.as_str(),
@@ -70,6 +70,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         request_id::HEADER,
         "x-api-key",
         "anthropic-version",
+        "anthropic-beta",
     ];
     let exposed =
         [request_id::HEADER, "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"];

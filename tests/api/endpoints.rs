@@ -136,6 +136,7 @@ async fn every_endpoint_is_metered_to_the_token(backend: Backend) {
             .post(format!("{}/v1/messages", app.base))
             .header("x-api-key", &key)
             .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "extended-cache-ttl-2025-04-11")
             .header("x-provider-key", ANTHROPIC_KEY)
             .json(&body)
     };
@@ -154,6 +155,8 @@ async fn every_endpoint_is_metered_to_the_token(backend: Backend) {
     assert_eq!(upstream.path, "/v1/messages");
     assert_eq!(upstream.headers.get("x-api-key").and_then(|v| v.to_str().ok()), Some(ANTHROPIC_KEY));
     assert_eq!(upstream.headers.get("anthropic-version").and_then(|v| v.to_str().ok()), Some("2023-06-01"));
+    let beta = upstream.headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+    assert_eq!(beta, Some("extended-cache-ttl-2025-04-11"), "the client's betas are passed on");
     assert!(upstream.authorization.is_none(), "the customer's omi key never goes upstream");
     let mut streamed = body;
     streamed["stream"] = json!(true);
