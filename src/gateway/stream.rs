@@ -95,10 +95,11 @@ impl Relay {
     /// Books the request: the upstream's usage, or an estimate when it never came.
     fn book(mut self, aborted: bool) {
         self.meter.upstream_finished();
-        match self.answer.usage() {
+        let tally = self.answer.tally();
+        match tally.usage {
             Some(usage) => self.meter.record_usage(usage, false),
             None => {
-                let completion = openai::estimated_tokens(self.answer.answer_chars()).max(self.answer.answer_events());
+                let completion = openai::estimated_tokens(tally.answer_chars).max(tally.answer_events);
                 let estimate = TokenUsage {
                     prompt_tokens: self.prompt_estimate,
                     completion_tokens: completion,
@@ -117,7 +118,7 @@ impl Relay {
     async fn drain(mut self, limits: StreamLimits) {
         let deadline = Instant::now() + limits.drain_time;
         let mut read = 0;
-        while self.answer.usage().is_none() && read < limits.drain_bytes && !self.reader.overflowed() {
+        while self.answer.tally().usage.is_none() && read < limits.drain_bytes && !self.reader.overflowed() {
             match tokio::time::timeout_at(deadline, self.upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     read += chunk.len();
@@ -134,7 +135,7 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        if self.answer.usage().is_none() {
+        if self.answer.tally().usage.is_none() {
             tracing::info!(read, "a left stream's usage never came; booked an estimate");
         }
         // Dropping the upstream here cancels whatever it still had to send.
@@ -214,7 +215,7 @@ impl Stream for MeteredSse {
                     let rest = relay.finish_reading();
                     relay.meter.add_response_bytes(rest.len());
                     // A stream that closes without its end marker was cut short upstream.
-                    let cut = !relay.answer.ended();
+                    let cut = !relay.answer.tally().ended;
                     if let Some(relay) = this.relay.take() {
                         relay.book(cut);
                     }

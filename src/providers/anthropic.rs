@@ -7,7 +7,7 @@
 //! [`IGNORED_FIELDS`]).
 
 use super::sse::SseEvent;
-use super::{Answer, Api, Outgoing, StreamReader, SystemPrompt, UnreadableAnswer, Wire};
+use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -116,11 +116,7 @@ fn delta_chars(delta: &Value) -> u64 {
 #[derive(Default)]
 struct MessagesStream {
     usage: Usage,
-    /// `message_delta` with a usage arrived: the counts are final.
-    usage_final: bool,
-    answer_chars: u64,
-    answer_events: u64,
-    ended: bool,
+    tally: StreamTally,
 }
 
 impl StreamReader for MessagesStream {
@@ -134,39 +130,22 @@ impl StreamReader for MessagesStream {
                     self.usage.update(usage);
                 }
             }
-            Some("content_block_delta") => {
-                let text = parsed.get("delta").map_or(0, delta_chars);
-                if text > 0 {
-                    self.answer_chars += text;
-                    self.answer_events += 1;
-                }
-            }
+            Some("content_block_delta") => self.tally.add_answer(parsed.get("delta").map_or(0, delta_chars)),
             Some("message_delta") => {
                 if let Some(usage) = parsed.get("usage") {
                     self.usage.update(usage);
-                    self.usage_final = true;
+                    // The counts are final only now: a stream cut before is estimated.
+                    self.tally.usage = Some(self.usage.token_usage());
                 }
             }
-            Some("message_stop") => self.ended = true,
+            Some("message_stop") => self.tally.ended = true,
             _ => {}
         }
         true
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage_final.then(|| self.usage.token_usage())
-    }
-
-    fn answer_chars(&self) -> u64 {
-        self.answer_chars
-    }
-
-    fn answer_events(&self) -> u64 {
-        self.answer_events
-    }
-
-    fn ended(&self) -> bool {
-        self.ended
+    fn tally(&self) -> StreamTally {
+        self.tally
     }
 }
 
@@ -183,20 +162,8 @@ impl StreamReader for ChatFromMessages {
         false
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.translator.usage_final.then(|| self.translator.usage.token_usage())
-    }
-
-    fn answer_chars(&self) -> u64 {
-        self.translator.answer_chars
-    }
-
-    fn answer_events(&self) -> u64 {
-        self.translator.answer_events
-    }
-
-    fn ended(&self) -> bool {
-        self.translator.finished
+    fn tally(&self) -> StreamTally {
+        self.translator.tally
     }
 }
 
@@ -643,14 +610,11 @@ pub struct ChunkTranslator {
     created: i64,
     include_usage: bool,
     usage: Usage,
-    /// `message_delta` brought the final counts.
-    usage_final: bool,
-    /// Characters of answer text translated, and the events that carried some.
-    answer_chars: u64,
-    answer_events: u64,
+    /// What billing needs: the usage once `message_delta` brought the final counts, the
+    /// answer's length, and whether `message_stop` came.
+    tally: StreamTally,
     /// The OpenAI `tool_calls[].index` of each tool-use content block, by block index.
     tool_blocks: Vec<(u64, usize)>,
-    finished: bool,
 }
 
 impl ChunkTranslator {
@@ -663,22 +627,19 @@ impl ChunkTranslator {
             created,
             include_usage,
             usage: Usage::default(),
-            usage_final: false,
-            answer_chars: 0,
-            answer_events: 0,
+            tally: StreamTally::default(),
             tool_blocks: Vec::new(),
-            finished: false,
         }
     }
 
-    /// The usage reported so far (final once `message_stop` was seen).
+    /// The usage reported so far (final once `message_delta` was seen).
     pub fn usage(&self) -> Usage {
         self.usage
     }
 
     /// Whether the stream reached `message_stop`.
     pub fn finished(&self) -> bool {
-        self.finished
+        self.tally.ended
     }
 
     /// Translates one event's `data`, appending the SSE events for the client to `out`.
@@ -721,11 +682,7 @@ impl ChunkTranslator {
             "content_block_delta" => {
                 let delta = event.get("delta").unwrap_or(&Value::Null);
                 let text = |field: &str| delta.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-                let chars = delta_chars(delta);
-                if chars > 0 {
-                    self.answer_chars += chars;
-                    self.answer_events += 1;
-                }
+                self.tally.add_answer(delta_chars(delta));
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => self.chunk(json!({"content": text("text")}), None, out),
                     Some("thinking_delta") => self.chunk(json!({"reasoning_content": text("thinking")}), None, out),
@@ -746,7 +703,7 @@ impl ChunkTranslator {
             "message_delta" => {
                 if let Some(usage) = event.get("usage") {
                     self.usage.update(usage);
-                    self.usage_final = true;
+                    self.tally.usage = Some(self.usage.token_usage());
                 }
                 let stop = event.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
                 if let Some(stop) = stop {
@@ -754,7 +711,7 @@ impl ChunkTranslator {
                 }
             }
             "message_stop" => {
-                self.finished = true;
+                self.tally.ended = true;
                 if self.include_usage {
                     let chunk = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -1118,19 +1075,20 @@ mod tests {
         let mut out = Vec::new();
         let start = r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":200,"cache_creation_input_tokens":50,"output_tokens":1}}}"#;
         assert!(stream.event(event(start), &mut out));
-        assert_eq!(stream.usage(), None, "cut here, the request is estimated: output is not known");
+        assert_eq!(stream.tally().usage, None, "cut here, the request is estimated: output is not known");
         let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"héllo"}}"#;
         assert!(stream.event(event(delta), &mut out));
         assert!(stream.event(
             event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#),
             &mut out
         ));
-        assert!(!stream.ended());
+        assert!(!stream.tally().ended);
         assert!(stream.event(event(r#"{"type":"message_stop"}"#), &mut out));
         assert!(out.is_empty(), "relayed as it came: nothing written");
-        let usage = stream.usage().expect("final");
+        let tally = stream.tally();
+        let usage = tally.usage.expect("final");
         assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (260, 200, 5));
-        assert_eq!((stream.answer_chars(), stream.answer_events(), stream.ended()), (5, 1, true));
+        assert_eq!((tally.answer_chars, tally.answer_events, tally.ended), (5, 1, true));
     }
 
     #[test]

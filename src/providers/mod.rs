@@ -85,20 +85,36 @@ pub struct Answer {
     pub answer_chars: u64,
 }
 
+/// What a stream's events said so far that billing needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamTally {
+    /// The usage, once the upstream reported it whole.
+    pub usage: Option<TokenUsage>,
+    /// Characters of answer text read, and the events that carried some: each is at least a
+    /// token when usage never comes.
+    pub answer_chars: u64,
+    pub answer_events: u64,
+    /// The stream's own end marker was read (`[DONE]`, `message_stop`, `response.completed`):
+    /// a stream that closes without it was cut short.
+    pub ended: bool,
+}
+
+impl StreamTally {
+    /// One event's answer text, in characters.
+    pub fn add_answer(&mut self, chars: u64) {
+        if chars > 0 {
+            self.answer_chars += chars;
+            self.answer_events += 1;
+        }
+    }
+}
+
 /// Reads a streamed answer event by event.
 pub trait StreamReader: Send {
     /// Reads one event: true when its bytes go to the client as they came. A translating
     /// reader returns false and writes the client's events to `out` instead.
     fn event(&mut self, event: SseEvent<'_>, out: &mut Vec<u8>) -> bool;
-    /// The usage, once the upstream reported it whole.
-    fn usage(&self) -> Option<TokenUsage>;
-    /// Characters of answer text read, and the events that carried some: each is at least a
-    /// token when usage never comes.
-    fn answer_chars(&self) -> u64;
-    fn answer_events(&self) -> u64;
-    /// The stream's own end marker was read (`[DONE]`, `message_stop`, `response.completed`):
-    /// a stream that closes without it was cut short.
-    fn ended(&self) -> bool;
+    fn tally(&self) -> StreamTally;
 }
 
 /// Why an answer cannot be relayed.

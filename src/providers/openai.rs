@@ -10,7 +10,7 @@
 
 use super::anthropic::TranslateError;
 use super::sse::SseEvent;
-use super::{Answer, Api, Outgoing, StreamReader, SystemPrompt, UnreadableAnswer, Wire};
+use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -71,7 +71,7 @@ impl Wire for OpenAiWire {
     fn stream(&self, api: Api, client_asked_usage: bool) -> Box<dyn StreamReader> {
         match api {
             Api::Responses => Box::new(ResponsesStream::default()),
-            _ => Box::new(ChunkStream::new(!client_asked_usage)),
+            _ => Box::new(ChunkStream { strip_usage: !client_asked_usage, tally: StreamTally::default() }),
         }
     }
 }
@@ -140,49 +140,25 @@ pub fn client_asked_stream_usage(request: &Map<String, Value>) -> bool {
 /// the gateway asked for when the client did not.
 struct ChunkStream {
     strip_usage: bool,
-    usage: Option<TokenUsage>,
-    answer_chars: u64,
-    answer_events: u64,
-    saw_done_marker: bool,
-}
-
-impl ChunkStream {
-    fn new(strip_usage: bool) -> ChunkStream {
-        ChunkStream { strip_usage, usage: None, answer_chars: 0, answer_events: 0, saw_done_marker: false }
-    }
+    tally: StreamTally,
 }
 
 impl StreamReader for ChunkStream {
     fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
         if event.data == b"[DONE]" {
-            self.saw_done_marker = true;
+            self.tally.ended = true;
             return true;
         }
         let facts = read(event.data);
-        if facts.answer_chars > 0 {
-            self.answer_chars += facts.answer_chars;
-            self.answer_events += 1;
-        }
+        self.tally.add_answer(facts.answer_chars);
         if facts.usage.is_some() {
-            self.usage = facts.usage;
+            self.tally.usage = facts.usage;
         }
         !(self.strip_usage && facts.usage_only)
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn answer_chars(&self) -> u64 {
-        self.answer_chars
-    }
-
-    fn answer_events(&self) -> u64 {
-        self.answer_events
-    }
-
-    fn ended(&self) -> bool {
-        self.saw_done_marker
+    fn tally(&self) -> StreamTally {
+        self.tally
     }
 }
 
@@ -190,10 +166,7 @@ impl StreamReader for ChunkStream {
 /// response (`response.completed`, or `response.incomplete` / `response.failed`).
 #[derive(Default)]
 struct ResponsesStream {
-    usage: Option<TokenUsage>,
-    answer_chars: u64,
-    answer_events: u64,
-    ended: bool,
+    tally: StreamTally,
 }
 
 impl StreamReader for ResponsesStream {
@@ -202,33 +175,20 @@ impl StreamReader for ResponsesStream {
             return true;
         };
         let kind = parsed.kind.unwrap_or_default();
-        if kind.ends_with(".delta") && parsed.delta.0 > 0 {
-            self.answer_chars += parsed.delta.0;
-            self.answer_events += 1;
+        if kind.ends_with(".delta") {
+            self.tally.add_answer(parsed.delta.0);
         }
         if matches!(&*kind, "response.completed" | "response.incomplete" | "response.failed") {
-            self.ended = true;
+            self.tally.ended = true;
             if let Some(usage) = parsed.response.and_then(|r| r.usage).and_then(WireUsage::tokens) {
-                self.usage = Some(usage);
+                self.tally.usage = Some(usage);
             }
         }
         true
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn answer_chars(&self) -> u64 {
-        self.answer_chars
-    }
-
-    fn answer_events(&self) -> u64 {
-        self.answer_events
-    }
-
-    fn ended(&self) -> bool {
-        self.ended
+    fn tally(&self) -> StreamTally {
+        self.tally
     }
 }
 
@@ -698,15 +658,16 @@ mod tests {
                 stream.event(event(r#"{"type":"response.output_text.delta","output_index":0,"delta":"Hé"}"#), &mut out)
             );
             assert!(stream.event(event(r#"{"type":"response.function_call_arguments.delta","delta":"{}"}"#), &mut out));
-            assert_eq!((stream.usage(), stream.ended()), (None, false));
+            assert_eq!((stream.tally().usage, stream.tally().ended), (None, false));
             let last = format!(
                 r#"{{"type":"{end}","response":{{"usage":{{"input_tokens":50,"input_tokens_details":{{"cached_tokens":20}},"output_tokens":9,"output_tokens_details":{{"reasoning_tokens":4}}}}}}}}"#
             );
             assert!(stream.event(event(&last), &mut out));
             assert!(out.is_empty());
-            let usage = stream.usage().expect("usage");
+            let tally = stream.tally();
+            let usage = tally.usage.expect("usage");
             assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens), (50, 20, 9), "{end}");
-            assert_eq!((stream.answer_chars(), stream.answer_events(), stream.ended()), (4, 2, true));
+            assert_eq!((tally.answer_chars, tally.answer_events, tally.ended), (4, 2, true));
         }
     }
 

@@ -2,10 +2,10 @@
 //! the upstream reported it (booked on SQLite and PostgreSQL), the Anthropic kind natively and
 //! by translation, each API's system slot, and the Sentinel on each API's customer text.
 
-use crate::support::{Backend, TestApp, eventually};
+use crate::support::{Backend, TestApp, eventually, next_request_event};
 use futures_util::StreamExt;
 use omi::config::{Config, ProviderConfig, ProviderKind};
-use omi::events::{Event, RequestEvent, Subscription};
+use omi::events::RequestEvent;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -38,16 +38,6 @@ pub fn with_anthropic(config: &mut Config) {
             byok: true,
         },
     ];
-}
-
-async fn next_request_event(rx: &mut Subscription) -> RequestEvent {
-    loop {
-        let event =
-            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("open");
-        if let Event::Request(request) = &*event {
-            return (**request).clone();
-        }
-    }
 }
 
 fn booked(event: &RequestEvent) -> (u64, u64, u64) {

@@ -1,25 +1,13 @@
 //! The customer-facing HTTP surface through a real socket.
 
 use crate::on_both_backends;
-use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body};
+use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body, next_request_event};
 use futures_util::StreamExt;
 use omi::domain::key::KeyStatus;
-use omi::events::{Event, RequestEvent, Subscription};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 on_both_backends!(chat_round_trip_and_events, streaming_relays_and_books_usage);
-
-/// The next request event; other kinds (firewall events) are skipped.
-async fn next_request_event(rx: &mut Subscription) -> RequestEvent {
-    loop {
-        let event =
-            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("event in time").expect("open");
-        if let Event::Request(request) = &*event {
-            return (**request).clone();
-        }
-    }
-}
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")

@@ -1,22 +1,12 @@
 //! Streams and upstream answers as billed (any JSON layout and SSE line end, clients that
 //! leave early), the bounds on what an upstream may send, and the per-IP connection cap.
 
-use crate::support::{Backend, TestApp, chat_body};
+use crate::support::{Backend, TestApp, chat_body, next_request_event};
 use futures_util::StreamExt;
-use omi::events::{Event, RequestEvent, Subscription};
+use omi::events::RequestEvent;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn next_request_event(rx: &mut Subscription) -> RequestEvent {
-    loop {
-        let event =
-            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("open");
-        if let Event::Request(request) = &*event {
-            return (**request).clone();
-        }
-    }
-}
 
 fn tokens(event: &RequestEvent) -> Option<(u64, u64)> {
     event.usage.map(|u| (u.prompt_tokens, u.completion_tokens))

@@ -274,3 +274,14 @@ impl Outage {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The next request booked on the bus (other events skipped), within 10 s.
+pub async fn next_request_event(rx: &mut omi::events::Subscription) -> omi::events::RequestEvent {
+    loop {
+        let event =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("open");
+        if let omi::events::Event::Request(request) = &*event {
+            return (**request).clone();
+        }
+    }
+}
