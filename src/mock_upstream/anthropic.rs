@@ -1,5 +1,6 @@
 //! Anthropic's `POST /v1/messages`: a key (`x-api-key` or a bearer), `anthropic-version` and
-//! `max_tokens` required; a text block answers, or with `tools` and `mock.tool_call` a `tool_use` block.
+//! `max_tokens` required; a text block answers, or with `tools` and `mock.tool_call` (or a
+//! `tool_choice` of `any` or a named tool) a `tool_use` block.
 //! Streamed as `message_start`, content blocks (`text_delta` / `input_json_delta` parts),
 //! `message_delta` (stop reason and output tokens) and `message_stop`.
 
@@ -121,7 +122,14 @@ impl Block {
 /// The answer's blocks: text, or with `mock.tool_call` a call of one of the request's `tools`
 /// (after the text when `mock.content` is given, as Claude often explains first).
 fn blocks_of(call: &Call) -> Result<Vec<Block>, String> {
-    let Some(steer) = call.steer.tool_call.as_ref().filter(|t| **t != Value::Bool(false)) else {
+    let steered = call.steer.tool_call.as_ref().filter(|t| **t != Value::Bool(false));
+    // As Claude must: a `tool_choice` of `any` or a named tool is a tool call (with `{}`).
+    let forced = match call.body["tool_choice"]["type"].as_str() {
+        Some("tool") => Some(json!({"name": call.body["tool_choice"]["name"]})),
+        Some("any") => Some(json!({})),
+        _ => None,
+    };
+    let Some(steer) = steered.or(forced.as_ref()) else {
         return Ok(vec![Block::Text(call.text())]);
     };
     let tools = call.body["tools"].as_array().filter(|tools| !tools.is_empty());

@@ -50,4 +50,28 @@ def stream(**options):
 report["streamed"] = stream()
 report["streamed_with_usage"] = stream(stream_options={"include_usage": True})
 
+# A streamed tool call: `tool_choice` names the function, so Claude must call it.
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+calls, finish = {}, None
+chunks = client.chat.completions.create(
+    model=MODEL, messages=MESSAGES, max_tokens=64, stream=True, tools=[WEATHER],
+    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+)
+for chunk in chunks:
+    for choice in chunk.choices:
+        for call in choice.delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
+            entry["id"] = call.id or entry["id"]
+            if call.function and call.function.name:
+                entry["name"] = call.function.name
+            if call.function and call.function.arguments:
+                entry["arguments"] += call.function.arguments
+        finish = choice.finish_reason or finish
+report["streamed_tool_call"] = {
+    "calls": [{"name": c["name"], "arguments": json.loads(c["arguments"] or "{}"), "has_id": bool(c["id"])}
+              for _, c in sorted(calls.items())],
+    "finish_reason": finish,
+}
+
 print(json.dumps(report))
