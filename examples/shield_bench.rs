@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use omi::shield::{Shield, ShieldConfig};
+use omi::shield::{Shield, ShieldConfig, StreamFormat};
 
 /// Counts heap allocations, to check that clean text costs none.
 #[global_allocator]
@@ -209,7 +209,7 @@ fn main() {
     let mut best = f64::MAX;
     let (mut fed, mut max_lag, mut lag_sum) = (0usize, 0usize, 0usize);
     for _ in 0..3 {
-        let mut st = sh.sse_stream();
+        let mut st = sh.sse_stream(StreamFormat::Chat);
         let mut sent = 0;
         (fed, max_lag, lag_sum) = (0, 0, 0);
         let t0 = Instant::now();

@@ -14,8 +14,8 @@ use crate::events::UPSTREAM_UNREACHABLE;
 use crate::firewall::{BodyFailure, Origin};
 use crate::providers::KeyRefusal;
 use crate::providers::openai;
-use crate::shield::RemovalKind;
 use crate::shield::guard::{Guard, RemovalReport};
+use crate::shield::{RemovalKind, StreamFormat};
 use crate::web::error::ApiError;
 use crate::web::request_id::RequestId;
 use crate::web::response_body::{ResponseBodyError, read_bounded};
@@ -294,7 +294,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             StreamLimits::with_idle(idle),
             app.stream_drains.clone(),
         );
-        let body = match app.guard.answer_stream() {
+        let body = match app.guard.answer_stream(StreamFormat::Chat) {
             Some(shield) => {
                 Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, &prepared, "streamed answer")))
             }

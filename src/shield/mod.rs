@@ -58,7 +58,7 @@ use std::sync::Arc;
 use fold::FoldedView;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use sse::SseShield;
+pub use sse::{SseShield, StreamFormat};
 
 /// Marker used when the configuration does not name one.
 const DEFAULT_MARKER: &str = "[REDACTED]";
@@ -191,9 +191,9 @@ impl Shield {
         json::sanitize_body(self, body)
     }
 
-    /// Per-response streaming state for an OpenAI SSE stream.
-    pub fn sse_stream(self: &Arc<Self>) -> SseShield {
-        SseShield::new(Arc::clone(self))
+    /// Per-response streaming state for an SSE stream in `format`.
+    pub fn sse_stream(self: &Arc<Self>, format: StreamFormat) -> SseShield {
+        SseShield::new(Arc::clone(self), format)
     }
 
     /// Worst-case number of bytes of trailing answer text the stream holds
