@@ -38,8 +38,11 @@
 //! * IPv4 addresses are dotted quads only (no `10.1`, hex or integer forms);
 //! * an SSE event that is not JSON is sanitized as plain text on its own, so a
 //!   leak split across several such events is not seen;
-//! * in a stream, a string of a chunk outside `choices[].delta` (a vendor field)
-//!   is sanitized on its own: only `delta` strings continue across chunks;
+//! * in a stream, only the streamed text of its format continues across events
+//!   (chat `choices[].delta`, a Responses `*.delta` event's `delta`, a Messages
+//!   content block's `text`/`thinking`/`partial_json`); every other string of an
+//!   event (a vendor field, a Responses `.done` event's whole text) is sanitized
+//!   on its own;
 //! * look-alikes are the Cyrillic and Greek letters of `crate::lookalike`, not
 //!   the whole Unicode confusables list; a spaced-out spelling is looked for for
 //!   the canary only (8 to 64 letters and digits), not for secrets.
