@@ -2,8 +2,8 @@
 //!
 //! Measures `Shield::sanitize` throughput on clean text, the per-body cost of
 //! a non-streamed chat completion (bench/sentinel.lua's answer), the
-//! per-event cost of `SseShield`, and the hold-back for a ~1,500-word system
-//! prompt.
+//! per-event cost of `SseShield` in each stream format, and the hold-back for
+//! a ~1,500-word system prompt.
 //!
 //! `-- --body-iters 1000` only sanitizes the chat completion body that many
 //! times in `sanitize_bodies`, for an instruction count a loaded machine
@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use omi::shield::{Shield, ShieldConfig};
+use omi::shield::{Shield, ShieldConfig, StreamFormat};
 
 /// Counts heap allocations, to check that clean text costs none.
 #[global_allocator]
@@ -191,50 +191,69 @@ fn main() {
         );
     }
 
-    // A streamed answer: token-sized deltas, one SSE event per push.
+    // A streamed answer: token-sized deltas, one SSE event per push, in each stream format.
     let answer: String = text.chars().take(400_000).collect();
-    let mut events = Vec::new();
+    let mut tokens = Vec::new();
     let mut cur = String::new();
     let mut want = 1 + rng.below(6);
     for c in answer.chars() {
         cur.push(c);
         if cur.chars().count() >= want {
-            events.push(format!(
-                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}},\"finish_reason\":null}}]}}\n\n",
-                serde_json::Value::from(std::mem::take(&mut cur))
-            ));
+            tokens.push(serde_json::Value::from(std::mem::take(&mut cur)));
             want = 1 + rng.below(6);
         }
     }
-    let mut best = f64::MAX;
-    let (mut fed, mut max_lag, mut lag_sum) = (0usize, 0usize, 0usize);
-    for _ in 0..3 {
-        let mut st = sh.sse_stream();
-        let mut sent = 0;
-        (fed, max_lag, lag_sum) = (0, 0, 0);
-        let t0 = Instant::now();
-        for e in &events {
-            fed += e.len();
-            sent += st.push(e.as_bytes()).0.len();
-            let lag = fed - sent;
-            max_lag = max_lag.max(lag);
-            lag_sum += lag;
+    // One SSE event carrying a JSON string token.
+    type Event = fn(&serde_json::Value) -> String;
+    let formats: [(StreamFormat, Event); 3] = [
+        (StreamFormat::Chat, |t| {
+            format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{t}}},\"finish_reason\":null}}]}}\n\n"
+            )
+        }),
+        (StreamFormat::Responses, |t| {
+            format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":{t},\"logprobs\":[],\"sequence_number\":5}}\n\n"
+            )
+        }),
+        (StreamFormat::Messages, |t| {
+            format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{t}}}}}\n\n"
+            )
+        }),
+    ];
+    for (format, event) in formats {
+        let events: Vec<String> = tokens.iter().map(event).collect();
+        let mut best = f64::MAX;
+        let (mut fed, mut max_lag, mut lag_sum) = (0usize, 0usize, 0usize);
+        for _ in 0..3 {
+            let mut st = sh.sse_stream(format);
+            let mut sent = 0;
+            (fed, max_lag, lag_sum) = (0, 0, 0);
+            let t0 = Instant::now();
+            for e in &events {
+                fed += e.len();
+                sent += st.push(e.as_bytes()).0.len();
+                let lag = fed - sent;
+                max_lag = max_lag.max(lag);
+                lag_sum += lag;
+            }
+            sent += st.finish().0.len();
+            best = best.min(t0.elapsed().as_secs_f64());
+            assert_eq!(fed, sent, "clean stream must pass unchanged");
         }
-        sent += st.finish().0.len();
-        best = best.min(t0.elapsed().as_secs_f64());
-        assert_eq!(fed, sent, "clean stream must pass unchanged");
+        let ev_len = fed / events.len();
+        println!(
+            "SseShield ({format:?}): {:.2} us/event over {} events ({:.0} MB/s of SSE bytes), best of 3",
+            best * 1e6 / events.len() as f64,
+            events.len(),
+            fed as f64 / 1e6 / best
+        );
+        println!(
+            "  observed hold-back on clean text: mean {:.1} events, max {:.1} events (event ~{ev_len} B)",
+            lag_sum as f64 / events.len() as f64 / ev_len as f64,
+            max_lag as f64 / ev_len as f64
+        );
     }
-    let ev_len = fed / events.len();
-    println!(
-        "SseShield: {:.2} us/event over {} events ({:.0} MB/s of SSE bytes), best of 3",
-        best * 1e6 / events.len() as f64,
-        events.len(),
-        fed as f64 / 1e6 / best
-    );
-    println!(
-        "observed hold-back on clean text: mean {:.1} events, max {:.1} events (event ~{ev_len} B)",
-        lag_sum as f64 / events.len() as f64 / ev_len as f64,
-        max_lag as f64 / ev_len as f64
-    );
     println!("holdback() bound for a {words}-word system prompt: {} bytes of answer text", sh.holdback());
 }

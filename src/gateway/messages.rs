@@ -4,6 +4,7 @@
 
 use super::pipeline::{Endpoint, require};
 use crate::providers::Api;
+use crate::shield::StreamFormat;
 use crate::web::error::ApiError;
 use serde_json::{Map, Value};
 
@@ -11,6 +12,7 @@ pub struct Messages;
 
 impl Endpoint for Messages {
     const API: Api = Api::Messages;
+    const STREAM_FORMAT: StreamFormat = StreamFormat::Messages;
     const CUSTOMER_TEXT: &'static [&'static str] = &["system", "messages", "tools"];
     const X_API_KEY: bool = true;
     /// The betas a client opts into (Claude Code sends several); the version is the kind's own.

@@ -19,8 +19,8 @@ use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
 use crate::providers::anthropic::TranslateError;
 use crate::providers::{Api, KeyRefusal, Outgoing, SystemPrompt, Wire, openai};
-use crate::shield::RemovalKind;
 use crate::shield::guard::{Guard, RemovalReport};
+use crate::shield::{RemovalKind, StreamFormat};
 use crate::web::error::ApiError;
 use crate::web::request_id::RequestId;
 use crate::web::response_body::{ResponseBodyError, read_bounded};
@@ -54,6 +54,8 @@ pub trait Endpoint: Send + Sync + 'static {
     /// Its answers carry text the shield cleans (embeddings carry vectors, which it must not
     /// touch).
     const SHIELDED: bool = true;
+    /// Where its streamed events carry text, for the shield.
+    const STREAM_FORMAT: StreamFormat = StreamFormat::Chat;
     /// The customer key may come as `x-api-key` (Anthropic's SDKs send it so).
     const X_API_KEY: bool = false;
     /// Request headers passed upstream as the client sent them (never credentials).
@@ -91,7 +93,8 @@ struct Prepared {
     request_id: Arc<str>,
     customer_id: Uuid,
     api: Api,
-    shielded: bool,
+    /// `None`: answers are not shielded.
+    shield_format: Option<StreamFormat>,
     wire: &'static dyn Wire,
     upstream_url: reqwest::Url,
     upstream_key: SecretString,
@@ -215,7 +218,7 @@ async fn prepare<E: Endpoint>(
         request_id,
         customer_id: key.customer_id,
         api: E::API,
-        shielded: E::SHIELDED,
+        shield_format: E::SHIELDED.then_some(E::STREAM_FORMAT),
         wire,
         upstream_url,
         upstream_key,
@@ -304,7 +307,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             StreamLimits::with_idle(idle),
             app.stream_drains.clone(),
         );
-        let shield = if prepared.shielded { app.guard.answer_stream() } else { None };
+        let shield = prepared.shield_format.and_then(|format| app.guard.answer_stream(format));
         let body = match shield {
             Some(shield) => {
                 Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, &prepared, "streamed answer")))
@@ -353,7 +356,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         ),
     }
     let body = answer.body;
-    let cleaned = if prepared.shielded { app.guard.sanitize_answer(&body) } else { None };
+    let cleaned = if prepared.shield_format.is_some() { app.guard.sanitize_answer(&body) } else { None };
     let body = match cleaned {
         Some((clean, removed)) => {
             removal_report(app, &prepared, "answer").add(&removed);

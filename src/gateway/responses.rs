@@ -4,6 +4,7 @@
 
 use super::pipeline::{Endpoint, require};
 use crate::providers::Api;
+use crate::shield::StreamFormat;
 use crate::web::error::ApiError;
 use serde_json::{Map, Value};
 
@@ -11,6 +12,7 @@ pub struct Responses;
 
 impl Endpoint for Responses {
     const API: Api = Api::Responses;
+    const STREAM_FORMAT: StreamFormat = StreamFormat::Responses;
     const CUSTOMER_TEXT: &'static [&'static str] = &["input", "instructions", "tools", "text"];
 
     fn validate(request: &Map<String, Value>) -> Result<(), ApiError> {

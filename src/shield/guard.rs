@@ -4,7 +4,7 @@
 //! Each removal is counted (`omi_shield_removals_total{kind}`) and published as a finding
 //! when its response is done; the Sentinel stores it off the request path.
 
-use super::{RemovalKind, Shield, ShieldConfig, SseShield};
+use super::{RemovalKind, Shield, ShieldConfig, SseShield, StreamFormat};
 use crate::config::{Config, ConfigError};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use chrono::Utc;
@@ -87,9 +87,9 @@ impl Guard {
         self.system_prompt.as_ref().map(|(text, message)| (&**text, &**message))
     }
 
-    /// Streaming state for one answer; none when answers are not scanned.
-    pub fn answer_stream(&self) -> Option<SseShield> {
-        self.scan_answers.then(|| self.shield.sse_stream())
+    /// Streaming state for one answer streamed in `format`; none when answers are not scanned.
+    pub fn answer_stream(&self, format: StreamFormat) -> Option<SseShield> {
+        self.scan_answers.then(|| self.shield.sse_stream(format))
     }
 
     /// A whole JSON answer with leaks removed; none when it is clean (or not scanned).

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{RemovalKind, Shield};
+use super::{RemovalKind, Shield, StreamFormat};
 
 /// Deeper documents are treated as not-JSON (plain-text fallback) instead of
 /// risking the stack.
@@ -303,9 +303,9 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Values under these keys are protocol fields (identifiers, enums, padding), not
-/// model output: editing them could break clients and they cannot carry a leak.
-/// Every other string value is text and is shielded.
+/// Values under these keys are protocol fields (identifiers, enums, padding,
+/// signatures), not model output: editing them could break clients and they
+/// cannot carry a leak. Every other string value is text and is shielded.
 const STRUCTURAL_KEYS: &[&str] = &[
     "id",
     "object",
@@ -320,42 +320,77 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "param",
     "index",
     "obfuscation",
+    // Responses API
+    "item_id",
+    "call_id",
+    "previous_response_id",
+    "status",
+    "encrypted_content",
+    // Messages API
+    "tool_use_id",
+    "stop_reason",
+    "stop_sequence",
+    "signature",
 ];
 
+/// The key of an object the model writes itself (a Messages tool call's `input`): every
+/// string under it is text, whatever its key is called.
+const MODEL_WRITTEN: &str = "input";
+
+/// Whether the value at `path` is a protocol field: its nearest key is a structural one
+/// and it is not inside a model-written object.
+fn is_structural(path: &[Seg]) -> bool {
+    path.iter().rev().find(|s| matches!(s, Seg::Key(_))).is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)))
+        && !path.iter().any(|s| s.is(MODEL_WRITTEN))
+}
+
+/// Whether a value is text to shield: a string that is neither a protocol field nor a
+/// logprobs token (those are emptied with the text they spell, see [`emptied`]).
+fn is_text(path: &[Seg], kind: Kind) -> bool {
+    kind == Kind::Str && !path.iter().any(|s| s.is("logprobs")) && !is_structural(path)
+}
+
+/// What replaces a `logprobs` value whose text was edited: its tokens would spell the
+/// removed text out. A list (Responses API) becomes empty, an object (chat) `null`.
+pub(super) fn emptied(logprobs: &[u8]) -> &'static [u8] {
+    if logprobs.first() == Some(&b'[') { b"[]" } else { b"null" }
+}
+
+/// Whether the encoded path `inner` lies inside the value at the encoded path `outer`.
+fn is_inside(inner: &[u8], outer: &[u8]) -> bool {
+    // Every segment starts with a 0 or 1 marker and key bytes are never control bytes,
+    // so a byte prefix ends on a segment boundary exactly when a marker (or the end) follows.
+    inner.starts_with(outer) && inner.get(outer.len()).is_none_or(|&b| b <= 1)
+}
+
 /// Whole-body sanitizer: every string value except protocol fields is
-/// sanitized as one text (so `choices[].message.content`, tool-call
-/// `arguments`, `refusal`, `error.message` and unknown vendor fields are all
-/// covered). Per-token `logprobs` of a choice are replaced by `null` when
-/// anything in that choice was removed, since they spell the answer out
-/// token by token.
+/// sanitized as one text (so chat `choices[].message.content`, tool-call
+/// `arguments`, `refusal`, Responses `output[].content[].text`, Messages
+/// `content[].text` and tool `input`, `error.message` and unknown vendor
+/// fields are all covered). A `logprobs` value is emptied when anything in
+/// the object holding it (a choice, an output text part) was removed, since
+/// its tokens spell the answer out.
 pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<RemovalKind>)> {
     let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
     let mut kinds = Vec::new();
-    let mut affected: Vec<usize> = Vec::new();
-    let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
+    // Encoded paths of the edited strings; (encoded path of its holder, span) of each logprobs.
+    let mut edited: Vec<Vec<u8>> = Vec::new();
+    let mut logprobs: Vec<(Vec<u8>, Range<usize>)> = Vec::new();
     let parsed = walk(body, &mut |path, span, kind| {
-        if let [c, Seg::Index(k), l] = path
-            && c.is("choices")
+        if let [holder @ .., l] = path
             && l.is("logprobs")
-            && kind != Kind::Lit
+            && matches!(kind, Kind::Obj | Kind::Arr)
         {
-            logprobs.push((*k, span));
+            logprobs.push((encode_path(holder), span));
             return;
         }
-        if kind != Kind::Str || path.iter().any(|s| s.is("logprobs")) {
-            return;
-        }
-        if is_structural(path) {
+        if !is_text(path, kind) {
             return;
         }
         if let Some((clean, k)) = sh.sanitize(&decode_str(&body[span.clone()])) {
             edits.push((span, encode_str(&clean)));
             kinds.extend(k);
-            if let [c, Seg::Index(i), ..] = path
-                && c.is("choices")
-            {
-                affected.push(*i);
-            }
+            edited.push(encode_path(path));
         }
     });
     if parsed.is_none() {
@@ -366,47 +401,65 @@ pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<Re
     if edits.is_empty() {
         return None;
     }
-    for (k, span) in logprobs {
-        if affected.contains(&k) {
-            edits.push((span, b"null".to_vec()));
+    for (holder, span) in logprobs {
+        if edited.iter().any(|path| is_inside(path, &holder)) {
+            let empty = emptied(&body[span.clone()]);
+            edits.push((span, empty.to_vec()));
         }
     }
     Some((splice(body, &mut edits), kinds))
 }
 
-/// One streamed string of a chunk: a piece of one of its choice's texts.
+/// One streamed string of an event: a piece of one of the answer's texts.
 #[derive(Debug)]
 pub(super) struct Text {
-    /// The choice's `index`.
-    pub(super) choice: u64,
-    /// Which text of the choice it continues: its path inside the choice, an array element
-    /// named by its own `index` member when it has one (tool calls), else by its position.
+    /// The part of the answer it belongs to: a chat choice's `index`, a Responses output
+    /// item's `output_index`, a Messages content block's `index`.
+    pub(super) group: u64,
+    /// Which text of the group it continues. Chat: its path inside the choice, an array
+    /// element named by its own `index` member when it has one (tool calls), else by its
+    /// position. Responses: the event type without `.delta`, and its content or summary
+    /// index. Messages: its key in the `delta` (`text`, `thinking`, `partial_json`).
     pub(super) field: Vec<u8>,
     /// Span of the string literal.
     pub(super) span: Range<usize>,
 }
 
-/// The strings of one `chat.completion.chunk`.
+/// Texts an event says are complete.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Finish {
+    All,
+    /// Every text of one group (a choice that has its `finish_reason`, a content block
+    /// stopped, an output item done).
+    Group(u64),
+    /// One text of a group (a Responses `*.done` event).
+    Channel(u64, Vec<u8>),
+}
+
+impl Finish {
+    pub(super) fn covers(&self, group: u64, field: &[u8]) -> bool {
+        match self {
+            Finish::All => true,
+            Finish::Group(g) => *g == group,
+            Finish::Channel(g, f) => *g == group && f == field,
+        }
+    }
+}
+
+/// The strings of one stream event.
 #[derive(Debug, Default)]
 pub(super) struct Delta {
-    /// Streamed text: every string under a choice's `delta` (or a completion's `text`) but
-    /// protocol fields; each continues the same field of earlier chunks.
+    /// Streamed text, each continuing the same text of earlier events.
     pub(super) texts: Vec<Text>,
     /// Every other string but protocol fields (an error, a vendor's citations): complete in
-    /// this chunk, so sanitized on its own. Spans of string literals.
+    /// this event, so sanitized on its own. Spans of string literals.
     pub(super) standalone: Vec<Range<usize>>,
-    /// choices whose `finish_reason` is set in this chunk
-    pub(super) finished: Vec<u64>,
-    /// (choice index, span of its `logprobs` value)
+    pub(super) finished: Vec<Finish>,
+    /// (group, span of a `logprobs` value spelling out its texts in this event)
     pub(super) logprobs: Vec<(u64, Range<usize>)>,
 }
 
-/// Whether the value at `path` is a protocol field: its nearest key is a structural one.
-fn is_structural(path: &[Seg]) -> bool {
-    path.iter().rev().find(|s| matches!(s, Seg::Key(_))).is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)))
-}
-
-/// A path inside a choice as bytes, for comparing: `0` and the key (whose raw bytes are never
+/// A path as bytes, for comparing: per segment `0` and the key (whose raw bytes are never
 /// control characters), or `1` and the array position's eight bytes.
 fn encode_path(path: &[Seg]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
@@ -448,8 +501,18 @@ fn name_elements(path: &[u8], named: &[(&[u8], u64)]) -> Vec<u8> {
     out
 }
 
-/// Extracts the strings of a chunk; `None` if not JSON.
-pub(super) fn delta(data: &[u8]) -> Option<Delta> {
+/// Extracts the strings of one event of a stream in `format`; `None` if not JSON.
+pub(super) fn delta(data: &[u8], format: StreamFormat) -> Option<Delta> {
+    match format {
+        StreamFormat::Chat => chat_delta(data),
+        StreamFormat::Responses => responses_delta(data),
+        StreamFormat::Messages => messages_delta(data),
+    }
+}
+
+/// A `chat.completion.chunk` (or a legacy completion's): every string under a choice's
+/// `delta`, or its `text`, is streamed text; a `finish_reason` finishes the choice.
+fn chat_delta(data: &[u8]) -> Option<Delta> {
     // Collected by array position first: `index` may come after the text.
     let mut texts: Vec<(usize, Vec<u8>, Range<usize>)> = Vec::new();
     let mut standalone = Vec::new();
@@ -488,7 +551,7 @@ pub(super) fn delta(data: &[u8]) -> Option<Delta> {
                 _ => {}
             }
         }
-        if kind != Kind::Str || path.iter().any(|s| s.is("logprobs")) || is_structural(path) {
+        if !is_text(path, kind) {
             return;
         }
         match in_choice {
@@ -507,10 +570,114 @@ pub(super) fn delta(data: &[u8]) -> Option<Delta> {
     Some(Delta {
         texts: texts
             .into_iter()
-            .map(|(k, path, span)| Text { choice: choice(k), field: field(k, path), span })
+            .map(|(k, path, span)| Text { group: choice(k), field: field(k, path), span })
             .collect(),
         standalone,
-        finished: finished.into_iter().map(choice).collect(),
+        finished: finished.into_iter().map(|k| Finish::Group(choice(k))).collect(),
         logprobs: logprobs.into_iter().map(|(k, s)| (choice(k), s)).collect(),
     })
+}
+
+/// The raw bytes inside a string literal's quotes (an escaped spelling matches nothing).
+fn literal_inner(data: &[u8], literal: Option<Range<usize>>) -> &[u8] {
+    literal.and_then(|s| data.get(s.start + 1..s.end.saturating_sub(1))).unwrap_or_default()
+}
+
+/// A Responses API event: the top-level `delta` string of a `*.delta` event is streamed
+/// text, of the channel named by the event type and its `content_index`/`summary_index`, in
+/// the group of its `output_index`. The `*.done` event with the same type and indexes
+/// finishes that channel, `response.output_item.done` the output item's, and
+/// `response.completed`/`failed`/`incomplete` all of them.
+fn responses_delta(data: &[u8]) -> Option<Delta> {
+    const INDEXES: [&str; 3] = ["output_index", "content_index", "summary_index"];
+    let mut event_type = None;
+    let mut delta = None;
+    let mut indexes: [Option<u64>; 3] = [None; 3];
+    let mut logprobs = None;
+    let mut standalone = Vec::new();
+    walk(data, &mut |path, span, kind| match (path, kind) {
+        ([k], Kind::Str) if k.is("type") => event_type = Some(span),
+        ([k], Kind::Str) if k.is("delta") => delta = Some(span),
+        ([k], Kind::Num) => {
+            if let Some(slot) = INDEXES.iter().position(|name| k.is(name)).and_then(|i| indexes.get_mut(i)) {
+                *slot = parse_u64(&data[span]);
+            }
+        }
+        ([k], Kind::Obj | Kind::Arr) if k.is("logprobs") => logprobs = Some(span),
+        _ if is_text(path, kind) => standalone.push(span),
+        _ => {}
+    })?;
+    let name = literal_inner(data, event_type);
+    let [output, sub @ ..] = indexes;
+    let group = output.unwrap_or(0);
+    let channel = |stem: &[u8]| {
+        let mut field = stem.to_vec();
+        for (marker, n) in (0u8..).zip(sub) {
+            if let Some(n) = n {
+                field.push(marker);
+                field.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        field
+    };
+    let mut texts = Vec::new();
+    if let Some(span) = delta {
+        match name.strip_suffix(b".delta") {
+            Some(stem) => texts.push(Text { group, field: channel(stem), span }),
+            None => standalone.push(span),
+        }
+    }
+    let finished = match name {
+        b"response.completed" | b"response.failed" | b"response.incomplete" => Some(Finish::All),
+        b"response.output_item.done" => Some(Finish::Group(group)),
+        _ => name.strip_suffix(b".done").map(|stem| Finish::Channel(group, channel(stem))),
+    };
+    Some(Delta {
+        texts,
+        standalone,
+        finished: finished.into_iter().collect(),
+        logprobs: logprobs.map(|span| (group, span)).into_iter().collect(),
+    })
+}
+
+/// A Messages API event: a string right under a `content_block_delta`'s `delta` (or a
+/// `content_block_start`'s `content_block`) is streamed text, of the channel named by its
+/// key (`text`, `thinking`, `partial_json`) in the group of the block's `index`.
+/// `content_block_stop` finishes the block's channels, `message_stop` all of them.
+fn messages_delta(data: &[u8]) -> Option<Delta> {
+    let mut event_type = None;
+    let mut index = None;
+    // (under `delta` rather than `content_block`, encoded key, span)
+    let mut candidates: Vec<(bool, Vec<u8>, Range<usize>)> = Vec::new();
+    let mut standalone = Vec::new();
+    walk(data, &mut |path, span, kind| match (path, kind) {
+        ([k], Kind::Str) if k.is("type") => event_type = Some(span),
+        ([k], Kind::Num) if k.is("index") => index = parse_u64(&data[span]),
+        ([block, key], Kind::Str) if (block.is("delta") || block.is("content_block")) && is_text(path, kind) => {
+            candidates.push((block.is("delta"), encode_path(std::slice::from_ref(key)), span));
+        }
+        _ if is_text(path, kind) => standalone.push(span),
+        _ => {}
+    })?;
+    let name = literal_inner(data, event_type);
+    let group = index.unwrap_or(0);
+    let streamed_under_delta = match name {
+        b"content_block_delta" => Some(true),
+        b"content_block_start" => Some(false),
+        _ => None,
+    };
+    let mut texts = Vec::new();
+    for (under_delta, field, span) in candidates {
+        if streamed_under_delta == Some(under_delta) {
+            texts.push(Text { group, field, span });
+        } else {
+            standalone.push(span);
+        }
+    }
+    let finished = match name {
+        b"content_block_stop" => Some(Finish::Group(group)),
+        b"message_stop" => Some(Finish::All),
+        _ => None,
+    };
+    Some(Delta { texts, standalone, finished: finished.into_iter().collect(), logprobs: Vec::new() })
 }

@@ -38,8 +38,11 @@
 //! * IPv4 addresses are dotted quads only (no `10.1`, hex or integer forms);
 //! * an SSE event that is not JSON is sanitized as plain text on its own, so a
 //!   leak split across several such events is not seen;
-//! * in a stream, a string of a chunk outside `choices[].delta` (a vendor field)
-//!   is sanitized on its own: only `delta` strings continue across chunks;
+//! * in a stream, only the streamed text of its format continues across events
+//!   (chat `choices[].delta`, a Responses `*.delta` event's `delta`, a Messages
+//!   content block's `text`/`thinking`/`partial_json`); every other string of an
+//!   event (a vendor field, a Responses `.done` event's whole text) is sanitized
+//!   on its own;
 //! * look-alikes are the Cyrillic and Greek letters of `crate::lookalike`, not
 //!   the whole Unicode confusables list; a spaced-out spelling is looked for for
 //!   the canary only (8 to 64 letters and digits), not for secrets.
@@ -58,7 +61,7 @@ use std::sync::Arc;
 use fold::FoldedView;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use sse::SseShield;
+pub use sse::{SseShield, StreamFormat};
 
 /// Marker used when the configuration does not name one.
 const DEFAULT_MARKER: &str = "[REDACTED]";
@@ -191,9 +194,9 @@ impl Shield {
         json::sanitize_body(self, body)
     }
 
-    /// Per-response streaming state for an OpenAI SSE stream.
-    pub fn sse_stream(self: &Arc<Self>) -> SseShield {
-        SseShield::new(Arc::clone(self))
+    /// Per-response streaming state for an SSE stream in `format`.
+    pub fn sse_stream(self: &Arc<Self>, format: StreamFormat) -> SseShield {
+        SseShield::new(Arc::clone(self), format)
     }
 
     /// Worst-case number of bytes of trailing answer text the stream holds

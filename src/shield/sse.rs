@@ -1,9 +1,12 @@
-//! Streaming shield for OpenAI server-sent events.
+//! Streaming shield for server-sent events of the chat completions, Responses
+//! and Messages APIs ([`StreamFormat`]).
 //!
 //! Raw bytes are cut into complete SSE events (chunk boundaries are
-//! arbitrary). Every string under a choice's `delta` but protocol fields
-//! (`content`, `refusal`, reasoning, tool-call arguments, `audio.transcript`,
-//! vendor fields) is appended to that field's *channel*, which
+//! arbitrary). Every streamed string (chat: every string under a choice's
+//! `delta` but protocol fields: `content`, `refusal`, reasoning, tool-call
+//! arguments, `audio.transcript`, vendor fields; Responses: the `delta` of a
+//! `*.delta` event; Messages: the `text`, `thinking` or `partial_json` of a
+//! content block delta) is appended to its text's *channel*, which
 //! runs the same detectors as [`Shield::sanitize`] over a small window of
 //! not-yet-released text and commits everything that can no longer become
 //! part of a match. Events are queued in arrival order and released once all
@@ -12,8 +15,9 @@
 //! spliced in: the marker goes into the event where the removal starts and
 //! later events of the same removal carry the text that remains (often "").
 //! Events without streamed text (role, finish, usage, `[DONE]`, comments,
-//! errors) keep their place in the queue and are sanitized on their own, as
-//! are the strings of a text event outside `delta`.
+//! errors, a Responses `*.done` event with the whole text, the final response
+//! object) keep their place in the queue and are sanitized on their own, as
+//! are the other strings of a text event.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -23,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::detect::Class;
 use super::fold::FoldedView;
-use super::json;
+use super::json::{self, Finish};
 use super::prompt::PromptState;
 use super::{Redactions, RemovalKind, Shield, render};
 
@@ -35,9 +39,21 @@ const MAX_EVENT_BYTES: usize = 4 << 20;
 /// text are held.
 const MAX_QUEUE_BYTES: usize = 1 << 20;
 
+/// The wire format of a streamed answer: where its events carry text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `chat.completion.chunk` events (and legacy completions' chunks).
+    Chat,
+    /// OpenAI Responses API events (`response.output_text.delta`, ...).
+    Responses,
+    /// Anthropic Messages API events (`content_block_delta`, ...).
+    Messages,
+}
+
 /// Per-response streaming state. Not shared between responses.
 pub struct SseShield {
     shield: Arc<Shield>,
+    format: StreamFormat,
     input: BytesMut,
     /// Where the search for the next line end resumes inside `input`.
     line_start: usize,
@@ -72,7 +88,7 @@ struct TextEvent {
 /// One string of streamed text inside an event.
 struct Part {
     channel: usize,
-    choice: u64,
+    group: u64,
     /// Span of the string literal inside `data`.
     literal: Range<usize>,
     /// Offset of `text` inside its channel.
@@ -81,7 +97,7 @@ struct Part {
 }
 
 struct Channel {
-    choice: u64,
+    group: u64,
     field: Vec<u8>,
     scan: TextScan,
     reds: Redactions,
@@ -117,7 +133,7 @@ impl TextScan {
         self.settle(sh, false, reds);
     }
 
-    /// The field is complete (finish_reason, `[DONE]`, end of stream).
+    /// The text is complete (finish_reason, a `*.done` or block stop event, `[DONE]`, end of stream).
     fn finish(&mut self, sh: &Shield, reds: &mut Redactions) {
         if let Some(idx) = &sh.prompt {
             self.prompt.finish(idx, &mut |s, e, k| reds.add(s, e, k));
@@ -187,9 +203,10 @@ impl TextScan {
 }
 
 impl SseShield {
-    pub(super) fn new(shield: Arc<Shield>) -> SseShield {
+    pub(super) fn new(shield: Arc<Shield>, format: StreamFormat) -> SseShield {
         SseShield {
             shield,
+            format,
             input: BytesMut::new(),
             line_start: 0,
             queue: VecDeque::new(),
@@ -214,7 +231,7 @@ impl SseShield {
             self.process(raw);
         }
         if self.queued > MAX_QUEUE_BYTES {
-            self.finish_channels(None);
+            self.finish_channels(&Finish::All);
         }
         self.release();
         self.take_output()
@@ -228,7 +245,7 @@ impl SseShield {
             let raw = self.input.split().freeze();
             self.process(raw);
         }
-        self.finish_channels(None);
+        self.finish_channels(&Finish::All);
         self.release();
         self.take_output()
     }
@@ -273,7 +290,7 @@ impl SseShield {
         let body = match sse_data(&raw) {
             None => HeldBody::Ready(self.shield.sanitize_lossy(&raw)),
             Some(d) if d.as_slice() == b"[DONE]" => {
-                self.finish_channels(None);
+                self.finish_channels(&Finish::All);
                 HeldBody::Ready(None)
             }
             Some(d) => self.process_json(d, &raw),
@@ -283,14 +300,14 @@ impl SseShield {
     }
 
     fn process_json(&mut self, data: Vec<u8>, raw: &[u8]) -> HeldBody {
-        let Some(delta) = json::delta(&data) else {
+        let Some(delta) = json::delta(&data, self.format) else {
             return HeldBody::Ready(self.shield.sanitize_lossy(raw));
         };
         if delta.texts.is_empty() {
-            for c in &delta.finished {
-                self.finish_channels(Some(*c));
+            for f in &delta.finished {
+                self.finish_channels(f);
             }
-            // Finish, usage and error chunks: sanitize their own strings.
+            // Finish, usage, error and `*.done` events: sanitize their own strings.
             let repl = json::sanitize_body(&self.shield, &data).map(|(d, k)| (rebuild_event(raw, &d), k));
             return HeldBody::Ready(repl);
         }
@@ -302,32 +319,32 @@ impl SseShield {
             }
         }
         let mut parts = Vec::with_capacity(delta.texts.len());
-        for json::Text { choice, field, span: literal } in delta.texts {
+        for json::Text { group, field, span: literal } in delta.texts {
             let text = json::decode_str(&data[literal.clone()]);
-            let channel = self.channel(choice, field);
+            let channel = self.channel(group, field);
             let ch = &mut self.channels[channel];
             let start = ch.scan.total;
             ch.scan.append(&self.shield, &text, &mut ch.reds);
-            parts.push(Part { channel, choice, literal, start, text: text.into_owned() });
+            parts.push(Part { channel, group, literal, start, text: text.into_owned() });
         }
-        for c in &delta.finished {
-            self.finish_channels(Some(*c));
+        for f in &delta.finished {
+            self.finish_channels(f);
         }
         HeldBody::Text(TextEvent { data, parts, edits, kinds, logprobs: delta.logprobs })
     }
 
-    fn channel(&mut self, choice: u64, field: Vec<u8>) -> usize {
-        if let Some(i) = self.channels.iter().position(|c| c.choice == choice && c.field == field) {
+    fn channel(&mut self, group: u64, field: Vec<u8>) -> usize {
+        if let Some(i) = self.channels.iter().position(|c| c.group == group && c.field == field) {
             return i;
         }
-        self.channels.push(Channel { choice, field, scan: TextScan::new(), reds: Redactions::default() });
+        self.channels.push(Channel { group, field, scan: TextScan::new(), reds: Redactions::default() });
         self.channels.len() - 1
     }
 
-    /// Completes the channels of one choice (or all): their text is final.
-    fn finish_channels(&mut self, choice: Option<u64>) {
+    /// Completes the channels `finish` covers: their text is final.
+    fn finish_channels(&mut self, finish: &Finish) {
         for ch in &mut self.channels {
-            if choice.is_none_or(|c| c == ch.choice) {
+            if finish.covers(ch.group, &ch.field) {
                 ch.scan.finish(&self.shield, &mut ch.reds);
             }
         }
@@ -369,7 +386,7 @@ impl SseShield {
                     if ch.reds.overlaps(p.start, end) {
                         let text = render(&p.text, p.start, &ch.reds, &self.shield.marker, &mut self.kinds);
                         edits.push((p.literal.clone(), json::encode_str(&text)));
-                        affected.push(p.choice);
+                        affected.push(p.group);
                     }
                     ch.reds.prune(end);
                 }
@@ -377,9 +394,10 @@ impl SseShield {
                     self.out.extend_from_slice(&h.raw);
                     return;
                 }
-                for (c, span) in ev.logprobs {
-                    if affected.contains(&c) {
-                        edits.push((span, b"null".to_vec()));
+                for (group, span) in ev.logprobs {
+                    if affected.contains(&group) {
+                        let empty = json::emptied(&ev.data[span.clone()]);
+                        edits.push((span, empty.to_vec()));
                     }
                 }
                 let data = json::splice(&ev.data, &mut edits);

@@ -475,7 +475,7 @@ fn tokenize(text: &str, rng: &mut Rng) -> Vec<String> {
 }
 
 fn run(sh: &Arc<Shield>, chunks: &[&[u8]]) -> (Vec<u8>, Vec<RemovalKind>) {
-    let mut st = sh.sse_stream();
+    let mut st = sh.sse_stream(StreamFormat::Chat);
     let mut out = Vec::new();
     let mut kinds = Vec::new();
     for c in chunks {
@@ -588,7 +588,7 @@ fn clean_stream_is_byte_identical_at_every_split() {
 #[test]
 fn clean_stream_first_tokens_are_not_held_long() {
     let sh = shield();
-    let mut st = sh.sse_stream();
+    let mut st = sh.sse_stream(StreamFormat::Chat);
     let (b, _) = st.push(ROLE.as_bytes());
     assert_eq!(&b[..], ROLE.as_bytes(), "role chunk passes at once");
     let mut sent = 0;
@@ -811,7 +811,7 @@ fn stream_error_events_crlf_and_cut_streams() {
 #[test]
 fn stream_memory_is_bounded_when_text_is_held() {
     let sh = shield();
-    let mut st = sh.sse_stream();
+    let mut st = sh.sse_stream(StreamFormat::Chat);
     let mut out = Vec::new();
     // "Never" may start a prompt leak, so it is held ...
     out.extend_from_slice(&st.push(event("Never").as_bytes()).0);
@@ -1238,4 +1238,380 @@ fn provider_key_shapes_are_removed() {
     );
     let (out, _) = sh.sanitize_json_body(body.as_bytes()).expect("changed");
     assert!(!String::from_utf8(out).expect("utf8").contains("gsk_8fK2"));
+}
+
+// ---------------------------------------------------------------- Responses and Messages streams
+
+/// The JSON data of every event of an SSE byte stream, asserting each is valid JSON.
+fn data_values(out: &[u8]) -> Vec<serde_json::Value> {
+    let s = std::str::from_utf8(out).expect("utf8 output");
+    s.split("\n\n")
+        .filter_map(|ev| ev.lines().find_map(|line| line.strip_prefix("data: ")))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("valid json event"))
+        .collect()
+}
+
+/// `v` without its text strings: what must reach the client unchanged however text is cut.
+fn protocol_only(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, v)| {
+                    !(v.is_string() && ["delta", "text", "thinking", "partial_json", "arguments"].contains(&k.as_str()))
+                })
+                .map(|(k, v)| (k.clone(), protocol_only(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(protocol_only).collect()),
+        other => other.clone(),
+    }
+}
+
+fn run_as(sh: &Arc<Shield>, format: StreamFormat, chunks: &[&[u8]]) -> (Vec<u8>, Vec<RemovalKind>) {
+    let mut st = sh.sse_stream(format);
+    let mut out = Vec::new();
+    let mut kinds = Vec::new();
+    for c in chunks {
+        let (b, k) = st.push(c);
+        out.extend_from_slice(&b);
+        kinds.extend(k);
+    }
+    let (b, k) = st.finish();
+    out.extend_from_slice(&b);
+    kinds.extend(k);
+    (out, kinds)
+}
+
+/// A Responses API stream: per (event type without `.delta`, field of its `.done` event,
+/// tokens) one output item, its deltas, its `.done` event with the whole text and the item's
+/// `output_item.done`; then `response.completed` with every whole text.
+fn responses_sse(items: &[(&str, &str, &[&str])]) -> Vec<u8> {
+    let mut s = String::new();
+    let mut seq = 0;
+    let mut push = |s: &mut String, ty: &str, body: String| {
+        s.push_str(&format!("event: {ty}\ndata: {{\"type\":\"{ty}\",{body}\"sequence_number\":{seq}}}\n\n"));
+        seq += 1;
+    };
+    push(
+        &mut s,
+        "response.created",
+        r#""response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-x","output":[]},"#.into(),
+    );
+    let mut outputs = Vec::new();
+    for (n, (stem, done_field, tokens)) in items.iter().enumerate() {
+        let whole = serde_json::Value::from(tokens.concat());
+        let sub = match *stem {
+            "response.reasoning_summary_text" => "\"summary_index\":0,",
+            "response.function_call_arguments" => "",
+            _ => "\"content_index\":0,",
+        };
+        let item = format!(r#""output_index":{n},"item":{{"id":"it_{n}","type":"message","status":"in_progress"}},"#);
+        push(&mut s, "response.output_item.added", item);
+        for t in *tokens {
+            let body =
+                format!(r#""item_id":"it_{n}","output_index":{n},{sub}"delta":{},"#, serde_json::Value::from(*t));
+            push(&mut s, &format!("{stem}.delta"), body);
+        }
+        let done = format!(r#""item_id":"it_{n}","output_index":{n},{sub}"{done_field}":{whole},"#);
+        push(&mut s, &format!("{stem}.done"), done);
+        let item = format!(
+            r#"{{"id":"it_{n}","type":"message","status":"completed","content":[{{"type":"output_text","text":{whole}}}]}}"#
+        );
+        push(&mut s, "response.output_item.done", format!(r#""output_index":{n},"item":{item},"#));
+        outputs.push(item);
+    }
+    let completed = format!(
+        r#""response":{{"id":"resp_1","object":"response","status":"completed","model":"gpt-x","output":[{}],"usage":{{"input_tokens":9,"output_tokens":12}}}},"#,
+        outputs.join(",")
+    );
+    push(&mut s, "response.completed", completed);
+    s.into_bytes()
+}
+
+/// Item `n` of a Responses stream: (its streamed text, its `.done` event's text, its text in
+/// `response.output_item.done`, its text in `response.completed`).
+fn responses_texts(out: &[u8], n: u64, done_field: &str) -> (String, String, String, String) {
+    let (mut streamed, mut done, mut item, mut completed) =
+        (String::new(), String::new(), String::new(), String::new());
+    for v in data_values(out) {
+        let ty = v["type"].as_str().unwrap_or_default();
+        let own = v["output_index"] == n;
+        let text = |v: &serde_json::Value| v["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        if own && ty.ends_with(".delta") {
+            streamed += v["delta"].as_str().unwrap_or_default();
+        } else if own && ty == "response.output_item.done" {
+            item = text(&v["item"]);
+        } else if own && ty.ends_with(".done") {
+            done = v[done_field].as_str().unwrap_or_default().to_owned();
+        } else if ty == "response.completed" {
+            completed = text(&v["response"]["output"][n as usize]);
+        }
+    }
+    (streamed, done, item, completed)
+}
+
+const SIGNATURE: &str = "EqQBCgIYAhIMomi-canary-3f9a71c2e4b8+sk-proj-Ab3dEf6hIj9kLmNoPqRsTuVw==";
+
+/// A Messages API stream: per content block (`thinking`, `text` or `tool_use`, tokens) its
+/// start (a text block's carries the first token), deltas (a thinking block's end with a
+/// `signature_delta`) and stop, between `message_start` and `message_stop`.
+fn messages_sse(blocks: &[(&str, &[&str])]) -> Vec<u8> {
+    let mut s = String::new();
+    let mut push = |ty: &str, body: &str| s.push_str(&format!("event: {ty}\ndata: {{\"type\":\"{ty}\"{body}}}\n\n"));
+    push(
+        "message_start",
+        r#","message":{"id":"msg_01","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}"#,
+    );
+    push("ping", "");
+    for (i, (kind, tokens)) in blocks.iter().enumerate() {
+        let (start, rest, delta_type, key) = match *kind {
+            "thinking" => (
+                r#"{"type":"thinking","thinking":"","signature":""}"#.to_owned(),
+                *tokens,
+                "thinking_delta",
+                "thinking",
+            ),
+            "text" => {
+                let first = serde_json::Value::from(tokens.first().copied().unwrap_or_default());
+                (
+                    format!(r#"{{"type":"text","text":{first}}}"#),
+                    tokens.get(1..).unwrap_or_default(),
+                    "text_delta",
+                    "text",
+                )
+            }
+            _ => (
+                r#"{"type":"tool_use","id":"toolu_1","name":"connect","input":{}}"#.to_owned(),
+                *tokens,
+                "input_json_delta",
+                "partial_json",
+            ),
+        };
+        push("content_block_start", &format!(r#","index":{i},"content_block":{start}"#));
+        for t in rest {
+            let t = serde_json::Value::from(*t);
+            push("content_block_delta", &format!(r#","index":{i},"delta":{{"type":"{delta_type}","{key}":{t}}}"#));
+        }
+        if *kind == "thinking" {
+            let body = format!(r#","index":{i},"delta":{{"type":"signature_delta","signature":"{SIGNATURE}"}}"#);
+            push("content_block_delta", &body);
+        }
+        push("content_block_stop", &format!(r#","index":{i}"#));
+    }
+    push("message_delta", r#","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}"#);
+    push("message_stop", "");
+    s.into_bytes()
+}
+
+/// Block `index` of a Messages stream: (its text, its signatures).
+fn messages_texts(out: &[u8], index: u64) -> (String, Vec<String>) {
+    let (mut text, mut signatures) = (String::new(), Vec::new());
+    for v in data_values(out).into_iter().filter(|v| v["index"] == index) {
+        for part in [&v["content_block"], &v["delta"]] {
+            for key in ["text", "thinking", "partial_json"] {
+                text += part[key].as_str().unwrap_or_default();
+            }
+            if let Some(sig) = part["signature"].as_str().filter(|s| !s.is_empty()) {
+                signatures.push(sig.to_owned());
+            }
+        }
+    }
+    (text, signatures)
+}
+
+/// A canary, a system-prompt run and a configured secret in one answer.
+const SPLIT_LEAK: &str = "Ok: NEVER mention the internal discount code ROCKET-42-SPRING, marker omi-canary-3f9a71c2e4b8 and lsq-Signing=Secret!42-value. Bye";
+
+/// A tool call's arguments naming an internal host and a configured secret.
+const TOOL_JSON: &str = r#"{"url":"postgres://db.internal.example:5432","secret":"lsq-Signing=Secret!42-value"}"#;
+
+fn tokens_of(text: &str, seed: u64) -> Vec<String> {
+    tokenize(text, &mut Rng(seed))
+}
+
+fn str_refs(tokens: &[String]) -> Vec<&str> {
+    tokens.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn responses_stream_leak_split_across_deltas_is_removed_at_every_split() {
+    let sh = with_secrets();
+    let expected = clean(&sh, SPLIT_LEAK);
+    assert_eq!(expected, format!("Ok: {M}, marker {M} and {M}. Bye"));
+    // Streamed deltas, the `.done` event's whole text, the finished item and the final response.
+    let all = (expected.clone(), expected.clone(), expected.clone(), expected.clone());
+    // Cut into two deltas at every character.
+    for (p, _) in SPLIT_LEAK.char_indices() {
+        let input = responses_sse(&[("response.output_text", "text", &[&SPLIT_LEAK[..p], &SPLIT_LEAK[p..]])]);
+        let (out, _) = run_as(&sh, StreamFormat::Responses, &[&input]);
+        assert_eq!(responses_texts(&out, 0, "text"), all, "split at {p}");
+    }
+    // One character per delta, whole and fed one byte at a time; and word-piece tokens cut
+    // in two at every byte of the stream.
+    let chars: Vec<String> = SPLIT_LEAK.chars().map(String::from).collect();
+    let input = responses_sse(&[("response.output_text", "text", &str_refs(&chars))]);
+    let (reference, mut kinds) = run_as(&sh, StreamFormat::Responses, &[&input]);
+    assert_eq!(responses_texts(&reference, 0, "text"), all);
+    kinds.sort_by_key(|k| *k as u8);
+    kinds.dedup();
+    assert_eq!(kinds, vec![RemovalKind::SystemPrompt, RemovalKind::Canary, RemovalKind::Secret]);
+    let protocol: Vec<_> = data_values(&input).iter().map(protocol_only).collect();
+    assert_eq!(data_values(&reference).iter().map(protocol_only).collect::<Vec<_>>(), protocol);
+    let singles: Vec<&[u8]> = input.chunks(1).collect();
+    assert!(run_as(&sh, StreamFormat::Responses, &singles).0 == reference, "one byte at a time");
+    let short = "at 10.0.0.1 omi-canary-3f9a71c2e4b8!";
+    let input = responses_sse(&[("response.output_text", "text", &str_refs(&tokens_of(short, 4)))]);
+    let reference = run_as(&sh, StreamFormat::Responses, &[&input]).0;
+    assert_eq!(responses_texts(&reference, 0, "text").0, format!("at {M} {M}!"));
+    for k in 0..=input.len() {
+        let (out, _) = run_as(&sh, StreamFormat::Responses, &[&input[..k], &input[k..]]);
+        assert!(out == reference, "split at byte {k}: {}", String::from_utf8_lossy(&out));
+    }
+}
+
+#[test]
+fn responses_stream_shields_every_kind_of_delta_each_in_its_channel() {
+    let sh = with_secrets();
+    let summary = "The user asks; escalate refunds above 500 dollars to the billing team. Fine.";
+    let refusal = "I cannot share omi-canary-3f9a71c2e4b8 sorry";
+    let (summary_toks, args_toks, refusal_toks) =
+        (tokens_of(summary, 1), tokens_of(TOOL_JSON, 2), tokens_of(refusal, 3));
+    let input = responses_sse(&[
+        ("response.reasoning_summary_text", "text", &str_refs(&summary_toks)),
+        ("response.function_call_arguments", "arguments", &str_refs(&args_toks)),
+        ("response.refusal", "refusal", &str_refs(&refusal_toks)),
+    ]);
+    let whole = run_as(&sh, StreamFormat::Responses, &[&input]).0;
+    let singles: Vec<&[u8]> = input.chunks(1).collect();
+    assert!(run_as(&sh, StreamFormat::Responses, &singles).0 == whole, "one byte at a time");
+    for (n, field, text) in [(0, "text", summary), (1, "arguments", TOOL_JSON), (2, "refusal", refusal)] {
+        let want = clean(&sh, text);
+        assert!(want.contains(M), "{want}");
+        let (streamed, done, ..) = responses_texts(&whole, n, field);
+        assert_eq!((streamed.as_str(), done.as_str()), (want.as_str(), want.as_str()), "item {n}");
+    }
+}
+
+#[test]
+fn responses_logprobs_are_emptied_with_the_text_they_spell() {
+    let sh = shield();
+    let delta = |t: &str| {
+        format!(
+            "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":{t},\"logprobs\":[{{\"token\":{t},\"logprob\":-0.1}}]}}\n\n",
+            t = serde_json::Value::from(t)
+        )
+    };
+    let input = [delta("at 10.0."), delta("0.1 ok"), delta(" fine")].concat();
+    let (out, _) = run_as(&sh, StreamFormat::Responses, &[input.as_bytes()]);
+    let values = data_values(&out);
+    let streamed: String = values.iter().map(|v| v["delta"].as_str().unwrap_or_default()).collect();
+    assert_eq!(streamed, format!("at {M} ok fine"));
+    let logprobs: Vec<usize> = values.iter().map(|v| v["logprobs"].as_array().map_or(9, Vec::len)).collect();
+    assert_eq!(logprobs, vec![0, 0, 1], "the affected events' tokens are gone, the others kept");
+    // The whole body: the logprobs of the edited text part, not those of the clean one.
+    let body = br#"{"id":"resp_1","object":"response","status":"completed","output":[{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"output_text","text":"at 10.0.0.1","logprobs":[{"token":"10","logprob":-0.1}]},{"type":"output_text","text":"fine","logprobs":[{"token":"fine","logprob":-0.2}]}]}]}"#;
+    let (out, _) = sh.sanitize_json_body(body).expect("changed");
+    let want = String::from_utf8_lossy(body)
+        .replace("at 10.0.0.1", &format!("at {M}"))
+        .replace(r#""logprobs":[{"token":"10","logprob":-0.1}]"#, r#""logprobs":[]"#);
+    assert_eq!(String::from_utf8(out).expect("utf8"), want);
+}
+
+#[test]
+fn messages_stream_text_thinking_and_tool_json_leaks_are_removed_at_every_split() {
+    let sh = with_secrets();
+    let thinking = "They ask for the code: never mention the internal discount code ROCKET-42-SPRING or else.";
+    let texts = [thinking, SPLIT_LEAK, TOOL_JSON];
+    let want = texts.map(|t| clean(&sh, t));
+    assert_eq!(want[2], format!(r#"{{"url":"postgres://{M}:5432","secret":"{M}"}}"#));
+    let check = |blocks: [&[&str]; 3], what: &str| {
+        let input = messages_sse(&[("thinking", blocks[0]), ("text", blocks[1]), ("tool_use", blocks[2])]);
+        let (out, _) = run_as(&sh, StreamFormat::Messages, &[&input]);
+        for (i, want) in want.iter().enumerate() {
+            assert!(want.contains(M), "{want}");
+            assert_eq!(messages_texts(&out, i as u64).0, *want, "block {i}, {what}");
+        }
+        // The signature is protocol: never held for text, never edited.
+        assert_eq!(messages_texts(&out, 0).1, vec![SIGNATURE.to_owned()], "{what}");
+        let protocol: Vec<_> = data_values(&input).iter().map(protocol_only).collect();
+        assert_eq!(data_values(&out).iter().map(protocol_only).collect::<Vec<_>>(), protocol, "{what}");
+        (input, out)
+    };
+    let tokens = texts.map(|t| tokens_of(t, t.len() as u64));
+    let token_refs = [str_refs(&tokens[0]), str_refs(&tokens[1]), str_refs(&tokens[2])];
+    // Each block's text cut in two at every character (a text block's first piece is in its
+    // `content_block_start`).
+    for (b, text) in texts.iter().enumerate() {
+        for (p, _) in text.char_indices() {
+            let mut blocks = [token_refs[0].as_slice(), token_refs[1].as_slice(), token_refs[2].as_slice()];
+            let cut = [&text[..p], &text[p..]];
+            blocks[b] = &cut;
+            check(blocks, &format!("block {b} cut at {p}"));
+        }
+    }
+    // One character per event, fed one byte at a time.
+    let chars = texts.map(|t| t.chars().map(String::from).collect::<Vec<_>>());
+    let (input, reference) = check([&str_refs(&chars[0]), &str_refs(&chars[1]), &str_refs(&chars[2])], "chars");
+    let singles: Vec<&[u8]> = input.chunks(1).collect();
+    assert!(run_as(&sh, StreamFormat::Messages, &singles).0 == reference, "one byte at a time");
+}
+
+#[test]
+fn clean_responses_and_messages_streams_pass_byte_for_byte_at_every_split() {
+    let sh = with_secrets();
+    let full = tokens_of(CLEAN_ANSWER, 7);
+    let short = tokens_of("Héllo! v1.2.3 is out; DNS 8.8.8.8 ✓ 東京 🚀, the sk prefix.", 7);
+    let args = [r#"{"city":"#, r#""Paris","#, r#""ip":"8.8.8.8"}"#];
+    let streams = |toks: &[String]| {
+        let refs = str_refs(toks);
+        [
+            (StreamFormat::Responses, responses_sse(&[("response.output_text", "text", &refs)])),
+            (StreamFormat::Responses, responses_sse(&[("response.function_call_arguments", "arguments", &args)])),
+            (StreamFormat::Messages, messages_sse(&[("thinking", &refs[..4]), ("text", &refs), ("tool_use", &args)])),
+        ]
+    };
+    // The whole answer in one push and one byte at a time; a short one cut in two at every byte.
+    for (format, input) in streams(&full) {
+        let (out, kinds) = run_as(&sh, format, &[&input]);
+        assert!(out == input && kinds.is_empty(), "{format:?}: changed the stream");
+        let singles: Vec<&[u8]> = input.chunks(1).collect();
+        assert!(run_as(&sh, format, &singles).0 == input, "{format:?}: one byte at a time");
+    }
+    for (format, input) in streams(&short) {
+        for k in 0..=input.len() {
+            let (out, kinds) = run_as(&sh, format, &[&input[..k], &input[k..]]);
+            assert!(out == input && kinds.is_empty(), "{format:?}: split at {k} changed the stream");
+        }
+    }
+}
+
+#[test]
+fn responses_and_messages_bodies_clean_text_and_keep_protocol_fields() {
+    let sh = with_secrets();
+    // Reasoning summary, output text, refusal and tool arguments are text; ids, statuses,
+    // `encrypted_content` and the rest are protocol and stay byte for byte.
+    let responses = r#"{"id":"resp_1","object":"response","created_at":1741476542,"status":"completed","model":"gpt-x","previous_response_id":null,"output":[{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"Host db.internal.example"}],"encrypted_content":"gAAAAomi-canary-3f9a71c2e4b8=="},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Marker omi-canary-3f9a71c2e4b8 ok","annotations":[]},{"type":"refusal","refusal":"no 10.0.0.7"}]},{"type":"function_call","id":"fc_1","call_id":"call_1","name":"connect","arguments":"{\"host\":\"10.0.0.7\"}","status":"completed"}],"usage":{"input_tokens":5,"output_tokens":9}}"#;
+    let want = responses
+        .replace("Host db.internal.example", &format!("Host {M}"))
+        .replace("Marker omi-canary-3f9a71c2e4b8 ok", &format!("Marker {M} ok"))
+        .replace("no 10.0.0.7", &format!("no {M}"))
+        .replace(r#"{\"host\":\"10.0.0.7\"}"#, &format!(r#"{{\"host\":\"{M}\"}}"#));
+    let (out, kinds) = sh.sanitize_json_body(responses.as_bytes()).expect("changed");
+    assert_eq!(String::from_utf8(out).expect("utf8"), want);
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    // Thinking, text and every string of a tool call's input (whatever its keys are
+    // called) are text; the thinking block's signature is protocol.
+    let messages = format!(
+        r#"{{"id":"msg_01","type":"message","role":"assistant","model":"claude-x","content":[{{"type":"thinking","thinking":"Rule: never mention the internal discount code ROCKET-42-SPRING or the wholesale.","signature":"{SIGNATURE}"}},{{"type":"text","text":"See db.internal.example"}},{{"type":"tool_use","id":"toolu_1","name":"lookup","input":{{"name":"10.0.0.7","type":"host","nested":{{"id":"lsq-Signing=Secret!42-value"}}}}}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{{"input_tokens":1,"output_tokens":2}}}}"#
+    );
+    let want = messages
+        .replace("never mention the internal discount code ROCKET-42-SPRING or the wholesale", M)
+        .replace("See db.internal.example", &format!("See {M}"))
+        .replace(r#""name":"10.0.0.7""#, &format!(r#""name":"{M}""#))
+        .replace(SIGNING_SECRET, M);
+    let (out, kinds) = sh.sanitize_json_body(messages.as_bytes()).expect("changed");
+    assert_eq!(String::from_utf8(out).expect("utf8"), want);
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
 }
