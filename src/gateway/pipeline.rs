@@ -17,7 +17,6 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
-use crate::providers::anthropic::TranslateError;
 use crate::providers::{Api, KeyRefusal, Outgoing, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
@@ -211,9 +210,8 @@ async fn prepare<E: Endpoint>(
         request_len: raw.len(),
         system,
     };
-    let body = wire.encode(outgoing).map_err(|e| match e {
-        TranslateError::Unsupported(_) | TranslateError::Invalid(_) => ApiError::invalid_request(e.to_string()),
-    })?;
+    // What the kind cannot express is the customer's to change: a 400 that says what.
+    let body = wire.encode(outgoing).map_err(|e| ApiError::invalid_request(e.to_string()))?;
     Ok(Prepared {
         request_id,
         customer_id: key.customer_id,
