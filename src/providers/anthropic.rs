@@ -7,7 +7,7 @@
 //! [`IGNORED_FIELDS`]).
 
 use super::sse::SseEvent;
-use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, UnreadableAnswer, Wire};
+use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -30,7 +30,7 @@ impl Wire for AnthropicWire {
         request.header("x-api-key", key.expose_secret()).header("anthropic-version", API_VERSION)
     }
 
-    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, TranslateError> {
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable> {
         let Outgoing { api, mut request, upstream_model, system, .. } = outgoing;
         let messages = match api {
             Api::Chat => {
@@ -46,7 +46,7 @@ impl Wire for AnthropicWire {
                 request
             }
         };
-        serde_json::to_vec(&messages).map_err(|_| invalid("The request could not be encoded."))
+        serde_json::to_vec(&messages).map_err(|_| Unencodable("The request could not be encoded.".into()))
     }
 
     fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer> {
@@ -175,6 +175,12 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// OpenAI parameters accepted and not sent on: they only steer OpenAI's own storage, sampling
 /// reproducibility or transport, never what a Claude model would answer.
 const IGNORED_FIELDS: &[&str] = &["store", "service_tier", "metadata", "seed", "stream_options", "prediction"];
+
+impl From<TranslateError> for Unencodable {
+    fn from(error: TranslateError) -> Unencodable {
+        Unencodable(error.to_string())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {

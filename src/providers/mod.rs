@@ -117,6 +117,11 @@ pub trait StreamReader: Send {
     fn tally(&self) -> StreamTally;
 }
 
+/// A request a provider kind cannot carry; the message says what, for the customer (a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unencodable(pub String);
+
 /// Why an answer cannot be relayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -131,7 +136,7 @@ pub trait Wire: Send + Sync {
     /// The request with this kind's credentials.
     fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder;
     /// The body sent upstream. Fails on what this kind cannot express (a clear 400).
-    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, anthropic::TranslateError>;
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable>;
     /// Reads (and translates, when the customer spoke another API) a whole answer.
     fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer>;
     /// A reader for a streamed answer; `client_asked_usage`: the client asked for the usage

@@ -8,9 +8,8 @@
 //! key order or string escape reads the same. Fields of an unexpected type count as absent
 //! instead of losing the whole document, and nothing here can panic on any input.
 
-use super::anthropic::TranslateError;
 use super::sse::SseEvent;
-use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, UnreadableAnswer, Wire};
+use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -36,7 +35,7 @@ impl Wire for OpenAiWire {
         request.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", key.expose_secret()))
     }
 
-    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, TranslateError> {
+    fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable> {
         let Outgoing { api, mut request, streamed, request_len, system, .. } = outgoing;
         if streamed && matches!(api, Api::Chat | Api::Completions) {
             request_stream_usage(&mut request);
@@ -50,7 +49,7 @@ impl Wire for OpenAiWire {
             // Embeddings and legacy completions have no place for a system prompt.
             _ => serde_json::to_vec(&request),
         };
-        encoded.map_err(|_| TranslateError::Invalid("The request could not be encoded.".into()))
+        encoded.map_err(|_| Unencodable("The request could not be encoded.".into()))
     }
 
     fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer> {
