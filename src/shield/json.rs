@@ -345,7 +345,9 @@ fn is_structural(path: &[Seg]) -> bool {
 }
 
 /// Whether a value is text to shield: a string that is neither a protocol field nor a
-/// logprobs token (those are emptied with the text they spell, see [`emptied`]).
+/// logprobs token (those are emptied with the text they spell, see [`emptied`]). Always
+/// inlined: the walker asks for every value, and most are no strings.
+#[inline(always)]
 fn is_text(path: &[Seg], kind: Kind) -> bool {
     kind == Kind::Str && !path.iter().any(|s| s.is("logprobs")) && !is_structural(path)
 }
