@@ -475,18 +475,7 @@ fn tokenize(text: &str, rng: &mut Rng) -> Vec<String> {
 }
 
 fn run(sh: &Arc<Shield>, chunks: &[&[u8]]) -> (Vec<u8>, Vec<RemovalKind>) {
-    let mut st = sh.sse_stream(StreamFormat::Chat);
-    let mut out = Vec::new();
-    let mut kinds = Vec::new();
-    for c in chunks {
-        let (b, k) = st.push(c);
-        out.extend_from_slice(&b);
-        kinds.extend(k);
-    }
-    let (b, k) = st.finish();
-    out.extend_from_slice(&b);
-    kinds.extend(k);
-    (out, kinds)
+    run_as(sh, StreamFormat::Chat, chunks)
 }
 
 /// Concatenated `choices[idx].delta.<field>` text of an SSE byte stream;
