@@ -370,7 +370,6 @@ impl WireUsage {
             prompt_tokens: self.prompt_tokens.0.or(self.input_tokens.0)?,
             cached_tokens: details.and_then(|d| d.cached_tokens.0).or(self.prompt_cache_hit_tokens.0).unwrap_or(0),
             completion_tokens: self.completion_tokens.0.or(self.output_tokens.0)?,
-            ..TokenUsage::default()
         })
     }
 }
