@@ -1,5 +1,6 @@
-# Sourced by the benchmarks: release binaries, wrk, a scratch directory, the mock upstream on
-# $MOCK_PORT, and helpers to read wrk's output. Processes appended to `pids` are stopped on exit.
+# Sourced by the benchmarks: release binaries (the bare floor, examples/bare_proxy.rs, too), wrk,
+# a scratch directory, the mock upstream on $MOCK_PORT, and helpers to read wrk's output.
+# Processes appended to `pids` are stopped on exit.
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
@@ -7,8 +8,15 @@ out=bench/out; mkdir -p "$out"
 for tool in wrk hey; do
   command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool; }
 done
-cargo build --release --bins --quiet
-bin="${CARGO_TARGET_DIR:-target}/release"
+# BIN_DIR=dir runs the binaries kept there (omi, mock-upstream, examples/bare_proxy: a copy of
+# target/release) instead of building: a build kept from before a change, measured while the
+# sources move on.
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR
+else
+  cargo build --release --bins --example bare_proxy --quiet
+  bin="${CARGO_TARGET_DIR:-target}/release"
+fi
 
 work=$(mktemp -d)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }

@@ -5,7 +5,9 @@
 # fixed rate (RATE, default 1,000 requests/s). Results go to stdout and bench/out/.
 # Floors, measured in the same run: `examples/bare_proxy.rs` (axum + reqwest forwarding with no
 # logic: what omi's stack alone adds) and, when `nginx` is installed, nginx as a reverse proxy.
+# RSS of omi and the bare floor under c=50, non-streamed and streamed (bench/README.md).
 #   bench/gateway.sh            # full run (about 2 minutes after the build)
+#   BIN_DIR=/tmp/before bench/gateway.sh # a kept build (bench/README.md)
 #   DURATION=5 bench/gateway.sh # shorter
 set -euo pipefail
 MOCK_PORT=18001
@@ -20,8 +22,7 @@ OMI_BENCH_KEY=$("$bin/omi" keys create --email bench@example.com)
 export OMI_BENCH_KEY
 "$bin/omi" serve >"$work/omi.log" 2>&1 & omi_pid=$!; pids+=($omi_pid)
 wait_healthy $OMI_PORT
-cargo build --release --example bare_proxy --quiet
-"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 & pids+=($!)
+"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 floors=(bare)
 if command -v nginx >/dev/null; then
   mkdir -p "$work/nginx"
@@ -49,10 +50,21 @@ for _ in $(seq 50); do curl -s -o /dev/null "127.0.0.1:$BARE_PORT/" && break; sl
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+threads() { awk '/Threads/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss $omi_pid)
+bare_idle_rss=$(rss $bare_pid)
 
-run() { # name url connections
-  wrk -t"$([ "$3" -gt 1 ] && echo 2 || echo 1)" -c"$3" -d"${DURATION}s" --latency -s bench/post.lua "$2/v1/chat/completions" >"$out/$1.txt"
+run() { # name url connections [environment VAR=value…]
+  local name=$1 url=$2 c=$3; shift 3
+  env "$@" wrk -t"$([ "$c" -gt 1 ] && echo 2 || echo 1)" -c"$c" -d"${DURATION}s" --latency -s bench/post.lua \
+    "$url/v1/chat/completions" >"$out/$name.txt"
+}
+# A c=50 run against a gateway, with its RSS halfway through and its peak (VmHWM) after.
+loaded_run() { # name url pid [environment VAR=value…]
+  local name=$1 url=$2 pid=$3; shift 3
+  run "$name" "$url" 50 "$@" & local load=$!
+  sleep $((DURATION / 2)); echo "$(rss "$pid") $(threads "$pid")" >"$work/$name.rss"; wait $load
+  echo "$(hwm "$pid")" >>"$work/$name.rss"
 }
 
 # Warm both paths, then measure each side right after the other.
@@ -74,10 +86,21 @@ run omi_c1 "http://127.0.0.1:$OMI_PORT" 1
 after_c1=$(overhead_buckets)
 for f in "${floors[@]}"; do run "${f}_c1" "http://127.0.0.1:${FLOOR_PORT[$f]}" 1; done
 run direct_c50 "http://127.0.0.1:$MOCK_PORT" 50
-for f in "${floors[@]}"; do run "${f}_c50" "http://127.0.0.1:${FLOOR_PORT[$f]}" 50; done
-run omi_c50 "http://127.0.0.1:$OMI_PORT" 50 & load=$!
-sleep $((DURATION / 2)); load_rss=$(rss $omi_pid); wait $load
-peak_rss=$(hwm $omi_pid)
+if [[ " ${floors[*]} " == *" nginx "* ]]; then run nginx_c50 "http://127.0.0.1:$NGINX_PORT" 50; fi
+# RSS under c=50, non-streamed then streamed, omi and the bare floor alike: the peak after the
+# streamed run is the peak of both.
+loaded_run bare_c50 "http://127.0.0.1:$BARE_PORT" "$bare_pid"
+loaded_run omi_c50 "http://127.0.0.1:$OMI_PORT" "$omi_pid"
+loaded_run bare_stream_c50 "http://127.0.0.1:$BARE_PORT" "$bare_pid" STREAM=1
+loaded_run omi_stream_c50 "http://127.0.0.1:$OMI_PORT" "$omi_pid" STREAM=1
+for f in omi_c50 omi_stream_c50 bare_stream_c50; do
+  if grep -q Non-2xx "$out/$f.txt"; then echo "$f: non-2xx responses (see $out/$f.txt)" >&2; exit 1; fi
+done
+rss_line() { # idle name name_stream
+  read -r load threads peak < <(tr '\n' ' ' <"$work/$2.rss")
+  read -r sload sthreads speak < <(tr '\n' ' ' <"$work/$3.rss")
+  echo "idle $1 MiB; c=50 $load MiB ($threads threads), peak $peak MiB; streamed c=50 $sload MiB, peak $speak MiB"
+}
 
 # Fixed rate (hey: RATE requests/s from 2 workers, each throttled to half), p50/p99 each way. hey's
 # workers tick in step, so with 10 workers every tick sent a burst of 10 at once and the run measured
@@ -127,6 +150,13 @@ d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
       "$(hey_pct omi_rate $p)" "$(($(hey_pct omi_rate $p) - $(hey_pct direct_rate $p)))"
   done
   printf "stream TTFB (mean)   direct %8s us      through omi %8s us      added %s us\n" "$ttfb_direct" "$ttfb_omi" "$((ttfb_omi - ttfb_direct))"
-  printf "omi RSS              idle %s MiB, under c=50 load %s MiB, peak %s MiB\n" "$idle_rss" "$load_rss" "$peak_rss"
+  b50=$(to_us "$(pct bare_c1 50)"); b99=$(to_us "$(pct bare_c1 99)")
+  printf "c=1 targets          omi added p50 over the bare floor's: %s us; added p99/p50: omi %s, bare %s\n" \
+    "$(awk -v o="$o50" -v b="$b50" 'BEGIN {printf "%.0f", o-b}')" \
+    "$(awk -v p99="$o99" -v p50="$o50" -v d99="$d99" -v d50="$d50" 'BEGIN {printf "%.1f", (p99-d99)/(p50-d50)}')" \
+    "$(awk -v p99="$b99" -v p50="$b50" -v d99="$d99" -v d50="$d50" 'BEGIN {printf "%.1f", (p99-d99)/(p50-d50)}')"
+  printf "throughput c=50 streamed: bare %s req/s, omi %s req/s\n" "$(rps bare_stream_c50)" "$(rps omi_stream_c50)"
+  printf "omi RSS              %s\n" "$(rss_line "$idle_rss" omi_c50 omi_stream_c50)"
+  printf "bare RSS             %s\n" "$(rss_line "$bare_idle_rss" bare_c50 bare_stream_c50)"
   echo "gateway overhead histogram: omi_gateway_overhead_seconds at /metrics"
 } | tee "$out/summary.txt"

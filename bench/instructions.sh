@@ -17,7 +17,6 @@ set -euo pipefail
 MOCK_PORT=18041
 source "$(dirname "$0")/common.sh"
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
-cargo build --release --example bare_proxy --quiet
 WARMUP="${WARMUP:-300}"
 REQUESTS="${REQUESTS:-2000}"
 SYSTEM_PROMPT="$work/system_prompt.txt"

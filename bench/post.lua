@@ -1,7 +1,12 @@
--- wrk script: a non-streaming chat completion (bench/post.json) with the key from $OMI_BENCH_KEY.
+-- wrk script: a chat completion (bench/post.json), streamed when STREAM=1, with the key from
+-- $OMI_BENCH_KEY.
 local file = assert(io.open("bench/post.json"))
-wrk.method = "POST"
-wrk.body = file:read("*a")
+local body = file:read("*a")
 file:close()
+if os.getenv("STREAM") == "1" then
+  body = body:gsub("^{", '{"stream":true,', 1)
+end
+wrk.method = "POST"
+wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("OMI_BENCH_KEY")

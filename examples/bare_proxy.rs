@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 
 #[derive(Clone)]
 struct Upstream {
@@ -48,7 +49,11 @@ async fn main() -> anyhow::Result<()> {
     // The same pool settings as omi's upstream client.
     let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
     let app = axum::Router::new().fallback(forward).with_state(Upstream { client, base });
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    // TCP_NODELAY on accepted connections, as omi sets it: without it a streamed answer's
+    // chunks wait on Nagle and the client's delayed ACK (about 40 ms each).
+    let listener = tokio::net::TcpListener::bind(&listen).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

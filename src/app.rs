@@ -65,7 +65,7 @@ pub(crate) struct Tasks {
 
 impl AppState {
     /// Connects and migrates the store, builds every part, and starts the background tasks
-    /// (agents, outbox, key sync, lifecycle sweeper, firewall upkeep) until `shutdown`.
+    /// (agents, outbox, key sync, lifecycle sweeper, firewall and metrics upkeep) until `shutdown`.
     pub(crate) async fn start(
         config: Config,
         shutdown: &CancellationToken,
@@ -123,6 +123,11 @@ impl AppState {
         });
 
         let mut background = vec![state.verifier.spawn_sync(Duration::from_secs(1), shutdown.clone())];
+        background.push(telemetry::spawn_metrics_upkeep(
+            telemetry::metrics_handle().clone(),
+            telemetry::METRICS_UPKEEP_EVERY,
+            shutdown.clone(),
+        ));
         background.push(sentinel_tasks.recorder);
         background.push(crate::keys::activity::spawn(&state.events, state.store.clone()));
         background.push(crate::billing::spawn_lifecycle(state.clone(), Duration::from_secs(30), shutdown.clone()));

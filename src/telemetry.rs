@@ -2,7 +2,13 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+/// How often the histograms' samples are folded into their buckets.
+pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The process-wide metrics recorder, installed on first use (several servers in one test
 /// process share it).
@@ -26,6 +32,19 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             }
             // Bucket list is a constant; this arm only guards against a library change.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// Folds every histogram's recorded samples into its buckets, every `every` until shutdown.
+/// The exporter keeps each sample (16 bytes; a request records three) until this runs or
+/// `/metrics` is scraped, so without it a gateway that nobody scrapes grows without bound
+/// (bench/README.md: where the memory goes).
+pub fn spawn_metrics_upkeep(handle: PrometheusHandle, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+    crate::tasks::owned(async move {
+        let mut ticker = crate::ticker::Ticker::new(every, shutdown);
+        while ticker.tick().await {
+            handle.run_upkeep();
         }
     })
 }
