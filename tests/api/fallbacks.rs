@@ -5,7 +5,7 @@
 
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event};
-use omi::config::{Config, ProviderConfig, ProviderKind};
+use omi::config::{Config, PlanConfig, ProviderConfig, ProviderKind};
 use omi::store::UsageRecord;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -195,4 +195,32 @@ async fn the_customers_errors_and_started_streams_are_never_retried() {
         (event.attempts, event.provider.as_deref(), event.model.as_deref()),
         (1, Some("openai"), Some("gpt-4o-mini"))
     );
+}
+
+/// On a capped plan an unpriced model is refused (its cost could not count): as a fallback it is
+/// skipped, and the next one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_the_plan_cannot_count_is_never_tried() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        c.fallbacks.insert("gpt-4o-mini".into(), vec!["backup/mystery-model".into(), "backup/gpt-4o".into()]);
+        c.plans = vec![PlanConfig {
+            name: "pro".into(),
+            monthly_price_usd: 29.0,
+            variant_ids: vec![],
+            monthly_budget_usd: Some(100.0),
+            monthly_token_quota: None,
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
+    let models: Vec<Value> = app.mock.upstream.seen().into_iter().map(|seen| seen.body["model"].clone()).collect();
+    assert_eq!(models, [json!("gpt-4o")], "the unpriced fallback never went upstream");
 }
