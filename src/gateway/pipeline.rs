@@ -430,8 +430,8 @@ async fn call_upstream(
     loop {
         let index = attempts as usize % prepared.candidates();
         let candidate = prepared.candidate(index);
-        if attempts > 0 && index != (attempts as usize - 1) % prepared.candidates() {
-            // Booked and priced as the model that answers.
+        if attempts > 0 && prepared.candidates() > 1 {
+            // Another candidate than the last: booked and priced as the model that answers.
             meter.set_request(
                 &candidate.upstream_model,
                 &candidate.provider.name,
@@ -679,6 +679,15 @@ mod tests {
             json!({"input": "hi", "store": false}),
             "the Responses API stores by default"
         );
+    }
+
+    #[test]
+    fn the_first_retry_is_at_once_and_later_ones_wait_a_bounded_jittered_pause() {
+        assert_eq!(retry_backoff(1), Duration::ZERO, "another candidate is likely up");
+        let pauses: Vec<Duration> = (2..200).map(retry_backoff).collect();
+        let bounds = Duration::from_millis(RETRY_BACKOFF_MS.start)..Duration::from_millis(RETRY_BACKOFF_MS.end);
+        assert!(pauses.iter().all(|pause| bounds.contains(pause)), "{pauses:?}");
+        assert!(pauses.iter().any(|pause| *pause != pauses[0]), "jittered: {pauses:?}");
     }
 
     #[test]
