@@ -373,4 +373,11 @@ ALTER TABLE usage_records ADD COLUMN route TEXT;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (11, 'usage route', TRUE, '\xcf8b5c27571870333c78c49b2f7b124e2c5fcdcd3a000cec58e37cc9cef41c9e6af30147beecc7bf07155371edcbc64b', 0);
 
+-- migration 0012 usage attempts
+-- Upstream calls each request made (retries and `[fallbacks]` included); `provider` and `model`
+-- name the one that answered. Records booked before this migration made one.
+ALTER TABLE usage_records ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (12, 'usage attempts', TRUE, '\xa865b01cf58b9f0a15bb47210e18de4902da1c7866c43e1972f4cf6c9618cb84819f971b005caddc8c0f0d6688abae4b', 0);
+
 COMMIT;

@@ -212,6 +212,7 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
             byok: i % 17 == 0,
             usage_estimated: false,
             aborted: false,
+            attempts: 1,
         });
         if batch.len() == batch.capacity() {
             store.insert_usage(&batch).await?;

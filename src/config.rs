@@ -46,6 +46,7 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_UPSTREAM_CONNECT_TIMEOUT_MS", "upstream_connect_timeout_ms"),
     ("OMI_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "upstream_first_byte_timeout_ms"),
     ("OMI_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms"),
+    ("OMI_UPSTREAM_MAX_ATTEMPTS", "upstream_max_attempts"),
     ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
     ("OMI_LOG_FORMAT", "log_format"),
     ("LEMONSQUEEZY_SIGNING_SECRET", "lemonsqueezy_signing_secret"),
@@ -91,11 +92,17 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
     pub upstream_first_byte_timeout_ms: u64,
     pub upstream_idle_timeout_ms: u64,
+    /// Upstream calls one request may make, all candidates together (the first included); the
+    /// first-byte timeout bounds them all.
+    pub upstream_max_attempts: u32,
     pub shutdown_grace_ms: u64,
     /// `text` (default) or `json`.
     pub log_format: String,
     /// Upstream providers; empty means one `openai` provider from `OPENAI_BASE_URL`.
     pub providers: Vec<ProviderConfig>,
+    /// `[fallbacks]`: a model → the models tried after it, in order, when it fails before any
+    /// byte reached the client (each routed like any model, across provider kinds).
+    pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Price overrides and additions, USD per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
     /// A model without a price on a plan with a budget or token quota: `refuse` (403
@@ -385,9 +392,11 @@ impl Default for Config {
             upstream_connect_timeout_ms: 5_000,
             upstream_first_byte_timeout_ms: 120_000,
             upstream_idle_timeout_ms: 60_000,
+            upstream_max_attempts: 3,
             shutdown_grace_ms: 30_000,
             log_format: "text".into(),
             providers: Vec::new(),
+            fallbacks: BTreeMap::new(),
             prices: BTreeMap::new(),
             unpriced_models: UnpricedModels::Refuse,
             passthrough_service_tier: false,
@@ -499,6 +508,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "client_write_timeout_ms must be above 0 and max_upstream_body_bytes at least 1024".into(),
             ));
+        }
+        if self.upstream_max_attempts == 0 {
+            return Err(ConfigError::Invalid("upstream_max_attempts must be at least 1".into()));
         }
         if self.max_connections == 0 || self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
@@ -1037,6 +1049,27 @@ mod tests {
             assert!(!format!("{config:?}").contains("secret-part"), "the Slack URL is a secret");
             Ok(())
         });
+    }
+
+    #[test]
+    fn fallbacks_table_and_max_attempts_variable_merge() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "omi.toml",
+                "upstream_max_attempts = 5\n[fallbacks]\n\"gpt-4o-mini\" = [\"backup/gpt-4o-mini\", \"anthropic/claude-haiku-4-5\"]\n",
+            )?;
+            let figment = || Config::figment(Some(Path::new("omi.toml"))).expect("figment");
+            let config = Config::from_figment(figment()).expect("config");
+            assert_eq!(config.upstream_max_attempts, 5);
+            assert_eq!(config.fallbacks["gpt-4o-mini"], ["backup/gpt-4o-mini", "anthropic/claude-haiku-4-5"]);
+            jail.set_env("OMI_UPSTREAM_MAX_ATTEMPTS", "2");
+            assert_eq!(Config::from_figment(figment()).expect("config").upstream_max_attempts, 2);
+            jail.set_env("OMI_UPSTREAM_MAX_ATTEMPTS", "0");
+            let err = Config::from_figment(figment()).expect_err("no attempt at all");
+            assert!(err.to_string().contains("upstream_max_attempts"), "{err}");
+            Ok(())
+        });
+        assert_eq!((Config::default().upstream_max_attempts, Config::default().fallbacks.len()), (3, 0));
     }
 
     #[test]

@@ -185,6 +185,9 @@ pub struct RequestEvent {
     pub client_ip: IpAddr,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// Upstream calls made (retries and fallbacks included); `provider` and `model` name the
+    /// last one: the one that answered.
+    pub attempts: u32,
 }
 
 impl RequestEvent {
@@ -213,6 +216,7 @@ impl RequestEvent {
             client_ip,
             request_bytes: 0,
             response_bytes: 0,
+            attempts: 1,
         }
     }
 

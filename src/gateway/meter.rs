@@ -152,6 +152,13 @@ impl Meter {
         self.price = price;
     }
 
+    /// Upstream calls made so far (retries and fallbacks included).
+    pub fn set_attempts(&mut self, attempts: u32) {
+        if let Some(e) = self.event() {
+            e.attempts = attempts;
+        }
+    }
+
     pub fn set_request_bytes(&mut self, bytes: usize) {
         if let Some(e) = self.event() {
             e.request_bytes = bytes as u64;

@@ -5,8 +5,8 @@
 //! An [`Endpoint`] declares only what differs: its API, its required fields, which fields are
 //! customer text, whether it streams and whether its answers carry text to shield. The
 //! provider's kind ([`Wire`]) owns the wire format: paths, auth, encoding, and reading or
-//! translating answers. The upstream call is one step (`call_upstream`): the seam where retries
-//! and fallbacks go.
+//! translating answers. The upstream call is one step (`call_upstream`): the requested model,
+//! then its `[fallbacks]`, retried until one answers before any byte reached the client.
 
 use super::auth::admit;
 use super::meter::Meter;
@@ -14,10 +14,11 @@ use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
 use crate::agents::accountant::budgets;
 use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::app::AppState;
+use crate::billing::prices::NanoPrice;
 use crate::config::Config;
 use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
-use crate::providers::{Api, KeyRefusal, Outgoing, SystemPrompt, Wire, openai};
+use crate::providers::{Api, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
 use crate::web::error::ApiError;
@@ -33,6 +34,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 pub const BYOK_HEADER: &str = "x-provider-key";
@@ -94,16 +96,66 @@ struct Prepared {
     api: Api,
     /// `None`: answers are not shielded.
     shield_format: Option<StreamFormat>,
-    wire: &'static dyn Wire,
-    upstream_url: reqwest::Url,
-    upstream_key: SecretString,
     /// The endpoint's `FORWARDED_HEADERS` the client sent.
     forwarded: Vec<(&'static str, HeaderValue)>,
     byok: bool,
-    body: Bytes,
     streamed: bool,
     client_asked_usage: bool,
+    /// The body's size as it came, booked for whichever candidate answers.
+    request_len: usize,
+    /// The requested model's upstream.
+    primary: Candidate,
+    /// Its `[fallbacks]` that can take this request, in order (empty for most requests).
+    fallbacks: Vec<Candidate>,
+}
+
+impl Prepared {
+    fn candidates(&self) -> usize {
+        1 + self.fallbacks.len()
+    }
+
+    /// The `index`-th candidate, round the list again when attempts outnumber candidates.
+    fn candidate(&self, index: usize) -> &Candidate {
+        match index % self.candidates() {
+            0 => &self.primary,
+            fallback => &self.fallbacks[fallback - 1],
+        }
+    }
+}
+
+/// One upstream a request may go to, its body encoded for that provider's kind.
+struct Candidate {
+    /// As the customer or `[fallbacks]` named it: its metrics label comes from it.
+    model: String,
+    /// As the upstream knows it: booked and priced so.
+    upstream_model: String,
+    provider: Arc<Provider>,
+    url: reqwest::Url,
+    key: SecretString,
+    price: Option<NanoPrice>,
+    body: Bytes,
+    /// Only used when usage never comes: the body sent, the operator's system prompt included.
     prompt_estimate: u64,
+}
+
+impl Candidate {
+    fn wire(&self) -> &'static dyn Wire {
+        self.provider.wire()
+    }
+
+    /// `X-Omi-Upstream`: `provider/model`, never a URL or key.
+    fn header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!("{}/{}", self.provider.name, self.upstream_model)).ok()
+    }
+}
+
+/// A fallback's route, key and price, before its body is encoded.
+struct Admitted<'a> {
+    model: &'a str,
+    route: Route<'a>,
+    url: reqwest::Url,
+    key: SecretString,
+    price: Option<NanoPrice>,
 }
 
 fn fail(meter: Meter, error: ApiError) -> Response {
@@ -163,6 +215,12 @@ async fn prepare<E: Endpoint>(
     })?;
     let byok = byok_key(headers)?;
     let is_byok = byok.is_some();
+    // The fallbacks the request may go to, checked by the same rules; the others are skipped.
+    let fallback_models = app.config.fallbacks.get(&model).map_or(&[][..], Vec::as_slice);
+    let admitted: Vec<Admitted<'_>> = fallback_models
+        .iter()
+        .filter_map(|fallback| admit_fallback(app, &key.plan, E::API, fallback, byok.as_ref()))
+        .collect();
     let upstream_key = route.provider.key_for(byok).map_err(|refusal| match refusal {
         KeyRefusal::CustomerKeyNeeded => {
             ApiError::upstream("No provider key is configured for this model; send X-Provider-Key.")
@@ -199,35 +257,86 @@ async fn prepare<E: Endpoint>(
         }
     }
     let client_asked_usage = streamed && openai::client_asked_stream_usage(&request);
-    let wire = route.provider.wire();
     // After the screening: the operator's prompt is not the customer's text.
     let system = app.guard.system_prompt().map(|(text, chat_message)| SystemPrompt { text, chat_message });
-    let outgoing = Outgoing {
+    let outgoing = |request: Map<String, Value>, upstream_model| Outgoing {
         api: E::API,
         request,
-        upstream_model: route.upstream_model,
+        upstream_model,
         streamed,
         request_len: raw.len(),
         system,
     };
+    // Each fallback gets its own copy of the request (only requests that have fallbacks pay
+    // for it); one its kind cannot carry is skipped: the customer did not ask for it.
+    let fallbacks = admitted
+        .into_iter()
+        .filter_map(|fallback| {
+            let mut request = request.clone();
+            request.insert("model".into(), Value::String(fallback.route.upstream_model.to_string()));
+            let body = fallback.route.provider.wire().encode(outgoing(request, fallback.route.upstream_model));
+            let body = body.inspect_err(|e| tracing::debug!(fallback = fallback.model, %e, "fallback skipped")).ok()?;
+            Some(Candidate::new(fallback.model, &fallback.route, fallback.url, fallback.key, fallback.price, body))
+        })
+        .collect();
     // What the kind cannot express is the customer's to change: a 400 that says what.
-    let body = wire.encode(outgoing).map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let body = route
+        .provider
+        .wire()
+        .encode(outgoing(request, route.upstream_model))
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
     Ok(Prepared {
         request_id,
         customer_id: key.customer_id,
         api: E::API,
         shield_format: E::SHIELDED.then_some(E::STREAM_FORMAT),
-        wire,
-        upstream_url,
-        upstream_key,
         forwarded: E::FORWARDED_HEADERS.iter().filter_map(|&name| Some((name, headers.get(name)?.clone()))).collect(),
         byok: is_byok,
         streamed,
         client_asked_usage,
-        // Only used when usage never comes: the body sent, the operator's system prompt included.
-        prompt_estimate: openai::estimated_tokens(body.len() as u64),
-        body: Bytes::from(body),
+        request_len: raw.len(),
+        primary: Candidate::new(&model, &route, upstream_url, upstream_key, price, body),
+        fallbacks,
     })
+}
+
+impl Candidate {
+    fn new(
+        model: &str,
+        route: &Route<'_>,
+        url: reqwest::Url,
+        key: SecretString,
+        price: Option<NanoPrice>,
+        body: Vec<u8>,
+    ) -> Candidate {
+        Candidate {
+            model: model.to_owned(),
+            upstream_model: route.upstream_model.to_owned(),
+            provider: route.provider.clone(),
+            url,
+            key,
+            price,
+            prompt_estimate: openai::estimated_tokens(body.len() as u64),
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// A fallback model the request may go to: routed, served on `api`, with a key the BYOK rules
+/// allow and allowed by the plan. `None` skips it.
+fn admit_fallback<'a>(
+    app: &'a AppState,
+    plan: &str,
+    api: Api,
+    model: &'a str,
+    byok: Option<&SecretString>,
+) -> Option<Admitted<'a>> {
+    let route = app.providers.route(model)?;
+    let url = route.provider.url(api)?.clone();
+    let key = route.provider.key_for(byok.cloned()).ok()?;
+    let price = app.prices.get(route.upstream_model);
+    budgets::admit_model(&app.config, plan, route.upstream_model, price.is_some(), byok.is_some()).ok()?;
+    Some(Admitted { model, route, url, key, price })
 }
 
 /// Removes the parameters that make upstream bill more than the price table says
@@ -261,54 +370,178 @@ fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
         .ok_or_else(|| ApiError::invalid_request("X-Provider-Key is malformed."))
 }
 
+/// Why one upstream call brought no answer to relay.
+enum Failure {
+    /// No answer began before the deadline (or the connection timed out).
+    Timeout,
+    /// The connection failed: refused, reset, TLS.
+    Unreachable,
+    /// The upstream answered with an error status.
+    Status(reqwest::Response),
+}
+
+impl Failure {
+    /// Worth another call: the upstream, not the request, failed. 400, 401, 403, 404, 413 and
+    /// 422 are the customer's answer.
+    fn retryable(&self) -> bool {
+        match self {
+            Failure::Timeout | Failure::Unreachable => true,
+            Failure::Status(response) => matches!(response.status().as_u16(), 429 | 500 | 502 | 503 | 504 | 529),
+        }
+    }
+}
+
+/// Upstream calls the request made, booked and sent as `X-Omi-Attempts`.
+const ATTEMPTS_HEADER: &str = "x-omi-attempts";
+/// The provider and model that answered (or failed last): `X-Omi-Upstream`.
+const UPSTREAM_HEADER: &str = "x-omi-upstream";
+/// The pause before a retry after the first: jittered, and short (the deadline bounds them all).
+const RETRY_BACKOFF_MS: std::ops::Range<u64> = 25..50;
+
 async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Response {
-    let request = app.http.post(prepared.upstream_url.clone()).header(header::CONTENT_TYPE, "application/json");
-    // Bytes: a reference count, not a copy.
-    let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
-    let request = prepared.wire.authorize(request, &prepared.upstream_key).body(prepared.body.clone());
     meter.upstream_started();
-    let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
-    let response = match tokio::time::timeout(first_byte, request.send()).await {
-        Err(_) => return fail(meter, ApiError::upstream_timeout()),
+    let (outcome, index, attempts) = call_upstream(app, &mut meter, &prepared).await;
+    meter.set_attempts(attempts);
+    let candidate = prepared.candidate(index);
+    let mut response = match outcome {
+        Ok(upstream) => relay(app, meter, &prepared, candidate, upstream).await,
+        Err(failure) => refuse(app, meter, &prepared, failure).await,
+    };
+    let headers = response.headers_mut();
+    if let Some(upstream) = candidate.header() {
+        headers.insert(UPSTREAM_HEADER, upstream);
+    }
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    response
+}
+
+/// The one place upstream is called: the candidates in turn (the requested model, then its
+/// fallbacks, round again) until one answers, the failure is not worth another call,
+/// `upstream_max_attempts` calls were made, or the first-byte deadline, shared by all, nears.
+/// Returns the last outcome, its candidate's index and the calls made. Nothing has reached
+/// the client yet: a stream whose answer began is relayed, never retried.
+async fn call_upstream(
+    app: &AppState,
+    meter: &mut Meter,
+    prepared: &Prepared,
+) -> (Result<reqwest::Response, Failure>, usize, u32) {
+    let deadline = Instant::now() + Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+    let mut attempts = 0;
+    loop {
+        let index = attempts as usize % prepared.candidates();
+        let candidate = prepared.candidate(index);
+        if attempts > 0 && prepared.candidates() > 1 {
+            // Another candidate than the last: booked and priced as the model that answers.
+            meter.set_request(
+                &candidate.upstream_model,
+                &candidate.provider.name,
+                prepared.byok,
+                prepared.streamed,
+                prepared.request_len,
+            );
+            meter.set_catalog(app.model_label(&candidate.model), candidate.price);
+        }
+        attempts += 1;
+        let outcome = send(app, prepared, candidate, deadline).await;
+        let backoff = retry_backoff(attempts);
+        let retry = outcome.as_ref().err().is_some_and(Failure::retryable)
+            && attempts < app.config.upstream_max_attempts
+            && deadline.saturating_duration_since(Instant::now()) > backoff;
+        let counted = match (&outcome, retry) {
+            (Ok(_), _) => "ok",
+            (Err(_), true) => "retried",
+            (Err(_), false) => "failed",
+        };
+        metrics::counter!("omi_upstream_attempts_total", "provider" => candidate.provider.name.clone(), "outcome" => counted)
+            .increment(1);
+        if !retry {
+            return (outcome, index, attempts);
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// None before the first retry (another candidate is likely up); then 25-50 ms, jittered so
+/// that requests failing together do not return together.
+fn retry_backoff(attempts_made: u32) -> Duration {
+    if attempts_made <= 1 {
+        return Duration::ZERO;
+    }
+    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), attempts_made);
+    Duration::from_millis(RETRY_BACKOFF_MS.start + random % (RETRY_BACKOFF_MS.end - RETRY_BACKOFF_MS.start))
+}
+
+/// One upstream call, answered when its status and headers arrived before `deadline`.
+async fn send(
+    app: &AppState,
+    prepared: &Prepared,
+    candidate: &Candidate,
+    deadline: Instant,
+) -> Result<reqwest::Response, Failure> {
+    let request = app.http.post(candidate.url.clone()).header(header::CONTENT_TYPE, "application/json");
+    let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
+    // Bytes: a reference count, not a copy.
+    let request = candidate.wire().authorize(request, &candidate.key).body(candidate.body.clone());
+    match tokio::time::timeout_at(deadline, request.send()).await {
+        Err(_) => Err(Failure::Timeout),
         Ok(Err(e)) => {
-            let timed_out = e.is_timeout();
-            tracing::warn!(error = %e.without_url(), "upstream request failed");
-            if timed_out {
-                return fail(meter, ApiError::upstream_timeout());
-            }
+            let failure = if e.is_timeout() { Failure::Timeout } else { Failure::Unreachable };
+            tracing::warn!(provider = %candidate.provider.name, error = %e.without_url(), "upstream request failed");
+            Err(failure)
+        }
+        Ok(Ok(response)) if response.status().is_success() => Ok(response),
+        Ok(Ok(response)) => Err(Failure::Status(response)),
+    }
+}
+
+/// What the client gets when the last call failed.
+async fn refuse(app: &AppState, mut meter: Meter, prepared: &Prepared, failure: Failure) -> Response {
+    match failure {
+        Failure::Timeout => fail(meter, ApiError::upstream_timeout()),
+        Failure::Unreachable => {
             // Booked apart from an upstream's own 5xx, so that the Hawk can tell an outage.
             let error = ApiError::upstream("The upstream provider could not be reached.");
             meter.finish(error.status.as_u16(), Some(UPSTREAM_UNREACHABLE));
-            return error.into_response();
+            error.into_response()
         }
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
-            .await
-            .ok()
-            .and_then(Result::ok);
-        meter.upstream_finished();
-        let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
-        removal_report(app, &prepared, "upstream error message").add(&removed);
-        return fail(meter, error);
+        Failure::Status(response) => {
+            let status = response.status();
+            let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+            let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            meter.upstream_finished();
+            let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
+            removal_report(app, prepared, "upstream error message").add(&removed);
+            fail(meter, error)
+        }
     }
+}
 
+/// Relays the answer of `candidate`, whose status was a success.
+async fn relay(
+    app: &AppState,
+    mut meter: Meter,
+    prepared: &Prepared,
+    candidate: &Candidate,
+    response: reqwest::Response,
+) -> Response {
+    let status = response.status();
     if prepared.streamed {
         let idle = Duration::from_millis(app.config.upstream_idle_timeout_ms);
         let sse = MeteredSse::new(
             Box::pin(response.bytes_stream()),
             meter,
-            prepared.wire.stream(prepared.api, prepared.client_asked_usage),
-            prepared.prompt_estimate,
+            candidate.wire().stream(prepared.api, prepared.client_asked_usage),
+            candidate.prompt_estimate,
             StreamLimits::with_idle(idle),
             app.stream_drains.clone(),
         );
         let shield = prepared.shield_format.and_then(|format| app.guard.answer_stream(format));
         let body = match shield {
             Some(shield) => {
-                Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, &prepared, "streamed answer")))
+                Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, prepared, "streamed answer")))
             }
             None => Body::from_stream(sse),
         };
@@ -320,6 +553,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
             .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
     }
 
+    let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
     let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
     {
         Ok(Ok(body)) => body,
@@ -334,7 +568,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         Err(_) => return fail(meter, ApiError::upstream_timeout()),
     };
     meter.upstream_finished();
-    let answer = match prepared.wire.answer(prepared.api, body) {
+    let answer = match candidate.wire().answer(prepared.api, body) {
         Ok(answer) => answer,
         Err(unreadable) => {
             tracing::warn!(%unreadable, "upstream answer unreadable");
@@ -346,7 +580,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
         // An answer without usage is still paid for: estimated, and marked so.
         None => meter.record_usage(
             TokenUsage {
-                prompt_tokens: prepared.prompt_estimate,
+                prompt_tokens: candidate.prompt_estimate,
                 completion_tokens: openai::estimated_tokens(answer.answer_chars),
                 ..TokenUsage::default()
             },
@@ -357,7 +591,7 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     let cleaned = if prepared.shield_format.is_some() { app.guard.sanitize_answer(&body) } else { None };
     let body = match cleaned {
         Some((clean, removed)) => {
-            removal_report(app, &prepared, "answer").add(&removed);
+            removal_report(app, prepared, "answer").add(&removed);
             Bytes::from(clean)
         }
         None => body,
@@ -445,6 +679,15 @@ mod tests {
             json!({"input": "hi", "store": false}),
             "the Responses API stores by default"
         );
+    }
+
+    #[test]
+    fn the_first_retry_is_at_once_and_later_ones_wait_a_bounded_jittered_pause() {
+        assert_eq!(retry_backoff(1), Duration::ZERO, "another candidate is likely up");
+        let pauses: Vec<Duration> = (2..200).map(retry_backoff).collect();
+        let bounds = Duration::from_millis(RETRY_BACKOFF_MS.start)..Duration::from_millis(RETRY_BACKOFF_MS.end);
+        assert!(pauses.iter().all(|pause| bounds.contains(pause)), "{pauses:?}");
+        assert!(pauses.iter().any(|pause| *pause != pauses[0]), "jittered: {pauses:?}");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct UsageRecord {
     pub byok: bool,
     pub usage_estimated: bool,
     pub aborted: bool,
+    /// Upstream calls made (retries and fallbacks included); 1 on records booked before
+    /// migration 0012.
+    pub attempts: i32,
 }
 
 /// Usage of one customer over a period (SQL aggregates; PostgreSQL sums BIGINTs into
@@ -90,8 +93,8 @@ static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
         "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, route, model, provider,
     prompt_tokens, cached_tokens, cache_write_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us,
     streamed, byok,
-    usage_estimated, aborted) VALUES ",
-        21,
+    usage_estimated, aborted, attempts) VALUES ",
+        22,
         "",
     )
 });
@@ -117,7 +120,7 @@ fn saturating_add(stored: &str, added: &str) -> String {
     format!("CASE WHEN {stored} > 9223372036854775807 - {added} THEN 9223372036854775807 ELSE {stored} + {added} END")
 }
 
-/// How batches are cut into multi-row statements, largest first; 1,000 rows of 20 parameters
+/// How batches are cut into multi-row statements, largest first; 1,000 rows of 22 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
 /// fresh INSERT of hundreds of rows cost more than running it, so batches are cut into a few
 /// fixed sizes whose statements stay in the statement cache. On PostgreSQL every statement
@@ -264,7 +267,8 @@ impl Store {
                         .bind(r.streamed)
                         .bind(r.byok)
                         .bind(r.usage_estimated)
-                        .bind(r.aborted);
+                        .bind(r.aborted)
+                        .bind(r.attempts);
                 }
                 query.execute(&mut *tx).await?;
             }

@@ -137,6 +137,7 @@ pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chro
         byok: false,
         usage_estimated: false,
         aborted: false,
+        attempts: 1,
     }
 }
 

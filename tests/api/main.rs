@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod dashboard;
 mod endpoints;
+mod fallbacks;
 mod firewall;
 mod gateway;
 mod hawk;

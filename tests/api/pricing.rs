@@ -211,6 +211,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
         byok: false,
         usage_estimated: false,
         aborted: false,
+        attempts: 1,
     };
     let yesterday = today - chrono::Duration::days(1);
     for at in [today, today, yesterday] {

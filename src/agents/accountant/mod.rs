@@ -72,6 +72,7 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
         byok: event.byok,
         usage_estimated: event.usage_estimated,
         aborted: event.aborted,
+        attempts: i32::try_from(event.attempts).unwrap_or(i32::MAX),
     })
 }
 

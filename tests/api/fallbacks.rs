@@ -1,0 +1,226 @@
+//! Retries and ordered fallbacks, against upstreams on real sockets: a provider that refuses
+//! connections (a closed loopback port) and the mock upstream under other provider names and
+//! kinds. What the customer sees (`X-Omi-Upstream`, `X-Omi-Attempts`), what is booked (the
+//! answering provider and model, priced so, and the attempts), and what is never retried.
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event};
+use omi::config::{Config, PlanConfig, ProviderConfig, ProviderKind};
+use omi::store::UsageRecord;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A closed port on loopback: every connection is refused.
+const REFUSING_URL: &str = "http://127.0.0.1:9/v1";
+/// Where the fallback providers' house keys are read from: a variable cargo and nextest set for
+/// every test process (the mock only checks that a key comes; see `sdk.rs`).
+const HOUSE_KEY_ENV: &str = "CARGO_MANIFEST_DIR";
+
+fn provider(name: &str, kind: ProviderKind, base_url: &str, models: &[&str]) -> ProviderConfig {
+    ProviderConfig {
+        kind,
+        name: name.into(),
+        base_url: base_url.into(),
+        api_key_env: Some(HOUSE_KEY_ENV.into()),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        catch_all: false,
+        byok: false,
+    }
+}
+
+/// `openai` (the house key) at `primary_url` serves gpt-4o-mini and gpt-4.1-mini; `backup`
+/// (OpenAI kind) and `anthropic` (Anthropic kind) are the mock. gpt-4o-mini falls back to
+/// `backup/gpt-4o` (another price), gpt-4.1-mini to a model no provider serves (skipped),
+/// then to Claude.
+fn with_fallbacks(config: &mut Config, primary_url: &str) {
+    config.providers = vec![
+        ProviderConfig {
+            api_key_env: None,
+            ..provider("openai", ProviderKind::OpenAi, primary_url, &["gpt-4o-mini", "gpt-4.1-mini"])
+        },
+        provider("backup", ProviderKind::OpenAi, &config.openai_base_url, &[]),
+        provider("anthropic", ProviderKind::Anthropic, &config.openai_base_url, &["claude-haiku-4-5"]),
+    ];
+    config.fallbacks = [
+        ("gpt-4o-mini".to_string(), vec!["backup/gpt-4o".to_string()]),
+        ("gpt-4.1-mini".to_string(), vec!["nowhere/model".to_string(), "anthropic/claude-haiku-4-5".to_string()]),
+    ]
+    .into();
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn upstream_calls(app: &TestApp, path: &str) -> usize {
+    app.mock.upstream.seen().iter().filter(|seen| seen.path == path).count()
+}
+
+async fn records(app: &TestApp) -> Vec<UsageRecord> {
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    app.state().store.usage_page(None, until, 1000).await.expect("page")
+}
+
+on_both_backends!(a_refused_provider_falls_back_to_the_next_and_is_billed_at_its_model);
+
+/// Provider A refuses every connection; B answers every request: no error reaches the client,
+/// and each request is booked with B's provider and model, at B's price, after 2 attempts.
+async fn a_refused_provider_falls_back_to_the_next_and_is_billed_at_its_model(backend: Backend) {
+    const REQUESTS: usize = 50;
+    let Some(app) = TestApp::spawn_with(backend, |c| with_fallbacks(c, REFUSING_URL)).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let answers = futures_util::future::join_all((0..REQUESTS).map(|i| {
+        let app = &app;
+        let key = &key;
+        async move {
+            let stream = i % 2 == 1;
+            let response = app.chat(key, chat_body(stream)).send().await.expect("send");
+            let seen =
+                (response.status().as_u16(), header(&response, "x-omi-upstream"), header(&response, "x-omi-attempts"));
+            response.bytes().await.expect("body");
+            seen
+        }
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer, &(200, Some("backup/gpt-4o".into()), Some("2".into())));
+    }
+    assert_eq!(upstream_calls(&app, "/v1/chat/completions"), REQUESTS, "B answered each request once");
+
+    let booked = eventually(Duration::from_secs(10), || async { records(&app).await.len() >= REQUESTS }).await;
+    assert!(booked.is_some(), "every request is on the books");
+    let gpt_4o = app.state().prices.get("gpt-4o").expect("gpt-4o is priced");
+    assert_ne!(app.state().prices.get("gpt-4o-mini"), Some(gpt_4o), "the prices tell the models apart");
+    for record in records(&app).await {
+        assert_eq!(
+            (record.provider.as_deref(), record.model.as_deref(), record.attempts, record.status),
+            (Some("backup"), Some("gpt-4o"), 2, 200)
+        );
+        let usage = omi::events::TokenUsage {
+            prompt_tokens: record.prompt_tokens as u64,
+            cached_tokens: record.cached_tokens as u64,
+            cache_write_tokens: record.cache_write_tokens as u64,
+            completion_tokens: record.completion_tokens as u64,
+        };
+        assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+        assert_eq!(record.cost_nano, Some(gpt_4o.cost(&usage) as i64), "billed at the answering model's price");
+    }
+    let metrics = omi::telemetry::metrics_handle().render();
+    for counted in [r#"provider="openai",outcome="retried""#, r#"provider="backup",outcome="ok""#] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("omi_upstream_attempts_total") && l.contains(counted)),
+            "{counted}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_kind_failure_falls_back_to_a_claude_model_on_chat_completions() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| with_fallbacks(c, REFUSING_URL)).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    let mut body = chat_body(false);
+    body["model"] = json!("gpt-4.1-mini");
+    let response = app.chat(&key, body).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("anthropic/claude-haiku-4-5"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"), "the unroutable fallback is skipped");
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["object"], "chat.completion", "translated back to the API the customer spoke: {answer}");
+    assert!(answer["choices"][0]["message"]["content"].as_str().is_some_and(|c| !c.is_empty()), "{answer}");
+    assert_eq!(upstream_calls(&app, "/v1/messages"), 1);
+    let event = next_request_event(&mut rx).await;
+    assert_eq!(
+        (event.provider.as_deref(), event.model.as_deref(), event.attempts, event.status),
+        (Some("anthropic"), Some("claude-haiku-4-5"), 2, 200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_only_provider_is_retried_up_to_the_attempts_then_the_client_gets_502() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    for status in [503, 529, 429] {
+        let mut body = chat_body(false);
+        body["mock"] = json!({"status": status});
+        let before = upstream_calls(&app, "/v1/chat/completions");
+        let response = app.chat(&key, body).send().await.expect("send");
+        let expected = if status == 429 { 429 } else { 502 };
+        assert_eq!(response.status(), expected, "the last failure, mapped as always ({status})");
+        assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("3"), "{status}");
+        assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("openai/gpt-4o-mini"));
+        assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 3, "{status}");
+        let event = next_request_event(&mut rx).await;
+        assert_eq!((event.attempts, event.status), (3, expected));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customers_errors_and_started_streams_are_never_retried() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        let mock = c.openai_base_url.clone();
+        with_fallbacks(c, &mock);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    for status in [400, 401, 403, 404, 413, 422] {
+        let mut body = chat_body(false);
+        body["mock"] = json!({"status": status});
+        let before = upstream_calls(&app, "/v1/chat/completions");
+        let response = app.chat(&key, body).send().await.expect("send");
+        assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("1"), "{status}");
+        assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("openai/gpt-4o-mini"));
+        assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 1, "{status}: no fallback either");
+        assert_eq!(next_request_event(&mut rx).await.attempts, 1);
+    }
+
+    // The upstream ends the stream after its first event: the client's stream started, so it
+    // is relayed as far as it went and neither retried nor sent to the fallback.
+    let mut cut = chat_body(true);
+    cut["mock"] = json!({"cut_after": 1, "chunks": 5});
+    let before = upstream_calls(&app, "/v1/chat/completions");
+    let response = app.chat(&key, cut).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("1"));
+    let text = response.text().await.expect("text");
+    assert!(text.contains("data: "), "{text}");
+    assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 1);
+    let event = next_request_event(&mut rx).await;
+    assert_eq!(
+        (event.attempts, event.provider.as_deref(), event.model.as_deref()),
+        (1, Some("openai"), Some("gpt-4o-mini"))
+    );
+}
+
+/// On a capped plan an unpriced model is refused (its cost could not count): as a fallback it is
+/// skipped, and the next one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_the_plan_cannot_count_is_never_tried() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        c.fallbacks.insert("gpt-4o-mini".into(), vec!["backup/mystery-model".into(), "backup/gpt-4o".into()]);
+        c.plans = vec![PlanConfig {
+            name: "pro".into(),
+            monthly_price_usd: 29.0,
+            variant_ids: vec![],
+            monthly_budget_usd: Some(100.0),
+            monthly_token_quota: None,
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
+    let models: Vec<Value> = app.mock.upstream.seen().into_iter().map(|seen| seen.body["model"].clone()).collect();
+    assert_eq!(models, [json!("gpt-4o")], "the unpriced fallback never went upstream");
+}
