@@ -18,7 +18,7 @@ use crate::billing::prices::NanoPrice;
 use crate::config::Config;
 use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
-use crate::providers::{Api, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
+use crate::providers::{Api, AttemptOutcome, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
 use crate::web::error::ApiError;
@@ -447,13 +447,11 @@ async fn call_upstream(
         let retry = outcome.as_ref().err().is_some_and(Failure::retryable)
             && attempts < app.config.upstream_max_attempts
             && deadline.saturating_duration_since(Instant::now()) > backoff;
-        let counted = match (&outcome, retry) {
-            (Ok(_), _) => "ok",
-            (Err(_), true) => "retried",
-            (Err(_), false) => "failed",
-        };
-        metrics::counter!("omi_upstream_attempts_total", "provider" => candidate.provider.name.clone(), "outcome" => counted)
-            .increment(1);
+        candidate.provider.count_attempt(match (&outcome, retry) {
+            (Ok(_), _) => AttemptOutcome::Ok,
+            (Err(_), true) => AttemptOutcome::Retried,
+            (Err(_), false) => AttemptOutcome::Failed,
+        });
         if !retry {
             return (outcome, index, attempts);
         }

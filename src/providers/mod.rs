@@ -166,6 +166,35 @@ pub struct Provider {
     /// Serves requests with the customer's own key when it has no house key.
     pub byok: bool,
     pub models: Vec<String>,
+    /// `omi_upstream_attempts_total{provider,outcome}`, registered once: a request then counts
+    /// its calls with an atomic add, not a registry lookup with label allocations.
+    attempts: AttemptCounters,
+}
+
+/// How one upstream call ended, as `omi_upstream_attempts_total{outcome}` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Ok,
+    /// Failed, and another call follows.
+    Retried,
+    /// Failed, and it was the last.
+    Failed,
+}
+
+struct AttemptCounters([metrics::Counter; 3]);
+
+impl AttemptCounters {
+    fn register(provider: &str) -> AttemptCounters {
+        AttemptCounters(["ok", "retried", "failed"].map(|outcome| {
+            metrics::counter!("omi_upstream_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
+        }))
+    }
+}
+
+impl std::fmt::Debug for AttemptCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptCounters")
+    }
 }
 
 /// Why a provider will not take a request.
@@ -196,7 +225,8 @@ impl Provider {
                 *slot = Some(url);
             }
         }
-        Ok(Provider { name: name.into(), kind, base_url, urls, house_key, byok, models })
+        let attempts = AttemptCounters::register(name);
+        Ok(Provider { name: name.into(), kind, base_url, urls, house_key, byok, models, attempts })
     }
 
     /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
@@ -206,6 +236,16 @@ impl Provider {
 
     pub fn wire(&self) -> &'static dyn Wire {
         self.kind.wire()
+    }
+
+    pub fn count_attempt(&self, outcome: AttemptOutcome) {
+        let [ok, retried, failed] = &self.attempts.0;
+        match outcome {
+            AttemptOutcome::Ok => ok,
+            AttemptOutcome::Retried => retried,
+            AttemptOutcome::Failed => failed,
+        }
+        .increment(1);
     }
 
     /// The key a request goes upstream with: the customer's own when sent (a provider with a
