@@ -923,7 +923,12 @@ mod tests {
             jail.create_file("omi.toml", include_str!("../omi.toml.example"))?;
             let config = Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment"))
                 .expect("omi.toml.example parses");
-            assert_eq!(config.providers.len(), 3);
+            assert_eq!(config.providers.len(), 4);
+            let kinds: Vec<ProviderKind> = config.providers.iter().map(|p| p.kind).collect();
+            assert_eq!(
+                kinds,
+                [ProviderKind::OpenAi, ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::OpenAi]
+            );
             assert_eq!(config.prices["gpt-4o-mini"].cached_input, Some(0.075));
             assert_eq!(
                 (config.prices["gpt-4o-mini"].cache_write, config.prices["claude-sonnet-4-5"].cache_write),
@@ -937,7 +942,7 @@ mod tests {
             assert!(!config.sentinel_store_prompts);
             assert_eq!((config.unpriced_models, config.sentinel_judge_byok), (UnpricedModels::Refuse, JudgeByok::Skip));
             assert!(!config.passthrough_service_tier && !config.passthrough_store);
-            assert!(!config.providers[2].byok, "the keyless local provider takes no customer keys");
+            assert!(!config.providers[3].byok, "the keyless local provider takes no customer keys");
             assert_eq!(config.rate_limits.plans["pro"].requests_per_minute, Some(600));
             Ok(())
         });
