@@ -1,6 +1,8 @@
 //! `POST /v1/responses`: OpenAI's Responses API on `openai`-kind providers, streamed or not.
 //! The operator's system prompt goes first in `instructions`; `store` is sent as false unless
-//! the operator passes it through (the API stores by default).
+//! the operator passes it through (the API stores by default, and bills the stored state), so
+//! conversations chained by `previous_response_id` need `passthrough_store = true`; without it
+//! customers resend the conversation (or its encrypted reasoning) in `input`, as Codex does.
 
 use super::pipeline::{Endpoint, require};
 use crate::providers::Api;
