@@ -47,6 +47,8 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("OMI_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "upstream_first_byte_timeout_ms"),
     ("OMI_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms"),
     ("OMI_UPSTREAM_MAX_ATTEMPTS", "upstream_max_attempts"),
+    ("OMI_CIRCUIT_FAILURES", "circuit_failures"),
+    ("OMI_CIRCUIT_COOLDOWN_SECS", "circuit_cooldown_secs"),
     ("OMI_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
     ("OMI_LOG_FORMAT", "log_format"),
     ("LEMONSQUEEZY_SIGNING_SECRET", "lemonsqueezy_signing_secret"),
@@ -95,6 +97,11 @@ pub struct Config {
     /// Upstream calls one request may make, all candidates together (the first included); the
     /// first-byte timeout bounds them all.
     pub upstream_max_attempts: u32,
+    /// Consecutive failed calls (unreachable, timeout, 429, 5xx) that open a provider key's
+    /// circuit: its calls are then skipped; 0 turns circuits off.
+    pub circuit_failures: u32,
+    /// How long an open circuit is skipped before one request probes it.
+    pub circuit_cooldown_secs: u64,
     pub shutdown_grace_ms: u64,
     /// `text` (default) or `json`.
     pub log_format: String,
@@ -393,6 +400,8 @@ impl Default for Config {
             upstream_first_byte_timeout_ms: 120_000,
             upstream_idle_timeout_ms: 60_000,
             upstream_max_attempts: 3,
+            circuit_failures: 5,
+            circuit_cooldown_secs: 30,
             shutdown_grace_ms: 30_000,
             log_format: "text".into(),
             providers: Vec::new(),
@@ -1075,6 +1084,22 @@ mod tests {
             Ok(())
         });
         assert_eq!((Config::default().upstream_max_attempts, Config::default().fallbacks.len()), (3, 0));
+    }
+
+    #[test]
+    fn circuit_settings_come_from_the_file_or_the_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("omi.toml", "circuit_failures = 0\ncircuit_cooldown_secs = 10\n")?;
+            let figment = || Config::figment(Some(Path::new("omi.toml"))).expect("figment");
+            let config = Config::from_figment(figment()).expect("config");
+            assert_eq!((config.circuit_failures, config.circuit_cooldown_secs), (0, 10));
+            jail.set_env("OMI_CIRCUIT_FAILURES", "2");
+            jail.set_env("OMI_CIRCUIT_COOLDOWN_SECS", "7");
+            let config = Config::from_figment(figment()).expect("config");
+            assert_eq!((config.circuit_failures, config.circuit_cooldown_secs), (2, 7));
+            Ok(())
+        });
+        assert_eq!((Config::default().circuit_failures, Config::default().circuit_cooldown_secs), (5, 30));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::billing::prices::NanoPrice;
 use crate::config::Config;
 use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
+use crate::providers::circuit::{CallEnd, Circuit};
 use crate::providers::{Api, AttemptOutcome, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
@@ -120,6 +121,18 @@ impl Prepared {
             0 => &self.primary,
             fallback => &self.fallbacks[fallback - 1],
         }
+    }
+
+    /// The breaker `candidate`'s calls go through: its provider's house key's. The customer's
+    /// own key has none (its failures say nothing of the house key).
+    fn circuit<'a>(&self, candidate: &'a Candidate) -> Option<&'a Circuit> {
+        (!self.byok).then_some(&candidate.provider.circuit)
+    }
+
+    /// Whether some candidate would be called now (one whose circuit is closed, or due a probe).
+    fn any_circuit_admits(&self, now: Instant) -> bool {
+        (0..self.candidates())
+            .any(|index| self.circuit(self.candidate(index)).is_none_or(|circuit| !circuit.skips(now)))
     }
 }
 
@@ -418,8 +431,10 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
 /// The one place upstream is called: the candidates in turn (the requested model, then its
 /// fallbacks, round again) until one answers, the failure is not worth another call,
 /// `upstream_max_attempts` calls were made, or the first-byte deadline, shared by all, nears.
-/// Returns the last outcome, its candidate's index and the calls made. Nothing has reached
-/// the client yet: a stream whose answer began is relayed, never retried.
+/// A candidate whose circuit is open is skipped at once and is no attempt; when every one is,
+/// the request fails as unreachable without a call. Returns the last outcome, its candidate's
+/// index and the calls made. Nothing has reached the client yet: a stream whose answer began
+/// is relayed, never retried.
 async fn call_upstream(
     app: &AppState,
     meter: &mut Meter,
@@ -427,11 +442,27 @@ async fn call_upstream(
 ) -> (Result<reqwest::Response, Failure>, usize, u32) {
     let deadline = Instant::now() + Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
     let mut attempts = 0;
+    // The candidate the meter books (the primary until another is called).
+    let mut booked = 0;
+    let mut next = 0;
+    let mut skipped_in_a_row = 0;
     loop {
-        let index = attempts as usize % prepared.candidates();
+        let index = next % prepared.candidates();
+        next += 1;
         let candidate = prepared.candidate(index);
-        if attempts > 0 && prepared.candidates() > 1 {
+        if prepared.circuit(candidate).is_some_and(|circuit| !circuit.admit(Instant::now())) {
+            skipped_in_a_row += 1;
+            if skipped_in_a_row < prepared.candidates() {
+                continue;
+            }
+            // Every circuit open: before the first call (a failed call goes on only when some
+            // circuit admits, unless another request opened it meanwhile).
+            return (Err(Failure::Unreachable), booked, attempts);
+        }
+        skipped_in_a_row = 0;
+        if index != booked {
             // Another candidate than the last: booked and priced as the model that answers.
+            booked = index;
             meter.set_request(
                 &candidate.upstream_model,
                 &candidate.provider.name,
@@ -443,10 +474,20 @@ async fn call_upstream(
         }
         attempts += 1;
         let outcome = send(app, prepared, candidate, deadline).await;
+        let failed = outcome.as_ref().err().is_some_and(Failure::retryable);
+        if let Some(circuit) = prepared.circuit(candidate) {
+            let end = match &outcome {
+                Ok(_) => CallEnd::Answered,
+                Err(_) if failed => CallEnd::Failed,
+                Err(_) => CallEnd::RefusedRequest,
+            };
+            circuit.record(end, Instant::now());
+        }
         let backoff = retry_backoff(attempts);
-        let retry = outcome.as_ref().err().is_some_and(Failure::retryable)
+        let retry = failed
             && attempts < app.config.upstream_max_attempts
-            && deadline.saturating_duration_since(Instant::now()) > backoff;
+            && deadline.saturating_duration_since(Instant::now()) > backoff
+            && prepared.any_circuit_admits(Instant::now());
         candidate.provider.count_attempt(match (&outcome, retry) {
             (Ok(_), _) => AttemptOutcome::Ok,
             (Err(_), true) => AttemptOutcome::Retried,

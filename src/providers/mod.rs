@@ -8,6 +8,7 @@
 //! speaks the Messages API natively and carries chat completions by translation.
 
 pub mod anthropic;
+pub mod circuit;
 pub mod openai;
 pub mod sse;
 
@@ -15,6 +16,7 @@ use crate::billing::prices::PriceTable;
 use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig, ProviderKind};
 use crate::events::TokenUsage;
 use bytes::Bytes;
+use circuit::Circuit;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 use sse::SseEvent;
@@ -169,6 +171,8 @@ pub struct Provider {
     /// `omi_upstream_attempts_total{provider,outcome}`, registered once: a request then counts
     /// its calls with an atomic add, not a registry lookup with label allocations.
     attempts: AttemptCounters,
+    /// The house key's breaker (customer keys go around it: their failures say nothing of it).
+    pub circuit: Circuit,
 }
 
 /// How one upstream call ended, as `omi_upstream_attempts_total{outcome}` counts it.
@@ -214,6 +218,7 @@ impl Provider {
         house_key: Option<SecretString>,
         byok: bool,
         models: Vec<String>,
+        circuit: circuit::Policy,
     ) -> Result<Provider, ConfigError> {
         let base_url = base_url.trim_end_matches('/').to_string();
         let wire = kind.wire();
@@ -226,7 +231,9 @@ impl Provider {
             }
         }
         let attempts = AttemptCounters::register(name);
-        Ok(Provider { name: name.into(), kind, base_url, urls, house_key, byok, models, attempts })
+        let name: Arc<str> = name.into();
+        let circuit = Circuit::new(name.clone(), circuit);
+        Ok(Provider { name, kind, base_url, urls, house_key, byok, models, attempts, circuit })
     }
 
     /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
@@ -324,6 +331,7 @@ impl Providers {
                 house_key,
                 byok,
                 spec.models,
+                circuit::Policy::from_config(config),
             )?));
         }
         Ok(providers)
@@ -430,7 +438,8 @@ mod tests {
     fn a_customer_key_reaches_a_keyless_provider_only_when_it_takes_byok() {
         let provider = |house: Option<&str>, byok: bool| {
             let house = house.map(SecretString::from);
-            Provider::new("local", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1", house, byok, vec![])
+            let policy = circuit::Policy::from_config(&Config::default());
+            Provider::new("local", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1", house, byok, vec![], policy)
                 .expect("provider")
         };
         let own = || Some(SecretString::from("sk-customer"));

@@ -67,7 +67,12 @@ on_both_backends!(a_refused_provider_falls_back_to_the_next_and_is_billed_at_its
 /// and each request is booked with B's provider and model, at B's price, after 2 attempts.
 async fn a_refused_provider_falls_back_to_the_next_and_is_billed_at_its_model(backend: Backend) {
     const REQUESTS: usize = 50;
-    let Some(app) = TestApp::spawn_with(backend, |c| with_fallbacks(c, REFUSING_URL)).await else { return };
+    // Circuits off: each request is to pay A's refusal (with them on, see `an_open_circuit_*`).
+    let circuits_off = |c: &mut Config| {
+        with_fallbacks(c, REFUSING_URL);
+        c.circuit_failures = 0;
+    };
+    let Some(app) = TestApp::spawn_with(backend, circuits_off).await else { return };
     let key = app.create_key("ada@example.com").await;
     let answers = futures_util::future::join_all((0..REQUESTS).map(|i| {
         let app = &app;
@@ -138,7 +143,8 @@ async fn an_openai_kind_failure_falls_back_to_a_claude_model_on_chat_completions
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_only_provider_is_retried_up_to_the_attempts_then_the_client_gets_502() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    // Circuits off: 9 failures in a row would open it after `circuit_failures`.
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| c.circuit_failures = 0).await else { return };
     let key = app.create_key("ada@example.com").await;
     let mut rx = app.state().events.subscribe("test", 64);
     for status in [503, 529, 429] {
@@ -223,4 +229,47 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
     assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
     let models: Vec<Value> = app.mock.upstream.seen().into_iter().map(|seen| seen.body["model"].clone()).collect();
     assert_eq!(models, [json!("gpt-4o")], "the unpriced fallback never went upstream");
+}
+
+/// `openai` refuses every connection: after `circuit_failures` requests its circuit is open,
+/// and the next requests go straight to the fallback (one attempt), or fail at once with the
+/// outage's 502 when the model has no fallback; `/metrics` shows the circuit open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_is_skipped_without_a_call_and_shown_in_metrics() {
+    const CIRCUIT_FAILURES: u32 = 2;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        c.circuit_failures = CIRCUIT_FAILURES;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    let circuit_open = |provider: &str| {
+        let gauge = format!(r#"omi_upstream_circuit_open{{provider="{provider}"}} "#);
+        omi::telemetry::metrics_handle().render().lines().find_map(|l| l.strip_prefix(&gauge).map(str::to_owned))
+    };
+    for (request, attempts) in [(1, "2"), (2, "2"), (3, "1"), (4, "1")] {
+        let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+        assert_eq!(response.status(), 200, "request {request}");
+        assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"), "request {request}");
+        assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some(attempts), "request {request}");
+        if request == CIRCUIT_FAILURES {
+            assert_eq!(circuit_open("openai").as_deref(), Some("1"));
+        }
+        next_request_event(&mut rx).await;
+    }
+    assert_eq!(circuit_open("backup").as_deref(), Some("0"), "every provider's circuit is shown");
+
+    // No fallback: the outage's 502 at once, booked as unreachable, without a call.
+    let body = json!({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
+    let response = app.chat(&key, body).send().await.expect("send");
+    assert_eq!(response.status(), 502);
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("0"));
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "upstream_error", "{error}");
+    let event = next_request_event(&mut rx).await;
+    assert_eq!((event.error_code, event.attempts), (Some(omi::events::UPSTREAM_UNREACHABLE), 0));
 }

@@ -114,6 +114,8 @@ async fn errors_use_openai_shape_and_status_codes() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.max_body_bytes = 4096;
         c.upstream_first_byte_timeout_ms = 400;
+        // Its failing cases are not to open the mock's circuit.
+        c.circuit_failures = 0;
     })
     .await
     else {

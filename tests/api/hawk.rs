@@ -93,6 +93,8 @@ fn watch(config: &mut Config, slack: &MockServer) {
     config.public_url = Some("https://omi.example".into());
     config.hawk.group_wait_ms = 200;
     config.hawk.probe_interval_secs = 1;
+    // The mock fails the requests that ask it to: circuits would skip it after a few.
+    config.circuit_failures = 0;
 }
 
 fn failing(mut body: Value, status: u16) -> Value {
@@ -737,6 +739,8 @@ async fn metrics_are_prometheus_text_with_the_values_of_known_traffic() {
             omi::config::ModelPrice { input: 1.0, cached_input: None, cache_write: None, output: 2.0 },
         );
         c.hawk.probe_interval_secs = 1;
+        // Its 5 failing requests are not to open the mock's circuit.
+        c.circuit_failures = 0;
     })
     .await
     else {
