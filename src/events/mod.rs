@@ -51,6 +51,12 @@ pub enum Event {
     /// Yesterday's books, once a day, for the Hawk to post.
     DailySummary(Box<DailySummary>),
     Firewall(FirewallEvent),
+    /// A provider's circuit opened (or a failed probe kept it open), or closed again.
+    Circuit {
+        provider: Arc<str>,
+        open: bool,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -16,9 +16,9 @@ use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::app::AppState;
 use crate::billing::prices::NanoPrice;
 use crate::config::Config;
-use crate::events::{TokenUsage, UPSTREAM_UNREACHABLE};
+use crate::events::{Event, TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
-use crate::providers::circuit::{CallEnd, Circuit};
+use crate::providers::circuit::{CallEnd, Circuit, CircuitChange};
 use crate::providers::{Api, AttemptOutcome, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
@@ -481,7 +481,10 @@ async fn call_upstream(
                 Err(_) if failed => CallEnd::Failed,
                 Err(_) => CallEnd::RefusedRequest,
             };
-            circuit.record(end, Instant::now());
+            if let Some(change) = circuit.record(end, Instant::now()) {
+                let (provider, open) = (candidate.provider.name.clone(), change == CircuitChange::Open);
+                app.events.publish(Event::Circuit { provider, open, at: chrono::Utc::now() });
+            }
         }
         let backoff = retry_backoff(attempts);
         let retry = failed

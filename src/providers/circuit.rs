@@ -20,6 +20,14 @@ pub enum CallEnd {
     Failed,
 }
 
+/// What a call's end did to the circuit, for the Hawk's `provider_down` alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitChange {
+    /// It opened, or a failure (a probe's) kept it open for another cooldown.
+    Open,
+    Closed,
+}
+
 #[derive(Debug)]
 enum State {
     Closed {
@@ -100,30 +108,39 @@ impl Circuit {
         self.failures_to_open > 0 && matches!(*self.state(), State::Open { until } if now < until)
     }
 
-    /// Books how an admitted call ended.
-    pub fn record(&self, end: CallEnd, now: Instant) {
+    /// Books how an admitted call ended; returns the change when it is (still) open or closed.
+    pub fn record(&self, end: CallEnd, now: Instant) -> Option<CircuitChange> {
         if self.failures_to_open == 0 {
-            return;
+            return None;
         }
         let mut state = self.state();
         match (&mut *state, end) {
             (State::Closed { consecutive_failures }, CallEnd::Failed) => {
                 *consecutive_failures += 1;
-                if *consecutive_failures >= self.failures_to_open {
-                    *state = State::Open { until: now + self.cooldown };
-                    self.open_gauge.set(1.0);
-                    tracing::warn!(provider = %self.provider, cooldown_secs = self.cooldown.as_secs(), "upstream circuit opened");
+                if *consecutive_failures < self.failures_to_open {
+                    return None;
                 }
+                *state = State::Open { until: now + self.cooldown };
+                self.open_gauge.set(1.0);
+                tracing::warn!(provider = %self.provider, cooldown_secs = self.cooldown.as_secs(), "upstream circuit opened");
+                Some(CircuitChange::Open)
             }
-            (State::Closed { consecutive_failures }, CallEnd::Answered) => *consecutive_failures = 0,
-            (State::Closed { .. }, CallEnd::RefusedRequest) => {}
+            (State::Closed { consecutive_failures }, CallEnd::Answered) => {
+                *consecutive_failures = 0;
+                None
+            }
+            (State::Closed { .. }, CallEnd::RefusedRequest) => None,
             // The probe (or a call begun before the circuit opened) failed: another cooldown.
-            (State::Open { until }, CallEnd::Failed) => *until = now + self.cooldown,
+            (State::Open { until }, CallEnd::Failed) => {
+                *until = now + self.cooldown;
+                Some(CircuitChange::Open)
+            }
             // Any answer shows the upstream is up again.
             (State::Open { .. }, CallEnd::Answered | CallEnd::RefusedRequest) => {
                 *state = State::Closed { consecutive_failures: 0 };
                 self.open_gauge.set(0.0);
                 tracing::info!(provider = %self.provider, "upstream circuit closed");
+                Some(CircuitChange::Closed)
             }
         }
     }
@@ -157,7 +174,7 @@ mod tests {
         let (circuit, start) = (circuit(3), Instant::now());
         fail_times(&circuit, 2, start);
         assert!(circuit.admit(start) && !circuit.skips(start), "2 of 3 failures keep it closed");
-        circuit.record(CallEnd::Failed, start);
+        assert_eq!(circuit.record(CallEnd::Failed, start), Some(CircuitChange::Open));
         assert!(circuit.skips(start));
         assert!(!circuit.admit(start));
         assert!(!circuit.admit(start + COOLDOWN - Duration::from_millis(1)), "skipped until the cooldown is over");
@@ -167,7 +184,7 @@ mod tests {
     fn a_success_resets_the_count_and_the_customers_4xx_do_not_count() {
         let (circuit, now) = (circuit(3), Instant::now());
         fail_times(&circuit, 2, now);
-        circuit.record(CallEnd::Answered, now);
+        assert_eq!(circuit.record(CallEnd::Answered, now), None);
         fail_times(&circuit, 2, now);
         for _ in 0..10 {
             circuit.record(CallEnd::RefusedRequest, now);
@@ -185,7 +202,7 @@ mod tests {
         assert!(!circuit.skips(after));
         assert!(circuit.admit(after), "the probe");
         assert!(!circuit.admit(after) && !circuit.admit(after + Duration::from_secs(1)), "the others still skip");
-        circuit.record(CallEnd::Answered, after + Duration::from_secs(1));
+        assert_eq!(circuit.record(CallEnd::Answered, after + Duration::from_secs(1)), Some(CircuitChange::Closed));
         assert!(circuit.admit(after + Duration::from_secs(1)) && circuit.admit(after + Duration::from_secs(1)));
     }
 
@@ -195,7 +212,7 @@ mod tests {
         fail_times(&circuit, 1, start);
         let probe_end = start + COOLDOWN + Duration::from_secs(5);
         assert!(circuit.admit(start + COOLDOWN));
-        circuit.record(CallEnd::Failed, probe_end);
+        assert_eq!(circuit.record(CallEnd::Failed, probe_end), Some(CircuitChange::Open), "still down");
         assert!(!circuit.admit(probe_end + COOLDOWN - Duration::from_millis(1)));
         assert!(circuit.admit(probe_end + COOLDOWN), "the next probe");
     }

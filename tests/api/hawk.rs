@@ -853,3 +853,39 @@ fn the_shipped_n8n_workflow_is_importable_and_checks_our_signature() {
         assert_eq!(posts, ["={{ $json.body.data.text }}"], "{node}");
     }
 }
+
+/// A provider whose calls fail opens its circuit after `circuit_failures`: Slack hears
+/// `provider_down` once; when the probe after the cooldown answers, it hears the resolution once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_pages_provider_down_once_and_its_closing_resolves_it() {
+    let (slack, server) = Fake::start(slack_ok).await;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        watch(c, &server);
+        c.circuit_failures = 2;
+        c.circuit_cooldown_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    for _ in 0..4 {
+        assert_eq!(app.chat(&key, failing(chat_body(false), 500)).send().await.expect("send").status(), 502);
+    }
+    let is_provider_down = |b: &Value| b["text"].as_str().is_some_and(|t| t.contains("Provider down"));
+    slack.wait_for("provider_down", Duration::from_secs(10), |b| b.iter().any(is_provider_down)).await;
+    // The requests after the cooldown probe the (now answering) mock; one closes the circuit.
+    let closed = eventually(Duration::from_secs(10), || async {
+        app.chat(&key, chat_body(false)).send().await.expect("send").status() == 200
+    })
+    .await;
+    assert!(closed.is_some(), "the probe closed the circuit");
+    let resolved = |t: &str| t.contains("Provider down") && t.contains("RESOLVED");
+    let any_resolved = |b: &[Value]| b.iter().any(|b| b["text"].as_str().is_some_and(resolved));
+    slack.wait_for("its resolution", Duration::from_secs(10), any_resolved).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let texts: Vec<String> = slack.texts().into_iter().filter(|t| t.contains("Provider down")).collect();
+    assert_eq!(texts.len(), 2, "one firing, one resolution: {texts:#?}");
+    assert!(texts[0].contains("FIRING") && texts[0].contains("openai"), "{texts:#?}");
+    assert!(resolved(&texts[1]), "{texts:#?}");
+}

@@ -150,6 +150,15 @@ impl Hawk {
                 self.observe(Trigger::new(Rule::RedisUnreachable, limiter, firewall.at).critical(true).detail(detail));
             }
             Event::Firewall(_) => {}
+            Event::Circuit { provider, open: true, at } => {
+                let detail = "circuit open: requests skip it for their fallbacks until a probe answers";
+                self.observe(Trigger::new(Rule::ProviderDown, provider.as_ref(), *at).critical(true).detail(detail));
+            }
+            Event::Circuit { provider, open: false, at } => {
+                if let Some(notification) = self.engine.resolve(Rule::ProviderDown, provider, *at) {
+                    self.dispatch(notification);
+                }
+            }
             Event::DailySummary(summary) => {
                 if let Some(slack) = &self.slack {
                     slack.push(SlackMessage::Summary(summary.clone()));

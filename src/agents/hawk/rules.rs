@@ -41,10 +41,12 @@ pub enum Rule {
     DeliveryFailing,
     /// An upstream reported more tokens than any model's context holds, per provider.
     SuspiciousUsage,
+    /// A provider's circuit is open (its calls are skipped), per provider: resolved when it closes.
+    ProviderDown,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::ServerErrors,
         Rule::Latency,
         Rule::UpstreamUnreachable,
@@ -56,6 +58,7 @@ impl Rule {
         Rule::Finding,
         Rule::DeliveryFailing,
         Rule::SuspiciousUsage,
+        Rule::ProviderDown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Rule {
             Rule::Finding => "finding",
             Rule::DeliveryFailing => "delivery_failing",
             Rule::SuspiciousUsage => "suspicious_usage",
+            Rule::ProviderDown => "provider_down",
         }
     }
 
@@ -88,6 +92,7 @@ impl Rule {
             Rule::Finding => "High-severity finding",
             Rule::DeliveryFailing => "Notifications not delivered",
             Rule::SuspiciousUsage => "Impossible token usage reported",
+            Rule::ProviderDown => "Provider down (circuit open)",
         }
     }
 }
@@ -164,7 +169,7 @@ impl Policy {
             Rule::UpstreamUnreachable => self.unreachable,
             Rule::DatabaseUnreachable | Rule::RedisUnreachable => self.probe_failures,
             // Every dropped record is lost money: the first one is critical.
-            Rule::UsageDropped => Threshold::always_critical(1),
+            Rule::UsageDropped | Rule::ProviderDown => Threshold::always_critical(1),
             Rule::Latency
             | Rule::WebhookRejected
             | Rule::EmailFailing
@@ -361,6 +366,15 @@ impl Tracked {
         })
     }
 
+    /// The incident is over: a new one needs its own threshold's worth of triggers.
+    fn end(&mut self) {
+        self.episode = None;
+        self.window.clear();
+        self.window_sum = 0;
+        self.samples.clear();
+        self.detail = None;
+    }
+
     fn notify(&mut self, key: &str, notice: Notice, now: DateTime<Utc>) -> Option<Notification> {
         let episode = self.episode.as_mut()?;
         episode.notifications_sent += 1;
@@ -442,6 +456,16 @@ impl Engine {
         tracked.notify(&key, Notice::Fired, at)
     }
 
+    /// Resolves the firing alert of `rule` and `subject` now, when what it watches says the
+    /// trouble is over (a circuit closed), rather than after a quiet period.
+    pub fn resolve(&mut self, rule: Rule, subject: &str, now: DateTime<Utc>) -> Option<Notification> {
+        let key = format!("{}:{subject}", rule.name());
+        let tracked = self.alerts.get_mut(&key)?;
+        let notification = tracked.notify(&key, Notice::Resolved, now);
+        tracked.end();
+        notification
+    }
+
     /// Advances time: resolves quiet alerts, reminds about lasting ones, forgets the rest.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Notification> {
         let policy = &self.policy;
@@ -465,12 +489,7 @@ impl Engine {
                     out.extend(tracked.notify(key, notice, now));
                 }
                 if notice == Some(Notice::Resolved) {
-                    // The incident is over: a new one needs its own threshold's worth of triggers.
-                    tracked.episode = None;
-                    tracked.window.clear();
-                    tracked.window_sum = 0;
-                    tracked.samples.clear();
-                    tracked.detail = None;
+                    tracked.end();
                 }
             }
             tracked.episode.is_some() || !tracked.window.is_empty() || !tracked.fired.is_empty()
@@ -584,6 +603,28 @@ mod tests {
         assert_eq!(resolved.resolved_at, Some(last + secs(300)));
         assert!(hawk.tick(last + secs(900)).is_empty(), "resolved exactly once");
         assert_eq!(hawk.firing(Rule::ServerErrors), 0);
+    }
+
+    #[test]
+    fn a_provider_down_fires_on_its_first_trigger_and_resolves_when_told() {
+        let mut hawk = engine();
+        let down = |at| Trigger::new(Rule::ProviderDown, "openai", at).critical(true);
+        let out: Vec<_> = (0..3).filter_map(|n| hawk.observe(down(t0() + secs(n * 30)))).collect();
+        assert_eq!(notices(&out), vec![Notice::Fired], "a failed probe keeps it firing, unannounced");
+        assert_eq!(
+            (out[0].alert.key.as_str(), out[0].alert.severity),
+            ("provider_down:openai", AlertSeverity::Critical)
+        );
+        assert!(hawk.resolve(Rule::ProviderDown, "anthropic", t0() + secs(70)).is_none(), "not firing");
+        let resolved = hawk.resolve(Rule::ProviderDown, "openai", t0() + secs(70)).expect("resolved");
+        assert_eq!((resolved.notice, resolved.alert.state), (Notice::Resolved, AlertState::Resolved));
+        assert!(hawk.resolve(Rule::ProviderDown, "openai", t0() + secs(71)).is_none(), "resolved once");
+        assert_eq!(hawk.firing(Rule::ProviderDown), 0);
+        assert!(hawk.tick(t0() + secs(1000)).is_empty());
+        assert_eq!(
+            notices(&hawk.observe(down(t0() + secs(1001))).into_iter().collect::<Vec<_>>()),
+            vec![Notice::Fired]
+        );
     }
 
     #[test]
