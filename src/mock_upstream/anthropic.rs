@@ -4,24 +4,13 @@
 //! Streamed as `message_start`, content blocks (`text_delta` / `input_json_delta` parts),
 //! `message_delta` (stop reason and output tokens) and `message_stop`.
 
-use super::{Call, Dialect, MockUpstream, Usage};
+use super::{Call, Usage};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-pub(super) async fn messages(
-    State(mock): State<MockUpstream>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = match mock.admit(Dialect::Anthropic, &uri, &headers, &body).await {
-        Ok(call) => call,
-        Err(refused) => return refused,
-    };
+pub(super) fn messages(call: Call) -> Response {
     let refuse = |message: &str| error(StatusCode::BAD_REQUEST, message);
     if !call.body["max_tokens"].is_u64() {
         return refuse("max_tokens: Field required");

@@ -1,23 +1,11 @@
 //! OpenAI's `POST /v1/chat/completions`, streamed (`chat.completion.chunk`s, usage last when
 //! `stream_options.include_usage`, then `[DONE]`) and not.
 
-use super::{Dialect, MockUpstream};
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::HeaderMap;
+use super::Call;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-pub(super) async fn chat(
-    State(mock): State<MockUpstream>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = match mock.admit(Dialect::OpenAi, &uri, &headers, &body).await {
-        Ok(call) => call,
-        Err(refused) => return refused,
-    };
+pub(super) fn chat(call: Call) -> Response {
     let model = call.model("gpt-4o-mini");
     let usage = call.usage(&["messages"]).openai();
 

@@ -1,23 +1,12 @@
 //! OpenAI's legacy `POST /v1/completions`: `prompt` (a string, strings or token arrays), streamed
 //! (`text_completion` chunks, usage last when `stream_options.include_usage`, then `[DONE]`) and not.
 
-use super::{Dialect, MockUpstream};
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use super::{Call, Dialect};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-pub(super) async fn completions(
-    State(mock): State<MockUpstream>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = match mock.admit(Dialect::OpenAi, &uri, &headers, &body).await {
-        Ok(call) => call,
-        Err(refused) => return refused,
-    };
+pub(super) fn completions(call: Call) -> Response {
     if call.body.get("prompt").is_none() {
         return Dialect::OpenAi.error(StatusCode::BAD_REQUEST, "you must provide a prompt parameter");
     }

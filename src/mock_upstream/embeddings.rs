@@ -2,10 +2,8 @@
 //! each gets a small deterministic unit vector (8 dimensions unless `dimensions` says otherwise)
 //! derived from its text, as floats or, with `encoding_format: "base64"`, little-endian f32 bytes.
 
-use super::{Dialect, MockUpstream};
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use super::{Call, Dialect};
+use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
@@ -14,16 +12,7 @@ const DEFAULT_DIMENSIONS: u64 = 8;
 /// text-embedding-3-large's size, the largest OpenAI serves.
 const MAX_DIMENSIONS: u64 = 3072;
 
-pub(super) async fn embeddings(
-    State(mock): State<MockUpstream>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = match mock.admit(Dialect::OpenAi, &uri, &headers, &body).await {
-        Ok(call) => call,
-        Err(refused) => return refused,
-    };
+pub(super) fn embeddings(call: Call) -> Response {
     let refuse = |message: &str| Dialect::OpenAi.error(StatusCode::BAD_REQUEST, message);
     let Some(inputs) = inputs_of(&call.body["input"]) else {
         return refuse("'$.input' is invalid: a non-empty string, token array, or array of them is required");

@@ -26,10 +26,11 @@ mod embeddings;
 mod responses;
 mod sse;
 
-use axum::extract::OriginalUri;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,6 +82,17 @@ struct Steering {
     tool_call: Option<Value>,
 }
 
+/// An endpoint's route: every call is first admitted (remembered, credentials checked, the
+/// `mock` steering's latency and failure applied), then `answer` answers it.
+fn answered(dialect: Dialect, answer: fn(Call) -> Response) -> MethodRouter<MockUpstream> {
+    post(move |State(mock): State<MockUpstream>, uri: OriginalUri, headers: HeaderMap, body: Bytes| async move {
+        match mock.admit(dialect, &uri, &headers, &body).await {
+            Ok(call) => answer(call),
+            Err(refused) => refused,
+        }
+    })
+}
+
 impl MockUpstream {
     pub fn new(config: MockConfig) -> MockUpstream {
         MockUpstream { config, seen: Arc::default() }
@@ -88,11 +100,11 @@ impl MockUpstream {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/v1/chat/completions", post(chat::chat))
-            .route("/v1/completions", post(completions::completions))
-            .route("/v1/embeddings", post(embeddings::embeddings))
-            .route("/v1/responses", post(responses::responses))
-            .route("/v1/messages", post(anthropic::messages))
+            .route("/v1/chat/completions", answered(Dialect::OpenAi, chat::chat))
+            .route("/v1/completions", answered(Dialect::OpenAi, completions::completions))
+            .route("/v1/embeddings", answered(Dialect::OpenAi, embeddings::embeddings))
+            .route("/v1/responses", answered(Dialect::OpenAi, responses::responses))
+            .route("/v1/messages", answered(Dialect::Anthropic, anthropic::messages))
             .route("/v1/models", get(models))
             .with_state(self.clone())
     }

@@ -2,26 +2,15 @@
 //! `instructions`; one assistant message answers. Streamed as typed events (`event:` lines and a
 //! `sequence_number`), ending with `response.completed`, which carries the full response and usage.
 
-use super::{Call, Dialect, MockUpstream, Usage};
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use super::{Call, Dialect, Usage};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 const RESPONSE_ID: &str = "resp_mock";
 const ITEM_ID: &str = "msg_mock";
 
-pub(super) async fn responses(
-    State(mock): State<MockUpstream>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = match mock.admit(Dialect::OpenAi, &uri, &headers, &body).await {
-        Ok(call) => call,
-        Err(refused) => return refused,
-    };
+pub(super) fn responses(call: Call) -> Response {
     if !matches!(call.body["input"], Value::String(_) | Value::Array(_)) {
         return Dialect::OpenAi.error(StatusCode::BAD_REQUEST, "input must be a string or a list of input items");
     }
