@@ -31,6 +31,8 @@ pub enum ConfigError {
 
 /// OpenAI's own API: it checks every key, so a customer's key may go there without a house key.
 pub const OPENAI_PUBLIC_BASE_URL: &str = "https://api.openai.com/v1";
+/// The house key of the built-in `openai` provider, when it names no variable of its own.
+pub const OPENAI_API_KEY_VAR: &str = "OPENAI_API_KEY";
 
 /// Environment variables of INTERFACE.md and the setting each one fills.
 const ENV_SETTINGS: &[(&str, &str)] = &[
@@ -39,7 +41,7 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
     ("OMI_ADMIN_KEY", "admin_key"),
-    ("OPENAI_API_KEY", "openai_api_key"),
+    (OPENAI_API_KEY_VAR, "openai_api_key"),
     ("OPENAI_BASE_URL", "openai_base_url"),
     ("OMI_PUBLIC_URL", "public_url"),
     ("OMI_MAX_BODY_BYTES", "max_body_bytes"),
@@ -350,6 +352,10 @@ pub struct ProviderConfig {
     /// Environment variable holding this provider's house key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Variables of a pool of house keys, spread over by calls in flight (with `api_key_env`,
+    /// that one first).
+    #[serde(default)]
+    pub api_key_envs: Vec<String>,
     /// Model names routed here; also reachable as `name/model`.
     #[serde(default)]
     pub models: Vec<String>,
@@ -362,6 +368,14 @@ pub struct ProviderConfig {
     /// own API (it checks every key), take BYOK anyway.
     #[serde(default)]
     pub byok: bool,
+}
+
+impl ProviderConfig {
+    /// The variables of its house keys, `api_key_env` first, each once.
+    pub fn house_key_vars(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::HashSet::new();
+        self.api_key_env.iter().chain(&self.api_key_envs).map(String::as_str).filter(move |var| seen.insert(*var))
+    }
 }
 
 /// A provider's wire format; each kind is one module under `providers/`.
