@@ -1014,6 +1014,12 @@ mod tests {
             );
             assert_eq!(config.plans.len(), 2);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
+            let pro = &config.plans[0];
+            assert_eq!(pro.max_keys, Some(5));
+            assert!(pro.allows_model("gpt-4o-mini", "openai", "gpt-4o-mini"));
+            assert!(pro.allows_model("groq/llama-3.1-8b-instant", "groq", "llama-3.1-8b-instant"), "its fallback");
+            assert!(!pro.allows_model("gpt-4o", "openai", "gpt-4o"));
+            assert!(config.plans[1].models.is_none(), "team: every routed model");
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
