@@ -140,12 +140,12 @@ async fn the_model_list_shows_only_what_the_keys_plan_allows() {
     );
 }
 
-on_both_backends!(max_keys_is_refused_by_the_admin_api_until_a_key_is_revoked);
+on_both_backends!(max_keys_is_refused_by_the_admin_api_and_the_dashboard_until_a_key_is_revoked);
 
 /// `pro` allows two keys a customer: the third is a 409 `max_keys_reached` in OpenAI's error
-/// shape, also when five are asked at once (exactly two are made); revoked keys do not count,
-/// and neither do another customer's keys or another plan's.
-async fn max_keys_is_refused_by_the_admin_api_until_a_key_is_revoked(backend: Backend) {
+/// shape (and a 409 page on the dashboard), also when five are asked at once (exactly two are
+/// made); revoked keys do not count, and neither do another customer's keys or another plan's.
+async fn max_keys_is_refused_by_the_admin_api_and_the_dashboard_until_a_key_is_revoked(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |c| {
         with_plans(c);
         c.plans[0].max_keys = Some(2);
@@ -171,6 +171,12 @@ async fn max_keys_is_refused_by_the_admin_api_until_a_key_is_revoked(backend: Ba
         message.contains("ada@example.com") && message.contains("`pro`") && message.contains("max_keys"),
         "{message}"
     );
+    let dashboard = crate::dashboard::Admin::sign_in(&app.base).await;
+    let csrf = dashboard.csrf().await;
+    let form = [("csrf", csrf.as_str()), ("email", "ada@example.com"), ("plan", "pro")];
+    let page = dashboard.post("/admin/keys", &form).await;
+    assert_eq!(page.status(), 409, "the dashboard's form too");
+    assert!(page.text().await.expect("page").contains("(its max_keys); revoke one first"));
 
     assert_eq!(create("ada@example.com", "open").await.expect("send").status(), 201, "another plan");
     assert_eq!(create("bob@example.com", "pro").await.expect("send").status(), 201, "another customer");
