@@ -1,7 +1,8 @@
 //! The request pipeline, written once for every endpoint and provider kind:
 //! admit (the firewall, before this) → authenticate → plan checks (budget, quota) → read and
-//! validate the body → route to a provider → plan checks that need the model (allowed, priced,
-//! token limits) → the Sentinel → encode for the provider's kind → upstream → meter → shield.
+//! validate the body → route to a provider → plan checks that need the model (in the plan's
+//! `models`, priced, token limits) → the Sentinel → encode for the provider's kind → upstream →
+//! meter → shield.
 //! An [`Endpoint`] declares only what differs: its API, its required fields, which fields are
 //! customer text, whether it streams and whether its answers carry text to shield. The
 //! provider's kind ([`Wire`]) owns the wire format: paths, auth, encoding, and reading or
@@ -271,11 +272,16 @@ async fn prepare<E: Endpoint>(
         .providers
         .route(&model)
         .ok_or_else(|| ApiError::invalid_request(format!("The model `{model}` is not available on this gateway.")))?;
+    let byok = byok_key(headers)?;
+    let is_byok = byok.is_some();
+    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
+    let price = app.prices.get(route.upstream_model);
+    // Before anything else is decided about it: a fallback the plan allows does not make up
+    // for a requested model it does not.
+    plan_admits(app, &key.plan, &model, &route, price, is_byok)?;
     let upstream_url = route.provider.url(E::API).cloned().ok_or_else(|| {
         ApiError::invalid_request(format!("The model `{model}` is not served on /v1{}.", E::API.path()))
     })?;
-    let byok = byok_key(headers)?;
-    let is_byok = byok.is_some();
     // The fallbacks the request may go to, checked by the same rules; the others are skipped.
     let fallback_models = app.config.fallbacks.get(&model).map_or(&[][..], Vec::as_slice);
     let admitted: Vec<Admitted<'_>> = fallback_models
@@ -290,9 +296,6 @@ async fn prepare<E: Endpoint>(
             "The model `{model}` is not served here: its provider has no key and does not take X-Provider-Key."
         )),
     })?;
-    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
-    let price = app.prices.get(route.upstream_model);
-    budgets::admit_model(&app.config, &key.plan, route.upstream_model, price.is_some(), is_byok)?;
     // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
     let prompt_estimate = (raw.len() as u64).div_ceil(4);
     app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
@@ -376,7 +379,7 @@ impl Candidate {
 }
 
 /// A fallback model the request may go to: routed, served on `api`, with a key the BYOK rules
-/// allow and allowed by the plan. `None` skips it.
+/// allow and allowed by the plan. `None` skips it: it is never called.
 fn admit_fallback<'a>(
     app: &'a AppState,
     plan: &str,
@@ -388,8 +391,30 @@ fn admit_fallback<'a>(
     let url = route.provider.url(api)?.clone();
     route.provider.key_for(byok.cloned()).ok()?;
     let price = app.prices.get(route.upstream_model);
-    budgets::admit_model(&app.config, plan, route.upstream_model, price.is_some(), byok.is_some()).ok()?;
+    plan_admits(app, plan, model, &route, price, byok.is_some()).ok()?;
     Some(Admitted { model, route, url, price })
+}
+
+/// The one rule by which a plan refuses a candidate, the requested model or a fallback (403
+/// `model_not_allowed`): its `models` include neither the name it was asked by nor
+/// `provider/model` where it is routed, or it is a capped plan and the model has no price to
+/// count (unless the customer's own key pays).
+fn plan_admits(
+    app: &AppState,
+    plan: &str,
+    model: &str,
+    route: &Route<'_>,
+    price: Option<NanoPrice>,
+    byok: bool,
+) -> Result<(), ApiError> {
+    let excluded =
+        app.config.plan(plan).is_some_and(|plan| !plan.allows_model(model, &route.provider.name, route.upstream_model));
+    if excluded {
+        return Err(ApiError::model_not_allowed(format!(
+            "Your plan does not include the model `{model}`; GET /v1/models lists the models it does."
+        )));
+    }
+    budgets::admit_model(&app.config, plan, route.upstream_model, price.is_some(), byok)
 }
 
 /// Removes the parameters that make upstream bill more than the price table says

@@ -6,6 +6,7 @@
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event};
 use omi::config::{Config, PlanConfig, ProviderConfig, ProviderKind};
+use omi::domain::allowed_models::AllowedModels;
 use omi::store::UsageRecord;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -239,6 +240,7 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
             variant_ids: vec![],
             monthly_budget_usd: Some(100.0),
             monthly_token_quota: None,
+            ..Default::default()
         }];
     })
     .await
@@ -252,6 +254,46 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
     assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
     let models: Vec<Value> = app.mock.upstream.seen().into_iter().map(|seen| seen.body["model"].clone()).collect();
     assert_eq!(models, [json!("gpt-4o")], "the unpriced fallback never went upstream");
+}
+
+/// A plan's `models` pick the fallbacks too: one it does not include is skipped without a call
+/// and the next, included by `anthropic/*`, answers; a requested model the plan does not include
+/// is refused before anything goes upstream, even though its fallback would be allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_outside_the_plan_is_skipped_and_a_requested_model_outside_it_is_refused() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        c.fallbacks.insert("gpt-4o-mini".into(), vec!["backup/gpt-4o".into(), "anthropic/claude-haiku-4-5".into()]);
+        let models = vec!["gpt-4o-mini".to_string(), "anthropic/*".to_string()];
+        let models = AllowedModels::try_from(models).expect("valid patterns");
+        c.plans = vec![PlanConfig { name: "pro".into(), models: Some(models), ..PlanConfig::default() }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("anthropic/claude-haiku-4-5"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"), "the refusing primary, then Claude");
+    response.bytes().await.expect("body");
+    assert_eq!(upstream_calls(&app, "/v1/chat/completions"), 0, "backup/gpt-4o is outside the plan: never called");
+    assert_eq!(upstream_calls(&app, "/v1/messages"), 1);
+    next_request_event(&mut rx).await;
+
+    // gpt-4.1-mini is outside the plan; its fallback anthropic/claude-haiku-4-5 is inside.
+    let mut body = chat_body(false);
+    body["model"] = json!("gpt-4.1-mini");
+    let response = app.chat(&key, body).send().await.expect("send");
+    assert_eq!(response.status(), 403);
+    assert_eq!(header(&response, "x-omi-attempts"), None, "refused before the attempt loop");
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+    assert_eq!(app.mock.upstream.seen().len(), 1, "the allowed fallback was not called either");
+    let event = next_request_event(&mut rx).await;
+    assert_eq!((event.status, event.error_code), (403, Some("model_not_allowed")));
 }
 
 /// `openai` refuses every connection: after `circuit_failures` requests its circuit is open,
