@@ -79,16 +79,7 @@ impl AppState {
         let prices = PriceTable::new(&config.prices);
         let providers =
             Providers::from_config(&config, &PriceTable::openai_built_in_models(), |var| std::env::var(var).ok())?;
-        // One client for every outbound call (upstreams, the judge, Slack, n8n, Postmark). It
-        // follows no redirect: a redirect would re-post the body (the operator's system prompt,
-        // a key, a signed event) to wherever the 3xx points; a 3xx is an answer like any other.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .build()
+        let http = crate::providers::upstream_client(Duration::from_millis(config.upstream_connect_timeout_ms))
             .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);

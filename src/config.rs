@@ -355,7 +355,7 @@ impl PlanConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ProviderConfig {
     pub name: String,
     /// The wire format it speaks: `openai` (the default: any OpenAI-compatible API) or
@@ -383,6 +383,16 @@ pub struct ProviderConfig {
     /// own API (it checks every key), take BYOK anyway.
     #[serde(default)]
     pub byok: bool,
+    /// Overrides `upstream_connect_timeout_ms` for this provider.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Overrides `upstream_first_byte_timeout_ms` for each call to this provider (all calls of
+    /// a request together still end at the global one).
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Overrides `upstream_idle_timeout_ms` for this provider's streams.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl ProviderConfig {

@@ -283,7 +283,12 @@ async fn prepare<E: Endpoint>(
         ApiError::invalid_request(format!("The model `{model}` is not served on /v1{}.", E::API.path()))
     })?;
     // The fallbacks the request may go to, checked by the same rules; the others are skipped.
-    let fallback_models = app.config.fallbacks.get(&model).map_or(&[][..], Vec::as_slice);
+    // OpenRouter's `models` names this request's own fallbacks, in place of `[fallbacks]`.
+    let requested = requested_fallbacks(&mut request, &model)?;
+    let fallback_models = match &requested {
+        Some(models) => models.as_slice(),
+        None => app.config.fallbacks.get(&model).map_or(&[][..], Vec::as_slice),
+    };
     let admitted: Vec<Admitted<'_>> = fallback_models
         .iter()
         .filter_map(|fallback| admit_fallback(app, &key.plan, E::API, fallback, byok.as_ref()))
@@ -433,6 +438,39 @@ fn remove_costly_options(request: &mut Map<String, Value>, api: Api, config: &Co
     } else if request.get("store").is_some_and(|store| *store != Value::Bool(false)) {
         request.remove("store");
     }
+}
+
+/// The most models a request's `models` list may name.
+const MAX_REQUESTED_FALLBACKS: usize = 8;
+
+/// OpenRouter's `"models": [...]`, taken out of the request (no upstream is to see it): the
+/// models to try, in order, when the requested one fails; the requested model is not tried
+/// twice. Each is admitted like a configured fallback (routed, keyed, allowed by the plan).
+fn requested_fallbacks(request: &mut Map<String, Value>, model: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(models) = request.remove("models") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid_request(format!("`models` must be a list of at most {MAX_REQUESTED_FALLBACKS} model names."))
+    };
+    let Value::Array(models) = models else {
+        return Err(invalid());
+    };
+    if models.len() > MAX_REQUESTED_FALLBACKS {
+        return Err(invalid());
+    }
+    let mut fallbacks: Vec<String> = Vec::with_capacity(models.len());
+    for name in models {
+        match name {
+            Value::String(name) if !name.is_empty() => {
+                if name != model && !fallbacks.contains(&name) {
+                    fallbacks.push(name);
+                }
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(Some(fallbacks))
 }
 
 fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
@@ -644,7 +682,12 @@ async fn send(
     key: &SecretString,
     deadline: Instant,
 ) -> Result<reqwest::Response, Failure> {
-    let request = app.http.post(candidate.url.clone()).header(header::CONTENT_TYPE, "application/json");
+    let overrides = &candidate.provider.overrides;
+    let http = overrides.client.as_ref().unwrap_or(&app.http);
+    // A provider's own first-byte timeout bounds its call, leaving the rest of the request's
+    // deadline to the next candidate.
+    let deadline = overrides.first_byte.map_or(deadline, |first_byte| deadline.min(Instant::now() + first_byte));
+    let request = http.post(candidate.url.clone()).header(header::CONTENT_TYPE, "application/json");
     let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
     // Bytes: a reference count, not a copy.
     let request = candidate.wire().authorize(request, key).body(candidate.body.clone());
@@ -711,7 +754,8 @@ async fn relay(
 ) -> Response {
     let status = response.status();
     if prepared.streamed {
-        let idle = Duration::from_millis(app.config.upstream_idle_timeout_ms);
+        let idle =
+            candidate.provider.overrides.idle.unwrap_or(Duration::from_millis(app.config.upstream_idle_timeout_ms));
         let sse = MeteredSse::new(
             Box::pin(response.bytes_stream()),
             meter,
@@ -735,7 +779,8 @@ async fn relay(
             .unwrap_or_else(|_| ApiError::upstream("The upstream stream could not be relayed.").into_response());
     }
 
-    let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+    let global = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
+    let first_byte = candidate.provider.overrides.first_byte.unwrap_or(global);
     let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
     {
         Ok(Ok(body)) => body,

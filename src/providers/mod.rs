@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use sse::SseEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The API a customer's request speaks: the endpoint it came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,10 +175,53 @@ pub struct Provider {
     /// `omi_upstream_attempts_total{provider,outcome}`, registered once: a request then counts
     /// its calls with an atomic add, not a registry lookup with label allocations.
     attempts: AttemptCounters,
+    /// What it sets apart from the global upstream settings (`[[providers]]` timeouts).
+    pub overrides: Overrides,
     /// The breaker of its house keys' calls (customer keys go around it: their failures say
     /// nothing of it). It counts what says the provider is down; what says one key is
     /// refused or busy (401/403, 429) is the pool's.
     pub circuit: Circuit,
+}
+
+/// A provider's own timeouts, each `None` where the global one applies.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// A client of its own when its connect timeout differs (reqwest sets it per client).
+    pub client: Option<reqwest::Client>,
+    /// Each call's wait for the answer to begin (within the request's global deadline).
+    pub first_byte: Option<Duration>,
+    /// A stream's longest silence.
+    pub idle: Option<Duration>,
+}
+
+impl Overrides {
+    fn from_spec(spec: &ProviderConfig, config: &Config) -> Result<Overrides, ConfigError> {
+        let client = match spec.connect_timeout_ms {
+            Some(ms) if ms != config.upstream_connect_timeout_ms => Some(
+                upstream_client(Duration::from_millis(ms))
+                    .map_err(|e| ConfigError::Invalid(format!("provider `{}`: {e}", spec.name)))?,
+            ),
+            _ => None,
+        };
+        Ok(Overrides {
+            client,
+            first_byte: spec.first_byte_timeout_ms.map(Duration::from_millis),
+            idle: spec.idle_timeout_ms.map(Duration::from_millis),
+        })
+    }
+}
+
+/// The client of every outbound call (upstreams, the judge, Slack, n8n, Postmark). It
+/// follows no redirect: a redirect would re-post the body (the operator's system prompt, a
+/// key, a signed event) to wherever the 3xx points; a 3xx is an answer like any other.
+pub fn upstream_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
 }
 
 /// How one upstream call ended, as `omi_upstream_attempts_total{outcome}` counts it.
@@ -225,16 +269,16 @@ pub enum KeyRefusal {
 }
 
 impl Provider {
+    /// The provider of a `[[providers]]` entry, with its house keys read and whether it takes
+    /// customers' keys decided.
     pub fn new(
-        name: &str,
-        kind: ProviderKind,
-        base_url: &str,
+        spec: &ProviderConfig,
         house_keys: KeyPool,
         byok: bool,
-        models: Vec<String>,
-        circuit: circuit::Policy,
+        config: &Config,
     ) -> Result<Provider, ConfigError> {
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let (name, kind) = (spec.name.as_str(), spec.kind);
+        let base_url = spec.base_url.trim_end_matches('/').to_string();
         let wire = kind.wire();
         let mut urls = [const { None }; Api::ALL.len()];
         for (slot, api) in urls.iter_mut().zip(Api::ALL) {
@@ -246,8 +290,10 @@ impl Provider {
         }
         let attempts = AttemptCounters::register(name);
         let name: Arc<str> = name.into();
-        let circuit = Circuit::new(name.clone(), circuit);
-        Ok(Provider { name, kind, base_url, urls, house_keys, byok, models, attempts, circuit })
+        let circuit = Circuit::new(name.clone(), circuit::Policy::from_config(config));
+        let overrides = Overrides::from_spec(spec, config)?;
+        let models = spec.models.clone();
+        Ok(Provider { name, kind, base_url, urls, house_keys, byok, models, attempts, overrides, circuit })
     }
 
     /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
@@ -311,10 +357,10 @@ impl Providers {
                 name: "openai".into(),
                 base_url: config.openai_base_url.clone(),
                 api_key_env: None,
-                api_key_envs: Vec::new(),
                 models: priced_models.iter().map(|m| m.to_string()).collect(),
                 catch_all: true,
                 byok: false,
+                ..Default::default()
             }]
         } else {
             config.providers.clone()
@@ -348,15 +394,7 @@ impl Providers {
             if spec.catch_all && providers.catch_all.is_none() {
                 providers.catch_all = Some(index);
             }
-            providers.all.push(Arc::new(Provider::new(
-                &spec.name,
-                spec.kind,
-                &base_url,
-                house_keys,
-                byok,
-                spec.models,
-                circuit::Policy::from_config(config),
-            )?));
+            providers.all.push(Arc::new(Provider::new(&spec, house_keys, byok, config)?));
         }
         Ok(providers)
     }
@@ -426,20 +464,20 @@ mod tests {
             name: "groq".into(),
             base_url: "https://api.groq.com/openai/v1/".into(),
             api_key_env: Some("GROQ_API_KEY".into()),
-            api_key_envs: Vec::new(),
             models: vec!["llama-3.1-8b-instant".into()],
             catch_all: false,
             byok: false,
+            ..Default::default()
         };
         let local = ProviderConfig {
             kind: Default::default(),
             name: "local".into(),
             base_url: "http://127.0.0.1:11434/v1".into(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: false,
             byok: false,
+            ..Default::default()
         };
         let providers = Providers::from_config(&config_with(vec![groq, local]), &[], |var| {
             (var == "GROQ_API_KEY").then(|| "gsk-1".to_string())
@@ -465,9 +503,12 @@ mod tests {
     fn a_customer_key_reaches_a_keyless_provider_only_when_it_takes_byok() {
         let provider = |house: Option<&str>, byok: bool| {
             let house = keys::KeyPool::new(house.map(|key| ("LOCAL_KEY".to_owned(), SecretString::from(key))));
-            let policy = circuit::Policy::from_config(&Config::default());
-            Provider::new("local", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1", house, byok, vec![], policy)
-                .expect("provider")
+            let spec = ProviderConfig {
+                name: "local".into(),
+                base_url: "http://127.0.0.1:11434/v1".into(),
+                ..Default::default()
+            };
+            Provider::new(&spec, house, byok, &Config::default()).expect("provider")
         };
         let own = || Some(SecretString::from("sk-customer"));
         let key = |p: &Provider, k| {
@@ -498,10 +539,10 @@ mod tests {
             name: "p".into(),
             base_url: base_url.into(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: true,
             byok,
+            ..Default::default()
         };
         assert!(byok(&config_with(vec![provider("https://api.openai.com/v1", false)])));
         assert!(!byok(&config_with(vec![provider("http://127.0.0.1:11434/v1", false)])));

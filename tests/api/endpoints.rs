@@ -24,20 +24,20 @@ pub fn with_anthropic(config: &mut Config) {
             name: "openai".into(),
             base_url: config.openai_base_url.clone(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec!["gpt-4o-mini".into(), "text-embedding-3-small".into()],
             catch_all: true,
             byok: false,
+            ..Default::default()
         },
         ProviderConfig {
             kind: ProviderKind::Anthropic,
             name: "anthropic".into(),
             base_url: config.openai_base_url.clone(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec!["claude-haiku-4-5".into()],
             catch_all: false,
             byok: true,
+            ..Default::default()
         },
     ];
 }

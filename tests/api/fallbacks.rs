@@ -23,10 +23,8 @@ fn provider(name: &str, kind: ProviderKind, base_url: &str, models: &[&str]) -> 
         name: name.into(),
         base_url: base_url.into(),
         api_key_env: Some(HOUSE_KEY_ENV.into()),
-        api_key_envs: Vec::new(),
         models: models.iter().map(|m| m.to_string()).collect(),
-        catch_all: false,
-        byok: false,
+        ..Default::default()
     }
 }
 
@@ -38,7 +36,6 @@ fn with_fallbacks(config: &mut Config, primary_url: &str) {
     config.providers = vec![
         ProviderConfig {
             api_key_env: None,
-            api_key_envs: Vec::new(),
             ..provider("openai", ProviderKind::OpenAi, primary_url, &["gpt-4o-mini", "gpt-4.1-mini"])
         },
         provider("backup", ProviderKind::OpenAi, &config.openai_base_url, &[]),
@@ -384,4 +381,87 @@ async fn a_rate_limited_key_rests_for_its_retry_after_and_then_serves_again() {
         assert_eq!(chat().await, 200, "the other key answers what the limited one cannot");
     }
     assert_eq!(calls_with_limited(), 2, "called again once its rest was over, then resting again");
+}
+
+/// A provider's own `first_byte_timeout_ms` ends its call early enough for the fallback to
+/// answer within the request's deadline; its `idle_timeout_ms` cuts a stream that goes quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_timeouts_bound_its_calls_and_streams() {
+    // Every answer of this upstream starts after 3 s (the global first-byte timeout is 120 s).
+    let slow =
+        crate::support::spawn_mock_with(omi::mock_upstream::MockConfig { latency_ms: 3_000, ..Default::default() })
+            .await;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        let mock = c.openai_base_url.clone();
+        c.providers = vec![
+            ProviderConfig {
+                first_byte_timeout_ms: Some(200),
+                ..provider("slow", ProviderKind::OpenAi, &slow.url, &["gpt-4o-mini"])
+            },
+            ProviderConfig {
+                idle_timeout_ms: Some(200),
+                ..provider("backup", ProviderKind::OpenAi, &mock, &["gpt-4o"])
+            },
+        ];
+        c.fallbacks = [("gpt-4o-mini".to_string(), vec!["backup/gpt-4o".to_string()])].into();
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"), "the slow call was given up");
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
+    assert_eq!(slow.upstream.seen().len(), 1);
+
+    // The backup's stream pauses 1 s between events: past its 200 ms idle timeout it is cut.
+    let mut quiet = chat_body(true);
+    quiet["model"] = json!("backup/gpt-4o");
+    quiet["mock"] = json!({"chunks": 3, "chunk_delay_ms": 1000});
+    let response = app.chat(&key, quiet).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let body = response.text().await;
+    assert!(body.as_ref().map_or(true, |text| !text.contains("[DONE]")), "cut before its end: {body:?}");
+}
+
+/// OpenRouter's `"models": [...]` in the body names the request's own fallbacks, in place of
+/// `[fallbacks]`: those the plan does not include are skipped, the list never goes upstream,
+/// and a malformed list is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_own_models_list_is_its_fallbacks_within_the_plan() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        let models = vec!["gpt-4o-mini".to_string(), "anthropic/*".to_string(), "backup/gpt-4.1".to_string()];
+        let models = AllowedModels::try_from(models).expect("valid patterns");
+        c.plans = vec![PlanConfig { name: "pro".into(), models: Some(models), ..PlanConfig::default() }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut body = chat_body(false);
+    // The configured fallback (backup/gpt-4o) is replaced; backup/gpt-4o is outside the plan
+    // anyway, and the requested model is not tried twice.
+    body["models"] = json!(["gpt-4o-mini", "backup/gpt-4o", "backup/gpt-4.1", "anthropic/claude-haiku-4-5"]);
+    let response = app.chat(&key, body).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4.1"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"), "the refusing primary, then gpt-4.1");
+    let seen = app.mock.upstream.seen();
+    assert_eq!(seen.len(), 1, "backup/gpt-4o (outside the plan) was never called");
+    assert_eq!(seen[0].body["model"], "gpt-4.1");
+    assert!(seen[0].body.get("models").is_none(), "the list stays here: {}", seen[0].body);
+
+    for models in [json!("gpt-4o"), json!([1]), json!([""]), json!(vec!["gpt-4o"; 9])] {
+        let mut body = chat_body(false);
+        body["models"] = models.clone();
+        let response = app.chat(&key, body).send().await.expect("send");
+        assert_eq!(response.status(), 400, "{models}");
+        let error: Value = response.json().await.expect("json");
+        assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("`models`")), "{error}");
+    }
+    assert_eq!(app.mock.upstream.seen().len(), 1, "nothing else went upstream");
 }

@@ -553,10 +553,10 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 name: "openai".into(),
                 base_url: c.openai_base_url.clone(),
                 api_key_env: None,
-                api_key_envs: Vec::new(),
                 models: vec!["gpt-4o-mini".into()],
                 catch_all: true,
                 byok: false,
+                ..Default::default()
             },
             omi::config::ProviderConfig {
                 kind: Default::default(),
@@ -564,10 +564,10 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 // A closed port on loopback: connection refused.
                 base_url: "http://127.0.0.1:9/v1".into(),
                 api_key_env: None,
-                api_key_envs: Vec::new(),
                 models: vec!["gpt-4o".into()],
                 catch_all: false,
                 byok: true,
+                ..Default::default()
             },
         ];
     })
@@ -915,6 +915,7 @@ async fn a_refused_key_of_a_pool_costs_no_client_error_and_pages_once_naming_its
             models: vec!["gpt-4o-mini".into()],
             catch_all: true,
             byok: false,
+            ..Default::default()
         }];
     })
     .await

@@ -319,10 +319,10 @@ async fn keyless_providers_take_customer_keys_only_when_marked_byok() {
             name: name.into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: false,
             byok,
+            ..Default::default()
         };
         c.providers = vec![provider("openai", false), provider("internal", false), provider("shared", true)];
     })
@@ -401,10 +401,10 @@ async fn the_money_page_lists_routed_models_without_a_price() {
             name: "openai".into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
-            api_key_envs: Vec::new(),
             models: vec!["gpt-4o-mini".into(), "house-special".into()],
             catch_all: true,
             byok: false,
+            ..Default::default()
         }];
     })
     .await
