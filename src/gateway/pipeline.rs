@@ -757,6 +757,7 @@ async fn relay(
         let idle =
             candidate.provider.overrides.idle.unwrap_or(Duration::from_millis(app.config.upstream_idle_timeout_ms));
         let sse = MeteredSse::new(
+            prepared.api,
             Box::pin(response.bytes_stream()),
             meter,
             candidate.wire().stream(prepared.api, prepared.client_asked_usage),

@@ -9,21 +9,62 @@
 
 use super::meter::Meter;
 use crate::events::TokenUsage;
-use crate::providers::StreamReader;
 use crate::providers::openai;
 use crate::providers::sse::SseReader;
+use crate::providers::{Api, StreamReader};
 use crate::shield::SseShield;
 use crate::shield::guard::RemovalReport;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use serde_json::json;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-/// Sent to the client in place of an event that overflowed [`StreamLimits::max_event_bytes`].
-const OVERSIZED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream sent an event larger than this gateway relays.\",\"type\":\"api_error\",\"code\":\"upstream_error\",\"param\":null}}\n\n";
+/// Why a stream ends before its end marker, as the client's last event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Broken {
+    /// An event overflowed [`StreamLimits::max_event_bytes`].
+    Oversized,
+    /// The upstream connection failed, or closed without the stream's end marker.
+    Cut,
+    /// The upstream sent nothing for [`StreamLimits::idle`].
+    Idle,
+}
+
+impl Broken {
+    fn message(self) -> &'static str {
+        match self {
+            Broken::Oversized => "The upstream sent an event larger than this gateway relays.",
+            Broken::Cut => "The upstream provider ended the answer before it was complete.",
+            Broken::Idle => "The upstream provider stopped sending the answer.",
+        }
+    }
+}
+
+/// The event that ends a broken stream, in the client's API's own error shape, so that its SDK
+/// raises an error instead of taking the answer for complete: a `data:` error object (chat and
+/// legacy completions), an `error` event (Responses API, Messages API).
+fn error_event(api: Api, broken: Broken) -> Bytes {
+    let message = broken.message();
+    let event = match api {
+        Api::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "code": "upstream_error", "message": message, "param": null})
+        ),
+        Api::Messages => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "error": {"type": "api_error", "message": message}})
+        ),
+        Api::Chat | Api::Completions | Api::Embeddings => format!(
+            "data: {}\n\n",
+            json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}})
+        ),
+    };
+    Bytes::from(event)
+}
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -146,6 +187,8 @@ impl Relay {
 pub struct MeteredSse {
     /// `None` once the stream is over and booked.
     relay: Option<Relay>,
+    /// The client's API: the shape of the error event that ends a broken stream.
+    api: Api,
     limits: StreamLimits,
     idle_timer: Pin<Box<Sleep>>,
     /// Where a left stream's drain runs, so that shutdown waits for it.
@@ -154,6 +197,7 @@ pub struct MeteredSse {
 
 impl MeteredSse {
     pub fn new(
+        api: Api,
         upstream: Upstream,
         meter: Meter,
         answer: Box<dyn StreamReader>,
@@ -164,10 +208,25 @@ impl MeteredSse {
         let reader = SseReader::new(limits.max_event_bytes);
         MeteredSse {
             relay: Some(Relay { upstream, reader, answer, translated: Vec::new(), meter, prompt_estimate }),
+            api,
             idle_timer: Box::pin(tokio::time::sleep(limits.idle)),
             limits,
             drains,
         }
+    }
+}
+
+impl MeteredSse {
+    /// Ends a stream that broke before its end marker: what was read, then the error event;
+    /// booked as aborted, for what was relayed.
+    fn end_broken(&mut self, rest: Bytes, broken: Broken) -> Bytes {
+        let mut out = BytesMut::from(rest);
+        out.extend_from_slice(&error_event(self.api, broken));
+        if let Some(mut relay) = self.relay.take() {
+            relay.meter.add_response_bytes(out.len());
+            relay.book(true);
+        }
+        out.freeze()
     }
 }
 
@@ -192,7 +251,7 @@ impl Stream for MeteredSse {
                             "upstream event too large; ending the stream"
                         );
                         let mut out = BytesMut::from(out);
-                        out.extend_from_slice(OVERSIZED_EVENT);
+                        out.extend_from_slice(&error_event(this.api, Broken::Oversized));
                         relay.meter.add_response_bytes(out.len());
                         if let Some(relay) = this.relay.take() {
                             relay.book(true);
@@ -206,31 +265,26 @@ impl Stream for MeteredSse {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e.without_url(), "upstream stream failed mid-way");
-                    if let Some(relay) = this.relay.take() {
-                        relay.book(true);
-                    }
-                    return Poll::Ready(Some(Err(std::io::Error::other("upstream stream failed"))));
+                    let rest = relay.finish_reading();
+                    return Poll::Ready(Some(Ok(this.end_broken(rest, Broken::Cut))));
                 }
                 Poll::Ready(None) => {
                     let rest = relay.finish_reading();
-                    relay.meter.add_response_bytes(rest.len());
                     // A stream that closes without its end marker was cut short upstream.
-                    let cut = !relay.answer.tally().ended;
+                    if !relay.answer.tally().ended {
+                        return Poll::Ready(Some(Ok(this.end_broken(rest, Broken::Cut))));
+                    }
+                    relay.meter.add_response_bytes(rest.len());
                     if let Some(relay) = this.relay.take() {
-                        relay.book(cut);
+                        relay.book(false);
                     }
                     return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
                 }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
                         tracing::warn!("upstream stream idle too long; closing it");
-                        if let Some(relay) = this.relay.take() {
-                            relay.book(true);
-                        }
-                        return Poll::Ready(Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "upstream idle",
-                        ))));
+                        let rest = relay.finish_reading();
+                        return Poll::Ready(Some(Ok(this.end_broken(rest, Broken::Idle))));
                     }
                     return Poll::Pending;
                 }
@@ -351,7 +405,7 @@ mod tests {
         let meter = Meter::start(bus.clone(), &Default::default(), "r".into(), "chat", [127, 0, 0, 1].into());
         let drains = TaskTracker::new();
         let answer = ProviderKind::OpenAi.wire().stream(Api::Chat, client_asked_usage);
-        (MeteredSse::new(upstream, meter, answer, 3, limits, drains.clone()), rx, drains)
+        (MeteredSse::new(Api::Chat, upstream, meter, answer, 3, limits, drains.clone()), rx, drains)
     }
 
     async fn booked(rx: &mut Subscription) -> RequestEvent {
@@ -424,10 +478,38 @@ mod tests {
     async fn a_cut_stream_is_booked_with_an_estimate_of_what_was_read() {
         let cut = STREAM.find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},").expect("finish event");
         let (out, event) = relay(vec![Bytes::copy_from_slice(&STREAM.as_bytes()[..cut])], false).await;
-        assert_eq!(out, &STREAM.as_bytes()[..cut]);
+        let ending = error_event(Api::Chat, Broken::Cut);
+        assert_eq!(out, [&STREAM.as_bytes()[..cut], &ending[..]].concat(), "what was read, then the error event");
+        assert_eq!(event.response_bytes, out.len() as u64, "each byte relayed counted once");
         let usage = event.usage.expect("estimated usage");
         assert!(event.usage_estimated && event.aborted);
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 1), "the prompt's estimate, `Hi`");
+    }
+
+    #[test]
+    fn a_broken_stream_ends_with_an_error_in_its_apis_own_shape() {
+        let data = |api| {
+            let event = String::from_utf8(error_event(api, Broken::Idle).to_vec()).expect("utf-8");
+            assert!(event.ends_with("\n\n"), "{event}");
+            let name = event.strip_prefix("event: ").and_then(|e| e.split_once('\n')).map(|(name, _)| name.to_owned());
+            let json = event.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+            (name, serde_json::from_str::<serde_json::Value>(json).expect("json"))
+        };
+        for api in [Api::Chat, Api::Completions] {
+            let (name, body) = data(api);
+            assert_eq!((name, &body["error"]["code"]), (None, &json!("upstream_error")), "{body}");
+        }
+        let (name, body) = data(Api::Responses);
+        assert_eq!(
+            (name.as_deref(), &body["type"], &body["code"]),
+            (Some("error"), &json!("error"), &json!("upstream_error"))
+        );
+        let (name, body) = data(Api::Messages);
+        assert_eq!(
+            (name.as_deref(), &body["type"], &body["error"]["type"]),
+            (Some("error"), &json!("error"), &json!("api_error"))
+        );
+        assert_eq!(body["error"]["message"], Broken::Idle.message());
     }
 
     /// The content, then a pause before the usage chunk (as a real upstream takes to count).
@@ -486,7 +568,7 @@ mod tests {
         while let Some(chunk) = sse.next().await {
             out.extend_from_slice(&chunk.expect("chunk"));
         }
-        assert_eq!(out, [&STREAM.as_bytes()[..content], OVERSIZED_EVENT].concat());
+        assert_eq!(out, [&STREAM.as_bytes()[..content], &error_event(Api::Chat, Broken::Oversized)[..]].concat());
         let event = booked(&mut rx).await;
         assert!(event.aborted && event.usage_estimated);
         assert_eq!(event.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 1)), "what was relayed");

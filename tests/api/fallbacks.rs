@@ -216,6 +216,11 @@ async fn the_customers_errors_and_started_streams_are_never_retried() {
     assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("1"));
     let text = response.text().await.expect("text");
     assert!(text.contains("data: "), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    assert!(
+        last.starts_with("data: {\"error\"") && last.contains("upstream_error"),
+        "ends with an error event: {text}"
+    );
     assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 1);
     let event = next_request_event(&mut rx).await;
     assert_eq!(
