@@ -19,7 +19,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM ${RUN_IMAGE} AS runtime-base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /data --shell /usr/sbin/nologin omi \
     && mkdir -p /data && chown omi:omi /data
 # PORT alone binds 0.0.0.0:PORT (Render/Railway set it); SQLite lives on the volume.
