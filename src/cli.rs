@@ -35,6 +35,9 @@ enum Command {
     },
     /// Print the PostgreSQL schema (the same text as schema.sql).
     Schema,
+    /// SQLite: copy the live database to PATH (a new file), consistent while serving, and
+    /// check the copy. PostgreSQL: use pg_dump (exit 1, copies nothing).
+    Backup { path: PathBuf },
     /// Reports from the books.
     Report {
         #[command(subcommand)]
@@ -141,6 +144,18 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
             println!("migrations applied ({})", store.backend());
         }
         Command::Keys { command } => keys_command(&load()?, command).await?,
+        Command::Backup { path } => {
+            let report = crate::store::backup::backup(load()?.database_url.expose_secret(), &path)
+                .await
+                .map_err(anyhow::Error::from)?;
+            println!(
+                "backed up to {} ({} bytes): integrity ok; keys {}, usage records {}",
+                report.path.display(),
+                report.bytes,
+                report.keys,
+                report.usage_records
+            );
+        }
         Command::Report { command: ReportCommand::Margins { month, format } } => {
             let month = month.unwrap_or_else(crate::agents::accountant::report::current_month);
             crate::agents::accountant::report::month_range(&month).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -62,6 +62,7 @@ macro_rules! upsert_customer {
 
 mod admin;
 mod alerts;
+pub mod backup;
 mod billing;
 mod findings;
 mod keys;
@@ -146,28 +147,51 @@ impl BeginWrite for PgPool {
     }
 }
 
-impl Store {
-    pub async fn connect(url: &str) -> StoreResult<Store> {
+/// Which database a `DATABASE_URL` names, and for SQLite the file.
+pub(crate) enum DatabaseUrl<'a> {
+    Postgres,
+    Sqlite(&'a str),
+}
+
+impl<'a> DatabaseUrl<'a> {
+    pub(crate) fn parse(url: &'a str) -> StoreResult<DatabaseUrl<'a>> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?.application_name("omi");
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
-                .await?;
-            Ok(Store::Postgres(pool))
+            Ok(DatabaseUrl::Postgres)
         } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            let options = SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5));
-            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-            Ok(Store::Sqlite(pool))
+            Ok(DatabaseUrl::Sqlite(path))
         } else {
             Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+/// How every connection to a SQLite file is opened (WAL, so readers never block the writer).
+fn sqlite_options(path: &str) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Postgres => {
+                let options = PgConnectOptions::from_str(url)?.application_name("omi");
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await?;
+                Ok(Store::Postgres(pool))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let options = sqlite_options(path).create_if_missing(true);
+                let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+                Ok(Store::Sqlite(pool))
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod accountant;
+mod backup;
 mod billing;
 mod cli;
 mod conformance;
