@@ -336,6 +336,10 @@ pub struct PlanConfig {
     /// Prompt + completion tokens a customer may use per calendar month (UTC).
     #[serde(default)]
     pub monthly_token_quota: Option<u64>,
+    /// Keys made for this plan expire this many days after they are made (401 `key_expired`),
+    /// unless a paid Lemon Squeezy subscription keeps them going; absent: they never expire.
+    #[serde(default)]
+    pub trial_days: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -635,6 +639,12 @@ impl Config {
         }
         let variant = variant_id?;
         self.plans.iter().find(|p| p.variant_ids.contains(&variant)).map(|p| p.name.as_str())
+    }
+
+    /// How long a new key of `plan` lasts: its `trial_days`, if any.
+    pub fn trial_for(&self, plan: &str) -> Option<chrono::Duration> {
+        let days = self.plans.iter().find(|p| p.name == plan)?.trial_days?;
+        chrono::Duration::try_days(i64::from(days))
     }
 
     /// Where this gateway is reached from outside, without a trailing slash.
@@ -943,8 +953,9 @@ mod tests {
                 (config.prices["gpt-4o-mini"].cache_write, config.prices["claude-sonnet-4-5"].cache_write),
                 (None, Some(3.75))
             );
-            assert_eq!(config.plans.len(), 2);
+            assert_eq!(config.plans.len(), 3);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
+            assert_eq!((config.trial_for("trial"), config.trial_for("pro")), (chrono::Duration::try_days(14), None));
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
@@ -1113,6 +1124,7 @@ mod tests {
             variant_ids: vec![7, 8],
             monthly_budget_usd: None,
             monthly_token_quota: None,
+            trial_days: None,
         }];
         assert_eq!(config.plan_for_variant(Some(8)), Some("team"));
         assert_eq!(config.plan_for_variant(Some(42)), None);

@@ -3,14 +3,17 @@
 //! [`crate::domain::key`].
 
 pub mod activity;
+pub mod rotation;
 pub mod verifier;
 
 use crate::customers::EmailAddress;
 use crate::domain::key::{ApiKey, KeyError};
 use crate::store::{KeyListing, NewKey, Store, StoreError};
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+pub use rotation::{MAX_GRACE_SECS, ROTATION_REPLAY_WINDOW, Replay, RotateError, Rotation, replayed, rotate};
 pub use verifier::{KeyVerifier, Verification, VerifiedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,20 @@ pub async fn issue(
     plan: &str,
     name: Option<&str>,
 ) -> Result<(ApiKey, KeyListing), IssueError> {
+    issue_until(store, email, plan, name, None).await
+}
+
+/// [`issue`], refused after `expires_at` (401 `key_expired`) when one is given.
+pub async fn issue_until(
+    store: &Store,
+    email: &EmailAddress,
+    plan: &str,
+    name: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(ApiKey, KeyListing), IssueError> {
     let key = ApiKey::generate()?;
-    let listing =
-        store.insert_key(&NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix() }).await?;
+    let new = NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix(), expires_at };
+    let listing = store.insert_key(&new).await?;
     Ok((key, listing))
 }
 

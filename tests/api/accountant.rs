@@ -278,6 +278,7 @@ async fn budgets_hold_across_two_instances() {
             variant_ids: vec![],
             monthly_budget_usd: None,
             monthly_token_quota: Some(10),
+            trial_days: None,
         }];
     };
     let Some(a) = TestApp::spawn_with(Backend::Postgres, capped).await else { return };

@@ -23,6 +23,7 @@ fn capped_plan(budget_usd: f64) -> PlanConfig {
         variant_ids: vec![],
         monthly_budget_usd: Some(budget_usd),
         monthly_token_quota: None,
+        trial_days: None,
     }
 }
 
