@@ -70,7 +70,7 @@ fn in_test_mode(mut body: Value) -> Value {
     body
 }
 
-fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
+pub(crate) fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
     json!({
         "meta": {"event_name": event, "test_mode": false, "custom_data": {"user_id": "42"}},
         "data": {"type": "subscriptions", "id": subscription_of(order_id).to_string(), "attributes": {

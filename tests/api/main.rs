@@ -15,6 +15,7 @@ mod fallbacks;
 mod firewall;
 mod gateway;
 mod hawk;
+mod key_api;
 mod mailer;
 mod pricing;
 mod revocation;
