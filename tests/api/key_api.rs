@@ -132,7 +132,8 @@ async fn the_key_api_shows_what_the_margins_report_books(backend: Backend) {
 }
 
 /// A key past `expires_at` gets 401 `key_expired`; one that expires while cached is refused as
-/// soon as the clock passes it, with no cache invalidation. `/v1/key` still tells it why.
+/// soon as the clock passes it, with no cache invalidation. `/v1/key` still tells it why. The
+/// admin API creates keys that expire.
 async fn a_key_past_its_expiry_is_refused_on_every_request(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
     let store = &app.state().store;
@@ -143,6 +144,43 @@ async fn a_key_past_its_expiry_is_refused_on_every_request(backend: Backend) {
     assert_eq!((status, code.as_str()), (401, "key_expired"));
     let shown: Value = get_key(&app.base, expired.expose()).await.json().await.expect("json");
     assert_eq!((shown["status"].as_str(), time(&shown["expires_at"])), (Some("expired"), past));
+
+    // The admin API sets an expiry by instant or by lifetime, and shows it.
+    let created = app
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&json!({"email": "bob@example.com", "expires_in": "15m"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("json");
+    let in_15_minutes = Utc::now() + chrono::Duration::minutes(15);
+    assert!((in_15_minutes - time(&created["expires_at"])).num_seconds().abs() < 60, "{created}");
+    let at_instant = app
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&json!({"email": "bob@example.com", "expires_at": "2021-03-04T05:06:07Z"}))
+        .send()
+        .await
+        .expect("create");
+    let at_instant: Value = at_instant.json().await.expect("json");
+    let (status, code) =
+        error_code(app.chat(at_instant["key"].as_str().expect("key"), chat_body(false)).send().await.expect("chat"))
+            .await;
+    assert_eq!((status, code.as_str()), (401, "key_expired"));
+    for bad in [
+        json!({"email": "bob@example.com", "expires_in": "soon"}),
+        json!({"email": "bob@example.com", "expires_in": "1d", "expires_at": "2031-01-01T00:00:00Z"}),
+    ] {
+        let refused = app.admin(reqwest::Method::POST, "/admin/api/keys").json(&bad).send().await.expect("create");
+        assert_eq!(refused.status(), 400, "{bad}");
+    }
+    let listed: Value =
+        app.admin(reqwest::Method::GET, "/admin/api/keys").send().await.expect("list").json().await.unwrap();
+    let listed = listed["data"].as_array().expect("keys");
+    assert!(
+        listed.iter().any(|k| k["id"] == created["id"] && k["expires_at"].is_string()),
+        "the listing shows expiries"
+    );
 
     let soon = Utc::now() + chrono::Duration::milliseconds(1500);
     let (short, _) = omi::keys::issue_until(store, &email, "pro", None, Some(soon)).await.expect("issue");
