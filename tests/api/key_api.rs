@@ -298,15 +298,26 @@ async fn a_retried_rotation_returns_the_same_key_and_a_new_idempotency_key_mints
     assert_eq!((status, code.as_str()), (401, "key_expired"), "a new rotation needs a working key");
     assert_eq!(app.state().store.list_keys().await.expect("list").len(), 4);
 
+    // Two retries racing each other: one mints, the other returns its key.
+    let third = made["key"].as_str().expect("key");
+    let (left, right) = tokio::join!(
+        rotate(&app.base, third, json!({"grace_secs": 5}), Some("race")),
+        rotate(&app.base, third, json!({"grace_secs": 5}), Some("race"))
+    );
+    assert_eq!((left.status(), right.status()), (reqwest::StatusCode::CREATED, reqwest::StatusCode::CREATED));
+    let (left, right): (Value, Value) = (left.json().await.expect("json"), right.json().await.expect("json"));
+    assert_eq!(left["key"], right["key"], "racing retries get one key");
+    assert_eq!(app.state().store.list_keys().await.expect("list").len(), 5);
+
     let sealed = sealed_keys(&app.state().store).await;
-    assert_eq!(sealed.len(), 3);
+    assert_eq!(sealed.len(), 4);
     for key in [&first["key"], &other["key"], &made["key"]] {
         let plain = key.as_str().expect("key").as_bytes();
         assert!(sealed.iter().all(|s| s.windows(12).all(|w| w != &plain[..12])), "never stored in plaintext");
     }
     let forgotten =
         app.state().store.forget_rotations(Utc::now() + chrono::Duration::seconds(1)).await.expect("forget");
-    assert_eq!(forgotten, 3, "the sweep erases the records (the lifecycle task runs it after 24 h)");
+    assert_eq!(forgotten, 4, "the sweep erases the records (the lifecycle task runs it after 24 h)");
 
     for (body, header) in
         [(json!({"grace_secs": 86_401}), None), (json!({"grace_secs": -1}), None), (json!({"grace": 5}), None)]
