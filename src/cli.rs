@@ -6,7 +6,8 @@ use crate::customers::EmailAddress;
 use crate::domain::key::{ApiKey, KeyStatus};
 use crate::keys;
 use crate::server::Server;
-use crate::store::{KeyListing, Store};
+use crate::store::{KeyListing, OldKey, Store};
+use chrono::Utc;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
@@ -86,6 +87,10 @@ enum KeysCommand {
         plan: String,
         #[arg(long)]
         name: Option<String>,
+        /// Refuse the key after this long: 90s, 15m, 12h, 14d (default: the plan's
+        /// `trial_days`, else never).
+        #[arg(long)]
+        expires_in: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +103,16 @@ enum KeysCommand {
     Revoke { id_or_prefix: String },
     /// Email the customer a fresh key, replacing this one (the old key stops working).
     Resend { id_or_prefix: String },
+    /// Replace a key with a new one (same customer, plan, name and expiry), printed once and
+    /// emailed; the old key is refused after the grace period.
+    Rotate {
+        id_or_prefix: String,
+        /// Seconds the old key keeps working (0 to 86400).
+        #[arg(long, default_value_t = 0)]
+        grace_secs: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,12 +253,14 @@ async fn shutdown_signal() {
 
 async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliError> {
     match command {
-        KeysCommand::Create { email, plan, name, json } => {
+        KeysCommand::Create { email, plan, name, expires_in, json } => {
             let email = EmailAddress::parse(&email).map_err(|e| CliError::Usage(e.to_string()))?;
+            let expires_at = crate::admin::new_key_expiry(config, &plan, None, expires_in.as_deref(), Utc::now())
+                .map_err(CliError::Usage)?;
             let store = open_store(config).await?;
-            let max_keys = config.plan(&plan).and_then(|plan| plan.max_keys);
+            let terms = keys::KeyTerms { max_keys: config.plan(&plan).and_then(|plan| plan.max_keys), expires_at };
             let (key, listing) =
-                keys::issue(&store, &email, &plan, name.as_deref(), max_keys).await.map_err(anyhow::Error::from)?;
+                keys::issue(&store, &email, &plan, name.as_deref(), terms).await.map_err(anyhow::Error::from)?;
             if json {
                 let out = serde_json::json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan});
                 println!("{out}");
@@ -270,11 +287,26 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
             let store = open_store(config).await?;
             let old = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
             let new_key = ApiKey::generate().map_err(anyhow::Error::from)?;
-            let vended = store.rotate_key(old.id, &new_key).await.map_err(anyhow::Error::from)?;
+            let vended =
+                store.rotate_key(old.id, &new_key, OldKey::Revoke, None).await.map_err(anyhow::Error::from)?.vended;
             println!(
                 "replaced {} with {} ({}); the running server emails it to {}",
                 old.prefix, vended.prefix, vended.key_id, vended.email
             );
+        }
+        KeysCommand::Rotate { id_or_prefix, grace_secs, json } => {
+            if grace_secs > keys::MAX_GRACE_SECS {
+                return Err(CliError::Usage(format!("--grace-secs must be between 0 and {}", keys::MAX_GRACE_SECS)));
+            }
+            let store = open_store(config).await?;
+            let old = store.resolve_key(&id_or_prefix).await.map_err(anyhow::Error::from)?;
+            let old_key = OldKey::ExpiresAt(Utc::now() + chrono::Duration::seconds(i64::from(grace_secs)));
+            let rotation = keys::rotate(&store, old.id, old_key, None).await.map_err(anyhow::Error::from)?;
+            if json {
+                println!("{}", rotation.shown_once());
+            } else {
+                println!("{}", rotation.key.expose());
+            }
         }
     }
     Ok(())
@@ -282,20 +314,21 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
 
 fn print_key_table(keys: &[KeyListing]) {
     println!(
-        "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  LAST USED",
-        "ID", "PREFIX", "EMAIL", "PLAN", "STATUS", "CREATED"
+        "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  {:<20}  LAST USED",
+        "ID", "PREFIX", "EMAIL", "PLAN", "STATUS", "CREATED", "EXPIRES"
     );
+    let time = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
     for k in keys {
-        let last = k.last_used_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into());
         println!(
-            "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  {}",
+            "{:<36}  {:<12}  {:<30}  {:<8}  {:<9}  {:<20}  {:<20}  {}",
             k.id,
             k.prefix,
             k.email,
             k.plan,
             k.status,
-            k.created_at.format("%Y-%m-%d %H:%M:%S"),
-            last
+            time(k.created_at),
+            k.expires_at.map_or_else(|| "never".into(), time),
+            k.last_used_at.map_or_else(|| "never".into(), time)
         );
     }
 }

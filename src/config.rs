@@ -346,6 +346,10 @@ pub struct PlanConfig {
     /// Keys one customer may hold on this plan, revoked ones not counted; absent: no limit.
     #[serde(default)]
     pub max_keys: Option<u32>,
+    /// Keys made for this plan expire this many days after they are made (401 `key_expired`),
+    /// unless a paid Lemon Squeezy subscription keeps them going; absent: they never expire.
+    #[serde(default)]
+    pub trial_days: Option<u32>,
 }
 
 impl PlanConfig {
@@ -679,6 +683,12 @@ impl Config {
         }
         let variant = variant_id?;
         self.plans.iter().find(|p| p.variant_ids.contains(&variant)).map(|p| p.name.as_str())
+    }
+
+    /// How long a new key of `plan` lasts: its `trial_days`, if any.
+    pub fn trial_for(&self, plan: &str) -> Option<chrono::Duration> {
+        let days = self.plans.iter().find(|p| p.name == plan)?.trial_days?;
+        chrono::Duration::try_days(i64::from(days))
     }
 
     /// Where this gateway is reached from outside, without a trailing slash.
@@ -1036,7 +1046,7 @@ mod tests {
                 (config.prices["gpt-4o-mini"].cache_write, config.prices["claude-sonnet-4-5"].cache_write),
                 (None, Some(3.75))
             );
-            assert_eq!(config.plans.len(), 2);
+            assert_eq!(config.plans.len(), 3);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
             let pro = &config.plans[0];
             assert_eq!(pro.max_keys, Some(5));
@@ -1044,6 +1054,7 @@ mod tests {
             assert!(pro.allows_model("groq/llama-3.1-8b-instant", "groq", "llama-3.1-8b-instant"), "its fallback");
             assert!(!pro.allows_model("gpt-4o", "openai", "gpt-4o"));
             assert!(config.plans[1].models.is_none(), "team: every routed model");
+            assert_eq!((config.trial_for("trial"), config.trial_for("pro")), (chrono::Duration::try_days(14), None));
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);

@@ -8,10 +8,10 @@ pub mod lockout;
 
 use crate::app::AppState;
 use crate::customers::EmailAddress;
-use crate::domain::key::{ApiKey, KeyStatus};
+use crate::domain::key::{ApiKey, KeyStatus, parse_lifetime};
 use crate::firewall::Origin;
 use crate::keys::{self, IssueError};
-use crate::store::{FindingQuery, KeyListing, StoreError, VendedKey};
+use crate::store::{FindingQuery, KeyListing, OldKey, StoreError, VendedKey};
 use crate::web::error::ApiError;
 use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -19,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use lockout::{Lockout, Refusal, retry_after_secs};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -60,7 +61,7 @@ pub async fn change_key_status(app: &AppState, id: uuid::Uuid, status: KeyStatus
 /// Rotates the key and emails the new one: the customer lost the email, or the key leaked.
 pub async fn rotate_and_email(app: &AppState, id: uuid::Uuid) -> Result<VendedKey, IssueError> {
     let new_key = ApiKey::generate()?;
-    let vended = app.store.rotate_key(id, &new_key).await?;
+    let vended = app.store.rotate_key(id, &new_key, OldKey::Revoke, None).await?.vended;
     app.outbox.wake();
     if let Err(e) = app.verifier.sync_changes().await {
         tracing::warn!(error = %e, "could not apply the rotation locally yet");
@@ -224,6 +225,27 @@ struct CreateKey {
     email: String,
     plan: Option<String>,
     name: Option<String>,
+    /// RFC 3339: the key is refused from then on.
+    expires_at: Option<DateTime<Utc>>,
+    /// `90s`, `15m`, `12h`, `14d` from now.
+    expires_in: Option<String>,
+}
+
+/// When a new key of `plan` stops working: the operator's `expires_at`, or `expires_in` from
+/// `now` (not both), else the plan's `trial_days`, else never.
+pub fn new_key_expiry(
+    config: &crate::config::Config,
+    plan: &str,
+    expires_at: Option<DateTime<Utc>>,
+    expires_in: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, String> {
+    match (expires_at, expires_in) {
+        (Some(_), Some(_)) => Err("give `expires_at` or `expires_in`, not both".into()),
+        (Some(at), None) => Ok(Some(at)),
+        (None, Some(text)) => parse_lifetime(text).map(|lifetime| Some(now + lifetime)).map_err(|e| e.to_string()),
+        (None, None) => Ok(config.trial_for(plan).map(|trial| now + trial)),
+    }
 }
 
 async fn create_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, body: axum::body::Bytes) -> Response {
@@ -236,11 +258,16 @@ async fn create_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, body:
         Err(e) => return ApiError::invalid_request(e.to_string()).into_response(),
     };
     let plan = request.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN);
-    let max_keys = app.config.plan(plan).and_then(|plan| plan.max_keys);
-    match keys::issue(&app.store, &email, plan, request.name.as_deref(), max_keys).await {
+    let expires_at =
+        match new_key_expiry(&app.config, plan, request.expires_at, request.expires_in.as_deref(), Utc::now()) {
+            Ok(at) => at,
+            Err(e) => return ApiError::invalid_request(format!("{e}.")).into_response(),
+        };
+    let terms = keys::KeyTerms { max_keys: app.config.plan(plan).and_then(|plan| plan.max_keys), expires_at };
+    match keys::issue(&app.store, &email, plan, request.name.as_deref(), terms).await {
         Ok((key, listing)) => (
             StatusCode::CREATED,
-            Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan})),
+            Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan, "expires_at": listing.expires_at})),
         )
             .into_response(),
         Err(e) => issue_error(e),

@@ -194,6 +194,26 @@ const QUICKSTART_MODEL: &str = "gpt-4o-mini";
 /// with curl and with the Python `openai` package. The HTML part escapes every interpolated
 /// value, so a hostile plan name or URL cannot inject markup.
 pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> OutgoingEmail {
+    compose_key_email(to, key, base_url, &format!("Welcome to OMI ({plan} plan)."), "Your OMI API key")
+}
+
+/// A rotation's email: which key was replaced (by its display prefix, never its secret), then
+/// the new key as [`key_email`] hands it over.
+pub fn replacement_key_email(
+    to: EmailAddress,
+    key: &str,
+    base_url: &str,
+    plan: &str,
+    replaced_prefix: &str,
+) -> OutgoingEmail {
+    let intro = format!(
+        "Your OMI API key {replaced_prefix}… was replaced ({plan} plan). The old key stops working as announced \
+         when it was rotated; use this one from now on."
+    );
+    compose_key_email(to, key, base_url, &intro, "Your OMI API key was replaced")
+}
+
+fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, subject: &str) -> OutgoingEmail {
     let base_url = base_url.trim_end_matches('/');
     let curl = format!(
         "curl {base_url}/chat/completions \\\n  \
@@ -207,7 +227,7 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
     );
 
     let text_body = format!(
-        "Welcome to OMI ({plan} plan).\n\
+        "{intro}\n\
          \n\
          Your API key:\n\
          \n\
@@ -230,7 +250,7 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
 
     let html_body = format!(
         "<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n\
-         <p>Welcome to OMI ({plan} plan).</p>\n\
+         <p>{intro}</p>\n\
          <p>Your API key:</p>\n\
          <pre style=\"font-size: 1.1em\"><code>{key}</code></pre>\n\
          <p>Keep it secret: anyone holding it can spend your quota. We store only a hash of it, \
@@ -239,7 +259,7 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
          <p>Quickstart with curl:</p>\n<pre><code>{curl}</code></pre>\n\
          <p>Quickstart with Python (<code>pip install openai</code>):</p>\n<pre><code>{python}</code></pre>\n\
          </body></html>\n",
-        plan = html_escape(plan),
+        intro = html_escape(intro),
         key = html_escape(key),
         base_url = html_escape(base_url),
         curl = html_escape(&curl),
@@ -248,7 +268,7 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
 
     OutgoingEmail {
         to,
-        subject: "Your OMI API key".to_owned(),
+        subject: subject.to_owned(),
         text_body,
         html_body: Some(html_body),
         tag: Some("api-key".to_owned()),
@@ -371,6 +391,20 @@ mod tests {
         assert!(!html.contains("a=1&b=2"));
         // The plain-text part is not HTML and must stay copy-pasteable.
         assert!(email.text_body.contains("https://h/v1?a=1&b=2"));
+    }
+
+    #[test]
+    fn a_replacement_email_names_the_old_key_by_prefix_and_hands_over_the_new_one() {
+        let to = EmailAddress::parse("ada@example.com").unwrap();
+        let email = replacement_key_email(to, "omi_live_Abc123", "https://api.example.com/v1", "pro", "omi_OldPrefx");
+        assert_eq!(email.subject, "Your OMI API key was replaced");
+        assert!(
+            email.text_body.starts_with("Your OMI API key omi_OldPrefx… was replaced (pro plan)."),
+            "{}",
+            email.text_body
+        );
+        assert!(email.text_body.contains("\nomi_live_Abc123\n"));
+        assert!(email.html_body.as_deref().unwrap().contains("omi_OldPrefx… was replaced"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         lemonsqueezy::Change::Purchase { variant_id, .. } => app.config.plan_for_variant(*variant_id),
         _ => None,
     };
+    let trial = plan.and_then(|plan| app.config.trial_for(plan));
     let new_key = match ApiKey::generate() {
         Ok(k) => k,
         Err(e) => {
@@ -81,7 +82,7 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         .ok()
         .and_then(chrono::Duration::try_hours)
         .unwrap_or(chrono::Duration::MAX);
-    match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key).await {
+    match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key, trial).await {
         Ok(Applied::Duplicate) => {
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);
             (StatusCode::OK, Json(json!({"ok": true, "outcome": "duplicate"}))).into_response()
@@ -116,11 +117,15 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
     }
 }
 
-/// Suspends keys whose payment grace ran out and revokes cancelled ones past their term.
+/// Suspends keys whose payment grace ran out and revokes cancelled ones past their term; erases
+/// customer rotations' idempotency records (and the sealed keys in them) after their 24 hours.
 pub fn spawn_lifecycle(app: Arc<AppState>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     crate::tasks::owned(async move {
         let mut ticker = Ticker::new(every, shutdown);
         while ticker.tick().await {
+            if let Err(e) = app.store.forget_rotations(chrono::Utc::now() - crate::keys::ROTATION_REPLAY_WINDOW).await {
+                tracing::warn!(error = %e, "could not erase old rotation records");
+            }
             match app.store.expire_due_purchases().await {
                 Ok(0) => {}
                 Ok(changed) => {

@@ -3,7 +3,7 @@
 //! then erases the plaintext key on success. Failures retry with exponential backoff from
 //! about a second up to five minutes; permanent failures are recorded and reported.
 
-use super::mailer::{EmailAddress, Mailer, key_email, retry_delay};
+use super::mailer::{EmailAddress, Mailer, key_email, replacement_key_email, retry_delay};
 use crate::events::{Event, EventBus};
 use crate::store::{OutboxEmail, Store};
 use std::sync::Arc;
@@ -72,7 +72,10 @@ impl Worker {
             self.fail(&email, attempts, "the key or address is no longer available").await;
             return;
         };
-        let message = key_email(to, key, &self.api_base, &email.plan);
+        let message = match &email.replaces_prefix {
+            Some(replaced) => replacement_key_email(to, key, &self.api_base, &email.plan, replaced),
+            None => key_email(to, key, &self.api_base, &email.plan),
+        };
         match self.mailer.send(&message).await {
             Ok(()) => {
                 metrics::counter!("omi_emails_total", "outcome" => "sent").increment(1);

@@ -145,9 +145,47 @@ impl KeyStatus {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a key lifetime: use a whole number and a unit, such as 90s, 15m, 12h or 14d")]
+pub struct BadLifetime(pub String);
+
+/// A key's lifetime as operators write it: a positive whole number of seconds (`90s`), minutes
+/// (`15m`), hours (`12h`) or days (`14d`), at most 100 years.
+pub fn parse_lifetime(text: &str) -> Result<chrono::Duration, BadLifetime> {
+    let bad = || BadLifetime(text.chars().take(20).collect());
+    let text = text.trim();
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let count: i64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    const LONGEST_SECS: i64 = 100 * 366 * 86_400;
+    match count.checked_mul(seconds_per) {
+        Some(secs) if count > 0 && secs <= LONGEST_SECS => Ok(chrono::Duration::seconds(secs)),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifetimes_take_seconds_minutes_hours_and_days_and_refuse_the_rest() {
+        let secs = |text| parse_lifetime(text).map(|d| d.num_seconds());
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("15m"), Ok(900));
+        assert_eq!(secs("12h"), Ok(43_200));
+        assert_eq!(secs("14d"), Ok(1_209_600));
+        for bad in ["", "d", "14", "14w", "-1d", "0s", "1.5h", "+", "99999999999999999d", "1é"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_lifetime("14w").unwrap_err().to_string().contains("90s, 15m, 12h or 14d"));
+    }
 
     #[test]
     fn generated_keys_parse_and_differ() {

@@ -94,6 +94,8 @@ pub struct SubscriptionState {
     pub subscription_id: i64,
     pub status: String,
     pub ends_at: Option<DateTime<Utc>>,
+    /// When a subscription `on_trial` stops being free; its key expires then.
+    pub trial_ends_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -236,6 +238,7 @@ fn subscription_state(id: i64, attrs: &Map<String, Value>) -> Result<Subscriptio
         subscription_id: id,
         status: text(attrs, "status")?.to_owned(),
         ends_at: opt_time(attrs, "ends_at"),
+        trial_ends_at: opt_time(attrs, "trial_ends_at"),
         updated_at: time(attrs, "updated_at")?,
     })
 }
@@ -393,6 +396,17 @@ pub fn key_status_for(
     Active
 }
 
+/// The expiry a subscription's key should have, from its newest known state: a trial ends at
+/// `trial_ends_at`; any other subscription status means a paid (or ending, which
+/// [`key_status_for`] handles) term, so no expiry. `None`: no subscription, so the key keeps
+/// the expiry it was made with (a plan's `trial_days`, an operator's choice).
+pub fn key_expiry_for(status: Option<&str>, trial_ends_at: Option<DateTime<Utc>>) -> Option<Option<DateTime<Utc>>> {
+    match status? {
+        "on_trial" => trial_ends_at.map(Some),
+        _ => Some(None),
+    }
+}
+
 #[cfg(test)]
 mod parser_fuzz;
 
@@ -437,6 +451,16 @@ mod tests {
                 "{status:?} {ends_at:?} {grace:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_trial_sets_the_key_expiry_and_a_paid_term_clears_it() {
+        let end = DateTime::parse_from_rfc3339("2030-01-15T00:00:00Z").expect("time").to_utc();
+        assert_eq!(key_expiry_for(Some("on_trial"), Some(end)), Some(Some(end)));
+        assert_eq!(key_expiry_for(Some("on_trial"), None), None, "a trial without an end changes nothing");
+        assert_eq!(key_expiry_for(Some("active"), Some(end)), Some(None), "paid: no expiry");
+        assert_eq!(key_expiry_for(Some("past_due"), None), Some(None));
+        assert_eq!(key_expiry_for(None, Some(end)), None, "no subscription: the key's own expiry stays");
     }
 
     /// Found by `parser_fuzz`: serde's derive took a JSON array for the envelope's objects, and

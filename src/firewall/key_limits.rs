@@ -30,6 +30,24 @@ pub struct RateLimits {
     pub keys: BTreeMap<Uuid, KeyLimit>,
 }
 
+impl RateLimits {
+    /// The limits a key is held to, as `GET /v1/key` shows them: per unit its own entry, else
+    /// its plan's (as the limiters pick them); 0 or unset is `None`, unlimited.
+    pub fn for_key(&self, key_id: Uuid, plan: &str) -> KeyLimit {
+        let pick = |unit: fn(&KeyLimit) -> Option<u32>| {
+            self.keys
+                .get(&key_id)
+                .and_then(unit)
+                .or_else(|| self.plans.get(plan).and_then(unit))
+                .filter(|&per_minute| per_minute > 0)
+        };
+        KeyLimit {
+            requests_per_minute: pick(|l| l.requests_per_minute),
+            tokens_per_minute: pick(|l| l.tokens_per_minute),
+        }
+    }
+}
+
 /// Unset means "not limited here" (a key entry then falls back to its plan's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +258,12 @@ mod tests {
         assert_eq!(limits.pick(key, "pro", Unit::Tokens).map(|n| &*n.name), Some("plan:pro:tokens"));
         assert_eq!(limits.pick(other, "pro", Unit::Requests).map(|n| &*n.name), Some("plan:pro:requests"));
         assert!(limits.pick(other, "free", Unit::Requests).is_none());
+        assert_eq!(config.for_key(key, "pro"), KeyLimit { requests_per_minute: None, tokens_per_minute: Some(100) });
+        assert_eq!(
+            config.for_key(other, "pro"),
+            KeyLimit { requests_per_minute: Some(2), tokens_per_minute: Some(100) }
+        );
+        assert_eq!(config.for_key(other, "free"), KeyLimit::default());
         assert_eq!(limits.limiters().count(), 3);
         assert!(limits.meters_tokens());
 

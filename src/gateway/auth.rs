@@ -1,7 +1,8 @@
 //! Customer authentication: `Authorization: Bearer omi_…` (or `x-api-key: omi_…` where an
 //! endpoint takes it), checked for shape and checksum
 //! before the (cached) lookup, so malformed keys never cost a cache miss or a query.
-//! Then the key's own request limit (per key or plan), which needs to know the key.
+//! Then the key's status and expiry (checked against the clock on every request), and the
+//! key's own request limit (per key or plan), which needs to know the key.
 
 use super::meter::Meter;
 use crate::app::AppState;
@@ -11,6 +12,7 @@ use crate::keys::{Verification, VerifiedKey};
 use crate::web::error::ApiError;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// Where Anthropic's SDKs send the key.
@@ -32,6 +34,28 @@ pub async fn admit(
 }
 
 async fn authenticate(app: &AppState, headers: &HeaderMap, x_api_key: bool) -> Result<Arc<VerifiedKey>, ApiError> {
+    let (_, key) = identify(app, headers, x_api_key).await?;
+    usable(&key, Utc::now())?;
+    Ok(key)
+}
+
+/// Refuses a key that may not make requests now: revoked, suspended, or past its expiry.
+pub fn usable(key: &VerifiedKey, now: DateTime<Utc>) -> Result<(), ApiError> {
+    match key.status {
+        KeyStatus::Active if key.expired(now) => Err(ApiError::key_expired()),
+        KeyStatus::Active => Ok(()),
+        KeyStatus::Suspended => Err(ApiError::key_suspended()),
+        KeyStatus::Revoked => Err(ApiError::key_revoked()),
+    }
+}
+
+/// The presented key and what is known of it, whatever its status (the caller decides); an
+/// absent, malformed or unknown key is refused here.
+pub async fn identify(
+    app: &AppState,
+    headers: &HeaderMap,
+    x_api_key: bool,
+) -> Result<(ApiKey, Arc<VerifiedKey>), ApiError> {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -48,10 +72,6 @@ async fn authenticate(app: &AppState, headers: &HeaderMap, x_api_key: bool) -> R
     })?;
     match verification {
         Verification::Unknown => Err(ApiError::invalid_api_key("Incorrect API key provided.")),
-        Verification::Known(key) => match key.status {
-            KeyStatus::Active => Ok(key),
-            KeyStatus::Suspended => Err(ApiError::key_suspended()),
-            KeyStatus::Revoked => Err(ApiError::key_revoked()),
-        },
+        Verification::Known(known) => Ok((key, known)),
     }
 }

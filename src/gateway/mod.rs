@@ -2,13 +2,15 @@
 //! forward, meter, shield); each endpoint is a file declaring what differs (`chat.rs`,
 //! `embeddings.rs`, `completions.rs`, `responses.rs`, `messages.rs`); `stream.rs` relays and
 //! meters streamed answers; `meter.rs` books each request; `auth.rs` admits a customer key;
-//! `/v1/models` (the models the key's plan allows) is here. The providers' wire formats live
-//! in `providers`, the output shield in `shield`, the server and router in `server`.
+//! `key.rs` serves the customer's own key (`/v1/key`, `/v1/key/rotate`); `/v1/models` (the
+//! models the key's plan allows) is here. The providers' wire formats live in `providers`, the
+//! output shield in `shield`, the server and router in `server`.
 
 mod auth;
 mod chat;
 mod completions;
 mod embeddings;
+mod key;
 mod messages;
 mod meter;
 mod pipeline;
@@ -18,6 +20,7 @@ pub(crate) mod stream;
 pub(crate) use chat::Chat;
 pub(crate) use completions::Completions;
 pub(crate) use embeddings::Embeddings;
+pub(crate) use key::{describe_key, rotate_key};
 pub(crate) use messages::Messages;
 pub use meter::MeterMetrics;
 pub(crate) use pipeline::{BYOK_HEADER, handle};

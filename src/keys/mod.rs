@@ -3,14 +3,17 @@
 //! [`crate::domain::key`].
 
 pub mod activity;
+pub mod rotation;
 pub mod verifier;
 
 use crate::customers::EmailAddress;
 use crate::domain::key::{ApiKey, KeyError};
 use crate::store::{KeyListing, NewKey, Store, StoreError};
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+pub use rotation::{MAX_GRACE_SECS, ROTATION_REPLAY_WINDOW, Replay, RotateError, Rotation, replayed, rotate};
 pub use verifier::{KeyVerifier, Verification, VerifiedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,19 +24,28 @@ pub enum IssueError {
     Store(#[from] StoreError),
 }
 
+/// What binds a new key beyond its plan's name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyTerms {
+    /// The plan's `max_keys`: a customer already holding that many keys on the plan (revoked
+    /// ones aside) gets none (`StoreError::MaxKeys`).
+    pub max_keys: Option<u32>,
+    /// Refused after this instant (401 `key_expired`); `None` never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// Creates a key for a customer (created on first use) and returns its plaintext, which
-/// exists only in the returned value: the store keeps the hash. With the plan's `max_keys`, a
-/// customer already holding that many keys on the plan (revoked ones aside) gets none:
-/// `StoreError::MaxKeys`.
+/// exists only in the returned value: the store keeps the hash.
 pub async fn issue(
     store: &Store,
     email: &EmailAddress,
     plan: &str,
     name: Option<&str>,
-    max_keys: Option<u32>,
+    terms: KeyTerms,
 ) -> Result<(ApiKey, KeyListing), IssueError> {
     let key = ApiKey::generate()?;
-    let new = NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix(), max_keys };
+    let KeyTerms { max_keys, expires_at } = terms;
+    let new = NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix(), max_keys, expires_at };
     let listing = store.insert_key(&new).await?;
     Ok((key, listing))
 }

@@ -5,6 +5,7 @@
 use crate::domain::key::{ApiKey, KeyHash, KeyStatus};
 use crate::store::{Store, StoreResult};
 use crate::ticker::Ticker;
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 /// sequences), so the poller re-reads this many recent entries and acts on the unseen ones.
 const CHANGE_LOOKBACK: i64 = 256;
 
+/// A known key as cached: what every request decides with, and what `GET /v1/key` shows.
 #[derive(Debug)]
 pub struct VerifiedKey {
     pub key_id: Uuid,
@@ -25,6 +27,18 @@ pub struct VerifiedKey {
     pub email: Arc<str>,
     pub plan: Arc<str>,
     pub status: KeyStatus,
+    pub prefix: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Checked against the clock on every request, so an expiry needs no cache invalidation;
+    /// changing it does (the change is logged like a status change).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl VerifiedKey {
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 pub enum Verification {
@@ -81,6 +95,10 @@ impl KeyVerifier {
                     plan: record.plan.into(),
                     // An unreadable status is treated as the most restrictive one.
                     status: KeyStatus::parse(&record.status).unwrap_or(KeyStatus::Revoked),
+                    prefix: record.prefix,
+                    name: record.name,
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
                 });
                 if cacheable {
                     self.known.insert(hash, verified.clone()).await;

@@ -34,6 +34,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/responses", post(gateway::handle::<gateway::Responses>))
         .route("/v1/messages", post(gateway::handle::<gateway::Messages>))
         .route("/v1/models", get(gateway::list_models))
+        .route("/v1/key", get(gateway::describe_key))
+        .route("/v1/key/rotate", post(gateway::rotate_key))
         .layer(firewall.clone());
     // Outside the firewall, so that a browser can read its refusals too.
     if let Some(cors) = cors(&app.config.cors_origins) {

@@ -11,7 +11,8 @@
 use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use crate::domain::key::{ApiKey, KeyHash, KeyStatus};
 use crate::domain::lemonsqueezy::{
-    self, Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, WAITING_FOR_PURCHASE, key_status_for,
+    self, Change, Delivery, LedgerEntry, LedgerKind, LedgerSource, PaymentSignal, WAITING_FOR_PURCHASE, key_expiry_for,
+    key_status_for,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -47,7 +48,42 @@ pub struct OutboxEmail {
     pub to_email: String,
     pub plan: String,
     pub key_plaintext: Option<String>,
+    /// Set on a rotation's email: the display prefix of the key the new one replaces.
+    pub replaces_prefix: Option<String>,
     pub attempts: i32,
+}
+
+/// What becomes of the key a rotation replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum OldKey {
+    /// Revoked at once (the operator's resend: the old key leaked or was lost).
+    Revoke,
+    /// Refused from this instant (the customer's grace period); an earlier expiry is kept.
+    ExpiresAt(DateTime<Utc>),
+}
+
+/// A customer rotation's idempotency record: the new key sealed under the old key's plaintext
+/// (`keys::rotation`), found again by the old key and the client's `Idempotency-Key`.
+pub struct RotationRecord<'a> {
+    pub idempotency_key: &'a str,
+    pub sealed_key: &'a [u8],
+}
+
+/// A rotation found by its idempotency record.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SealedRotation {
+    pub new_key_id: Uuid,
+    pub sealed_key: Vec<u8>,
+    pub new_key_hash: Vec<u8>,
+    pub old_key_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key replaced by a new one.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub vended: VendedKey,
+    /// When the replaced key stops working (`None`: revoked).
+    pub old_key_expires_at: Option<DateTime<Utc>>,
 }
 
 fn ledger_names(entry: &LedgerEntry) -> (&'static str, &'static str) {
@@ -88,12 +124,14 @@ macro_rules! book_ledger {
     }};
 }
 
-/// Queues a key email with its plaintext, in the same transaction that made the key.
+/// Queues a key email with its plaintext, in the same transaction that made the key;
+/// `$replaces` is the display prefix of the key it replaces (a rotation), or `None`.
 macro_rules! queue_key_email {
-    ($tx:expr, $customer_id:expr, $key_id:expr, $email:expr, $plan:expr, $key:expr, $now:expr) => {
+    ($tx:expr, $customer_id:expr, $key_id:expr, $email:expr, $plan:expr, $key:expr, $replaces:expr, $now:expr) => {
         sqlx::query(
-            "INSERT INTO email_outbox (id, customer_id, key_id, to_email, plan, key_plaintext, status, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+            "INSERT INTO email_outbox (id, customer_id, key_id, to_email, plan, key_plaintext, replaces_prefix, status,
+                 next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)",
         )
         .bind(Uuid::now_v7())
         .bind($customer_id)
@@ -101,6 +139,7 @@ macro_rules! queue_key_email {
         .bind($email)
         .bind($plan)
         .bind($key.expose())
+        .bind($replaces)
         .bind($now)
         .execute(&mut *$tx)
         .await?
@@ -148,6 +187,37 @@ macro_rules! sync_key_status {
             .bind(key_id)
             .bind(desired.as_str())
             .bind($now)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some(hash) = row.and_then(|(h,)| KeyHash::from_slice(&h)) {
+                log_change!($tx, hash, $now)?;
+                changed = true;
+            }
+        }
+        changed
+    }};
+}
+
+/// Brings the expiry of the purchase's key to what its subscription implies (a trial ends at
+/// `trial_ends_at`; a paid subscription does not expire), from the stored, newest state only,
+/// so the outcome does not depend on delivery order. Evaluates to whether the key changed.
+macro_rules! sync_key_expiry {
+    ($tx:expr, $order_id:expr, $now:expr) => {{
+        let state: Option<(Option<Uuid>, Option<String>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT key_id, subscription_status, trial_ends_at FROM purchases WHERE order_id = $1")
+                .bind($order_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let mut changed = false;
+        if let Some((Some(key_id), status, trial_ends_at)) = state
+            && let Some(expires_at) = key_expiry_for(status.as_deref(), trial_ends_at)
+        {
+            let row: Option<(Vec<u8>,)> = sqlx::query_as(
+                "UPDATE api_keys SET expires_at = $2
+                 WHERE id = $1 AND status <> 'revoked' AND expires_at IS DISTINCT FROM $2 RETURNING key_hash",
+            )
+            .bind(key_id)
+            .bind(expires_at)
             .fetch_optional(&mut *$tx)
             .await?;
             if let Some(hash) = row.and_then(|(h,)| KeyHash::from_slice(&h)) {
@@ -301,7 +371,8 @@ fn lock_id(id: i64) -> i32 {
 
 impl Store {
     /// Applies one verified, parsed delivery. `plan` is the plan its variant maps to (None:
-    /// recorded, not vended); `new_key` is used only if this delivery vends. A lifecycle event
+    /// recorded, not vended); `new_key` is used only if this delivery vends, and expires after
+    /// `trial` (the plan's `trial_days`) unless its subscription says otherwise. A lifecycle event
     /// whose purchase is not known yet waits (`waiting_webhook_events`) and is applied in the
     /// transaction that records the purchase, so the result does not depend on arrival order.
     pub async fn apply_webhook(
@@ -311,6 +382,7 @@ impl Store {
         plan: Option<&str>,
         payment_grace: chrono::Duration,
         new_key: &ApiKey,
+        trial: Option<chrono::Duration>,
     ) -> StoreResult<Applied> {
         let now = Utc::now();
         let event_id = Uuid::now_v7();
@@ -374,7 +446,7 @@ impl Store {
                         // Older news never overwrites newer: compare the resource's updated_at.
                         sqlx::query(
                             "UPDATE purchases SET subscription_id = $2, subscription_status = $3, ends_at = $4,
-                                 status_updated_at = $5
+                                 status_updated_at = $5, trial_ends_at = $6
                              WHERE order_id = $1 AND (status_updated_at IS NULL OR status_updated_at < $5)",
                         )
                         .bind(order_id)
@@ -382,6 +454,7 @@ impl Store {
                         .bind(&state.status)
                         .bind(state.ends_at)
                         .bind(state.updated_at)
+                        .bind(state.trial_ends_at)
                         .execute(&mut *tx)
                         .await?;
                         // A term that is over stays over, however old the news that says so.
@@ -409,7 +482,8 @@ impl Store {
                     } else {
                         let key_id = Uuid::now_v7();
                         let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
-                        insert_key_row!(tx, key_id, customer_id, hash, &prefix, None::<&str>, plan, "active", now);
+                        let expires_at = trial.and_then(|trial| now.checked_add_signed(trial));
+                        insert_key_row!(tx, key_id, customer_id, hash, &prefix, None::<&str>, plan, "active", expires_at, now);
                         let claimed = sqlx::query("UPDATE purchases SET key_id = $2 WHERE order_id = $1 AND key_id IS NULL")
                             .bind(order_id)
                             .bind(key_id)
@@ -417,7 +491,7 @@ impl Store {
                             .await?
                             .rows_affected();
                         if claimed == 1 {
-                            queue_key_email!(tx, customer_id, key_id, buyer.email.as_str(), plan, new_key, now);
+                            queue_key_email!(tx, customer_id, key_id, buyer.email.as_str(), plan, new_key, None::<&str>, now);
                             vended = Some(VendedKey {
                                 key_id,
                                 customer_id,
@@ -469,7 +543,7 @@ impl Store {
                 }
             };
             let key_status_changed = match affected_order {
-                Some(order_id) => sync_key_status!(tx, order_id, now),
+                Some(order_id) => sync_key_status!(tx, order_id, now) | sync_key_expiry!(tx, order_id, now),
                 None => false,
             };
             sqlx::query("UPDATE webhook_events SET outcome = $2 WHERE id = $1")
@@ -529,7 +603,7 @@ impl Store {
         const PICK: &str = "SELECT id FROM email_outbox WHERE status = 'pending' AND next_attempt_at <= $1
                             AND (locked_until IS NULL OR locked_until <= $1) ORDER BY next_attempt_at LIMIT 1";
         const CLAIM: &str = "UPDATE email_outbox SET locked_until = $2 WHERE id = ({pick})
-                             RETURNING id, to_email, plan, key_plaintext, attempts";
+                             RETURNING id, to_email, plan, key_plaintext, replaces_prefix, attempts";
         Ok(match self {
             // PostgreSQL: SKIP LOCKED lets every instance's worker take a different row.
             Store::Postgres(pool) => {
@@ -580,9 +654,18 @@ impl Store {
         Ok(n)
     }
 
-    /// Replaces a key with `new_key` (same customer, plan and purchase) and queues its email:
-    /// the operator's "resend", which also makes a leaked old key useless.
-    pub async fn rotate_key(&self, old_key_id: Uuid, new_key: &ApiKey) -> StoreResult<VendedKey> {
+    /// Replaces a key with `new_key` (same customer, name, plan, status, expiry and purchase)
+    /// and queues its email, naming the key it replaces, in one transaction. The old key is
+    /// revoked or expires (`old`); either way its change is logged, so every instance reloads it
+    /// within 2 s. With `record` (a customer's `Idempotency-Key`) the rotation is recorded once:
+    /// a second one under the same record is a `Conflict` and changes nothing.
+    pub async fn rotate_key(
+        &self,
+        old_key_id: Uuid,
+        new_key: &ApiKey,
+        old_key: OldKey,
+        record: Option<RotationRecord<'_>>,
+    ) -> StoreResult<Rotated> {
         let now = Utc::now();
         let new_id = Uuid::now_v7();
         #[derive(sqlx::FromRow)]
@@ -591,13 +674,15 @@ impl Store {
             plan: String,
             status: String,
             key_hash: Vec<u8>,
+            prefix: String,
             email: String,
             name: Option<String>,
+            expires_at: Option<DateTime<Utc>>,
         }
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let old: Option<Old> = sqlx::query_as(
-                "SELECT k.customer_id, k.plan, k.status, k.key_hash, c.email, k.name
+                "SELECT k.customer_id, k.plan, k.status, k.key_hash, k.prefix, c.email, k.name, k.expires_at
                  FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.id = $1",
             )
             .bind(old_key_id)
@@ -611,33 +696,94 @@ impl Store {
             }
             let old_hash = KeyHash::from_slice(&old.key_hash)
                 .ok_or_else(|| StoreError::Conflict(format!("key {old_key_id} has a corrupt hash")))?;
-            sqlx::query("UPDATE api_keys SET status = 'revoked', revoked_at = $2 WHERE id = $1")
-                .bind(old_key_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let old_key_expires_at: Option<DateTime<Utc>> = match old_key {
+                OldKey::Revoke => {
+                    sqlx::query("UPDATE api_keys SET status = 'revoked', revoked_at = $2 WHERE id = $1")
+                        .bind(old_key_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    None
+                }
+                OldKey::ExpiresAt(at) => {
+                    // A grace never extends an expiry the key already had.
+                    let (expires_at,): (Option<DateTime<Utc>>,) = sqlx::query_as(
+                        "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at < $2
+                             THEN expires_at ELSE $2 END WHERE id = $1 RETURNING expires_at",
+                    )
+                    .bind(old_key_id)
+                    .bind(at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    expires_at
+                }
+            };
             log_change!(tx, old_hash, now)?;
             let (hash, prefix) = (new_key.hash(), new_key.display_prefix());
-            insert_key_row!(tx, new_id, old.customer_id, hash, &prefix, &old.name, &old.plan, &old.status, now);
+            // The new key keeps the old one's term: a rotation never lengthens a trial.
+            insert_key_row!(tx, new_id, old.customer_id, hash, &prefix, &old.name, &old.plan, &old.status, old.expires_at, now);
+            if let Some(record) = &record {
+                let recorded = sqlx::query(
+                    "INSERT INTO key_rotations (old_key_id, idempotency_key, new_key_id, sealed_key, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (old_key_id, idempotency_key) DO NOTHING",
+                )
+                .bind(old_key_id)
+                .bind(record.idempotency_key)
+                .bind(new_id)
+                .bind(record.sealed_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if recorded == 0 {
+                    // Dropping the transaction rolls back everything above.
+                    return Err(StoreError::Conflict(format!("key {old_key_id} was already rotated with this Idempotency-Key")));
+                }
+            }
             sqlx::query("UPDATE purchases SET key_id = $2 WHERE key_id = $1")
                 .bind(old_key_id)
                 .bind(new_id)
                 .execute(&mut *tx)
                 .await?;
-            queue_key_email!(tx, old.customer_id, new_id, &old.email, &old.plan, new_key, now);
+            queue_key_email!(tx, old.customer_id, new_id, &old.email, &old.plan, new_key, Some(&old.prefix), now);
             let order_id: Option<(i64,)> = sqlx::query_as("SELECT order_id FROM purchases WHERE key_id = $1")
                 .bind(new_id)
                 .fetch_optional(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(VendedKey {
-                key_id: new_id,
-                customer_id: old.customer_id,
-                email: old.email,
-                plan: old.plan,
-                prefix,
-                order_id: order_id.map(|(id,)| id),
+            Ok(Rotated {
+                vended: VendedKey {
+                    key_id: new_id,
+                    customer_id: old.customer_id,
+                    email: old.email,
+                    plan: old.plan,
+                    prefix,
+                    order_id: order_id.map(|(id,)| id),
+                },
+                old_key_expires_at,
             })
         })
+    }
+
+    /// The rotation of `old_key_id` recorded under `idempotency_key` since `since`, with the
+    /// new key's hash (to check the unsealed key against) and when the old key stops working.
+    pub async fn find_rotation(
+        &self,
+        old_key_id: Uuid,
+        idempotency_key: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<SealedRotation>> {
+        let sql = "SELECT r.new_key_id, r.sealed_key, n.key_hash AS new_key_hash, o.expires_at AS old_key_expires_at
+                   FROM key_rotations r JOIN api_keys n ON n.id = r.new_key_id JOIN api_keys o ON o.id = r.old_key_id
+                   WHERE r.old_key_id = $1 AND r.idempotency_key = $2 AND r.created_at > $3";
+        Ok(
+            with_pool!(self, pool => sqlx::query_as(sql).bind(old_key_id).bind(idempotency_key).bind(since).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Deletes rotation records made before `before` (their sealed keys with them); returns how many.
+    pub async fn forget_rotations(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let sql = "DELETE FROM key_rotations WHERE created_at <= $1";
+        Ok(with_pool!(self, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))?)
     }
 }

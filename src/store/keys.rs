@@ -17,9 +17,12 @@ pub struct NewKey<'a> {
     pub prefix: String,
     /// The plan's `max_keys`: the customer's keys on it that are not revoked stay at most this.
     pub max_keys: Option<u32>,
+    /// Refused after this instant (a trial, an operator's `--expires-in`); `None` never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// What the gateway needs to decide on a request: no secret, no hash.
+/// What the gateway needs to decide on a request, and to describe the key to its holder
+/// (`GET /v1/key`): no secret, no hash.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct KeyRecord {
     pub key_id: Uuid,
@@ -27,6 +30,10 @@ pub struct KeyRecord {
     pub email: String,
     pub plan: String,
     pub status: String,
+    pub prefix: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A key as operators see it (CLI, admin API): never the secret.
@@ -43,10 +50,11 @@ pub struct KeyListing {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Since when the Sentinel has held the key suspended; only an operator lifts a hold.
     pub held_since: Option<DateTime<Utc>>,
+    /// Refused after this instant; `None` never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-pub(super) const LISTING_COLUMNS: &str =
-    "k.id, k.customer_id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at, k.held_since";
+pub(super) const LISTING_COLUMNS: &str = "k.id, k.customer_id, k.prefix, c.email, k.name, k.plan, k.status, k.created_at, k.last_used_at, k.held_since, k.expires_at";
 
 impl Store {
     pub async fn insert_key(&self, key: &NewKey<'_>) -> StoreResult<KeyListing> {
@@ -71,14 +79,15 @@ impl Store {
                     return Err(StoreError::MaxKeys { email, plan, max });
                 }
             }
-            insert_key_row!(tx, key_id, customer_id, key.hash, &key.prefix, key.name, key.plan, "active", now);
+            insert_key_row!(tx, key_id, customer_id, key.hash, &key.prefix, key.name, key.plan, "active", key.expires_at, now);
             tx.commit().await?;
         });
         self.key_by_id(key_id).await
     }
 
     pub async fn find_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
-        let sql = "SELECT k.id AS key_id, k.customer_id, c.email, k.plan, k.status
+        let sql = "SELECT k.id AS key_id, k.customer_id, c.email, k.plan, k.status, k.prefix, k.name, k.created_at,
+                       k.expires_at
                    FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.key_hash = $1";
         Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(&hash.0[..]).fetch_optional(pool).await)?)
     }

@@ -17,10 +17,10 @@ macro_rules! log_change {
 
 /// Inserts a key row (hash and display prefix only) and logs the change, inside `$tx`.
 macro_rules! insert_key_row {
-    ($tx:expr, $key_id:expr, $customer_id:expr, $hash:expr, $prefix:expr, $name:expr, $plan:expr, $status:expr, $now:expr) => {{
+    ($tx:expr, $key_id:expr, $customer_id:expr, $hash:expr, $prefix:expr, $name:expr, $plan:expr, $status:expr, $expires_at:expr, $now:expr) => {{
         sqlx::query(
-            "INSERT INTO api_keys (id, customer_id, key_hash, prefix, name, plan, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, customer_id, key_hash, prefix, name, plan, status, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind($key_id)
         .bind($customer_id)
@@ -29,6 +29,7 @@ macro_rules! insert_key_row {
         .bind($name)
         .bind($plan)
         .bind($status)
+        .bind($expires_at)
         .bind($now)
         .execute(&mut *$tx)
         .await?;
@@ -78,7 +79,7 @@ use std::time::Duration;
 
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::AlertRecord;
-pub use billing::{Applied, OutboxEmail, VendedKey};
+pub use billing::{Applied, OldKey, OutboxEmail, Rotated, RotationRecord, SealedRotation, VendedKey};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;

@@ -35,6 +35,13 @@ impl ApiError {
     pub fn invalid_api_key(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
     }
+    pub fn key_expired() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "key_expired",
+            "This API key has expired; use its replacement or ask for a new one.",
+        )
+    }
     pub fn key_revoked() -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "key_revoked", "This API key has been revoked.")
     }

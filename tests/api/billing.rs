@@ -70,7 +70,7 @@ fn in_test_mode(mut body: Value) -> Value {
     body
 }
 
-fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
+pub(crate) fn subscription(event: &str, order_id: i64, status: &str, minute: u32, ends_at: Option<String>) -> Value {
     json!({
         "meta": {"event_name": event, "test_mode": false, "custom_data": {"user_id": "42"}},
         "data": {"type": "subscriptions", "id": subscription_of(order_id).to_string(), "attributes": {
@@ -154,7 +154,11 @@ async fn emailed_keys(postmark: &MockServer) -> Vec<String> {
         .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
         .filter_map(|b| b["TextBody"].as_str().map(str::to_owned))
         .filter_map(|text| {
-            text.split_whitespace().find(|w| w.starts_with("omi_")).map(|w| w.trim_matches('"').to_string())
+            // The first whole key (a rotation's email also names the replaced key by its prefix).
+            text.split_whitespace()
+                .map(|w| w.trim_matches('"'))
+                .find(|w| omi::domain::key::ApiKey::parse(w).is_ok())
+                .map(str::to_owned)
         })
         .collect()
 }

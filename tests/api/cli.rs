@@ -4,7 +4,7 @@ use crate::support::{Backend, TestDb};
 use serde_json::Value;
 use std::process::Output;
 
-async fn omi(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) async fn omi(db: &TestDb, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_omi"))
         .args(args)
         .env("DATABASE_URL", &db.url)
@@ -14,7 +14,7 @@ async fn omi(db: &TestDb, args: &[&str]) -> Output {
         .expect("run omi")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -84,7 +84,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 
 async fn issue(store: &Store, email: &str, name: Option<&str>) -> (String, KeyListing) {
     let email = EmailAddress::parse(email).expect("email");
-    let (key, listing) = omi::keys::issue(store, &email, "pro", name, None).await.expect("issue");
+    let (key, listing) = omi::keys::issue(store, &email, "pro", name, Default::default()).await.expect("issue");
     (key.expose().to_string(), listing)
 }
 

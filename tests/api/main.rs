@@ -16,6 +16,7 @@ mod fallbacks;
 mod firewall;
 mod gateway;
 mod hawk;
+mod key_api;
 mod mailer;
 mod plans;
 mod pricing;

@@ -23,7 +23,7 @@ fn with_plans(config: &mut Config) {
 
 async fn key_on(app: &TestApp, email: &str, plan: &str) -> String {
     let email = EmailAddress::parse(email).expect("email");
-    let (key, _) = omi::keys::issue(&app.state().store, &email, plan, None, None).await.expect("issue");
+    let (key, _) = omi::keys::issue(&app.state().store, &email, plan, None, Default::default()).await.expect("issue");
     key.expose().to_string()
 }
 

@@ -195,7 +195,8 @@ impl TestApp {
 
     pub async fn create_key(&self, email: &str) -> String {
         let email = EmailAddress::parse(email).expect("email");
-        let (key, _) = omi::keys::issue(&self.state().store, &email, "pro", None, None).await.expect("issue");
+        let (key, _) =
+            omi::keys::issue(&self.state().store, &email, "pro", None, Default::default()).await.expect("issue");
         key.expose().to_string()
     }
 

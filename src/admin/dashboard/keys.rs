@@ -8,7 +8,7 @@ use super::{
     Chrome, Notice, PER_PAGE, PageError, Pager, Template, format, keyset, page_link, paged, query_string, render,
     render_with,
 };
-use crate::admin::{change_key_status, rotate_and_email};
+use crate::admin::{change_key_status, new_key_expiry, rotate_and_email};
 use crate::agents::accountant::report;
 use crate::app::AppState;
 use crate::customers::EmailAddress;
@@ -41,6 +41,21 @@ pub struct KeyRow {
     pub status: String,
     pub created: String,
     pub last_used: String,
+    pub expires: String,
+    /// `expired`, `expiring` (within [`EXPIRING_SOON`]) or empty: the mark beside the expiry.
+    pub expiry: &'static str,
+}
+
+/// Keys expiring sooner than this are marked on the keys pages.
+const EXPIRING_SOON: chrono::Duration = chrono::Duration::days(7);
+
+/// The mark of a key's expiry at `now`.
+fn expiry_mark(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &'static str {
+    match expires_at {
+        Some(at) if at <= now => "expired",
+        Some(at) if at <= now + EXPIRING_SOON => "expiring",
+        _ => "",
+    }
 }
 
 impl KeyRow {
@@ -61,7 +76,23 @@ impl From<KeyListing> for KeyRow {
             status: k.status,
             created: format::time(k.created_at),
             last_used: k.last_used_at.map(format::time).unwrap_or_else(|| "never".into()),
+            expires: k.expires_at.map(format::time).unwrap_or_else(|| "never".into()),
+            expiry: expiry_mark(k.expires_at, Utc::now()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_expiring_within_seven_days_are_marked() {
+        let now = DateTime::parse_from_rfc3339("2030-03-01T12:00:00Z").expect("time").to_utc();
+        assert_eq!(expiry_mark(None, now), "");
+        assert_eq!(expiry_mark(Some(now - chrono::Duration::seconds(1)), now), "expired");
+        assert_eq!(expiry_mark(Some(now + chrono::Duration::days(6)), now), "expiring");
+        assert_eq!(expiry_mark(Some(now + chrono::Duration::days(8)), now), "");
     }
 }
 
@@ -161,6 +192,9 @@ pub struct CreateForm {
     plan: String,
     #[serde(default)]
     name: String,
+    /// `90s`, `15m`, `12h`, `14d`; empty: the plan's `trial_days`, else never.
+    #[serde(default)]
+    expires_in: String,
 }
 
 #[derive(Template)]
@@ -192,8 +226,17 @@ pub async fn create(
     };
     let plan = Some(form.plan.trim()).filter(|p| !p.is_empty()).unwrap_or(crate::DEFAULT_PLAN);
     let name = Some(form.name.trim()).filter(|n| !n.is_empty());
-    let max_keys = app.config.plan(plan).and_then(|plan| plan.max_keys);
-    let (key, listing) = keys::issue(&app.store, &email, plan, name, max_keys).await?;
+    let expires_in = Some(form.expires_in.trim()).filter(|e| !e.is_empty());
+    let expires_at = match new_key_expiry(&app.config, plan, None, expires_in, Utc::now()) {
+        Ok(at) => at,
+        Err(e) => {
+            let notice = Notice { level: "error", text: format!("Not created: {e}") };
+            let page = keys_page(&app, &session, KeysQuery::default(), Some(notice)).await?;
+            return render_with(StatusCode::BAD_REQUEST, None, &page);
+        }
+    };
+    let terms = keys::KeyTerms { max_keys: app.config.plan(plan).and_then(|plan| plan.max_keys), expires_at };
+    let (key, listing) = keys::issue(&app.store, &email, plan, name, terms).await?;
     tracing::info!(key_id = %listing.id, prefix = %listing.prefix, "key created from the dashboard");
     render(&KeyCreatedPage {
         chrome: Chrome::new(&session, "Key created", "/admin/keys"),

@@ -72,6 +72,11 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// Nano-dollars as the dollars every report shows (to the micro-dollar).
+pub fn usd_of_nano(nano: i64) -> f64 {
+    round6(nano as f64 / 1e9)
+}
+
 /// One report line from usage and net revenue (cents, after refunds and fees).
 fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
     // Margin in nano-dollars: cents × 10^7 − cost, exact in i128.
@@ -85,7 +90,7 @@ fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         revenue_usd: revenue_cents as f64 / 100.0,
-        cost_usd: round6(usage.cost_nano as f64 / 1e9),
+        cost_usd: usd_of_nano(usage.cost_nano),
         margin_usd: round6(margin_nano as f64 / 1e9),
         margin_pct: (revenue_cents > 0)
             .then(|| ((margin_nano as f64 / (revenue_cents as f64 * 1e7)) * 10_000.0).round() / 100.0),
