@@ -380,4 +380,15 @@ ALTER TABLE usage_records ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (12, 'usage attempts', TRUE, '\xa865b01cf58b9f0a15bb47210e18de4902da1c7866c43e1972f4cf6c9618cb84819f971b005caddc8c0f0d6688abae4b', 0);
 
+-- migration 0014 selling prices and credits
+-- Selling prices: each request is booked with what the customer is charged (the upstream cost
+-- with the plan's markup at the time), so a later markup change never rewrites history. Before
+-- this migration every plan sold at cost: the selling price of older records is their cost.
+ALTER TABLE usage_records ADD COLUMN spend_nano BIGINT;
+UPDATE usage_records SET spend_nano = cost_nano;
+ALTER TABLE usage_daily ADD COLUMN spend_nano BIGINT NOT NULL DEFAULT 0;
+UPDATE usage_daily SET spend_nano = cost_nano;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (14, 'selling prices and credits', TRUE, '\x1d888dc2b0d83f9988eba30361010527fbcb17effd3a3e077af1644cc50ae9c1efe2c994d828122549cad9380c131108', 0);
+
 COMMIT;

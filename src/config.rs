@@ -322,10 +322,15 @@ pub enum TestModePolicy {
     Accept,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A markup beyond this (100× the cost) is a typo, not a price.
+pub const MAX_MARKUP_PERCENT: f64 = 10_000.0;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct PlanConfig {
     pub name: String,
-    /// Monthly price in USD (display and reports; revenue itself comes from the ledger).
+    /// Monthly price in USD (display and reports; revenue itself comes from the ledger); none
+    /// on a prepaid plan.
+    #[serde(default)]
     pub monthly_price_usd: f64,
     /// Lemon Squeezy variant ids that buy this plan.
     #[serde(default)]
@@ -336,6 +341,10 @@ pub struct PlanConfig {
     /// Prompt + completion tokens a customer may use per calendar month (UTC).
     #[serde(default)]
     pub monthly_token_quota: Option<u64>,
+    /// The selling price is the upstream cost × (1 + markup/100): what `spend_usd` and prepaid
+    /// credit count. 0 (the default) sells at cost.
+    #[serde(default)]
+    pub markup_percent: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -557,6 +566,14 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "provider `{}`: base_url must be an http:// or https:// URL",
                     provider.name
+                )));
+            }
+        }
+        for plan in &self.plans {
+            if !(plan.markup_percent.is_finite() && (0.0..=MAX_MARKUP_PERCENT).contains(&plan.markup_percent)) {
+                return Err(ConfigError::Invalid(format!(
+                    "plan `{}`: markup_percent must be between 0 and {MAX_MARKUP_PERCENT}",
+                    plan.name
                 )));
             }
         }
@@ -1113,6 +1130,7 @@ mod tests {
             variant_ids: vec![7, 8],
             monthly_budget_usd: None,
             monthly_token_quota: None,
+            ..Default::default()
         }];
         assert_eq!(config.plan_for_variant(Some(8)), Some("team"));
         assert_eq!(config.plan_for_variant(Some(42)), None);

@@ -216,6 +216,7 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
             variant_ids: vec![],
             monthly_budget_usd: Some(100.0),
             monthly_token_quota: None,
+            ..Default::default()
         }];
     })
     .await

@@ -9,6 +9,7 @@ mod accountant;
 mod billing;
 mod cli;
 mod conformance;
+mod credits;
 mod dashboard;
 mod endpoints;
 mod fallbacks;

@@ -1,5 +1,6 @@
 //! Margins per customer for a month: revenue from the ledger (payments − refunds − payment
-//! fees, in cents) against upstream cost from usage records (nano-dollars). Sums stay in
+//! fees, in cents) against upstream cost from usage records (nano-dollars), with the
+//! selling-price spend (the cost with each request's markup, as booked). Sums stay in
 //! integers; dollars appear only in the output.
 
 use crate::config::Config;
@@ -53,6 +54,8 @@ pub struct Line {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub revenue_usd: f64,
+    /// What the customer was charged at selling prices (the cost with the plan's markup).
+    pub spend_usd: f64,
     pub cost_usd: f64,
     pub margin_usd: f64,
     /// Margin as a share of revenue; `null` without revenue.
@@ -85,6 +88,7 @@ fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         revenue_usd: revenue_cents as f64 / 100.0,
+        spend_usd: round6(usage.spend_nano as f64 / 1e9),
         cost_usd: round6(usage.cost_nano as f64 / 1e9),
         margin_usd: round6(margin_nano as f64 / 1e9),
         margin_pct: (revenue_cents > 0)
@@ -139,13 +143,13 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
 impl MarginReport {
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "email,plan,requests,byok_requests,prompt_tokens,completion_tokens,revenue_usd,cost_usd,margin_usd,margin_pct,unpriced_requests\n",
+            "email,plan,requests,byok_requests,prompt_tokens,completion_tokens,revenue_usd,spend_usd,cost_usd,margin_usd,margin_pct,unpriced_requests\n",
         );
         let mut row = |label: &str, plan: &str, l: &Line| {
             let pct = l.margin_pct.map(|p| format!("{p:.2}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{:.2},{:.6},{:.6},{},{}",
+                "{},{},{},{},{},{},{:.2},{:.6},{:.6},{:.6},{},{}",
                 csv_field(label),
                 csv_field(plan),
                 l.requests,
@@ -153,6 +157,7 @@ impl MarginReport {
                 l.prompt_tokens,
                 l.completion_tokens,
                 l.revenue_usd,
+                l.spend_usd,
                 l.cost_usd,
                 l.margin_usd,
                 pct,
@@ -170,14 +175,24 @@ impl MarginReport {
         let mut out = format!("Margins for {} (USD)\n", self.month);
         let _ = writeln!(
             out,
-            "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8}",
-            "CUSTOMER", "PLAN", "REQUESTS", "BYOK", "PROMPT TOK", "COMPL TOK", "REVENUE", "COST", "MARGIN", "MARGIN%"
+            "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>12} {:>8}",
+            "CUSTOMER",
+            "PLAN",
+            "REQUESTS",
+            "BYOK",
+            "PROMPT TOK",
+            "COMPL TOK",
+            "REVENUE",
+            "SPEND",
+            "COST",
+            "MARGIN",
+            "MARGIN%"
         );
         let mut row = |label: &str, plan: &str, l: &Line| {
             let pct = l.margin_pct.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
-                "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10.2} {:>12.6} {:>12.6} {:>8}",
+                "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10.2} {:>12.6} {:>12.6} {:>12.6} {:>8}",
                 label,
                 plan,
                 l.requests,
@@ -185,6 +200,7 @@ impl MarginReport {
                 l.prompt_tokens,
                 l.completion_tokens,
                 l.revenue_usd,
+                l.spend_usd,
                 l.cost_usd,
                 l.margin_usd,
                 pct
@@ -227,8 +243,9 @@ mod tests {
 
     #[test]
     fn margin_arithmetic_is_exact() {
-        let line = finish(&UsageTotals { cost_nano: 435_000, ..UsageTotals::default() }, 2900);
+        let line = finish(&UsageTotals { cost_nano: 435_000, spend_nano: 565_500, ..UsageTotals::default() }, 2900);
         assert_eq!(line.revenue_usd, 29.0);
+        assert_eq!(line.spend_usd, 0.000566, "to the micro-dollar, like the cost");
         assert_eq!(line.cost_usd, 0.000435);
         assert_eq!(line.margin_usd, 28.999565);
         assert_eq!(line.margin_pct, Some(100.0));
