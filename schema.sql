@@ -388,7 +388,44 @@ ALTER TABLE usage_records ADD COLUMN spend_nano BIGINT;
 UPDATE usage_records SET spend_nano = cost_nano;
 ALTER TABLE usage_daily ADD COLUMN spend_nano BIGINT NOT NULL DEFAULT 0;
 UPDATE usage_daily SET spend_nano = cost_nano;
+
+-- Prepaid credit. The ledger holds every movement (a pack bought, a refund taking back what is
+-- left of it, an operator's grant, a request's draw), each once per `source`; the balance row
+-- is added to in the same transaction as each ledger row, so it always equals the ledger's sum.
+CREATE TABLE credit_ledger (
+    id           UUID PRIMARY KEY,
+    customer_id  UUID NOT NULL REFERENCES customers (id),
+    kind         TEXT NOT NULL,
+    amount_nano  BIGINT NOT NULL,
+    source       TEXT NOT NULL UNIQUE,
+    note         TEXT,
+    created_at   TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX credit_ledger_customer_idx ON credit_ledger (customer_id, created_at);
+
+CREATE TABLE credit_balances (
+    customer_id   UUID PRIMARY KEY REFERENCES customers (id),
+    balance_nano  BIGINT NOT NULL
+);
+
+-- A request in flight on a prepaid plan holds an estimate of its price until it is settled;
+-- a hold past `expires_at` (its settlement was lost) no longer counts.
+CREATE TABLE credit_holds (
+    id           UUID PRIMARY KEY,
+    customer_id  UUID NOT NULL,
+    amount_nano  BIGINT NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX credit_holds_customer_idx ON credit_holds (customer_id, expires_at);
+
+-- The credit a pack purchase granted (NULL for a plan purchase): its refund takes back what is
+-- left of it, and never changes the key, which may hold other packs' credit.
+ALTER TABLE purchases ADD COLUMN credit_nano BIGINT;
+
+ALTER TABLE credit_ledger ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credit_balances ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credit_holds ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-    VALUES (14, 'selling prices and credits', TRUE, '\x1d888dc2b0d83f9988eba30361010527fbcb17effd3a3e077af1644cc50ae9c1efe2c994d828122549cad9380c131108', 0);
+    VALUES (14, 'selling prices and credits', TRUE, '\x230ed2d1a75dbd9d694a3f69826797181b5aa4e83ff4e71b02c289db77a5fb0ec8ca027138b25feb7d9de3376f4330a4', 0);
 
 COMMIT;

@@ -6,11 +6,11 @@ pub mod outbox;
 pub mod prices;
 
 use crate::app::AppState;
-use crate::config::TestModePolicy;
+use crate::config::{Config, TestModePolicy, credit_nano};
 use crate::domain::key::ApiKey;
 use crate::domain::lemonsqueezy;
 use crate::events::Event;
-use crate::store::Applied;
+use crate::store::{Applied, PurchaseOf};
 use crate::ticker::Ticker;
 use crate::web::error::ApiError;
 use axum::body::Bytes;
@@ -65,8 +65,8 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             return ApiError::invalid_request(format!("Malformed webhook: {e}.")).into_response();
         }
     };
-    let plan = match &delivery.change {
-        lemonsqueezy::Change::Purchase { variant_id, .. } => app.config.plan_for_variant(*variant_id),
+    let purchase = match &delivery.change {
+        lemonsqueezy::Change::Purchase { variant_id, .. } => purchase_of(&app.config, *variant_id),
         _ => None,
     };
     let new_key = match ApiKey::generate() {
@@ -81,7 +81,7 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         .ok()
         .and_then(chrono::Duration::try_hours)
         .unwrap_or(chrono::Duration::MAX);
-    match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key).await {
+    match app.store.apply_webhook(&delivery, &raw, purchase, grace, &new_key).await {
         Ok(Applied::Duplicate) => {
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);
             (StatusCode::OK, Json(json!({"ok": true, "outcome": "duplicate"}))).into_response()
@@ -113,6 +113,14 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "error").increment(1);
             ApiError::unavailable("Temporarily unable to record the event; retry.").into_response()
         }
+    }
+}
+
+/// What a variant buys: a credit pack (its credit, on its prepaid plan), else a plan.
+fn purchase_of(config: &Config, variant_id: Option<i64>) -> Option<PurchaseOf<'_>> {
+    match config.credit_pack_for_variant(variant_id) {
+        Some(pack) => Some(PurchaseOf { plan: &pack.plan, credit_nano: credit_nano(pack.credit_usd) }),
+        None => config.plan_for_variant(variant_id).map(|plan| PurchaseOf { plan, credit_nano: None }),
     }
 }
 

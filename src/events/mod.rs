@@ -194,6 +194,8 @@ pub struct RequestEvent {
     /// Upstream calls made (retries and fallbacks included); `provider` and `model` name the
     /// last one: the one that answered.
     pub attempts: u32,
+    /// The prepaid credit this request holds until it is settled (prepaid plans, house key).
+    pub credit_hold: Option<Uuid>,
 }
 
 impl RequestEvent {
@@ -223,6 +225,7 @@ impl RequestEvent {
             request_bytes: 0,
             response_bytes: 0,
             attempts: 1,
+            credit_hold: None,
         }
     }
 

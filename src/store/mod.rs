@@ -60,9 +60,58 @@ macro_rules! upsert_customer {
     }};
 }
 
+/// Writes one credit-ledger row (once per `source`: a replayed delivery or a second settlement
+/// adds nothing) and adds it to the customer's balance in the same transaction, so the balance
+/// is always the ledger's sum. Evaluates to whether the row was new.
+macro_rules! add_credit {
+    ($tx:expr, $customer_id:expr, $kind:expr, $amount_nano:expr, $source:expr, $note:expr, $now:expr) => {{
+        let inserted = sqlx::query(
+            "INSERT INTO credit_ledger (id, customer_id, kind, amount_nano, source, note, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source) DO NOTHING",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind($customer_id)
+        .bind($kind)
+        .bind($amount_nano)
+        .bind($source)
+        .bind($note)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            sqlx::query(
+                "INSERT INTO credit_balances (customer_id, balance_nano) VALUES ($1, $2) ON CONFLICT (customer_id)
+                 DO UPDATE SET balance_nano = credit_balances.balance_nano + excluded.balance_nano",
+            )
+            .bind($customer_id)
+            .bind($amount_nano)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        inserted
+    }};
+}
+
+/// The customer's balance, its row locked until the transaction ends (a no-op UPDATE: a row
+/// lock on PostgreSQL, and SQLite's writers are serialized anyway); 0 without a row.
+macro_rules! locked_balance {
+    ($tx:expr, $customer_id:expr) => {{
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE credit_balances SET balance_nano = balance_nano WHERE customer_id = $1 RETURNING balance_nano",
+        )
+        .bind($customer_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        row.map_or(0, |(balance,)| balance)
+    }};
+}
+
 mod admin;
 mod alerts;
 mod billing;
+mod credits;
 mod findings;
 mod keys;
 mod schema;
@@ -77,7 +126,8 @@ use std::time::Duration;
 
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::AlertRecord;
-pub use billing::{Applied, OutboxEmail, VendedKey};
+pub use billing::{Applied, OutboxEmail, PurchaseOf, VendedKey};
+pub use credits::CreditHold;
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;

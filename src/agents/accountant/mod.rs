@@ -4,6 +4,7 @@
 //! budgets, and produces the margins report and the daily summary.
 
 pub mod budgets;
+pub mod credits;
 pub mod report;
 
 use crate::billing::prices::{PriceTable, total_tokens};
