@@ -9,6 +9,18 @@ use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// One customer's prepaid credit over a period, in nano-dollars.
+#[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
+pub struct CreditTotals {
+    pub customer_id: Uuid,
+    /// Credit added in the period: packs and grants, less what refunds took back.
+    pub added_nano: i64,
+    /// Credit drawn by requests in the period.
+    pub used_nano: i64,
+    /// The balance at the end of the period: credit sold or granted and not used yet.
+    pub unused_nano: i64,
+}
+
 /// What a prepaid request's admission found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreditHold {
@@ -25,6 +37,17 @@ impl Store {
         let row: Option<(i64,)> =
             with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).fetch_optional(pool).await)?;
         Ok(row.map_or(0, |(balance,)| balance))
+    }
+
+    /// Credit added, used, and left unused per customer over `[from, to)` (customers with a
+    /// ledger only). Summed in SQL over the customer's ledger up to `to`.
+    pub async fn credit_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<CreditTotals>> {
+        let sql = "SELECT customer_id,
+                       CAST(COALESCE(SUM(CASE WHEN kind <> 'draw' AND created_at >= $1 THEN amount_nano ELSE 0 END), 0) AS BIGINT) AS added_nano,
+                       CAST(COALESCE(SUM(CASE WHEN kind = 'draw' AND created_at >= $1 THEN -amount_nano ELSE 0 END), 0) AS BIGINT) AS used_nano,
+                       CAST(COALESCE(SUM(amount_nano), 0) AS BIGINT) AS unused_nano
+                   FROM credit_ledger WHERE created_at < $2 GROUP BY customer_id";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?)
     }
 
     /// An operator's grant (negative: a correction taking credit back), with its note; returns

@@ -127,7 +127,7 @@ use std::time::Duration;
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, PurchaseOf, VendedKey};
-pub use credits::CreditHold;
+pub use credits::{CreditHold, CreditTotals};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;

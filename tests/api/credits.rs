@@ -98,7 +98,8 @@ async fn records_of(store: &Store, customer: Uuid, n: usize) -> Vec<UsageRecord>
 on_both_backends!(
     selling_prices_are_booked_per_request_and_reported,
     prepaid_requests_draw_their_selling_price_and_stop_at_zero,
-    credit_packs_credit_once_in_any_event_order
+    credit_packs_credit_once_in_any_event_order,
+    the_margins_count_credit_sold_used_and_unused
 );
 
 /// The selling price is booked with each request: a later markup change (here a second
@@ -337,4 +338,31 @@ async fn credits_grant_writes_the_ledger_and_prints_the_balance() {
     let unknown = omi(&["credits", "grant", "--email", "nobody@example.com", "--usd", "1"]).await.expect("run");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no customer with email nobody@example.com"));
+}
+
+/// Credit is earned when used: the month's margin is its revenue less the upstream cost less the
+/// credit sold and not used yet, which the report shows apart (sold, used, unused).
+async fn the_margins_count_credit_sold_used_and_unused(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, prepaid(30.0)).await else { return };
+    let store = &app.state().store;
+    let (key, customer) = key_on(store, "books@example.com", "payg").await;
+    let mut order = order_created(ORDER, PACK_VARIANT);
+    order["data"]["attributes"]["user_email"] = json!("books@example.com");
+    assert_eq!(outcome(&app, &order).await, "credited", "the customer's key gets the credit");
+    assert_eq!(app.chat(&key, costing(1_000_000, 1_000_000)).send().await.expect("send").status(), 200);
+    assert_eq!(settled_balance(store, customer).await, PACK_NANO - 975_000_000);
+    records_of(store, customer, 1).await;
+
+    let today = chrono::Utc::now().date_naive();
+    let books =
+        report::build(store, &app.state().config, "d", today..today + chrono::Days::new(1)).await.expect("report");
+    let line = books.customers.iter().find(|l| l.customer == Some(customer)).expect("the customer's line");
+    let credit = (line.credit_sold_usd, line.credit_used_usd, line.credit_unused_usd);
+    assert_eq!(credit, (10.0, 0.975, 9.025));
+    assert_eq!((line.revenue_usd, line.spend_usd, line.cost_usd), (29.0, 0.975, 0.75));
+    // 29.00 − 0.75 − (10.00 − 0.975) not yet earned.
+    assert_eq!(line.margin_usd, 19.225);
+    assert_eq!((books.total.credit_unused_usd, books.total.margin_usd), (9.025, 19.225));
+    assert!(books.to_table().contains("prepaid credit: sold 10.000000, used 0.975000, unused 9.025000"));
+    assert!(books.to_csv().lines().nth(1).is_some_and(|l| l.ends_with(",10.000000,0.975000,9.025000")));
 }

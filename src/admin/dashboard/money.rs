@@ -63,6 +63,9 @@ pub struct MoneyRow {
     pub margin_pct: String,
     pub loss: bool,
     pub unpriced: i64,
+    pub credit_sold: String,
+    pub credit_used: String,
+    pub credit_unused: String,
 }
 
 impl MoneyRow {
@@ -80,6 +83,9 @@ impl MoneyRow {
             margin_pct: line.margin_pct.map(format::percent).unwrap_or_else(|| "–".into()),
             loss: line.margin_usd < 0.0,
             unpriced: line.unpriced_requests,
+            credit_sold: format::usd(line.credit_sold_usd),
+            credit_used: format::usd(line.credit_used_usd),
+            credit_unused: format::usd(line.credit_unused_usd),
         }
     }
 }
