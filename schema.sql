@@ -403,9 +403,14 @@ CREATE TABLE credit_ledger (
 );
 CREATE INDEX credit_ledger_customer_idx ON credit_ledger (customer_id, created_at);
 
+-- `low_balance_nano` is the low-balance threshold (a share of the last pack); `notified` the last
+-- notice sent (`credit_low`, `credit_exhausted`), cleared when the balance rises above the threshold,
+-- so each crossing is told once.
 CREATE TABLE credit_balances (
-    customer_id   UUID PRIMARY KEY REFERENCES customers (id),
-    balance_nano  BIGINT NOT NULL
+    customer_id       UUID PRIMARY KEY REFERENCES customers (id),
+    balance_nano      BIGINT NOT NULL,
+    low_balance_nano  BIGINT NOT NULL DEFAULT 0,
+    notified          TEXT
 );
 
 -- A request in flight on a prepaid plan holds an estimate of its price until it is settled;
@@ -422,10 +427,14 @@ CREATE INDEX credit_holds_customer_idx ON credit_holds (customer_id, expires_at)
 -- left of it, and never changes the key, which may hold other packs' credit.
 ALTER TABLE purchases ADD COLUMN credit_nano BIGINT;
 
+-- The outbox also carries credit notices (`kind` credit_low / credit_exhausted, with the balance).
+ALTER TABLE email_outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';
+ALTER TABLE email_outbox ADD COLUMN credit_nano BIGINT;
+
 ALTER TABLE credit_ledger ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credit_balances ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credit_holds ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-    VALUES (14, 'selling prices and credits', TRUE, '\x230ed2d1a75dbd9d694a3f69826797181b5aa4e83ff4e71b02c289db77a5fb0ec8ca027138b25feb7d9de3376f4330a4', 0);
+    VALUES (14, 'selling prices and credits', TRUE, '\x186cbd04bc77c7993baf2e456389a7d529b8e25065698f2f80e8aa261d9ef3692e5c0e1f84e839774ad827c28298b022', 0);
 
 COMMIT;

@@ -142,6 +142,9 @@ pub struct Config {
     /// `max_output_tokens`) holds credit for while it runs; what it uses beyond is the part of
     /// the overdraw bound the customer controls (`billing/README.md`).
     pub credit_hold_completion_tokens: u64,
+    /// A customer is emailed (and n8n told) once when their balance falls to this share of the
+    /// last pack they bought, and once at zero.
+    pub credit_low_balance_percent: f64,
     /// Payment processor fee taken from each payment in margin reports (Lemon Squeezy: 5% + 50¢).
     pub payment_fee_percent: f64,
     pub payment_fee_fixed_cents: i64,
@@ -457,6 +460,7 @@ impl Default for Config {
             plans: Vec::new(),
             credit_packs: Vec::new(),
             credit_hold_completion_tokens: 4096,
+            credit_low_balance_percent: 20.0,
             payment_fee_percent: 0.0,
             payment_fee_fixed_cents: 0,
             metering: true,
@@ -606,6 +610,9 @@ impl Config {
                     plan.name
                 )));
             }
+        }
+        if !(0.0..=100.0).contains(&self.credit_low_balance_percent) {
+            return Err(ConfigError::Invalid("credit_low_balance_percent must be between 0 and 100".into()));
         }
         for pack in &self.credit_packs {
             if credit_nano(pack.credit_usd).is_none_or(|nano| nano <= 0) {

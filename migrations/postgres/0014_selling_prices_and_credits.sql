@@ -20,9 +20,14 @@ CREATE TABLE credit_ledger (
 );
 CREATE INDEX credit_ledger_customer_idx ON credit_ledger (customer_id, created_at);
 
+-- `low_balance_nano` is the low-balance threshold (a share of the last pack); `notified` the last
+-- notice sent (`credit_low`, `credit_exhausted`), cleared when the balance rises above the threshold,
+-- so each crossing is told once.
 CREATE TABLE credit_balances (
-    customer_id   UUID PRIMARY KEY REFERENCES customers (id),
-    balance_nano  BIGINT NOT NULL
+    customer_id       UUID PRIMARY KEY REFERENCES customers (id),
+    balance_nano      BIGINT NOT NULL,
+    low_balance_nano  BIGINT NOT NULL DEFAULT 0,
+    notified          TEXT
 );
 
 -- A request in flight on a prepaid plan holds an estimate of its price until it is settled;
@@ -38,6 +43,10 @@ CREATE INDEX credit_holds_customer_idx ON credit_holds (customer_id, expires_at)
 -- The credit a pack purchase granted (NULL for a plan purchase): its refund takes back what is
 -- left of it, and never changes the key, which may hold other packs' credit.
 ALTER TABLE purchases ADD COLUMN credit_nano BIGINT;
+
+-- The outbox also carries credit notices (`kind` credit_low / credit_exhausted, with the balance).
+ALTER TABLE email_outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';
+ALTER TABLE email_outbox ADD COLUMN credit_nano BIGINT;
 
 ALTER TABLE credit_ledger ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credit_balances ENABLE ROW LEVEL SECURITY;

@@ -19,8 +19,10 @@ CREATE TABLE credit_ledger (
 CREATE INDEX credit_ledger_customer_idx ON credit_ledger (customer_id, created_at);
 
 CREATE TABLE credit_balances (
-    customer_id   BLOB PRIMARY KEY REFERENCES customers (id),
-    balance_nano  BIGINT NOT NULL
+    customer_id       BLOB PRIMARY KEY REFERENCES customers (id),
+    balance_nano      BIGINT NOT NULL,
+    low_balance_nano  BIGINT NOT NULL DEFAULT 0,
+    notified          TEXT
 );
 
 CREATE TABLE credit_holds (
@@ -32,3 +34,7 @@ CREATE TABLE credit_holds (
 CREATE INDEX credit_holds_customer_idx ON credit_holds (customer_id, expires_at);
 
 ALTER TABLE purchases ADD COLUMN credit_nano BIGINT;
+
+-- The outbox also carries credit notices (`kind` credit_low / credit_exhausted, with the balance).
+ALTER TABLE email_outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';
+ALTER TABLE email_outbox ADD COLUMN credit_nano BIGINT;

@@ -119,8 +119,15 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
 /// What a variant buys: a credit pack (its credit, on its prepaid plan), else a plan.
 fn purchase_of(config: &Config, variant_id: Option<i64>) -> Option<PurchaseOf<'_>> {
     match config.credit_pack_for_variant(variant_id) {
-        Some(pack) => Some(PurchaseOf { plan: &pack.plan, credit_nano: credit_nano(pack.credit_usd) }),
-        None => config.plan_for_variant(variant_id).map(|plan| PurchaseOf { plan, credit_nano: None }),
+        Some(pack) => {
+            let credit = credit_nano(pack.credit_usd);
+            let low_balance_nano =
+                credit.map_or(0, |credit| (credit as f64 * config.credit_low_balance_percent / 100.0).round() as i64);
+            Some(PurchaseOf { plan: &pack.plan, credit_nano: credit, low_balance_nano })
+        }
+        None => {
+            config.plan_for_variant(variant_id).map(|plan| PurchaseOf { plan, credit_nano: None, low_balance_nano: 0 })
+        }
     }
 }
 

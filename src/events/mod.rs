@@ -51,6 +51,14 @@ pub enum Event {
     /// Yesterday's books, once a day, for the Hawk to post.
     DailySummary(Box<DailySummary>),
     Firewall(FirewallEvent),
+    /// A prepaid balance fell to the low-balance threshold (`credit_low`) or to zero
+    /// (`credit_exhausted`); the customer is emailed through the outbox too.
+    CreditNotice {
+        customer_id: Uuid,
+        email: String,
+        level: &'static str,
+        balance_usd: f64,
+    },
     /// A provider's circuit opened (or a failed probe kept it open), or closed again.
     Circuit {
         provider: Arc<str>,

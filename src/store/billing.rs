@@ -23,6 +23,8 @@ pub struct PurchaseOf<'a> {
     pub plan: &'a str,
     /// Nano-dollars of prepaid credit (a `[[credit_packs]]` variant); none for a plan.
     pub credit_nano: Option<i64>,
+    /// The low-balance notice threshold a pack sets (`credit_low_balance_percent` of it).
+    pub low_balance_nano: i64,
 }
 
 /// A key made by a purchase (never the secret: that sits in the outbox until sent).
@@ -56,6 +58,10 @@ pub struct OutboxEmail {
     pub plan: String,
     pub key_plaintext: Option<String>,
     pub attempts: i32,
+    /// `key`, or a credit notice (`credit_low`, `credit_exhausted`).
+    pub kind: String,
+    /// The balance a credit notice tells.
+    pub credit_nano: Option<i64>,
 }
 
 fn ledger_names(entry: &LedgerEntry) -> (&'static str, &'static str) {
@@ -347,6 +353,7 @@ impl Store {
     ) -> StoreResult<Applied> {
         let plan = purchase.map(|p| p.plan);
         let pack_credit = purchase.and_then(|p| p.credit_nano);
+        let low_balance_nano = purchase.map_or(0, |p| p.low_balance_nano);
         let now = Utc::now();
         let event_id = Uuid::now_v7();
         let is_postgres = matches!(self, Store::Postgres(_));
@@ -409,6 +416,15 @@ impl Store {
                     // Credited before the refunds that waited for it are applied, as if they had
                     // arrived in order; once per order, whichever delivery of it comes first.
                     if let Some(credit) = pack_credit {
+                        // The low-balance threshold follows the last pack bought.
+                        sqlx::query(
+                            "INSERT INTO credit_balances (customer_id, balance_nano, low_balance_nano) VALUES ($1, 0, $2)
+                             ON CONFLICT (customer_id) DO UPDATE SET low_balance_nano = excluded.low_balance_nano",
+                        )
+                        .bind(customer_id)
+                        .bind(low_balance_nano)
+                        .execute(&mut *tx)
+                        .await?;
                         let (source, note) = (format!("order:{order_id}"), format!("credit pack, order {order_id}"));
                         add_credit!(tx, customer_id, "pack", credit, source, Some(note), now);
                     }
@@ -581,7 +597,7 @@ impl Store {
         const PICK: &str = "SELECT id FROM email_outbox WHERE status = 'pending' AND next_attempt_at <= $1
                             AND (locked_until IS NULL OR locked_until <= $1) ORDER BY next_attempt_at LIMIT 1";
         const CLAIM: &str = "UPDATE email_outbox SET locked_until = $2 WHERE id = ({pick})
-                             RETURNING id, to_email, plan, key_plaintext, attempts";
+                             RETURNING id, to_email, plan, key_plaintext, attempts, kind, credit_nano";
         Ok(match self {
             // PostgreSQL: SKIP LOCKED lets every instance's worker take a different row.
             Store::Postgres(pool) => {

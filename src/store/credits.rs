@@ -9,6 +9,49 @@ use super::{BeginWrite, Store, StoreError, StoreResult, with_pool};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// How low a balance is, against the low-balance threshold; ordered by severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CreditLevel {
+    /// At or below the threshold (a share of the last pack), above zero.
+    Low,
+    /// At or below zero: requests are refused.
+    Exhausted,
+}
+
+impl CreditLevel {
+    /// The level of `balance` against `low` (the threshold); `None` above it.
+    pub fn of(balance: i64, low: i64) -> Option<CreditLevel> {
+        if balance <= 0 {
+            Some(CreditLevel::Exhausted)
+        } else if balance <= low {
+            Some(CreditLevel::Low)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in `credit_balances.notified` and `email_outbox.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditLevel::Low => "credit_low",
+            CreditLevel::Exhausted => "credit_exhausted",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CreditLevel> {
+        [CreditLevel::Low, CreditLevel::Exhausted].into_iter().find(|level| level.as_str() == name)
+    }
+}
+
+/// A low-balance or exhausted notice, queued as an email in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditNotice {
+    pub customer_id: Uuid,
+    pub email: String,
+    pub level: CreditLevel,
+    pub balance_nano: i64,
+}
+
 /// One customer's prepaid credit over a period, in nano-dollars.
 #[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
 pub struct CreditTotals {
@@ -115,24 +158,26 @@ impl Store {
     }
 
     /// A finished request: its hold is released and its selling price drawn, once (a second
-    /// settlement of the same hold draws nothing).
+    /// settlement of the same hold draws nothing). Returns the notice the draw queued, if it
+    /// crossed the low-balance threshold or zero.
     pub async fn settle_credit_hold(
         &self,
         hold_id: Uuid,
         customer_id: Uuid,
         spend_nano: i64,
         request_id: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<CreditNotice>> {
         let now = Utc::now();
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM credit_holds WHERE id = $1").bind(hold_id).execute(&mut *tx).await?;
+            let mut notice = None;
             if spend_nano > 0 {
                 let note = format!("request {request_id}");
-                add_credit!(tx, customer_id, "draw", -spend_nano, format!("draw:{hold_id}"), Some(note), now);
+                notice = add_credit!(tx, customer_id, "draw", -spend_nano, format!("draw:{hold_id}"), Some(note), now);
             }
             tx.commit().await?;
-            Ok(())
+            Ok(notice)
         })
     }
 }

@@ -99,7 +99,8 @@ on_both_backends!(
     selling_prices_are_booked_per_request_and_reported,
     prepaid_requests_draw_their_selling_price_and_stop_at_zero,
     credit_packs_credit_once_in_any_event_order,
-    the_margins_count_credit_sold_used_and_unused
+    the_margins_count_credit_sold_used_and_unused,
+    low_balance_and_exhausted_notices_go_out_once_per_crossing
 );
 
 /// The selling price is booked with each request: a later markup change (here a second
@@ -365,4 +366,54 @@ async fn the_margins_count_credit_sold_used_and_unused(backend: Backend) {
     assert_eq!((books.total.credit_unused_usd, books.total.margin_usd), (9.025, 19.225));
     assert!(books.to_table().contains("prepaid credit: sold 10.000000, used 0.975000, unused 9.025000"));
     assert!(books.to_csv().lines().nth(1).is_some_and(|l| l.ends_with(",10.000000,0.975000,9.025000")));
+}
+
+/// A draw that takes the balance to 20% of the last pack, or to zero, queues one email in the
+/// outbox and publishes one bus event (for n8n); staying below says nothing again, and a new
+/// pack re-arms both.
+async fn low_balance_and_exhausted_notices_go_out_once_per_crossing(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, prepaid(0.0)).await else { return };
+    let store = &app.state().store;
+    let mut bus = app.state().events.subscribe("notices-under-test", 1024);
+    let (key, customer) = key_on(store, "low@example.com", "payg").await;
+    let buy = |order_id: i64| {
+        let mut order = order_created(order_id, PACK_VARIANT);
+        order["data"]["attributes"]["user_email"] = json!("low@example.com");
+        order
+    };
+    assert_eq!(outcome(&app, &buy(ORDER)).await, "credited");
+    // gpt-4o input is $2.50 a million: each step's price, then the balance it leaves.
+    let steps: [(u64, i64); 5] = [
+        (3_000_000, 2_500_000_000), // $2.50 left: above the $2.00 threshold
+        (300_000, 1_750_000_000),   // low: told
+        (300_000, 1_000_000_000),   // still low: not told again
+        (600_000, -500_000_000),    // exhausted: told
+        (3_000_000, 2_000_000_000), // after a second pack ($9.50): at the threshold, told again
+    ];
+    for (i, (prompt_tokens, balance)) in steps.into_iter().enumerate() {
+        if i == 4 {
+            assert_eq!(outcome(&app, &buy(ORDER + 1)).await, "credited");
+        }
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+                          "mock": {"prompt_tokens": prompt_tokens, "completion_tokens": 0}});
+        assert_eq!(app.chat(&key, body).send().await.expect("send").status(), 200, "step {i}");
+        assert_eq!(settled_balance(store, customer).await, balance, "step {i}");
+    }
+    let queued = |kind: &'static str| {
+        let sql = format!("SELECT COUNT(*) FROM email_outbox WHERE customer_id = $1 AND kind = '{kind}'");
+        async move { scalar(store, &sql, customer).await }
+    };
+    assert_eq!((queued("credit_low").await, queued("credit_exhausted").await), (2, 1));
+    let told = "SELECT CAST(MIN(credit_nano) AS BIGINT) FROM email_outbox WHERE customer_id = $1 AND kind = 'credit_exhausted'";
+    assert_eq!(scalar(store, told, customer).await, -500_000_000, "the email says the balance");
+
+    let mut notices = Vec::new();
+    while notices.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), bus.recv()).await.expect("in time").expect("open");
+        if let omi::events::Event::CreditNotice { level, balance_usd, email, .. } = &*event {
+            assert_eq!(email, "low@example.com");
+            notices.push((*level, *balance_usd));
+        }
+    }
+    assert_eq!(notices, [("credit_low", 1.75), ("credit_exhausted", -0.5), ("credit_low", 2.0)]);
 }

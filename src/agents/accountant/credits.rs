@@ -3,7 +3,7 @@
 //! finished event settles the hold: released, and the booked selling price drawn from the
 //! ledger. The bound this gives on overdraw across instances is in `billing/README.md`.
 
-use crate::billing::prices::PriceTable;
+use crate::billing::prices::{PriceTable, nano_to_usd};
 use crate::events::{Event, EventBus};
 use crate::store::{CreditHold, Store};
 use crate::web::error::ApiError;
@@ -34,9 +34,11 @@ pub async fn hold(store: &Store, customer_id: Uuid, estimate_nano: i64) -> Resul
 }
 
 /// Settles every finished request that held credit: releases the hold and draws the selling
-/// price booked for it (0 when it was never answered), once.
+/// price booked for it (0 when it was never answered), once; a draw that crossed the
+/// low-balance threshold or zero is published for n8n (its email is already in the outbox).
 pub fn spawn_settler(events: &EventBus, store: Store, prices: PriceTable) -> JoinHandle<()> {
     let mut rx = events.subscribe("credits", 65_536);
+    let bus = events.clone();
     let failed = metrics::counter!("omi_credit_settlements_failed_total");
     crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
@@ -46,7 +48,17 @@ pub fn spawn_settler(events: &EventBus, store: Store, prices: PriceTable) -> Joi
             let mut pause = Duration::from_millis(100);
             for attempt in 1..=SETTLE_ATTEMPTS {
                 match store.settle_credit_hold(hold, customer_id, spend, &request.request_id).await {
-                    Ok(()) => break,
+                    Ok(notice) => {
+                        if let Some(notice) = notice {
+                            bus.publish(Event::CreditNotice {
+                                customer_id: notice.customer_id,
+                                email: notice.email,
+                                level: notice.level.as_str(),
+                                balance_usd: nano_to_usd(i128::from(notice.balance_nano)),
+                            });
+                        }
+                        break;
+                    }
                     Err(e) if attempt == SETTLE_ATTEMPTS => {
                         failed.increment(1);
                         tracing::error!(error = %e, request_id = %request.request_id, spend,
