@@ -191,6 +191,10 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
         let key = &keys[customer];
         let latency_us = 150_000 + (next() % 2_500_000) as i64;
         let at = now - chrono::Duration::milliseconds(span_ms * (rows - i) as i64 / rows as i64);
+        // In the order the fields drew them before: the same seed gives the same data.
+        let prompt_tokens = 200 + (next() % 3_000) as i64;
+        let completion_tokens = 50 + (next() % 800) as i64;
+        let cost_nano = (i % 500 != 0).then(|| 100_000 + (next() % 900_000) as i64);
         batch.push(UsageRecord {
             id: uuid::Uuid::now_v7(),
             request_id: format!("bench-{i}"),
@@ -201,11 +205,12 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
             route: Some("chat".into()),
             model: Some(if i % 500 == 0 { "mystery-model" } else { "gpt-4o-mini" }.into()),
             provider: Some("openai".into()),
-            prompt_tokens: 200 + (next() % 3_000) as i64,
+            prompt_tokens,
             cached_tokens: 0,
             cache_write_tokens: 0,
-            completion_tokens: 50 + (next() % 800) as i64,
-            cost_nano: (i % 500 != 0).then(|| 100_000 + (next() % 900_000) as i64),
+            completion_tokens,
+            cost_nano,
+            spend_nano: cost_nano,
             status: if next() % 100 == 0 { 502 } else { 200 },
             latency_us,
             upstream_us: Some(latency_us - 200 - (next() % 2_000) as i64),

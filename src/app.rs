@@ -76,7 +76,7 @@ impl AppState {
         let store = Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
         store.migrate().await?;
         let verifier = Arc::new(KeyVerifier::new(store.clone()).await?);
-        let prices = PriceTable::new(&config.prices);
+        let prices = PriceTable::new(&config.prices).with_markups(&config.plans);
         let providers =
             Providers::from_config(&config, &PriceTable::openai_built_in_models(), |var| std::env::var(var).ok())?;
         let http = crate::providers::upstream_client(Duration::from_millis(config.upstream_connect_timeout_ms))

@@ -39,6 +39,11 @@ enum Command {
     /// SQLite: copy the live database to PATH (a new file), consistent while serving, and
     /// check the copy. PostgreSQL: use pg_dump (exit 1, copies nothing).
     Backup { path: PathBuf },
+    /// Prepaid credit.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
     /// Reports from the books.
     Report {
         #[command(subcommand)]
@@ -68,6 +73,21 @@ enum ReportFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add prepaid credit to a customer (negative to take it back); prints the new balance.
+    Grant {
+        #[arg(long)]
+        email: String,
+        /// USD, e.g. 10 or 2.50 or -1.25.
+        #[arg(long, allow_negative_numbers = true)]
+        usd: f64,
+        /// Why, kept in the ledger.
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +202,18 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
                 ReportFormat::Csv => print!("{}", report.to_csv()),
                 ReportFormat::Json => println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?),
             }
+        }
+        Command::Credits { command: CreditsCommand::Grant { email, usd, note } } => {
+            let email = EmailAddress::parse(&email).map_err(|e| CliError::Usage(e.to_string()))?;
+            let amount = crate::config::credit_nano(usd).filter(|nano| *nano != 0).ok_or_else(|| {
+                let most = crate::config::MAX_CREDIT_USD;
+                CliError::Usage(format!("--usd must be a non-zero amount of at most {most} either way"))
+            })?;
+            let store = open_store(&load()?).await?;
+            let (_, balance) =
+                store.grant_credit(email.as_str(), amount, note.as_deref()).await.map_err(anyhow::Error::from)?;
+            let balance = crate::billing::prices::nano_to_usd(i128::from(balance));
+            println!("credit balance of {}: ${balance:.6}", email.as_str());
         }
         // Local rules only: no configuration, database or network needed.
         Command::Sentinel { command: SentinelCommand::Scan } => {

@@ -139,6 +139,15 @@ pub struct Config {
     pub payment_grace_hours: u64,
     /// Plans sold through Lemon Squeezy; empty means every paid order vends `pro` at $29/month.
     pub plans: Vec<PlanConfig>,
+    /// One-time Lemon Squeezy variants that add prepaid credit (`[[credit_packs]]`).
+    pub credit_packs: Vec<CreditPackConfig>,
+    /// Completion tokens a prepaid request without `max_tokens` (or `max_completion_tokens`,
+    /// `max_output_tokens`) holds credit for while it runs; what it uses beyond is the part of
+    /// the overdraw bound the customer controls (`billing/README.md`).
+    pub credit_hold_completion_tokens: u64,
+    /// A customer is emailed (and n8n told) once when their balance falls to this share of the
+    /// last pack they bought, and once at zero.
+    pub credit_low_balance_percent: f64,
     /// Payment processor fee taken from each payment in margin reports (Lemon Squeezy: 5% + 50¢).
     pub payment_fee_percent: f64,
     pub payment_fee_fixed_cents: i64,
@@ -325,10 +334,15 @@ pub enum TestModePolicy {
     Accept,
 }
 
+/// A markup beyond this (100× the cost) is a typo, not a price.
+pub const MAX_MARKUP_PERCENT: f64 = 10_000.0;
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct PlanConfig {
     pub name: String,
-    /// Monthly price in USD (display and reports; revenue itself comes from the ledger).
+    /// Monthly price in USD (display and reports; revenue itself comes from the ledger); none
+    /// on a prepaid plan.
+    #[serde(default)]
     pub monthly_price_usd: f64,
     /// Lemon Squeezy variant ids that buy this plan.
     #[serde(default)]
@@ -350,6 +364,32 @@ pub struct PlanConfig {
     /// unless a paid Lemon Squeezy subscription keeps them going; absent: they never expire.
     #[serde(default)]
     pub trial_days: Option<u32>,
+    /// The selling price is the upstream cost × (1 + markup/100): what `spend_usd` and prepaid
+    /// credit count. 0 (the default) sells at cost.
+    #[serde(default)]
+    pub markup_percent: f64,
+    /// Requests draw down the customer's prepaid credit at the selling price; at or below zero
+    /// they are refused (402 `insufficient_credits`).
+    #[serde(default)]
+    pub prepaid: bool,
+}
+
+/// A one-time Lemon Squeezy variant that adds `credit_usd` to the buyer's balance, on a key of
+/// `plan` (vended if the customer has none).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct CreditPackConfig {
+    pub variant_ids: Vec<i64>,
+    pub credit_usd: f64,
+    pub plan: String,
+}
+
+/// The largest credit one pack or one `omi credits grant` may add or take (USD): beyond is a
+/// typo, and sums of such amounts stay far inside a BIGINT of nano-dollars.
+pub const MAX_CREDIT_USD: f64 = 1_000_000.0;
+
+/// USD as nano-dollars, when within ±[`MAX_CREDIT_USD`].
+pub fn credit_nano(usd: f64) -> Option<i64> {
+    (usd.is_finite() && usd.abs() <= MAX_CREDIT_USD).then(|| (usd * 1e9).round() as i64)
 }
 
 impl PlanConfig {
@@ -461,6 +501,9 @@ impl Default for Config {
             email_from: None,
             payment_grace_hours: 72,
             plans: Vec::new(),
+            credit_packs: Vec::new(),
+            credit_hold_completion_tokens: 4096,
+            credit_low_balance_percent: 20.0,
             payment_fee_percent: 0.0,
             payment_fee_fixed_cents: 0,
             metering: true,
@@ -603,6 +646,30 @@ impl Config {
                 )));
             }
         }
+        for plan in &self.plans {
+            if !(plan.markup_percent.is_finite() && (0.0..=MAX_MARKUP_PERCENT).contains(&plan.markup_percent)) {
+                return Err(ConfigError::Invalid(format!(
+                    "plan `{}`: markup_percent must be between 0 and {MAX_MARKUP_PERCENT}",
+                    plan.name
+                )));
+            }
+        }
+        if !(0.0..=100.0).contains(&self.credit_low_balance_percent) {
+            return Err(ConfigError::Invalid("credit_low_balance_percent must be between 0 and 100".into()));
+        }
+        for pack in &self.credit_packs {
+            if credit_nano(pack.credit_usd).is_none_or(|nano| nano <= 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "credit_packs: credit_usd must be above 0 and at most {MAX_CREDIT_USD}"
+                )));
+            }
+            if !self.plans.iter().any(|plan| plan.name == pack.plan && plan.prepaid) {
+                return Err(ConfigError::Invalid(format!(
+                    "credit_packs: plan `{}` must be a [[plans]] entry with prepaid = true",
+                    pack.plan
+                )));
+            }
+        }
         self.validate_sentinel()
     }
 
@@ -673,6 +740,17 @@ impl Config {
     /// The configured plan of this name; keys on a plan not configured have no plan limits.
     pub fn plan(&self, name: &str) -> Option<&PlanConfig> {
         self.plans.iter().find(|plan| plan.name == name)
+    }
+
+    /// The credit pack a Lemon Squeezy variant is, if any.
+    pub fn credit_pack_for_variant(&self, variant_id: Option<i64>) -> Option<&CreditPackConfig> {
+        let variant = variant_id?;
+        self.credit_packs.iter().find(|pack| pack.variant_ids.contains(&variant))
+    }
+
+    /// Whether `plan` is sold as prepaid credit.
+    pub fn is_prepaid(&self, plan: &str) -> bool {
+        self.plans.iter().any(|p| p.name == plan && p.prepaid)
     }
 
     /// The plan a Lemon Squeezy variant buys: with no plans configured, every variant buys
@@ -940,6 +1018,29 @@ mod tests {
         });
     }
 
+    #[test]
+    fn markups_and_credit_packs_are_checked() {
+        let invalid = |toml: &str| {
+            let mut message = String::new();
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("omi.toml", toml)?;
+                let figment = Config::figment(Some(Path::new("omi.toml"))).expect("figment");
+                message = Config::from_figment(figment).expect_err("refused").to_string();
+                Ok(())
+            });
+            message
+        };
+        let negative = invalid("[[plans]]\nname = \"pro\"\nmarkup_percent = -5\n");
+        assert!(negative.contains("plan `pro`: markup_percent must be between 0 and 10000"), "{negative}");
+        let pack = "[[credit_packs]]\nvariant_ids = [1]\ncredit_usd = 10.0\nplan = \"pro\"\n";
+        let not_prepaid = invalid(&format!("[[plans]]\nname = \"pro\"\n{pack}"));
+        assert!(not_prepaid.contains("plan `pro` must be a [[plans]] entry with prepaid = true"), "{not_prepaid}");
+        let empty = invalid(
+            "[[plans]]\nname = \"p\"\nprepaid = true\n[[credit_packs]]\nvariant_ids = [1]\ncredit_usd = 0.0\nplan = \"p\"\n",
+        );
+        assert!(empty.contains("credit_usd must be above 0"), "{empty}");
+    }
+
     fn from_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut result = None;
         figment::Jail::expect_with(|jail| {
@@ -1046,7 +1147,7 @@ mod tests {
                 (config.prices["gpt-4o-mini"].cache_write, config.prices["claude-sonnet-4-5"].cache_write),
                 (None, Some(3.75))
             );
-            assert_eq!(config.plans.len(), 3);
+            assert_eq!(config.plans.len(), 4, "pro, team, trial, payg");
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
             let pro = &config.plans[0];
             assert_eq!(pro.max_keys, Some(5));
@@ -1055,6 +1156,11 @@ mod tests {
             assert!(!pro.allows_model("gpt-4o", "openai", "gpt-4o"));
             assert!(config.plans[1].models.is_none(), "team: every routed model");
             assert_eq!((config.trial_for("trial"), config.trial_for("pro")), (chrono::Duration::try_days(14), None));
+            assert!(config.is_prepaid("payg") && !config.is_prepaid("pro"));
+            assert_eq!(config.plan("payg").map(|p| p.markup_percent), Some(30.0));
+            let pack = config.credit_pack_for_variant(Some(1115460)).expect("a credit pack");
+            assert_eq!((pack.credit_usd, pack.plan.as_str()), (10.0, "payg"));
+            assert_eq!(config.credit_hold_completion_tokens, 4096, "the example documents the default");
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);

@@ -26,6 +26,9 @@ pub fn spawn_all(app: &Arc<AppState>, shutdown: &CancellationToken) -> Vec<JoinH
         accountant::budgets::spawn_counter(events, store.clone(), config.clone(), app.prices.clone()),
         accountant::spawn_daily_summary(store.clone(), config.clone(), events.clone(), shutdown.clone()),
     ];
+    if config.plans.iter().any(|plan| plan.prepaid) {
+        tasks.push(accountant::credits::spawn_settler(events, store.clone(), app.prices.clone()));
+    }
     if config.metering {
         tasks.push(accountant::spawn_writer(
             events,

@@ -275,6 +275,38 @@ fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, s
     }
 }
 
+/// A prepaid balance fell to its low-balance threshold, or to zero: how much is left and what
+/// to do. Text only: nothing in it is the customer's.
+pub fn credit_email(
+    to: EmailAddress,
+    level: crate::store::CreditLevel,
+    balance_nano: i64,
+    base_url: &str,
+) -> OutgoingEmail {
+    let left = format!("${:.2}", super::prices::nano_to_usd(i128::from(balance_nano)).max(0.0));
+    let (subject, body) = match level {
+        crate::store::CreditLevel::Low => (
+            "Your OMI credit is running low",
+            format!(
+                "Your prepaid OMI credit is running low: {left} left. Buy a credit pack to keep your requests going."
+            ),
+        ),
+        crate::store::CreditLevel::Exhausted => (
+            "Your OMI credit is used up",
+            "Your prepaid OMI credit is used up: requests are refused (HTTP 402, insufficient_credits) \
+             until you buy a credit pack."
+                .to_owned(),
+        ),
+    };
+    OutgoingEmail {
+        to,
+        subject: subject.to_owned(),
+        text_body: format!("{body}\n\nAPI: {}\n", base_url.trim_end_matches('/')),
+        html_body: None,
+        tag: Some(level.as_str().to_owned()),
+    }
+}
+
 /// Escapes text for HTML element content and quoted attribute values.
 fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -379,6 +411,17 @@ mod tests {
                 "OpenAI(base_url=&quot;https://api.example.com/v1&quot;, api_key=&quot;omi_live_Abc123&quot;)"
             )
         );
+    }
+
+    #[test]
+    fn credit_emails_say_what_is_left_and_what_to_do() {
+        let to = || EmailAddress::parse("ada@example.com").unwrap();
+        let low = credit_email(to(), crate::store::CreditLevel::Low, 1_750_000_000, "https://api.omi.example/v1/");
+        assert_eq!(low.subject, "Your OMI credit is running low");
+        assert!(low.text_body.contains("$1.75 left") && low.text_body.contains("https://api.omi.example/v1\n"));
+        let out = credit_email(to(), crate::store::CreditLevel::Exhausted, -500_000_000, "https://api.omi.example/v1");
+        assert!(out.text_body.contains("402") && !out.text_body.contains('-'), "{}", out.text_body);
+        assert_eq!(out.tag.as_deref(), Some("credit_exhausted"));
     }
 
     #[test]

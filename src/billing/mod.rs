@@ -6,11 +6,11 @@ pub mod outbox;
 pub mod prices;
 
 use crate::app::AppState;
-use crate::config::TestModePolicy;
+use crate::config::{Config, TestModePolicy, credit_nano};
 use crate::domain::key::ApiKey;
 use crate::domain::lemonsqueezy;
 use crate::events::Event;
-use crate::store::Applied;
+use crate::store::{Applied, PurchaseOf};
 use crate::ticker::Ticker;
 use crate::web::error::ApiError;
 use axum::body::Bytes;
@@ -65,11 +65,11 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             return ApiError::invalid_request(format!("Malformed webhook: {e}.")).into_response();
         }
     };
-    let plan = match &delivery.change {
-        lemonsqueezy::Change::Purchase { variant_id, .. } => app.config.plan_for_variant(*variant_id),
+    let purchase = match &delivery.change {
+        lemonsqueezy::Change::Purchase { variant_id, .. } => purchase_of(&app.config, *variant_id),
         _ => None,
     };
-    let trial = plan.and_then(|plan| app.config.trial_for(plan));
+    let trial = purchase.as_ref().and_then(|purchase| app.config.trial_for(purchase.plan));
     let new_key = match ApiKey::generate() {
         Ok(k) => k,
         Err(e) => {
@@ -82,7 +82,7 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
         .ok()
         .and_then(chrono::Duration::try_hours)
         .unwrap_or(chrono::Duration::MAX);
-    match app.store.apply_webhook(&delivery, &raw, plan, grace, &new_key, trial).await {
+    match app.store.apply_webhook(&delivery, &raw, purchase, grace, &new_key, trial).await {
         Ok(Applied::Duplicate) => {
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "duplicate").increment(1);
             (StatusCode::OK, Json(json!({"ok": true, "outcome": "duplicate"}))).into_response()
@@ -113,6 +113,21 @@ async fn lemonsqueezy_webhook(State(app): State<Arc<AppState>>, headers: HeaderM
             tracing::error!(error = %e, event = %delivery.event_name, "webhook could not be applied");
             metrics::counter!("omi_webhook_deliveries_total", "outcome" => "error").increment(1);
             ApiError::unavailable("Temporarily unable to record the event; retry.").into_response()
+        }
+    }
+}
+
+/// What a variant buys: a credit pack (its credit, on its prepaid plan), else a plan.
+fn purchase_of(config: &Config, variant_id: Option<i64>) -> Option<PurchaseOf<'_>> {
+    match config.credit_pack_for_variant(variant_id) {
+        Some(pack) => {
+            let credit = credit_nano(pack.credit_usd);
+            let low_balance_nano =
+                credit.map_or(0, |credit| (credit as f64 * config.credit_low_balance_percent / 100.0).round() as i64);
+            Some(PurchaseOf { plan: &pack.plan, credit_nano: credit, low_balance_nano })
+        }
+        None => {
+            config.plan_for_variant(variant_id).map(|plan| PurchaseOf { plan, credit_nano: None, low_balance_nano: 0 })
         }
     }
 }

@@ -3,9 +3,9 @@
 //! then erases the plaintext key on success. Failures retry with exponential backoff from
 //! about a second up to five minutes; permanent failures are recorded and reported.
 
-use super::mailer::{EmailAddress, Mailer, key_email, replacement_key_email, retry_delay};
+use super::mailer::{EmailAddress, Mailer, OutgoingEmail, credit_email, key_email, replacement_key_email, retry_delay};
 use crate::events::{Event, EventBus};
-use crate::store::{OutboxEmail, Store};
+use crate::store::{CreditLevel, OutboxEmail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -68,13 +68,9 @@ impl Worker {
 
     async fn deliver(&self, email: OutboxEmail) {
         let attempts = email.attempts + 1;
-        let (Some(key), Ok(to)) = (email.key_plaintext.as_deref(), EmailAddress::parse(&email.to_email)) else {
+        let Some(message) = self.message_of(&email) else {
             self.fail(&email, attempts, "the key or address is no longer available").await;
             return;
-        };
-        let message = match &email.replaces_prefix {
-            Some(replaced) => replacement_key_email(to, key, &self.api_base, &email.plan, replaced),
-            None => key_email(to, key, &self.api_base, &email.plan),
         };
         match self.mailer.send(&message).await {
             Ok(()) => {
@@ -97,6 +93,21 @@ impl Worker {
                 }
             }
             Err(e) => self.fail(&email, attempts, &e.to_string()).await,
+        }
+    }
+
+    /// The email an outbox row stands for: a key (new, or replacing one), or a credit notice.
+    fn message_of(&self, email: &OutboxEmail) -> Option<OutgoingEmail> {
+        let to = EmailAddress::parse(&email.to_email).ok()?;
+        match CreditLevel::parse(&email.kind) {
+            Some(level) => Some(credit_email(to, level, email.credit_nano.unwrap_or(0), &self.api_base)),
+            None => {
+                let key = email.key_plaintext.as_deref()?;
+                Some(match &email.replaces_prefix {
+                    Some(replaced) => replacement_key_email(to, key, &self.api_base, &email.plan, replaced),
+                    None => key_email(to, key, &self.api_base, &email.plan),
+                })
+            }
         }
     }
 

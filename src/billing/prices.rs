@@ -2,7 +2,7 @@
 //! millions of requests stay exact. Prices are quoted in USD per million tokens, so a price
 //! of $0.15/M is 150 nano-dollars per token: exact for prices with up to three decimals.
 
-use crate::config::ModelPrice;
+use crate::config::{ModelPrice, PlanConfig};
 use crate::events::TokenUsage;
 use std::collections::HashMap;
 
@@ -89,9 +89,35 @@ impl NanoPrice {
     }
 }
 
+/// A plan's markup over upstream cost, in hundredths of a percent (`markup_percent = 12.5` is
+/// 1,250), so that the selling price is integer arithmetic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Markup {
+    basis_points: u64,
+}
+
+impl Markup {
+    /// From `markup_percent` (validated by the configuration: finite, 0 to 10,000); a finer
+    /// fraction than a hundredth of a percent is rounded to the nearest.
+    pub fn from_percent(percent: f64) -> Markup {
+        Markup { basis_points: (percent * 100.0).round().max(0.0) as u64 }
+    }
+
+    /// The selling price of `cost_nano`: cost × (10,000 + basis points) / 10,000, rounded half
+    /// up to the nano-dollar (computed in u128, so it is exact), saturating at `i64::MAX` like
+    /// every other amount on the books. A negative cost (none is ever booked) sells for 0.
+    pub fn selling_price(self, cost_nano: i64) -> i64 {
+        let Ok(cost) = u128::try_from(cost_nano) else { return 0 };
+        let scaled = cost * u128::from(10_000 + self.basis_points);
+        i64::try_from((scaled + 5_000) / 10_000).unwrap_or(i64::MAX)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     prices: HashMap<String, NanoPrice>,
+    /// Per plan; a plan not listed sells at cost.
+    markups: HashMap<String, Markup>,
 }
 
 impl PriceTable {
@@ -105,7 +131,18 @@ impl PriceTable {
             let (cached_input, cache_write) = (p.cached_input.unwrap_or(p.input), p.cache_write.unwrap_or(p.input));
             prices.insert(model.clone(), NanoPrice::from_per_million(p.input, cached_input, cache_write, p.output));
         }
-        PriceTable { prices }
+        PriceTable { prices, markups: HashMap::new() }
+    }
+
+    /// The table with the plans' markups: what [`PriceTable::markup`] answers.
+    pub fn with_markups(mut self, plans: &[PlanConfig]) -> PriceTable {
+        self.markups = plans.iter().map(|p| (p.name.clone(), Markup::from_percent(p.markup_percent))).collect();
+        self
+    }
+
+    /// The markup of `plan` (none for a plan without one, or not configured: sold at cost).
+    pub fn markup(&self, plan: &str) -> Markup {
+        self.markups.get(plan).copied().unwrap_or_default()
     }
 
     /// The price of a model, also for dated snapshots (`gpt-4o-mini-2024-07-18`,
@@ -225,6 +262,24 @@ mod tests {
         assert!(suspicious_usage(&TokenUsage { completion_tokens: 11, ..largest }));
         let absurd_writes = TokenUsage { cache_write_tokens: LARGEST_CONTEXT_TOKENS + 1, ..largest };
         assert!(suspicious_usage(&absurd_writes), "it would wrap the cache_write token counter");
+    }
+
+    #[test]
+    fn selling_prices_mark_the_cost_up_and_round_half_up() {
+        let at = |percent: f64, cost: i64| Markup::from_percent(percent).selling_price(cost);
+        assert_eq!(at(0.0, 435_000), 435_000, "no markup sells at cost");
+        assert_eq!(at(30.0, 435_000), 565_500);
+        assert_eq!(at(12.5, 1_000), 1_125);
+        // 3 × 1.3333 = 3.9999 → 4; 1 × 1.3333 = 1.3333 → 1; 3 × 1.5 = 4.5 → 5 (half up).
+        assert_eq!((at(33.33, 3), at(33.33, 1), at(50.0, 3)), (4, 1, 5));
+        assert_eq!(at(0.004, 1_000_000_000), 1_000_000_000, "below a hundredth of a percent rounds away");
+        assert_eq!(at(0.006, 1_000_000_000), 1_000_100_000, "to the nearest hundredth of a percent");
+        assert_eq!(at(10_000.0, i64::MAX), i64::MAX, "saturates, never wraps");
+        assert_eq!(at(30.0, -5), 0);
+        let plans = [PlanConfig { name: "payg".into(), markup_percent: 30.0, ..PlanConfig::default() }];
+        let table = PriceTable::new(&Default::default()).with_markups(&plans);
+        assert_eq!(table.markup("payg").selling_price(100), 130);
+        assert_eq!(table.markup("unknown").selling_price(100), 100, "an unknown plan sells at cost");
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub enum Event {
     /// Yesterday's books, once a day, for the Hawk to post.
     DailySummary(Box<DailySummary>),
     Firewall(FirewallEvent),
+    /// A prepaid balance fell to the low-balance threshold (`credit_low`) or to zero
+    /// (`credit_exhausted`); the customer is emailed through the outbox too.
+    CreditNotice {
+        customer_id: Uuid,
+        email: String,
+        level: &'static str,
+        balance_usd: f64,
+    },
     /// A provider's circuit opened (or a failed probe kept it open), or closed again.
     Circuit {
         provider: Arc<str>,
@@ -204,6 +212,8 @@ pub struct RequestEvent {
     /// Upstream calls made (retries and fallbacks included); `provider` and `model` name the
     /// last one: the one that answered.
     pub attempts: u32,
+    /// The prepaid credit this request holds until it is settled (prepaid plans, house key).
+    pub credit_hold: Option<Uuid>,
 }
 
 impl RequestEvent {
@@ -233,6 +243,7 @@ impl RequestEvent {
             request_bytes: 0,
             response_bytes: 0,
             attempts: 1,
+            credit_hold: None,
         }
     }
 

@@ -55,14 +55,29 @@ async fn describe(app: &AppState, headers: &HeaderMap) -> Result<Value, ApiError
         ApiError::unavailable("Usage cannot be read right now; retry shortly.")
     })?;
     let sum = |field: fn(&crate::store::DailyUsage) -> i64| daily.iter().map(field).fold(0_i64, i64::saturating_add);
-    let (requests, prompt_tokens, completion_tokens, cost_nano) =
-        (sum(|d| d.requests), sum(|d| d.prompt_tokens), sum(|d| d.completion_tokens), sum(|d| d.cost_nano));
+    let (requests, prompt_tokens, completion_tokens, cost_nano, spend_nano) = (
+        sum(|d| d.requests),
+        sum(|d| d.prompt_tokens),
+        sum(|d| d.completion_tokens),
+        sum(|d| d.cost_nano),
+        sum(|d| d.spend_nano),
+    );
     let plan = app.config.plans.iter().find(|p| p.name == *key.plan);
     let budget_usd = plan.and_then(|p| p.monthly_budget_usd);
     let token_quota = plan.and_then(|p| p.monthly_token_quota);
     let remaining_usd = budget_usd.map(|budget| usd_of_nano(((budget * 1e9) as i64).saturating_sub(cost_nano).max(0)));
     let used_tokens = u64::try_from(prompt_tokens.saturating_add(completion_tokens)).unwrap_or(0);
     let limits = app.config.rate_limits.for_key(key.key_id, &key.plan);
+    // A prepaid plan's balance (the ledger's sum): a second indexed read, for those plans only.
+    let credits = if app.config.is_prepaid(&key.plan) {
+        let balance = app.store.credit_balance(key.customer_id).await.map_err(|e| {
+            tracing::error!(error = %e, "credit balance lookup failed");
+            ApiError::unavailable("Usage cannot be read right now; retry shortly.")
+        })?;
+        json!({"balance_usd": usd_of_nano(balance)})
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "id": key.key_id,
         "prefix": key.prefix,
@@ -78,15 +93,14 @@ async fn describe(app: &AppState, headers: &HeaderMap) -> Result<Value, ApiError
             "requests": requests,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            // Upstream cost for now; selling prices replace it where a plan sets them.
-            "spend_usd": usd_of_nano(cost_nano),
+            // The selling price (the plan's markup on the cost); the budget caps the cost.
+            "spend_usd": usd_of_nano(spend_nano),
             "budget_usd": budget_usd,
             "remaining_usd": remaining_usd,
             "token_quota": token_quota,
             "remaining_tokens": token_quota.map(|quota| quota.saturating_sub(used_tokens)),
         },
-        // No prepaid credit yet: null is "none".
-        "credits": null,
+        "credits": credits,
         // The plan's `models` patterns; null: every routed model.
         "models": plan.and_then(|p| p.models.as_ref()),
     }))

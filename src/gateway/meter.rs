@@ -169,6 +169,13 @@ impl Meter {
         }
     }
 
+    /// The prepaid credit the request holds: the finished request's event settles it.
+    pub fn set_credit_hold(&mut self, hold: Option<uuid::Uuid>) {
+        if let Some(e) = self.event() {
+            e.credit_hold = hold;
+        }
+    }
+
     pub fn set_request_bytes(&mut self, bytes: usize) {
         if let Some(e) = self.event() {
             e.request_bytes = bytes as u64;

@@ -12,7 +12,7 @@
 use super::auth::admit;
 use super::meter::Meter;
 use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
-use crate::agents::accountant::budgets;
+use crate::agents::accountant::{budgets, credits};
 use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::app::AppState;
 use crate::billing::prices::NanoPrice;
@@ -326,6 +326,10 @@ async fn prepare<E: Endpoint>(
         }
     }
     let client_asked_usage = streamed && openai::client_asked_stream_usage(&request);
+    let completion_allowance = match E::API {
+        Api::Embeddings => 0,
+        _ => max_output_tokens(&request).unwrap_or(app.config.credit_hold_completion_tokens),
+    };
     // After the screening: the operator's prompt is not the customer's text.
     let system = app.guard.system_prompt().map(|(text, chat_message)| SystemPrompt { text, chat_message });
     let outgoing = |request: Map<String, Value>, upstream_model| Outgoing {
@@ -338,7 +342,7 @@ async fn prepare<E: Endpoint>(
     };
     // Each fallback gets its own copy of the request (only requests that have fallbacks pay
     // for it); one its kind cannot carry is skipped: the customer did not ask for it.
-    let fallbacks = admitted
+    let fallbacks: Vec<Candidate> = admitted
         .into_iter()
         .filter_map(|fallback| {
             let mut request = request.clone();
@@ -354,6 +358,13 @@ async fn prepare<E: Endpoint>(
         .wire()
         .encode(outgoing(request, route.upstream_model))
         .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let primary = Candidate::new(&model, &route, upstream_url, price, body);
+    if app.config.is_prepaid(&key.plan) {
+        // Last, right before upstream: every refusal above holds nothing.
+        let estimate =
+            if is_byok { 0 } else { hold_estimate(app, &key.plan, &primary, &fallbacks, completion_allowance) };
+        meter.set_credit_hold(credits::hold(&app.store, key.customer_id, estimate).await?);
+    }
     Ok(Prepared {
         request_id,
         customer_id: key.customer_id,
@@ -364,9 +375,39 @@ async fn prepare<E: Endpoint>(
         streamed,
         client_asked_usage,
         request_len: raw.len(),
-        primary: Candidate::new(&model, &route, upstream_url, price, body),
+        primary,
         fallbacks,
     })
+}
+
+/// The most the customer asked the answer to cost: `max_tokens` (chat, completions, messages),
+/// `max_completion_tokens` (chat) or `max_output_tokens` (responses).
+fn max_output_tokens(request: &Map<String, Value>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|field| request.get(*field).and_then(Value::as_u64))
+}
+
+/// What a prepaid request holds while it runs: the selling price of its dearest candidate with
+/// every byte of the body sent as a prompt token (a token is at least a byte, so this is never
+/// below the prompt) and `completion_tokens` of answer, saturating.
+fn hold_estimate(
+    app: &AppState,
+    plan: &str,
+    primary: &Candidate,
+    fallbacks: &[Candidate],
+    completion_tokens: u64,
+) -> i64 {
+    let worst = std::iter::once(primary)
+        .chain(fallbacks)
+        .filter_map(|candidate| {
+            let usage =
+                TokenUsage { prompt_tokens: candidate.body.len() as u64, completion_tokens, ..TokenUsage::default() };
+            candidate.price.map(|price| price.cost(&usage))
+        })
+        .max()
+        .unwrap_or(0);
+    app.prices.markup(plan).selling_price(i64::try_from(worst).unwrap_or(i64::MAX))
 }
 
 impl Candidate {

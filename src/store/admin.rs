@@ -38,6 +38,8 @@ pub struct DailyUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_nano: i64,
+    /// What the customer was charged: the cost with the plan's markup at the time.
+    pub spend_nano: i64,
     pub unpriced_requests: i64,
 }
 
@@ -92,7 +94,8 @@ impl Store {
 
     /// One customer's usage per UTC day over `days`, from the rollup.
     pub async fn daily_usage(&self, customer: Uuid, days: Range<NaiveDate>) -> StoreResult<Vec<DailyUsage>> {
-        let sql = "SELECT day, requests, errors, prompt_tokens, completion_tokens, cost_nano, unpriced_requests
+        let sql = "SELECT day, requests, errors, prompt_tokens, completion_tokens, cost_nano, spend_nano,
+                          unpriced_requests
                    FROM usage_daily WHERE customer_id = $1 AND day >= $2 AND day < $3 ORDER BY day";
         let (from, to) = (day_key(days.start), day_key(days.end));
         Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer).bind(&from).bind(&to).fetch_all(pool).await)?)

@@ -18,6 +18,16 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+/// What a purchase's variant buys: a plan, and for a credit pack the credit it adds.
+#[derive(Debug, Clone, Copy)]
+pub struct PurchaseOf<'a> {
+    pub plan: &'a str,
+    /// Nano-dollars of prepaid credit (a `[[credit_packs]]` variant); none for a plan.
+    pub credit_nano: Option<i64>,
+    /// The low-balance notice threshold a pack sets (`credit_low_balance_percent` of it).
+    pub low_balance_nano: i64,
+}
+
 /// A key made by a purchase (never the secret: that sits in the outbox until sent).
 #[derive(Debug, Clone)]
 pub struct VendedKey {
@@ -51,6 +61,10 @@ pub struct OutboxEmail {
     /// Set on a rotation's email: the display prefix of the key the new one replaces.
     pub replaces_prefix: Option<String>,
     pub attempts: i32,
+    /// `key`, or a credit notice (`credit_low`, `credit_exhausted`).
+    pub kind: String,
+    /// The balance a credit notice tells.
+    pub credit_nano: Option<i64>,
 }
 
 /// What becomes of the key a rotation replaces.
@@ -174,7 +188,9 @@ macro_rules! desired_key_status {
 }
 
 /// Brings the purchase's key to the status its subscription implies (revocation is final, and
-/// a key the Sentinel holds is not reactivated). Evaluates to whether the key changed.
+/// a key the Sentinel holds is not reactivated). A key vended by a credit pack is the
+/// customer's account, not the pack's: no pack's refund moves it. Evaluates to whether the key
+/// changed.
 macro_rules! sync_key_status {
     ($tx:expr, $order_id:expr, $now:expr) => {{
         let mut changed = false;
@@ -182,6 +198,7 @@ macro_rules! sync_key_status {
             let row: Option<(Vec<u8>,)> = sqlx::query_as(
                 "UPDATE api_keys SET status = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3 ELSE revoked_at END
                  WHERE id = $1 AND status <> $2 AND status <> 'revoked' AND NOT ($2 = 'active' AND held_since IS NOT NULL)
+                   AND NOT EXISTS (SELECT 1 FROM purchases WHERE key_id = $1 AND credit_nano IS NOT NULL)
                  RETURNING key_hash",
             )
             .bind(key_id)
@@ -229,22 +246,44 @@ macro_rules! sync_key_expiry {
     }};
 }
 
-/// `order_refunded` on its purchase: marks a full refund (final) and books it. Evaluates to
-/// the order id, or `None` while the purchase is not known yet.
+/// Takes back what is left of a refunded credit pack: its credit, or the balance if less (never
+/// below zero); the rest had been used, and the ledger's note says how much. Once per order,
+/// whatever the number of refund deliveries (a partial refund takes back the pack like a full one).
+macro_rules! take_back_pack {
+    ($tx:expr, $order_id:expr, $customer_id:expr, $credit:expr, $now:expr) => {{
+        let balance = locked_balance!($tx, $customer_id);
+        let left = balance.clamp(0, $credit.max(0));
+        let note = format!(
+            "refund of credit pack order {}: {} nano-dollars left taken back, {} used",
+            $order_id,
+            left,
+            $credit.saturating_sub(left)
+        );
+        add_credit!($tx, $customer_id, "refund", -left, format!("refund:{}", $order_id), Some(note), $now);
+    }};
+}
+
+/// `order_refunded` on its purchase: marks a full refund (final), takes back what is left of a
+/// credit pack, and books it. Evaluates to the order id, or `None` while the purchase is not
+/// known yet.
 macro_rules! apply_refund {
     ($tx:expr, $order_id:expr, $ledger:expr, $full:expr, $test_mode:expr) => {{
-        let found: Option<(Uuid,)> = sqlx::query_as("SELECT customer_id FROM purchases WHERE order_id = $1")
-            .bind($order_id)
-            .fetch_optional(&mut *$tx)
-            .await?;
+        let found: Option<(Uuid, Option<i64>)> =
+            sqlx::query_as("SELECT customer_id, credit_nano FROM purchases WHERE order_id = $1")
+                .bind($order_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
         match found {
             None => None,
-            Some((customer_id,)) => {
+            Some((customer_id, pack_credit)) => {
                 if $full {
                     sqlx::query("UPDATE purchases SET refunded = TRUE WHERE order_id = $1")
                         .bind($order_id)
                         .execute(&mut *$tx)
                         .await?;
+                }
+                if let Some(credit) = pack_credit {
+                    take_back_pack!($tx, $order_id, customer_id, credit, Utc::now());
                 }
                 book_ledger!($tx, $ledger, customer_id, $test_mode);
                 Some($order_id)
@@ -370,7 +409,7 @@ fn lock_id(id: i64) -> i32 {
 }
 
 impl Store {
-    /// Applies one verified, parsed delivery. `plan` is the plan its variant maps to (None:
+    /// Applies one verified, parsed delivery. `purchase` is what its variant buys (None:
     /// recorded, not vended); `new_key` is used only if this delivery vends, and expires after
     /// `trial` (the plan's `trial_days`) unless its subscription says otherwise. A lifecycle event
     /// whose purchase is not known yet waits (`waiting_webhook_events`) and is applied in the
@@ -379,11 +418,14 @@ impl Store {
         &self,
         delivery: &Delivery,
         raw_body: &str,
-        plan: Option<&str>,
+        purchase: Option<PurchaseOf<'_>>,
         payment_grace: chrono::Duration,
         new_key: &ApiKey,
         trial: Option<chrono::Duration>,
     ) -> StoreResult<Applied> {
+        let plan = purchase.map(|p| p.plan);
+        let pack_credit = purchase.and_then(|p| p.credit_nano);
+        let low_balance_nano = purchase.map_or(0, |p| p.low_balance_nano);
         let now = Utc::now();
         let event_id = Uuid::now_v7();
         let is_postgres = matches!(self, Store::Postgres(_));
@@ -431,8 +473,8 @@ impl Store {
                     let customer_id =
                         upsert_customer!(tx, buyer.email.as_str(), &buyer.name, buyer.ls_customer_id, custom_data, now);
                     sqlx::query(
-                        "INSERT INTO purchases (order_id, customer_id, plan, variant_id, test_mode, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING",
+                        "INSERT INTO purchases (order_id, customer_id, plan, variant_id, test_mode, created_at, credit_nano)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
                     )
                     .bind(order_id)
                     .bind(customer_id)
@@ -440,8 +482,24 @@ impl Store {
                     .bind(variant_id)
                     .bind(delivery.test_mode)
                     .bind(now)
+                    .bind(pack_credit)
                     .execute(&mut *tx)
                     .await?;
+                    // Credited before the refunds that waited for it are applied, as if they had
+                    // arrived in order; once per order, whichever delivery of it comes first.
+                    if let Some(credit) = pack_credit {
+                        // The low-balance threshold follows the last pack bought.
+                        sqlx::query(
+                            "INSERT INTO credit_balances (customer_id, balance_nano, low_balance_nano) VALUES ($1, 0, $2)
+                             ON CONFLICT (customer_id) DO UPDATE SET low_balance_nano = excluded.low_balance_nano",
+                        )
+                        .bind(customer_id)
+                        .bind(low_balance_nano)
+                        .execute(&mut *tx)
+                        .await?;
+                        let (source, note) = (format!("order:{order_id}"), format!("credit pack, order {order_id}"));
+                        add_credit!(tx, customer_id, "pack", credit, source, Some(note), now);
+                    }
                     if let Some(state) = subscription {
                         // Older news never overwrites newer: compare the resource's updated_at.
                         sqlx::query(
@@ -474,9 +532,19 @@ impl Store {
                         book_ledger!(tx, entry, customer_id, delivery.test_mode);
                     }
                     affected_order = Some(*order_id);
+                    let has_key_on_plan = || sqlx::query_as::<_, (i64,)>(
+                        "SELECT COUNT(*) FROM api_keys WHERE customer_id = $1 AND plan = $2 AND status <> 'revoked'",
+                    )
+                    .bind(customer_id)
+                    .bind(plan);
                     if !*vend {
                         "updated"
-                    } else if matches!(desired_key_status!(tx, order_id, now), Some((None, KeyStatus::Revoked))) {
+                    } else if pack_credit.is_some() && has_key_on_plan().fetch_one(&mut *tx).await?.0 > 0 {
+                        // A pack adds credit to the key the customer has on its plan.
+                        "credited"
+                    } else if pack_credit.is_none()
+                        && matches!(desired_key_status!(tx, order_id, now), Some((None, KeyStatus::Revoked)))
+                    {
                         // Refunded or ended before its key was made: none is made, none emailed.
                         "purchase_over"
                     } else {
@@ -603,7 +671,7 @@ impl Store {
         const PICK: &str = "SELECT id FROM email_outbox WHERE status = 'pending' AND next_attempt_at <= $1
                             AND (locked_until IS NULL OR locked_until <= $1) ORDER BY next_attempt_at LIMIT 1";
         const CLAIM: &str = "UPDATE email_outbox SET locked_until = $2 WHERE id = ({pick})
-                             RETURNING id, to_email, plan, key_plaintext, replaces_prefix, attempts";
+                             RETURNING id, to_email, plan, key_plaintext, replaces_prefix, attempts, kind, credit_nano";
         Ok(match self {
             // PostgreSQL: SKIP LOCKED lets every instance's worker take a different row.
             Store::Postgres(pool) => {

@@ -61,10 +61,98 @@ macro_rules! upsert_customer {
     }};
 }
 
+/// Writes one credit-ledger row (once per `source`: a replayed delivery or a second settlement
+/// adds nothing) and adds it to the customer's balance in the same transaction, so the balance
+/// is always the ledger's sum. When the balance crosses down to the low-balance threshold or to
+/// zero, a notice email is queued in the outbox in the same transaction, once per crossing.
+/// Evaluates to that notice, if one was queued.
+macro_rules! add_credit {
+    ($tx:expr, $customer_id:expr, $kind:expr, $amount_nano:expr, $source:expr, $note:expr, $now:expr) => {{
+        let inserted = sqlx::query(
+            "INSERT INTO credit_ledger (id, customer_id, kind, amount_nano, source, note, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source) DO NOTHING",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind($customer_id)
+        .bind($kind)
+        .bind($amount_nano)
+        .bind($source)
+        .bind($note)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let mut notice: Option<$crate::store::CreditNotice> = None;
+        if inserted {
+            let (balance, low, notified): (i64, i64, Option<String>) = sqlx::query_as(
+                "INSERT INTO credit_balances (customer_id, balance_nano) VALUES ($1, $2) ON CONFLICT (customer_id)
+                 DO UPDATE SET balance_nano = credit_balances.balance_nano + excluded.balance_nano
+                 RETURNING balance_nano, low_balance_nano, notified",
+            )
+            .bind($customer_id)
+            .bind($amount_nano)
+            .fetch_one(&mut *$tx)
+            .await?;
+            let level = $crate::store::CreditLevel::of(balance, low);
+            let told = notified.as_deref().and_then($crate::store::CreditLevel::parse);
+            if level != told {
+                sqlx::query("UPDATE credit_balances SET notified = $2 WHERE customer_id = $1")
+                    .bind($customer_id)
+                    .bind(level.map($crate::store::CreditLevel::as_str))
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            // Told only going down: rising from zero into the low band re-arms the zero notice.
+            if let Some(level) = level.filter(|level| told.is_none_or(|told| *level > told)) {
+                let (email,): (String,) = sqlx::query_as("SELECT email FROM customers WHERE id = $1")
+                    .bind($customer_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO email_outbox (id, customer_id, to_email, plan, status, next_attempt_at, created_at,
+                         kind, credit_nano)
+                     VALUES ($1, $2, $3, '', 'pending', $4, $4, $5, $6)",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind($customer_id)
+                .bind(&email)
+                .bind($now)
+                .bind(level.as_str())
+                .bind(balance)
+                .execute(&mut *$tx)
+                .await?;
+                notice = Some($crate::store::CreditNotice {
+                    customer_id: $customer_id,
+                    email,
+                    level,
+                    balance_nano: balance,
+                });
+            }
+        }
+        notice
+    }};
+}
+
+/// The customer's balance, its row locked until the transaction ends (a no-op UPDATE: a row
+/// lock on PostgreSQL, and SQLite's writers are serialized anyway); 0 without a row.
+macro_rules! locked_balance {
+    ($tx:expr, $customer_id:expr) => {{
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE credit_balances SET balance_nano = balance_nano WHERE customer_id = $1 RETURNING balance_nano",
+        )
+        .bind($customer_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        row.map_or(0, |(balance,)| balance)
+    }};
+}
+
 mod admin;
 mod alerts;
 pub mod backup;
 mod billing;
+mod credits;
 mod findings;
 mod keys;
 mod schema;
@@ -79,7 +167,8 @@ use std::time::Duration;
 
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::AlertRecord;
-pub use billing::{Applied, OldKey, OutboxEmail, Rotated, RotationRecord, SealedRotation, VendedKey};
+pub use billing::{Applied, OldKey, OutboxEmail, PurchaseOf, Rotated, RotationRecord, SealedRotation, VendedKey};
+pub use credits::{CreditHold, CreditLevel, CreditNotice, CreditTotals};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use schema::postgres_schema;

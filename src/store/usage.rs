@@ -34,6 +34,9 @@ pub struct UsageRecord {
     pub completion_tokens: i64,
     /// Nano-dollars of house cost; `None` = the model has no price; `Some(0)` for BYOK.
     pub cost_nano: Option<i64>,
+    /// Nano-dollars the customer is charged: the cost with the plan's markup as it was when the
+    /// request was booked; `None` with the cost; `Some(0)` for BYOK.
+    pub spend_nano: Option<i64>,
     pub status: i32,
     pub latency_us: i64,
     pub upstream_us: Option<i64>,
@@ -56,6 +59,8 @@ pub struct UsageTotals {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_nano: i64,
+    /// Selling-price spend (the cost with each request's markup).
+    pub spend_nano: i64,
     pub unpriced_requests: i64,
 }
 
@@ -68,6 +73,7 @@ impl UsageTotals {
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         self.cost_nano = self.cost_nano.saturating_add(other.cost_nano);
+        self.spend_nano = self.spend_nano.saturating_add(other.spend_nano);
         self.unpriced_requests = self.unpriced_requests.saturating_add(other.unpriced_requests);
     }
 }
@@ -91,25 +97,32 @@ pub struct CustomerInfo {
 static INSERT_USAGE: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
         "INSERT INTO usage_records (id, request_id, at, key_id, customer_id, plan, route, model, provider,
-    prompt_tokens, cached_tokens, cache_write_tokens, completion_tokens, cost_nano, status, latency_us, upstream_us,
-    streamed, byok,
-    usage_estimated, aborted, attempts) VALUES ",
-        22,
+    prompt_tokens, cached_tokens, cache_write_tokens, completion_tokens, cost_nano, spend_nano, status, latency_us,
+    upstream_us, streamed, byok, usage_estimated, aborted, attempts) VALUES ",
+        23,
         "",
     )
 });
 
 static ADD_TO_DAILY: LazyLock<MultiRow> = LazyLock::new(|| {
-    let columns =
-        ["requests", "errors", "byok_requests", "prompt_tokens", "completion_tokens", "cost_nano", "unpriced_requests"];
+    let columns = [
+        "requests",
+        "errors",
+        "byok_requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_nano",
+        "spend_nano",
+        "unpriced_requests",
+    ];
     let sets: Vec<String> = columns
         .iter()
         .map(|c| format!("{c} = {}", saturating_add(&format!("usage_daily.{c}"), &format!("excluded.{c}"))))
         .collect();
     MultiRow::new(
         "INSERT INTO usage_daily (day, customer_id, requests, errors, byok_requests, prompt_tokens, completion_tokens,
-    cost_nano, unpriced_requests) VALUES ",
-        9,
+    cost_nano, spend_nano, unpriced_requests) VALUES ",
+        10,
         format!(" ON CONFLICT (day, customer_id) DO UPDATE SET {}", sets.join(", ")),
     )
 });
@@ -120,7 +133,7 @@ fn saturating_add(stored: &str, added: &str) -> String {
     format!("CASE WHEN {stored} > 9223372036854775807 - {added} THEN 9223372036854775807 ELSE {stored} + {added} END")
 }
 
-/// How batches are cut into multi-row statements, largest first; 1,000 rows of 22 parameters
+/// How batches are cut into multi-row statements, largest first; 1,000 rows of 23 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
 /// fresh INSERT of hundreds of rows cost more than running it, so batches are cut into a few
 /// fixed sizes whose statements stay in the statement cache. On PostgreSQL every statement
@@ -203,6 +216,7 @@ struct DailyDelta {
     prompt_tokens: i64,
     completion_tokens: i64,
     cost_nano: i64,
+    spend_nano: i64,
     unpriced_requests: i64,
 }
 
@@ -218,6 +232,7 @@ fn daily_deltas(records: &[UsageRecord]) -> BTreeMap<(String, Uuid), DailyDelta>
         d.prompt_tokens = d.prompt_tokens.saturating_add(r.prompt_tokens);
         d.completion_tokens = d.completion_tokens.saturating_add(r.completion_tokens);
         d.cost_nano = d.cost_nano.saturating_add(r.cost_nano.unwrap_or(0));
+        d.spend_nano = d.spend_nano.saturating_add(r.spend_nano.unwrap_or(0));
         d.unpriced_requests = d.unpriced_requests.saturating_add(i64::from(r.cost_nano.is_none()));
     }
     deltas
@@ -261,6 +276,7 @@ impl Store {
                         .bind(r.cache_write_tokens)
                         .bind(r.completion_tokens)
                         .bind(r.cost_nano)
+                        .bind(r.spend_nano)
                         .bind(r.status)
                         .bind(r.latency_us)
                         .bind(r.upstream_us)
@@ -285,6 +301,7 @@ impl Store {
                         .bind(d.prompt_tokens)
                         .bind(d.completion_tokens)
                         .bind(d.cost_nano)
+                        .bind(d.spend_nano)
                         .bind(d.unpriced_requests);
                 }
                 query.execute(&mut *tx).await?;
@@ -345,7 +362,7 @@ impl Store {
     /// SUM fails on overflow (SQLite: "integer overflow"; PostgreSQL: the cast back to BIGINT).
     pub async fn usage_totals(&self, days: Range<NaiveDate>) -> StoreResult<Vec<UsageTotals>> {
         let sql = "SELECT customer_id, requests, byok_requests, prompt_tokens, completion_tokens, cost_nano,
-                       unpriced_requests
+                       spend_nano, unpriced_requests
                    FROM usage_daily WHERE day >= $1 AND day < $2";
         let (from, to) = (day_key(days.start), day_key(days.end));
         let rows: Vec<UsageTotals> =

@@ -98,6 +98,13 @@ impl ApiError {
     pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
     }
+    pub fn insufficient_credits() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            "Your prepaid credit is used up; buy a credit pack to continue.",
+        )
+    }
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }

@@ -175,12 +175,12 @@ async fn margins_match_hand_computed_numbers(backend: Backend) {
     // The CLI runs without the fee settings: revenue is the full $29.00.
     assert_eq!(json["customers"][0]["revenue_usd"], 29.0);
     assert_eq!(json["customers"][0]["cost_usd"], 1.5);
+    assert_eq!(json["customers"][0]["spend_usd"], 1.5, "no markup: sold at cost");
     assert_eq!(json["total"]["margin_usd"], 27.5);
     let csv = run("csv").await;
     assert!(
-        csv.lines().nth(1).is_some_and(
-            |l| l.starts_with("\"ada@example.com\",\"pro\",4,2,4000000,4000000,29.00,1.500000,27.500000,94.83")
-        ),
+        csv.lines().nth(1).is_some_and(|l| l
+            .starts_with("\"ada@example.com\",\"pro\",4,2,4000000,4000000,29.00,1.500000,1.500000,27.500000,94.83")),
         "{csv}"
     );
     let table = run("table").await;

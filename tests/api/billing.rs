@@ -94,7 +94,7 @@ fn invoice(event: &str, order_id: i64, minute: u32, reason: &str) -> Value {
     })
 }
 
-fn refund(order_id: i64, minute: u32) -> Value {
+pub(crate) fn refund(order_id: i64, minute: u32) -> Value {
     let mut body = order_created(order_id, 1115451);
     body["meta"]["event_name"] = json!("order_refunded");
     let attrs = &mut body["data"]["attributes"];

@@ -130,6 +130,7 @@ pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chro
         cache_write_tokens: 0,
         completion_tokens: 500,
         cost_nano: Some(450_000_000),
+        spend_nano: Some(450_000_000),
         status: if i.is_multiple_of(10) { 502 } else { 200 },
         latency_us,
         upstream_us: Some(latency_us - 300 - (i as i64 % 50) * 10),

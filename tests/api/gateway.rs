@@ -139,8 +139,9 @@ async fn errors_use_openai_shape_and_status_codes() {
         (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 500}})), 502, "upstream_error"),
         (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 503}})), 502, "upstream_error"),
         (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 400}})), 400, "invalid_request"),
-        (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 429}})), 429, "rate_limited"),
         (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"latency_ms": 1500}})), 504, "upstream_timeout"),
+        // Last: a 429 rests the only house key (a request right after is refused without a call).
+        (app.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 429}})), 429, "rate_limited"),
     ];
     for (i, (request, status, code)) in cases.into_iter().enumerate() {
         let response = request.send().await.expect("send");

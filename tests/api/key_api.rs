@@ -112,7 +112,7 @@ async fn the_key_api_shows_what_the_margins_report_books(backend: Backend) {
     assert_eq!(m["requests"], json!(margins.requests));
     assert_eq!(m["prompt_tokens"], json!(margins.prompt_tokens));
     assert_eq!(m["completion_tokens"], json!(margins.completion_tokens));
-    assert_eq!(m["spend_usd"], json!(margins.cost_usd));
+    assert_eq!(m["spend_usd"], json!(margins.spend_usd));
     assert!(margins.cost_usd > 0.0 && margins.prompt_tokens > 0, "real usage: {margins:?}");
     assert_eq!(m["budget_usd"], json!(1.0));
     let remaining = m["remaining_usd"].as_f64().expect("remaining");

@@ -10,6 +10,7 @@ mod backup;
 mod billing;
 mod cli;
 mod conformance;
+mod credits;
 mod dashboard;
 mod endpoints;
 mod fallbacks;

@@ -206,6 +206,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
         cache_write_tokens: 0,
         completion_tokens: i64::MAX,
         cost_nano: Some(i64::MAX),
+        spend_nano: Some(i64::MAX),
         status: 200,
         latency_us: 1,
         upstream_us: Some(1),
@@ -222,7 +223,10 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
     let days = yesterday.date_naive()..today.date_naive() + chrono::Days::new(1);
     let totals = store.usage_totals(days).await.expect("summed without overflow");
     let total = totals.iter().find(|t| t.customer_id == key.customer_id).expect("the customer's totals");
-    assert_eq!((total.requests, total.prompt_tokens, total.cost_nano), (3, i64::MAX, i64::MAX));
+    assert_eq!(
+        (total.requests, total.prompt_tokens, total.cost_nano, total.spend_nano),
+        (3, i64::MAX, i64::MAX, i64::MAX)
+    );
     for _ in 0..2 {
         let month = budgets::month_key(today);
         let counted = store.add_to_month(key.customer_id, &month, i64::MAX, i64::MAX).await.expect("saturated");

@@ -25,6 +25,7 @@ const COLUMNS: &[(&str, &str, bool)] = &[
     ("plan", "Plan", false),
     ("requests", "Requests", true),
     ("revenue", "Revenue", true),
+    ("spend", "Spend (selling price)", true),
     ("cost", "Upstream cost", true),
     ("margin", "Margin", true),
     ("margin_pct", "Margin %", true),
@@ -56,11 +57,15 @@ pub struct MoneyRow {
     pub requests: String,
     pub byok_requests: String,
     pub revenue: String,
+    pub spend: String,
     pub cost: String,
     pub margin: String,
     pub margin_pct: String,
     pub loss: bool,
     pub unpriced: i64,
+    pub credit_sold: String,
+    pub credit_used: String,
+    pub credit_unused: String,
 }
 
 impl MoneyRow {
@@ -72,11 +77,15 @@ impl MoneyRow {
             requests: format::count(line.requests),
             byok_requests: format::count(line.byok_requests),
             revenue: format::usd(line.revenue_usd),
+            spend: format::usd(line.spend_usd),
             cost: format::usd(line.cost_usd),
             margin: format::usd(line.margin_usd),
             margin_pct: line.margin_pct.map(format::percent).unwrap_or_else(|| "–".into()),
             loss: line.margin_usd < 0.0,
             unpriced: line.unpriced_requests,
+            credit_sold: format::usd(line.credit_sold_usd),
+            credit_used: format::usd(line.credit_used_usd),
+            credit_unused: format::usd(line.credit_unused_usd),
         }
     }
 }
@@ -114,6 +123,7 @@ fn sort_lines(lines: &mut [Line], column: &str, descending: bool) {
             "plan" => a.plan.cmp(&b.plan),
             "requests" => a.requests.cmp(&b.requests),
             "revenue" => a.revenue_usd.total_cmp(&b.revenue_usd),
+            "spend" => a.spend_usd.total_cmp(&b.spend_usd),
             "cost" => a.cost_usd.total_cmp(&b.cost_usd),
             "margin_pct" => {
                 a.margin_pct.unwrap_or(f64::NEG_INFINITY).total_cmp(&b.margin_pct.unwrap_or(f64::NEG_INFINITY))
@@ -194,7 +204,7 @@ pub async fn page(
             let next_dir = match (active, descending) {
                 (true, false) => "desc",
                 (true, true) => "asc",
-                (false, _) if name == "revenue" || name == "requests" || name == "cost" => "desc",
+                (false, _) if matches!(name, "revenue" | "requests" | "spend" | "cost") => "desc",
                 (false, _) => "asc",
             };
             SortHeader {

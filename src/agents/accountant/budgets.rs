@@ -43,7 +43,8 @@ pub async fn check(config: &Config, store: &Store, key: &VerifiedKey) -> Result<
     Ok(())
 }
 
-/// Refuses a model without a price on a capped plan (unless `unpriced_models = "allow"`):
+/// Refuses a model without a price on a prepaid plan, and on a capped plan (unless
+/// `unpriced_models = "allow"`):
 /// its cost would be unknown, counted as nothing, and the budget would never stop it. A
 /// customer's own key costs the house nothing, so BYOK requests pass (their tokens still
 /// count against a quota).
@@ -54,7 +55,11 @@ pub fn admit_model(
     priced: bool,
     byok: bool,
 ) -> Result<(), ApiError> {
-    if priced || byok || config.unpriced_models == UnpricedModels::Allow || limits(config, plan).is_none() {
+    // Prepaid credit draws the selling price of the cost: an unknown cost would be free use,
+    // whatever `unpriced_models` says.
+    let counted =
+        config.is_prepaid(plan) || (config.unpriced_models != UnpricedModels::Allow && limits(config, plan).is_some());
+    if priced || byok || !counted {
         return Ok(());
     }
     Err(ApiError::model_not_allowed(format!(

@@ -4,6 +4,7 @@
 //! budgets, and produces the margins report and the daily summary.
 
 pub mod budgets;
+pub mod credits;
 pub mod report;
 
 use crate::billing::prices::{PriceTable, total_tokens};
@@ -48,6 +49,10 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
             .and_then(|model| prices.get(model))
             .map(|price| i64::try_from(price.cost(&usage)).unwrap_or(i64::MAX))
     };
+    let plan = event.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN);
+    // Booked with the record: a later markup change never rewrites what was sold. BYOK costs
+    // the house nothing and is sold for nothing.
+    let spend_nano = cost_nano.map(|cost| prices.markup(plan).selling_price(cost));
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Some(UsageRecord {
@@ -56,7 +61,7 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
         at: event.at,
         key_id,
         customer_id,
-        plan: event.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN).to_string(),
+        plan: plan.to_string(),
         route: Some(event.route.to_owned()),
         model: event.model.clone(),
         provider: event.provider.as_deref().map(str::to_owned),
@@ -65,6 +70,7 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
         cache_write_tokens: count(usage.cache_write_tokens),
         completion_tokens: count(usage.completion_tokens),
         cost_nano,
+        spend_nano,
         status: i32::from(event.status),
         latency_us: micros(event.total),
         upstream_us: event.upstream.map(micros),
@@ -221,6 +227,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PlanConfig;
     use crate::events::TokenUsage;
     use std::sync::Arc;
 
@@ -252,6 +259,17 @@ mod tests {
         assert_eq!(record_of(&event("gpt-4o-mini", usage, true), &prices).and_then(|r| r.cost_nano), Some(0));
         assert_eq!(record_of(&event("no-such-model", usage, false), &prices).map(|r| r.cost_nano), Some(None));
         assert_eq!(record_of(&event("no-such-model", None, false), &prices).and_then(|r| r.cost_nano), Some(0));
+        let marked_up = PriceTable::new(&Default::default()).with_markups(&[PlanConfig {
+            name: "pro".into(),
+            markup_percent: 30.0,
+            ..PlanConfig::default()
+        }]);
+        let sold =
+            |byok| record_of(&event("gpt-4o-mini", usage, byok), &marked_up).map(|r| (r.cost_nano, r.spend_nano));
+        assert_eq!(sold(false), Some((Some(450_000), Some(585_000))), "the selling price is booked beside the cost");
+        assert_eq!(sold(true), Some((Some(0), Some(0))), "BYOK is sold for nothing");
+        let unpriced = record_of(&event("no-such-model", usage, false), &marked_up).map(|r| r.spend_nano);
+        assert_eq!(unpriced, Some(None), "no cost, no selling price");
         let mut anonymous = event("gpt-4o-mini", usage, false);
         anonymous.key_id = None;
         assert!(record_of(&anonymous, &prices).is_none(), "requests without a valid key are not on the books");

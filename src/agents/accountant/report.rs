@@ -1,9 +1,13 @@
 //! Margins per customer for a month: revenue from the ledger (payments − refunds − payment
-//! fees, in cents) against upstream cost from usage records (nano-dollars). Sums stay in
+//! fees, in cents) against upstream cost from usage records (nano-dollars), with the
+//! selling-price spend (the cost with each request's markup, as booked), and prepaid credit
+//! sold, used and left unused. Credit is earned when it is used, not when it is sold: the
+//! margin counts the month's revenue less the credit it added and not used (a liability), so
+//! a month that sells packs is not inflated by credit still to be served. Sums stay in
 //! integers; dollars appear only in the output.
 
 use crate::config::Config;
-use crate::store::{Store, StoreResult, UsageTotals};
+use crate::store::{CreditTotals, Store, StoreResult, UsageTotals};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -53,12 +57,20 @@ pub struct Line {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub revenue_usd: f64,
+    /// What the customer was charged at selling prices (the cost with the plan's markup).
+    pub spend_usd: f64,
     pub cost_usd: f64,
     pub margin_usd: f64,
     /// Margin as a share of revenue; `null` without revenue.
     pub margin_pct: Option<f64>,
     /// Requests whose model has no price: their cost is unknown, not zero.
     pub unpriced_requests: i64,
+    /// Prepaid credit added in the month (packs and grants, less refunds' take-backs).
+    pub credit_sold_usd: f64,
+    /// Prepaid credit drawn by requests in the month.
+    pub credit_used_usd: f64,
+    /// Prepaid credit left at the month's end: owed to customers (a liability).
+    pub credit_unused_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,10 +89,19 @@ pub fn usd_of_nano(nano: i64) -> f64 {
     round6(nano as f64 / 1e9)
 }
 
-/// One report line from usage and net revenue (cents, after refunds and fees).
-fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
-    // Margin in nano-dollars: cents × 10^7 − cost, exact in i128.
-    let margin_nano = i128::from(revenue_cents) * 10_000_000 - i128::from(usage.cost_nano);
+/// Adds another customer's credit, saturating (the total line).
+fn add_credit(total: &mut CreditTotals, other: &CreditTotals) {
+    total.added_nano = total.added_nano.saturating_add(other.added_nano);
+    total.used_nano = total.used_nano.saturating_add(other.used_nano);
+    total.unused_nano = total.unused_nano.saturating_add(other.unused_nano);
+}
+
+/// One report line from usage, net revenue (cents, after refunds and fees) and credit.
+fn finish(usage: &UsageTotals, revenue_cents: i64, credit: &CreditTotals) -> Line {
+    // Margin in nano-dollars: cents × 10^7 − cost − credit added and not used this month
+    // (earned later, when used), exact in i128.
+    let deferred_nano = i128::from(credit.added_nano) - i128::from(credit.used_nano);
+    let margin_nano = i128::from(revenue_cents) * 10_000_000 - i128::from(usage.cost_nano) - deferred_nano;
     Line {
         customer: None,
         email: None,
@@ -90,11 +111,15 @@ fn finish(usage: &UsageTotals, revenue_cents: i64) -> Line {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         revenue_usd: revenue_cents as f64 / 100.0,
+        spend_usd: usd_of_nano(usage.spend_nano),
         cost_usd: usd_of_nano(usage.cost_nano),
         margin_usd: round6(margin_nano as f64 / 1e9),
         margin_pct: (revenue_cents > 0)
             .then(|| ((margin_nano as f64 / (revenue_cents as f64 * 1e7)) * 10_000.0).round() / 100.0),
         unpriced_requests: usage.unpriced_requests,
+        credit_sold_usd: usd_of_nano(credit.added_nano),
+        credit_used_usd: usd_of_nano(credit.used_nano),
+        credit_unused_usd: usd_of_nano(credit.unused_nano),
     }
 }
 
@@ -105,6 +130,7 @@ pub async fn margins(store: &Store, config: &Config, month: &str) -> Result<Marg
 /// The report over whole UTC days (a month, or one day for the daily summary).
 pub async fn build(store: &Store, config: &Config, month: &str, days: Range<NaiveDate>) -> StoreResult<MarginReport> {
     let revenue = store.revenue_totals(midnight(days.start), midnight(days.end)).await?;
+    let credit = store.credit_totals(midnight(days.start), midnight(days.end)).await?;
     let usage = store.usage_totals(days).await?;
     let customers = store.customers().await?;
     // Saturating throughout: absurd totals stay at the extreme, never wrap to a negative.
@@ -112,7 +138,7 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         ((payments as f64 * config.payment_fee_percent / 100.0).round() as i64)
             .saturating_add(count.saturating_mul(config.payment_fee_fixed_cents))
     };
-    let mut lines: HashMap<uuid::Uuid, (UsageTotals, i64)> = HashMap::new();
+    let mut lines: HashMap<uuid::Uuid, (UsageTotals, i64, CreditTotals)> = HashMap::new();
     for u in usage {
         let customer = u.customer_id;
         lines.entry(customer).or_default().0 = u;
@@ -121,14 +147,20 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         lines.entry(r.customer_id).or_default().1 =
             r.payments_cents.saturating_sub(r.refunds_cents).saturating_sub(fee(r.payments_cents, r.payment_count));
     }
+    // Customers whose credit did not move this month hold it still: listed only when some is left.
+    for c in credit.into_iter().filter(|c| c.added_nano != 0 || c.used_nano != 0 || c.unused_nano != 0) {
+        lines.entry(c.customer_id).or_default().2 = c;
+    }
     let info: HashMap<_, _> = customers.into_iter().map(|c| (c.id, c)).collect();
-    let (mut total_usage, mut total_revenue) = (UsageTotals::default(), 0_i64);
+    let (mut total_usage, mut total_revenue, mut total_credit) =
+        (UsageTotals::default(), 0_i64, CreditTotals::default());
     let mut rows: Vec<Line> = lines
         .into_iter()
-        .map(|(id, (usage, revenue_cents))| {
+        .map(|(id, (usage, revenue_cents, credit))| {
             total_usage.add(&usage);
             total_revenue = total_revenue.saturating_add(revenue_cents);
-            let mut line = finish(&usage, revenue_cents);
+            add_credit(&mut total_credit, &credit);
+            let mut line = finish(&usage, revenue_cents, &credit);
             line.customer = Some(id);
             if let Some(c) = info.get(&id) {
                 line.email = Some(c.email.clone());
@@ -138,19 +170,23 @@ pub async fn build(store: &Store, config: &Config, month: &str, days: Range<Naiv
         })
         .collect();
     rows.sort_by(|a, b| a.margin_usd.total_cmp(&b.margin_usd).then_with(|| a.email.cmp(&b.email)));
-    Ok(MarginReport { month: month.to_string(), customers: rows, total: finish(&total_usage, total_revenue) })
+    Ok(MarginReport {
+        month: month.to_string(),
+        customers: rows,
+        total: finish(&total_usage, total_revenue, &total_credit),
+    })
 }
 
 impl MarginReport {
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "email,plan,requests,byok_requests,prompt_tokens,completion_tokens,revenue_usd,cost_usd,margin_usd,margin_pct,unpriced_requests\n",
+            "email,plan,requests,byok_requests,prompt_tokens,completion_tokens,revenue_usd,spend_usd,cost_usd,margin_usd,margin_pct,unpriced_requests,credit_sold_usd,credit_used_usd,credit_unused_usd\n",
         );
         let mut row = |label: &str, plan: &str, l: &Line| {
             let pct = l.margin_pct.map(|p| format!("{p:.2}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{:.2},{:.6},{:.6},{},{}",
+                "{},{},{},{},{},{},{:.2},{:.6},{:.6},{:.6},{},{},{:.6},{:.6},{:.6}",
                 csv_field(label),
                 csv_field(plan),
                 l.requests,
@@ -158,10 +194,14 @@ impl MarginReport {
                 l.prompt_tokens,
                 l.completion_tokens,
                 l.revenue_usd,
+                l.spend_usd,
                 l.cost_usd,
                 l.margin_usd,
                 pct,
-                l.unpriced_requests
+                l.unpriced_requests,
+                l.credit_sold_usd,
+                l.credit_used_usd,
+                l.credit_unused_usd
             );
         };
         for l in &self.customers {
@@ -175,14 +215,24 @@ impl MarginReport {
         let mut out = format!("Margins for {} (USD)\n", self.month);
         let _ = writeln!(
             out,
-            "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8}",
-            "CUSTOMER", "PLAN", "REQUESTS", "BYOK", "PROMPT TOK", "COMPL TOK", "REVENUE", "COST", "MARGIN", "MARGIN%"
+            "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>12} {:>8}",
+            "CUSTOMER",
+            "PLAN",
+            "REQUESTS",
+            "BYOK",
+            "PROMPT TOK",
+            "COMPL TOK",
+            "REVENUE",
+            "SPEND",
+            "COST",
+            "MARGIN",
+            "MARGIN%"
         );
         let mut row = |label: &str, plan: &str, l: &Line| {
             let pct = l.margin_pct.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
-                "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10.2} {:>12.6} {:>12.6} {:>8}",
+                "{:<32} {:<8} {:>9} {:>6} {:>12} {:>12} {:>10.2} {:>12.6} {:>12.6} {:>12.6} {:>8}",
                 label,
                 plan,
                 l.requests,
@@ -190,6 +240,7 @@ impl MarginReport {
                 l.prompt_tokens,
                 l.completion_tokens,
                 l.revenue_usd,
+                l.spend_usd,
                 l.cost_usd,
                 l.margin_usd,
                 pct
@@ -199,6 +250,15 @@ impl MarginReport {
             row(l.email.as_deref().unwrap_or("(unknown)"), l.plan.as_deref().unwrap_or(""), l);
         }
         row("TOTAL", "", &self.total);
+        let credit = &self.total;
+        if credit.credit_sold_usd != 0.0 || credit.credit_used_usd != 0.0 || credit.credit_unused_usd != 0.0 {
+            let _ = writeln!(
+                out,
+                "prepaid credit: sold {:.6}, used {:.6}, unused {:.6} (owed to customers; earned when used, \
+                 so the margin counts only what was used)",
+                credit.credit_sold_usd, credit.credit_used_usd, credit.credit_unused_usd
+            );
+        }
         if self.total.unpriced_requests > 0 {
             let _ = writeln!(
                 out,
@@ -232,11 +292,27 @@ mod tests {
 
     #[test]
     fn margin_arithmetic_is_exact() {
-        let line = finish(&UsageTotals { cost_nano: 435_000, ..UsageTotals::default() }, 2900);
+        let usage = UsageTotals { cost_nano: 435_000, spend_nano: 565_500, ..UsageTotals::default() };
+        let line = finish(&usage, 2900, &CreditTotals::default());
         assert_eq!(line.revenue_usd, 29.0);
+        assert_eq!(line.spend_usd, 0.000566, "to the micro-dollar, like the cost");
         assert_eq!(line.cost_usd, 0.000435);
         assert_eq!(line.margin_usd, 28.999565);
         assert_eq!(line.margin_pct, Some(100.0));
         assert_eq!(csv_field("=cmd|x"), "\"'=cmd|x\"");
+        // A $10 pack sold ($9.00 after fees), $2 of it used at a cost of $1.54: the $8 left is a
+        // liability, earned when it is used, not this month.
+        let credit = CreditTotals {
+            added_nano: 10_000_000_000,
+            used_nano: 2_000_000_000,
+            unused_nano: 8_000_000_000,
+            ..Default::default()
+        };
+        let line = finish(&UsageTotals { cost_nano: 1_540_000_000, ..UsageTotals::default() }, 900, &credit);
+        assert_eq!((line.credit_sold_usd, line.credit_used_usd, line.credit_unused_usd), (10.0, 2.0, 8.0));
+        assert_eq!(line.margin_usd, -0.54, "revenue 9.00 − cost 1.54 − 8.00 deferred");
+        let next_month = CreditTotals { used_nano: 3_000_000_000, unused_nano: 5_000_000_000, ..Default::default() };
+        let line = finish(&UsageTotals { cost_nano: 2_310_000_000, ..UsageTotals::default() }, 0, &next_month);
+        assert_eq!(line.margin_usd, 0.69, "credit used next month is earned then");
     }
 }

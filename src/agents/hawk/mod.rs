@@ -142,7 +142,7 @@ impl Hawk {
                 }
                 self.forward(event);
             }
-            Event::KeyVended { .. } => self.forward(event),
+            Event::KeyVended { .. } | Event::CreditNotice { .. } => self.forward(event),
             // A rate limiter that lost Redis limits per instance (or refuses): page like a
             // failed Redis probe. Refusals themselves are metrics, not alerts.
             Event::Firewall(firewall) if firewall.kind == FirewallKind::LimiterDegraded => {

@@ -205,6 +205,9 @@ pub fn describe(event: &Event) -> Option<String> {
             Some(format!(":key: Key {key_prefix}… vended to {email} (plan {plan})"))
         }
         Event::Finding(f) => Some(format!(":shield: {}", finding_line(f))),
+        Event::CreditNotice { email, level, balance_usd, .. } => {
+            Some(format!(":moneybag: {level} for {email}: {} of prepaid credit left", usd(*balance_usd)))
+        }
         Event::DailySummary(s) => Some(summary_line(s)),
         _ => None,
     }
