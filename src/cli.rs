@@ -130,7 +130,7 @@ pub fn run() -> ExitCode {
 async fn execute(cli: Cli) -> Result<(), CliError> {
     let load = || -> anyhow::Result<Config> {
         let config = Config::load(cli.config.as_deref())?;
-        crate::telemetry::init_logging(&config.log_format);
+        crate::telemetry::init_logging(config.log_format);
         Ok(config)
     };
     match cli.command {
