@@ -10,6 +10,7 @@ mod billing;
 mod cli;
 mod conformance;
 mod dashboard;
+mod doctor;
 mod endpoints;
 mod fallbacks;
 mod firewall;

@@ -5,7 +5,7 @@
 //! request: the bus never waits for the Hawk, and the Hawk never waits for Slack, n8n or
 //! the database.
 
-mod probe;
+pub mod probe;
 pub mod rules;
 pub mod slack;
 
