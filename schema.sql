@@ -380,4 +380,24 @@ ALTER TABLE usage_records ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (12, 'usage attempts', TRUE, '\xa865b01cf58b9f0a15bb47210e18de4902da1c7866c43e1972f4cf6c9618cb84819f971b005caddc8c0f0d6688abae4b', 0);
 
+-- migration 0015 alert incidents
+-- One row per alert key: the incident every instance shares. Each instance's Hawk claims a
+-- notification here before Slack hears it (fire, escalate, remind, resolve), so one message
+-- goes out per incident however many instances see the trouble.
+
+CREATE TABLE alert_incidents (
+    alert_key    TEXT PRIMARY KEY,
+    state        TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
+    severity     TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+    -- Instances whose own episode of it is firing; the one that brings it to 0 resolves it.
+    watchers     INTEGER NOT NULL,
+    fired_at     TIMESTAMPTZ NOT NULL,
+    notified_at  TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
+
+ALTER TABLE alert_incidents ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (15, 'alert incidents', TRUE, '\x201dbe27f75dd8e1e45ab6d8c57fd4947ac253f49fd27e50d8912ec660a5e19bb891180a6e43eb3b61f8d21dbdf8c212', 0);
+
 COMMIT;

@@ -76,7 +76,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
-pub use alerts::AlertRecord;
+pub use alerts::{AlertRecord, IncidentClock, IncidentNotice};
 pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};

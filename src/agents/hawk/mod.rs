@@ -5,6 +5,7 @@
 //! request: the bus never waits for the Hawk, and the Hawk never waits for Slack, n8n or
 //! the database.
 
+mod incidents;
 pub mod probe;
 pub mod rules;
 pub mod slack;
@@ -49,8 +50,9 @@ pub fn spawn(
         Some(url) => {
             let webhook = Webhook::new("slack", url, app.http.clone());
             let group_wait = Duration::from_millis(config.hawk.group_wait_ms);
-            let (queue, task) =
-                slack::spawn(webhook, format!("{}/admin", config.public_base()), group_wait, alarms.clone());
+            let incidents = incidents::Incidents::new(app.store.clone(), &policy, ABANDONED_MARGIN);
+            let dashboard = format!("{}/admin", config.public_base());
+            let (queue, task) = slack::spawn(webhook, incidents, dashboard, group_wait, alarms.clone());
             tasks.push(task);
             Some(queue)
         }

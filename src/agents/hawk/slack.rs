@@ -6,6 +6,7 @@
 //! folding a firing and its escalation into one.
 
 use super::Alarms;
+use super::incidents::Incidents;
 use super::rules::{AlertSeverity, AlertView, Notice, Notification, Rule, Trigger};
 use crate::agents::Queue;
 use crate::agents::delivery::{Outcome, Webhook};
@@ -27,6 +28,7 @@ pub enum SlackMessage {
 
 pub fn spawn(
     webhook: Webhook,
+    incidents: Incidents,
     dashboard: String,
     group_wait: Duration,
     alarms: Alarms,
@@ -35,11 +37,24 @@ pub fn spawn(
     let task = crate::tasks::owned(async move {
         while let Some(first) = rx.recv().await {
             tokio::time::sleep(group_wait).await;
-            let mut batch = vec![first];
-            while batch.len() < BATCH
+            let mut taken = vec![first];
+            while taken.len() < BATCH
                 && let Ok(message) = rx.try_recv()
             {
+                taken.push(message);
+            }
+            // Another instance may already have said it (one message per incident).
+            let mut batch = Vec::with_capacity(taken.len());
+            for mut message in taken {
+                if let SlackMessage::Alert(n) = &mut message
+                    && !incidents.claim(n).await
+                {
+                    continue;
+                }
                 batch.push(message);
+            }
+            if batch.is_empty() {
+                continue;
             }
             for payload in payloads(batch, &dashboard) {
                 let body = payload.to_string().into_bytes();
