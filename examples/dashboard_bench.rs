@@ -151,7 +151,7 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
     let mut keys = Vec::with_capacity(CUSTOMERS);
     for i in 0..CUSTOMERS {
         let email = EmailAddress::parse(&format!("customer-{i}@example.com"))?;
-        let (_, listing) = omi::keys::issue(store, &email, "pro", Some(&format!("Customer {i}"))).await?;
+        let (_, listing) = omi::keys::issue(store, &email, "pro", Some(&format!("Customer {i}")), None).await?;
         keys.push(listing);
     }
     if let Store::Postgres(pool) = store {

@@ -258,8 +258,9 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), CliEr
         KeysCommand::Create { email, plan, name, json } => {
             let email = EmailAddress::parse(&email).map_err(|e| CliError::Usage(e.to_string()))?;
             let store = open_store(config).await?;
+            let max_keys = config.plan(&plan).and_then(|plan| plan.max_keys);
             let (key, listing) =
-                keys::issue(&store, &email, &plan, name.as_deref()).await.map_err(anyhow::Error::from)?;
+                keys::issue(&store, &email, &plan, name.as_deref(), max_keys).await.map_err(anyhow::Error::from)?;
             if json {
                 let out = serde_json::json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan});
                 println!("{out}");

@@ -7,6 +7,7 @@
 //! (`OMI_ADMIN_KEY`, `LEMONSQUEEZY_SIGNING_SECRET`, `N8N_WEBHOOK_SECRET`) is read by
 //! [`verifying_secret`], which refuses one shorter than [`MIN_SECRET_CHARS`].
 
+use crate::domain::allowed_models::AllowedModels;
 use crate::firewall::{
     BodyLimits, CountryPolicy, FallbackPolicy, FirewallError, FirewallSettings, LimiterSettings, RateLimits,
     TrustedProxies,
@@ -32,6 +33,8 @@ pub enum ConfigError {
 
 /// OpenAI's own API: it checks every key, so a customer's key may go there without a house key.
 pub const OPENAI_PUBLIC_BASE_URL: &str = "https://api.openai.com/v1";
+/// The house key of the built-in `openai` provider, when it names no variable of its own.
+pub const OPENAI_API_KEY_VAR: &str = "OPENAI_API_KEY";
 
 /// Environment variables of INTERFACE.md and the setting each one fills.
 const ENV_SETTINGS: &[(&str, &str)] = &[
@@ -40,7 +43,7 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
     ("OMI_ADMIN_KEY", "admin_key"),
-    ("OPENAI_API_KEY", "openai_api_key"),
+    (OPENAI_API_KEY_VAR, "openai_api_key"),
     ("OPENAI_BASE_URL", "openai_base_url"),
     ("OMI_PUBLIC_URL", "public_url"),
     ("OMI_MAX_BODY_BYTES", "max_body_bytes"),
@@ -323,7 +326,7 @@ pub enum TestModePolicy {
     Accept,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct PlanConfig {
     pub name: String,
     /// Monthly price in USD (display and reports; revenue itself comes from the ledger).
@@ -337,6 +340,20 @@ pub struct PlanConfig {
     /// Prompt + completion tokens a customer may use per calendar month (UTC).
     #[serde(default)]
     pub monthly_token_quota: Option<u64>,
+    /// The models its keys may call (globs, see `domain::allowed_models`); absent: every routed
+    /// model. Others are refused with 403 `model_not_allowed` and skipped as fallbacks.
+    #[serde(default)]
+    pub models: Option<AllowedModels>,
+    /// Keys one customer may hold on this plan, revoked ones not counted; absent: no limit.
+    #[serde(default)]
+    pub max_keys: Option<u32>,
+}
+
+impl PlanConfig {
+    /// Whether its keys may call `asked`, routed to `upstream_model` at `provider`.
+    pub fn allows_model(&self, asked: &str, provider: &str, upstream_model: &str) -> bool {
+        self.models.as_ref().is_none_or(|allowed| allowed.admits(asked, provider, upstream_model))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -351,6 +368,10 @@ pub struct ProviderConfig {
     /// Environment variable holding this provider's house key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Variables of a pool of house keys, spread over by calls in flight (with `api_key_env`,
+    /// that one first).
+    #[serde(default)]
+    pub api_key_envs: Vec<String>,
     /// Model names routed here; also reachable as `name/model`.
     #[serde(default)]
     pub models: Vec<String>,
@@ -363,6 +384,14 @@ pub struct ProviderConfig {
     /// own API (it checks every key), take BYOK anyway.
     #[serde(default)]
     pub byok: bool,
+}
+
+impl ProviderConfig {
+    /// The variables of its house keys, `api_key_env` first, each once.
+    pub fn house_key_vars(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::HashSet::new();
+        self.api_key_env.iter().chain(&self.api_key_envs).map(String::as_str).filter(move |var| seen.insert(*var))
+    }
 }
 
 /// A provider's wire format; each kind is one module under `providers/`.
@@ -495,7 +524,7 @@ impl Config {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(name_variables(e)))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(name_variables(e, &figment)))?;
         config.validate()?;
         Ok(config)
     }
@@ -626,6 +655,11 @@ impl Config {
             return Err(file_error("OMI_SYSTEM_PROMPT_FILE is empty".into()));
         }
         Ok(Some(SecretString::from(text)))
+    }
+
+    /// The configured plan of this name; keys on a plan not configured have no plan limits.
+    pub fn plan(&self, name: &str) -> Option<&PlanConfig> {
+        self.plans.iter().find(|plan| plan.name == name)
     }
 
     /// The plan a Lemon Squeezy variant buys: with no plans configured, every variant buys
@@ -796,19 +830,36 @@ fn is_http_url(url: &str) -> bool {
 
 /// Figment names a bad environment value by its setting (`TRUSTED_PROXIES`); the operator
 /// set `OMI_TRUSTED_PROXIES`, so say that instead.
-fn name_variables(error: figment::Error) -> String {
+fn name_variables(error: figment::Error, figment: &Figment) -> String {
     error
         .into_iter()
         .map(|e| {
             let from_env = e.metadata.as_ref().is_some_and(|m| m.name.starts_with("environment"));
             let variable = e.path.last().and_then(|setting| ENV_SETTINGS.iter().find(|(_, s)| s == setting));
-            match variable {
-                Some((variable, _)) if from_env => format!("{variable}: {}", e.kind),
+            match (variable, plan_setting(&e.path, figment)) {
+                (Some((variable, _)), _) if from_env => format!("{variable}: {}", e.kind),
+                // `plans.1.models` says little in a file of several plans: the plan's name does.
+                (_, Some((plan, setting))) => format!("plan `{plan}`: {setting}: {}", e.kind),
                 _ => e.to_string(),
             }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The plan's name and the setting, for an error at `plans.<index>.<setting>`.
+fn plan_setting(path: &[String], figment: &Figment) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let [plans, index, setting, ..] = path else { return None };
+    if plans != "plans" {
+        return None;
+    }
+    let index: usize = index.parse().ok()?;
+    let named: Vec<Named> = figment.extract_inner("plans").ok()?;
+    Some((named.into_iter().nth(index)?.name, setting.clone()))
 }
 
 #[cfg(test)]
@@ -938,6 +989,38 @@ mod tests {
     }
 
     #[test]
+    fn a_plans_models_are_parsed_at_load_and_a_bad_pattern_names_the_plan() {
+        figment::Jail::expect_with(|jail| {
+            let plans = |starter_models: &str| {
+                format!(
+                    "[[plans]]\nname = \"pro\"\nmonthly_price_usd = 29.0\nmax_keys = 3\n\
+                     [[plans]]\nname = \"starter\"\nmonthly_price_usd = 9.0\nmodels = {starter_models}\n"
+                )
+            };
+            let load = || Config::from_figment(Config::figment(Some(Path::new("omi.toml"))).expect("figment"));
+            jail.create_file("omi.toml", &plans(r#"["gpt-4o-mini", "anthropic/*"]"#))?;
+            let config = load().expect("valid patterns");
+            let pro = config.plan("pro").expect("pro");
+            assert!(pro.models.is_none() && pro.allows_model("gpt-4o", "openai", "gpt-4o"), "absent: every model");
+            assert_eq!(pro.max_keys, Some(3));
+            let starter = config.plan("starter").expect("starter");
+            assert!(starter.allows_model("claude-haiku-4-5", "anthropic", "claude-haiku-4-5"));
+            assert!(!starter.allows_model("gpt-4o", "openai", "gpt-4o"));
+            assert_eq!(starter.max_keys, None);
+            for (models, says) in [
+                (r#"["gpt-4o", "claude-?"]"#, "`claude-?`: `?` is not supported"),
+                ("[]", "allows no model"),
+                (r#"[""]"#, "a pattern is empty"),
+            ] {
+                jail.create_file("omi.toml", &plans(models))?;
+                let err = load().expect_err("a bad pattern").to_string();
+                assert!(err.contains("plan `starter`") && err.contains(says), "{models}: {err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("omi.toml", include_str!("../omi.toml.example"))?;
@@ -956,6 +1039,12 @@ mod tests {
             );
             assert_eq!(config.plans.len(), 2);
             assert_eq!(config.plans[0].monthly_budget_usd, Some(20.0));
+            let pro = &config.plans[0];
+            assert_eq!(pro.max_keys, Some(5));
+            assert!(pro.allows_model("gpt-4o-mini", "openai", "gpt-4o-mini"));
+            assert!(pro.allows_model("groq/llama-3.1-8b-instant", "groq", "llama-3.1-8b-instant"), "its fallback");
+            assert!(!pro.allows_model("gpt-4o", "openai", "gpt-4o"));
+            assert!(config.plans[1].models.is_none(), "team: every routed model");
             assert_eq!((config.payment_fee_percent, config.payment_fee_fixed_cents), (5.0, 50));
             assert_eq!(config.hawk, HawkConfig::default(), "the example documents the defaults");
             assert_eq!(config.shield_internal_hosts.len(), 3);
@@ -1122,8 +1211,7 @@ mod tests {
             name: "team".into(),
             monthly_price_usd: 99.0,
             variant_ids: vec![7, 8],
-            monthly_budget_usd: None,
-            monthly_token_quota: None,
+            ..PlanConfig::default()
         }];
         assert_eq!(config.plan_for_variant(Some(8)), Some("team"));
         assert_eq!(config.plan_for_variant(Some(42)), None);

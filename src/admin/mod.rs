@@ -165,6 +165,7 @@ fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(m) => ApiError::invalid_request(m).into_response_with(StatusCode::NOT_FOUND),
         StoreError::Conflict(m) => ApiError::invalid_request(m).into_response_with(StatusCode::CONFLICT),
+        max_keys @ StoreError::MaxKeys { .. } => ApiError::max_keys_reached(max_keys.to_string()).into_response(),
         other => {
             tracing::error!(error = %other, "admin store error");
             ApiError::unavailable("The database is unavailable.").into_response()
@@ -235,7 +236,8 @@ async fn create_key(State(app): State<Arc<AppState>>, _admin: AdminBearer, body:
         Err(e) => return ApiError::invalid_request(e.to_string()).into_response(),
     };
     let plan = request.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN);
-    match keys::issue(&app.store, &email, plan, request.name.as_deref()).await {
+    let max_keys = app.config.plan(plan).and_then(|plan| plan.max_keys);
+    match keys::issue(&app.store, &email, plan, request.name.as_deref(), max_keys).await {
         Ok((key, listing)) => (
             StatusCode::CREATED,
             Json(json!({"id": listing.id, "key": key.expose(), "prefix": listing.prefix, "email": listing.email, "plan": listing.plan})),

@@ -26,6 +26,7 @@ async fn main() -> std::process::ExitCode {
         latency_ms: args.latency_ms,
         chunk_delay_ms: args.chunk_delay_ms,
         chunks: args.chunks,
+        ..MockConfig::default()
     });
     let addr = format!("{}:{}", args.host, args.port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -239,33 +239,46 @@ fn provider_check_name(provider: &Provider) -> String {
     format!("provider {}", provider.name)
 }
 
-/// `GET {base}/models` with the house key (no tokens spent); without one, only whether the
-/// host answers.
+/// `GET {base}/models` with each house key (no tokens spent), naming the variable of any key
+/// refused; without a house key, only whether the host answers.
 async fn provider_check(provider: &Provider, http: &reqwest::Client) -> Check {
     let name = provider_check_name(provider);
-    let url = format!("{}/models", provider.base_url);
-    let mut request = http.get(&url);
-    if let Some(key) = &provider.house_key {
-        request = provider.wire().authorize(request, key);
-    }
-    let status = match request.send().await {
-        Ok(response) => response.status(),
-        Err(e) => {
-            return Check::fail(name, format!("unreachable: {}; check its base_url", error_chain(&e.without_url())));
-        }
-    };
     let who = &provider.name;
-    match (&provider.house_key, status.as_u16()) {
-        (Some(_), 200..=299) => Check::ok(name, "reachable, house key accepted"),
-        (Some(_), 401 | 403) => Check::fail(
-            name,
-            format!("house key for provider {who} refused (HTTP {}): check the key in its variable", status.as_u16()),
-        ),
-        (Some(_), code) => Check::warn(name, format!("reachable, but GET /models answered HTTP {code}")),
-        (None, _) if provider.byok => {
-            Check::ok(name, "reachable; no house key: serves requests that bring their own (X-Provider-Key)")
+    let url = format!("{}/models", provider.base_url);
+    let unreachable = |e: reqwest::Error| format!("unreachable: {}; check its base_url", error_chain(&e.without_url()));
+    if provider.house_keys.is_empty() {
+        return match http.get(&url).send().await {
+            Err(e) => Check::fail(name, unreachable(e)),
+            Ok(_) if provider.byok => {
+                Check::ok(name, "reachable; no house key: serves requests that bring their own (X-Provider-Key)")
+            }
+            Ok(_) => Check::warn(name, "reachable, but it serves nothing: no house key and byok is off"),
+        };
+    }
+    let (mut refused, mut odd) = (Vec::new(), Vec::new());
+    for (variable, key) in provider.house_keys.keys() {
+        let answer = match provider.wire().authorize(http.get(&url), key).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(e) => return Check::fail(name, unreachable(e)),
+        };
+        match answer {
+            200..=299 => {}
+            401 | 403 => refused.push(format!("{variable}: HTTP {answer}")),
+            _ => odd.push(format!("{variable}: HTTP {answer}")),
         }
-        (None, _) => Check::warn(name, "reachable, but it serves nothing: no house key and byok is off"),
+    }
+    if !refused.is_empty() {
+        return Check::fail(
+            name,
+            format!("house key for provider {who} refused ({}): replace the key in that variable", refused.join(", ")),
+        );
+    }
+    if !odd.is_empty() {
+        return Check::warn(name, format!("reachable, but GET /models answered {}", odd.join(", ")));
+    }
+    match provider.house_keys.len() {
+        1 => Check::ok(name, "reachable, house key accepted"),
+        keys => Check::ok(name, format!("reachable, all {keys} house keys accepted")),
     }
 }
 

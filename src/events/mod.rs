@@ -57,6 +57,16 @@ pub enum Event {
         open: bool,
         at: DateTime<Utc>,
     },
+    /// A provider's house key was refused upstream (401/403) and taken out of its pool, or
+    /// was accepted again. `variable` names the key's environment variable, never the key.
+    HouseKey {
+        provider: Arc<str>,
+        variable: Arc<str>,
+        refused: bool,
+        /// Keys of the provider still out after this change.
+        refused_left: usize,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@
 use crate::billing::prices::{NanoPrice, suspicious_usage};
 use crate::events::{Event, EventBus, RequestEvent, TokenUsage};
 use crate::keys::VerifiedKey;
+use crate::providers::keys::KeyLease;
 use dashmap::DashMap;
 use metrics::{Counter, Histogram};
 use std::net::IpAddr;
@@ -100,6 +101,9 @@ pub struct Meter {
     /// The handles of the request's `model` label: `none` until a model is known.
     label_metrics: Arc<LabelMetrics>,
     price: Option<NanoPrice>,
+    /// The house key the answer came with: counted in flight by its pool until the request
+    /// is done (a stream's last byte, or its drain).
+    upstream_key: Option<KeyLease>,
 }
 
 impl Meter {
@@ -119,6 +123,7 @@ impl Meter {
             label_metrics: route_metrics.none.clone(),
             route_metrics,
             price: None,
+            upstream_key: None,
             event: Some(RequestEvent::new(request_id, route, client_ip)),
         }
     }
@@ -153,6 +158,11 @@ impl Meter {
     }
 
     /// Upstream calls made so far (retries and fallbacks included).
+    /// Keeps the house key the answer came with in flight until the request is done.
+    pub fn hold_upstream_key(&mut self, lease: KeyLease) {
+        self.upstream_key = Some(lease);
+    }
+
     pub fn set_attempts(&mut self, attempts: u32) {
         if let Some(e) = self.event() {
             e.attempts = attempts;

@@ -2,8 +2,8 @@
 //! forward, meter, shield); each endpoint is a file declaring what differs (`chat.rs`,
 //! `embeddings.rs`, `completions.rs`, `responses.rs`, `messages.rs`); `stream.rs` relays and
 //! meters streamed answers; `meter.rs` books each request; `auth.rs` admits a customer key;
-//! `/v1/models` is here. The providers' wire formats live in `providers`, the output shield in
-//! `shield`, the server and router in `server`.
+//! `/v1/models` (the models the key's plan allows) is here. The providers' wire formats live
+//! in `providers`, the output shield in `shield`, the server and router in `server`.
 
 mod auth;
 mod chat;
@@ -46,11 +46,20 @@ pub(crate) async fn list_models(
             meter.finish(error.status.as_u16(), Some(error.code));
             error.into_response()
         }
-        Ok(_) => {
+        Ok(key) => {
             meter.finish(200, None);
+            // Only what the key's plan allows, judged as a request for the model would be.
+            let plan = app.config.plan(&key.plan);
             let data: Vec<_> = app
                 .providers
                 .listed_models()
+                .filter(|(id, _)| {
+                    plan.is_none_or(|plan| {
+                        app.providers
+                            .route(id)
+                            .is_some_and(|route| plan.allows_model(id, &route.provider.name, route.upstream_model))
+                    })
+                })
                 .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
                 .collect();
             Json(json!({"object": "list", "data": data})).into_response()

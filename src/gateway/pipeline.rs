@@ -1,7 +1,8 @@
 //! The request pipeline, written once for every endpoint and provider kind:
 //! admit (the firewall, before this) → authenticate → plan checks (budget, quota) → read and
-//! validate the body → route to a provider → plan checks that need the model (allowed, priced,
-//! token limits) → the Sentinel → encode for the provider's kind → upstream → meter → shield.
+//! validate the body → route to a provider → plan checks that need the model (in the plan's
+//! `models`, priced, token limits) → the Sentinel → encode for the provider's kind → upstream →
+//! meter → shield.
 //! An [`Endpoint`] declares only what differs: its API, its required fields, which fields are
 //! customer text, whether it streams and whether its answers carry text to shield. The
 //! provider's kind ([`Wire`]) owns the wire format: paths, auth, encoding, and reading or
@@ -18,7 +19,8 @@ use crate::billing::prices::NanoPrice;
 use crate::config::Config;
 use crate::events::{Event, TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
-use crate::providers::circuit::{CallEnd, Circuit, CircuitChange};
+use crate::providers::circuit::{CallEnd, CircuitChange};
+use crate::providers::keys::{self, KeyLease, KeyVerdict};
 use crate::providers::{Api, AttemptOutcome, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
@@ -99,7 +101,9 @@ struct Prepared {
     shield_format: Option<StreamFormat>,
     /// The endpoint's `FORWARDED_HEADERS` the client sent.
     forwarded: Vec<(&'static str, HeaderValue)>,
-    byok: bool,
+    /// The customer's own key (`X-Provider-Key`): every candidate goes with it. `None`: with
+    /// a house key of each candidate's provider, taken at each call.
+    customer_key: Option<SecretString>,
     streamed: bool,
     client_asked_usage: bool,
     /// The body's size as it came, booked for whichever candidate answers.
@@ -123,16 +127,63 @@ impl Prepared {
         }
     }
 
-    /// The breaker `candidate`'s calls go through: its provider's house key's. The customer's
-    /// own key has none (its failures say nothing of the house key).
-    fn circuit<'a>(&self, candidate: &'a Candidate) -> Option<&'a Circuit> {
-        (!self.byok).then_some(&candidate.provider.circuit)
+    fn byok(&self) -> bool {
+        self.customer_key.is_some()
     }
 
-    /// Whether some candidate would be called now (one whose circuit is closed, or due a probe).
-    fn any_circuit_admits(&self, now: Instant) -> bool {
+    /// The key for a call to `candidate` now, or `None` to skip it: its provider's circuit is
+    /// open, or every house key rests or is out. The customer's own key goes around both
+    /// (its failures say nothing of the house keys).
+    fn call_key(&self, candidate: &Candidate, now: Instant) -> Option<CallKey<'_>> {
+        if let Some(own) = &self.customer_key {
+            return Some(CallKey::Customer(own));
+        }
+        let provider = &candidate.provider;
+        if provider.circuit.skips(now) {
+            return None;
+        }
+        let lease = provider.house_keys.take(now)?;
+        // Last: admitting may take the probe's turn, which is then made.
+        provider.circuit.admit(now).then_some(CallKey::House(lease))
+    }
+
+    /// When every candidate is skipped and some only because their house keys rest (429):
+    /// when the first rest ends.
+    fn resting_until(&self, now: Instant) -> Option<Instant> {
+        if self.byok() {
+            return None;
+        }
         (0..self.candidates())
-            .any(|index| self.circuit(self.candidate(index)).is_none_or(|circuit| !circuit.skips(now)))
+            .map(|index| &self.candidate(index).provider)
+            .filter(|provider| !provider.circuit.skips(now))
+            .filter_map(|provider| provider.house_keys.resting_until(now))
+            .min()
+    }
+
+    /// Whether some candidate would be called now (its circuit closed or due a probe, and a
+    /// house key serving).
+    fn any_callable(&self, now: Instant) -> bool {
+        self.byok()
+            || (0..self.candidates()).any(|index| {
+                let provider = &self.candidate(index).provider;
+                !provider.circuit.skips(now) && provider.house_keys.available(now)
+            })
+    }
+}
+
+/// The key one upstream call goes with.
+enum CallKey<'a> {
+    Customer(&'a SecretString),
+    /// A house key, counted in flight until the answer is relayed.
+    House(KeyLease),
+}
+
+impl CallKey<'_> {
+    fn secret(&self) -> &SecretString {
+        match self {
+            CallKey::Customer(own) => own,
+            CallKey::House(lease) => lease.secret(),
+        }
     }
 }
 
@@ -144,7 +195,6 @@ struct Candidate {
     upstream_model: String,
     provider: Arc<Provider>,
     url: reqwest::Url,
-    key: SecretString,
     price: Option<NanoPrice>,
     body: Bytes,
     /// Only used when usage never comes: the body sent, the operator's system prompt included.
@@ -162,12 +212,11 @@ impl Candidate {
     }
 }
 
-/// A fallback's route, key and price, before its body is encoded.
+/// A fallback's route and price, before its body is encoded.
 struct Admitted<'a> {
     model: &'a str,
     route: Route<'a>,
     url: reqwest::Url,
-    key: SecretString,
     price: Option<NanoPrice>,
 }
 
@@ -223,18 +272,23 @@ async fn prepare<E: Endpoint>(
         .providers
         .route(&model)
         .ok_or_else(|| ApiError::invalid_request(format!("The model `{model}` is not available on this gateway.")))?;
+    let byok = byok_key(headers)?;
+    let is_byok = byok.is_some();
+    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
+    let price = app.prices.get(route.upstream_model);
+    // Before anything else is decided about it: a fallback the plan allows does not make up
+    // for a requested model it does not.
+    plan_admits(app, &key.plan, &model, &route, price, is_byok)?;
     let upstream_url = route.provider.url(E::API).cloned().ok_or_else(|| {
         ApiError::invalid_request(format!("The model `{model}` is not served on /v1{}.", E::API.path()))
     })?;
-    let byok = byok_key(headers)?;
-    let is_byok = byok.is_some();
     // The fallbacks the request may go to, checked by the same rules; the others are skipped.
     let fallback_models = app.config.fallbacks.get(&model).map_or(&[][..], Vec::as_slice);
     let admitted: Vec<Admitted<'_>> = fallback_models
         .iter()
         .filter_map(|fallback| admit_fallback(app, &key.plan, E::API, fallback, byok.as_ref()))
         .collect();
-    let upstream_key = route.provider.key_for(byok).map_err(|refusal| match refusal {
+    route.provider.key_for(byok.clone()).map_err(|refusal| match refusal {
         KeyRefusal::CustomerKeyNeeded => {
             ApiError::upstream("No provider key is configured for this model; send X-Provider-Key.")
         }
@@ -242,9 +296,6 @@ async fn prepare<E: Endpoint>(
             "The model `{model}` is not served here: its provider has no key and does not take X-Provider-Key."
         )),
     })?;
-    // Priced by what goes upstream: `openai/gpt-4o-mini` is gpt-4o-mini.
-    let price = app.prices.get(route.upstream_model);
-    budgets::admit_model(&app.config, &key.plan, route.upstream_model, price.is_some(), is_byok)?;
     // ~4 bytes a token: the prompt's cost, spent before the upstream reports the real one.
     let prompt_estimate = (raw.len() as u64).div_ceil(4);
     app.firewall.admit_tokens(&key, prompt_estimate, origin).await?;
@@ -289,7 +340,7 @@ async fn prepare<E: Endpoint>(
             request.insert("model".into(), Value::String(fallback.route.upstream_model.to_string()));
             let body = fallback.route.provider.wire().encode(outgoing(request, fallback.route.upstream_model));
             let body = body.inspect_err(|e| tracing::debug!(fallback = fallback.model, %e, "fallback skipped")).ok()?;
-            Some(Candidate::new(fallback.model, &fallback.route, fallback.url, fallback.key, fallback.price, body))
+            Some(Candidate::new(fallback.model, &fallback.route, fallback.url, fallback.price, body))
         })
         .collect();
     // What the kind cannot express is the customer's to change: a 400 that says what.
@@ -304,30 +355,22 @@ async fn prepare<E: Endpoint>(
         api: E::API,
         shield_format: E::SHIELDED.then_some(E::STREAM_FORMAT),
         forwarded: E::FORWARDED_HEADERS.iter().filter_map(|&name| Some((name, headers.get(name)?.clone()))).collect(),
-        byok: is_byok,
+        customer_key: byok,
         streamed,
         client_asked_usage,
         request_len: raw.len(),
-        primary: Candidate::new(&model, &route, upstream_url, upstream_key, price, body),
+        primary: Candidate::new(&model, &route, upstream_url, price, body),
         fallbacks,
     })
 }
 
 impl Candidate {
-    fn new(
-        model: &str,
-        route: &Route<'_>,
-        url: reqwest::Url,
-        key: SecretString,
-        price: Option<NanoPrice>,
-        body: Vec<u8>,
-    ) -> Candidate {
+    fn new(model: &str, route: &Route<'_>, url: reqwest::Url, price: Option<NanoPrice>, body: Vec<u8>) -> Candidate {
         Candidate {
             model: model.to_owned(),
             upstream_model: route.upstream_model.to_owned(),
             provider: route.provider.clone(),
             url,
-            key,
             price,
             prompt_estimate: openai::estimated_tokens(body.len() as u64),
             body: Bytes::from(body),
@@ -336,7 +379,7 @@ impl Candidate {
 }
 
 /// A fallback model the request may go to: routed, served on `api`, with a key the BYOK rules
-/// allow and allowed by the plan. `None` skips it.
+/// allow and allowed by the plan. `None` skips it: it is never called.
 fn admit_fallback<'a>(
     app: &'a AppState,
     plan: &str,
@@ -346,10 +389,32 @@ fn admit_fallback<'a>(
 ) -> Option<Admitted<'a>> {
     let route = app.providers.route(model)?;
     let url = route.provider.url(api)?.clone();
-    let key = route.provider.key_for(byok.cloned()).ok()?;
+    route.provider.key_for(byok.cloned()).ok()?;
     let price = app.prices.get(route.upstream_model);
-    budgets::admit_model(&app.config, plan, route.upstream_model, price.is_some(), byok.is_some()).ok()?;
-    Some(Admitted { model, route, url, key, price })
+    plan_admits(app, plan, model, &route, price, byok.is_some()).ok()?;
+    Some(Admitted { model, route, url, price })
+}
+
+/// The one rule by which a plan refuses a candidate, the requested model or a fallback (403
+/// `model_not_allowed`): its `models` include neither the name it was asked by nor
+/// `provider/model` where it is routed, or it is a capped plan and the model has no price to
+/// count (unless the customer's own key pays).
+fn plan_admits(
+    app: &AppState,
+    plan: &str,
+    model: &str,
+    route: &Route<'_>,
+    price: Option<NanoPrice>,
+    byok: bool,
+) -> Result<(), ApiError> {
+    let excluded =
+        app.config.plan(plan).is_some_and(|plan| !plan.allows_model(model, &route.provider.name, route.upstream_model));
+    if excluded {
+        return Err(ApiError::model_not_allowed(format!(
+            "Your plan does not include the model `{model}`; GET /v1/models lists the models it does."
+        )));
+    }
+    budgets::admit_model(&app.config, plan, route.upstream_model, price.is_some(), byok)
 }
 
 /// Removes the parameters that make upstream bill more than the price table says
@@ -391,6 +456,8 @@ enum Failure {
     Unreachable,
     /// The upstream answered with an error status.
     Status(reqwest::Response),
+    /// No call was made: every house key that could serve rests after a 429, until then.
+    KeysResting(Instant),
 }
 
 impl Failure {
@@ -399,6 +466,7 @@ impl Failure {
     fn retryable(&self) -> bool {
         match self {
             Failure::Timeout | Failure::Unreachable => true,
+            Failure::KeysResting(_) => false,
             Failure::Status(response) => matches!(response.status().as_u16(), 429 | 500 | 502 | 503 | 504 | 529),
         }
     }
@@ -431,8 +499,10 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
 /// The one place upstream is called: the candidates in turn (the requested model, then its
 /// fallbacks, round again) until one answers, the failure is not worth another call,
 /// `upstream_max_attempts` calls were made, or the first-byte deadline, shared by all, nears.
-/// A candidate whose circuit is open is skipped at once and is no attempt; when every one is,
-/// the request fails as unreachable without a call. Returns the last outcome, its candidate's
+/// A candidate whose circuit is open, or whose house keys all rest or are out, is skipped at
+/// once and is no attempt; when every one is, the request fails as unreachable without a
+/// call. A house key the upstream refused (401/403) or rate-limited (429) is the pool's to
+/// set aside, and the same candidate is called again with another key when one serves. Returns the last outcome, its candidate's
 /// index and the calls made. Nothing has reached the client yet: a stream whose answer began
 /// is relayed, never retried.
 async fn call_upstream(
@@ -450,15 +520,19 @@ async fn call_upstream(
         let index = next % prepared.candidates();
         next += 1;
         let candidate = prepared.candidate(index);
-        if prepared.circuit(candidate).is_some_and(|circuit| !circuit.admit(Instant::now())) {
+        let Some(key) = prepared.call_key(candidate, Instant::now()) else {
             skipped_in_a_row += 1;
             if skipped_in_a_row < prepared.candidates() {
                 continue;
             }
-            // Every circuit open: before the first call (a failed call goes on only when some
-            // circuit admits, unless another request opened it meanwhile).
-            return (Err(Failure::Unreachable), booked, attempts);
-        }
+            // None callable (circuits open, keys resting or out): before the first call (a
+            // failed call goes on only when one is, unless another request changed that).
+            let failure = match prepared.resting_until(Instant::now()) {
+                Some(until) => Failure::KeysResting(until),
+                None => Failure::Unreachable,
+            };
+            return (Err(failure), booked, attempts);
+        };
         skipped_in_a_row = 0;
         if index != booked {
             // Another candidate than the last: booked and priced as the model that answers.
@@ -466,41 +540,90 @@ async fn call_upstream(
             meter.set_request(
                 &candidate.upstream_model,
                 &candidate.provider.name,
-                prepared.byok,
+                prepared.byok(),
                 prepared.streamed,
                 prepared.request_len,
             );
             meter.set_catalog(app.model_label(&candidate.model), candidate.price);
         }
         attempts += 1;
-        let outcome = send(app, prepared, candidate, deadline).await;
-        let failed = outcome.as_ref().err().is_some_and(Failure::retryable);
-        if let Some(circuit) = prepared.circuit(candidate) {
+        let outcome = send(app, prepared, candidate, key.secret(), deadline).await;
+        let upstream_failed = outcome.as_ref().err().is_some_and(Failure::retryable);
+        let key_failed = match &key {
+            CallKey::House(lease) => report_key(app, &candidate.provider, lease, &outcome),
+            CallKey::Customer(_) => false,
+        };
+        if let CallKey::House(_) = key {
+            // A refused or rate-limited key is the pool's business; the circuit counts what
+            // says the provider itself is down.
             let end = match &outcome {
                 Ok(_) => CallEnd::Answered,
-                Err(_) if failed => CallEnd::Failed,
+                Err(_) if upstream_failed && !key_failed => CallEnd::Failed,
                 Err(_) => CallEnd::RefusedRequest,
             };
-            if let Some(change) = circuit.record(end, Instant::now()) {
+            if let Some(change) = candidate.provider.circuit.record(end, Instant::now()) {
                 let (provider, open) = (candidate.provider.name.clone(), change == CircuitChange::Open);
                 app.events.publish(Event::Circuit { provider, open, at: chrono::Utc::now() });
             }
         }
+        let failed = upstream_failed || key_failed;
         let backoff = retry_backoff(attempts);
         let retry = failed
             && attempts < app.config.upstream_max_attempts
             && deadline.saturating_duration_since(Instant::now()) > backoff
-            && prepared.any_circuit_admits(Instant::now());
+            && prepared.any_callable(Instant::now());
         candidate.provider.count_attempt(match (&outcome, retry) {
             (Ok(_), _) => AttemptOutcome::Ok,
             (Err(_), true) => AttemptOutcome::Retried,
             (Err(_), false) => AttemptOutcome::Failed,
         });
         if !retry {
+            if let (Ok(_), CallKey::House(lease)) = (&outcome, key) {
+                meter.hold_upstream_key(lease);
+            }
             return (outcome, index, attempts);
+        }
+        if key_failed && candidate.provider.house_keys.available(Instant::now()) {
+            // Another key of the same provider serves the model the customer asked for.
+            next = index;
         }
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Books what an answer says of the house key it went with, and publishes a key taken out or
+/// back. True when the key, not the upstream, failed (401/403, 429): another key may answer.
+fn report_key(
+    app: &AppState,
+    provider: &Provider,
+    lease: &KeyLease,
+    outcome: &Result<reqwest::Response, Failure>,
+) -> bool {
+    let verdict = match outcome {
+        Err(Failure::Status(response)) => match response.status().as_u16() {
+            429 => KeyVerdict::RateLimited { retry_after: keys::retry_after(response.headers()) },
+            401 | 403 => KeyVerdict::Refused,
+            _ => KeyVerdict::Accepted,
+        },
+        Ok(_) => KeyVerdict::Accepted,
+        // Unreachable or slow: the provider's, for its circuit.
+        Err(_) => return false,
+    };
+    if let Some(change) = provider.house_keys.report(lease, verdict, Instant::now()) {
+        if change.refused {
+            tracing::error!(provider = %provider.name, variable = %change.var, "upstream refused a house key: taken out");
+        } else {
+            tracing::info!(provider = %provider.name, variable = %change.var, "house key accepted again");
+        }
+        app.events.publish(Event::HouseKey {
+            provider: provider.name.clone(),
+            variable: change.var,
+            refused: change.refused,
+            refused_left: change.refused_left,
+            at: chrono::Utc::now(),
+        });
+    }
+    verdict != KeyVerdict::Accepted
 }
 
 /// None before the first retry (another candidate is likely up); then 25-50 ms, jittered so
@@ -518,12 +641,13 @@ async fn send(
     app: &AppState,
     prepared: &Prepared,
     candidate: &Candidate,
+    key: &SecretString,
     deadline: Instant,
 ) -> Result<reqwest::Response, Failure> {
     let request = app.http.post(candidate.url.clone()).header(header::CONTENT_TYPE, "application/json");
     let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
     // Bytes: a reference count, not a copy.
-    let request = candidate.wire().authorize(request, &candidate.key).body(candidate.body.clone());
+    let request = candidate.wire().authorize(request, key).body(candidate.body.clone());
     match tokio::time::timeout_at(deadline, request.send()).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(e)) => {
@@ -546,19 +670,35 @@ async fn refuse(app: &AppState, mut meter: Meter, prepared: &Prepared, failure: 
             meter.finish(error.status.as_u16(), Some(UPSTREAM_UNREACHABLE));
             error.into_response()
         }
+        Failure::KeysResting(until) => {
+            let rest = until.saturating_duration_since(Instant::now());
+            rate_limited(fail(meter, ApiError::upstream_rate_limited()), Some(rest))
+        }
         Failure::Status(response) => {
             let status = response.status();
+            let retry_after = keys::retry_after(response.headers());
             let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
             let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
                 .await
                 .ok()
                 .and_then(Result::ok);
             meter.upstream_finished();
-            let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok, &app.guard);
+            let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok(), &app.guard);
             removal_report(app, prepared, "upstream error message").add(&removed);
-            fail(meter, error)
+            let refused = fail(meter, error);
+            if status == StatusCode::TOO_MANY_REQUESTS { rate_limited(refused, retry_after) } else { refused }
         }
     }
+}
+
+/// An upstream 429 as the client gets it: with `Retry-After` (whole seconds, at least 1) when
+/// the wait is known, so that SDKs back off as long as the upstream asked.
+fn rate_limited(mut response: Response, wait: Option<Duration>) -> Response {
+    if let Some(wait) = wait {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// Relays the answer of `candidate`, whose status was a success.

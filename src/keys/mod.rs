@@ -22,16 +22,19 @@ pub enum IssueError {
 }
 
 /// Creates a key for a customer (created on first use) and returns its plaintext, which
-/// exists only in the returned value: the store keeps the hash.
+/// exists only in the returned value: the store keeps the hash. With the plan's `max_keys`, a
+/// customer already holding that many keys on the plan (revoked ones aside) gets none:
+/// `StoreError::MaxKeys`.
 pub async fn issue(
     store: &Store,
     email: &EmailAddress,
     plan: &str,
     name: Option<&str>,
+    max_keys: Option<u32>,
 ) -> Result<(ApiKey, KeyListing), IssueError> {
     let key = ApiKey::generate()?;
-    let listing =
-        store.insert_key(&NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix() }).await?;
+    let new = NewKey { email, name, plan, hash: key.hash(), prefix: key.display_prefix(), max_keys };
+    let listing = store.insert_key(&new).await?;
     Ok((key, listing))
 }
 

@@ -42,6 +42,17 @@ pub struct MockConfig {
     pub latency_ms: u64,
     pub chunk_delay_ms: u64,
     pub chunks: usize,
+    /// Keys answered with a fixed failure, whatever the request: a revoked or rate-limited
+    /// key of a pool.
+    pub failing_keys: Vec<FailingKey>,
+}
+
+/// A key the mock refuses: `status` (401, 403, 429...) with `Retry-After` when set.
+#[derive(Clone, Debug)]
+pub struct FailingKey {
+    pub key: String,
+    pub status: u16,
+    pub retry_after_secs: Option<u64>,
 }
 
 /// What the mock saw of one request (for tests asserting what the gateway forwarded).
@@ -140,6 +151,14 @@ impl MockUpstream {
         if let Some((status, message)) = dialect.missing_credentials(headers) {
             return Err(dialect.error(status, message));
         }
+        if let Some(failing) = self.config.failing_keys.iter().find(|f| sent_key(headers) == Some(f.key.as_str())) {
+            let status = StatusCode::from_u16(failing.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut refused = dialect.error(status, "mock failure for this key");
+            if let Some(secs) = failing.retry_after_secs {
+                refused.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            return Err(refused);
+        }
         let steer: Steering =
             body.get("mock").cloned().and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
         let latency = steer.latency_ms.unwrap_or(self.config.latency_ms);
@@ -151,6 +170,13 @@ impl MockUpstream {
         }
         Ok(Call { body, steer, config: self.config.clone() })
     }
+}
+
+/// The key a request came with: a bearer token or `x-api-key`.
+fn sent_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
 }
 
 /// Which API's conventions (credentials, error shape) an endpoint follows.

@@ -9,14 +9,16 @@
 
 pub mod anthropic;
 pub mod circuit;
+pub mod keys;
 pub mod openai;
 pub mod sse;
 
 use crate::billing::prices::PriceTable;
-use crate::config::{Config, ConfigError, OPENAI_PUBLIC_BASE_URL, ProviderConfig, ProviderKind};
+use crate::config::{Config, ConfigError, OPENAI_API_KEY_VAR, OPENAI_PUBLIC_BASE_URL, ProviderConfig, ProviderKind};
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use circuit::Circuit;
+use keys::KeyPool;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 use sse::SseEvent;
@@ -164,14 +166,17 @@ pub struct Provider {
     /// The upstream URL of each API this kind serves (by `Api` order), parsed once: a
     /// request clones one rather than parsing a string again.
     urls: [Option<reqwest::Url>; Api::ALL.len()],
-    pub house_key: Option<SecretString>,
+    /// Its house keys (`api_key_env`, `api_key_envs`): spread over, rested and taken out.
+    pub house_keys: KeyPool,
     /// Serves requests with the customer's own key when it has no house key.
     pub byok: bool,
     pub models: Vec<String>,
     /// `omi_upstream_attempts_total{provider,outcome}`, registered once: a request then counts
     /// its calls with an atomic add, not a registry lookup with label allocations.
     attempts: AttemptCounters,
-    /// The house key's breaker (customer keys go around it: their failures say nothing of it).
+    /// The breaker of its house keys' calls (customer keys go around it: their failures say
+    /// nothing of it). It counts what says the provider is down; what says one key is
+    /// refused or busy (401/403, 429) is the pool's.
     pub circuit: Circuit,
 }
 
@@ -201,6 +206,15 @@ impl std::fmt::Debug for AttemptCounters {
     }
 }
 
+/// Whose key a request goes upstream with.
+#[derive(Clone)]
+pub enum UpstreamKey {
+    /// The customer's own (`X-Provider-Key`): never logged, never pooled.
+    Customer(SecretString),
+    /// One of the provider's house keys, taken from its pool at each call.
+    House,
+}
+
 /// Why a provider will not take a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyRefusal {
@@ -215,7 +229,7 @@ impl Provider {
         name: &str,
         kind: ProviderKind,
         base_url: &str,
-        house_key: Option<SecretString>,
+        house_keys: KeyPool,
         byok: bool,
         models: Vec<String>,
         circuit: circuit::Policy,
@@ -233,7 +247,7 @@ impl Provider {
         let attempts = AttemptCounters::register(name);
         let name: Arc<str> = name.into();
         let circuit = Circuit::new(name.clone(), circuit);
-        Ok(Provider { name, kind, base_url, urls, house_key, byok, models, attempts, circuit })
+        Ok(Provider { name, kind, base_url, urls, house_keys, byok, models, attempts, circuit })
     }
 
     /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
@@ -256,14 +270,15 @@ impl Provider {
     }
 
     /// The key a request goes upstream with: the customer's own when sent (a provider with a
-    /// house key checks keys; one without must be marked `byok`), else the house key.
-    pub fn key_for(&self, customer_key: Option<SecretString>) -> Result<SecretString, KeyRefusal> {
-        match (customer_key, &self.house_key) {
-            (Some(own), Some(_)) => Ok(own),
-            (Some(own), None) if self.byok => Ok(own),
-            (None, Some(house)) => Ok(house.clone()),
-            (None, None) if self.byok => Err(KeyRefusal::CustomerKeyNeeded),
-            (_, None) => Err(KeyRefusal::NoKeyAccepted),
+    /// house key checks keys; one without must be marked `byok`), else one of the house keys
+    /// (taken from the pool at each call).
+    pub fn key_for(&self, customer_key: Option<SecretString>) -> Result<UpstreamKey, KeyRefusal> {
+        let has_house_key = !self.house_keys.is_empty();
+        match customer_key {
+            Some(own) if has_house_key || self.byok => Ok(UpstreamKey::Customer(own)),
+            None if has_house_key => Ok(UpstreamKey::House),
+            None if self.byok => Err(KeyRefusal::CustomerKeyNeeded),
+            _ => Err(KeyRefusal::NoKeyAccepted),
         }
     }
 }
@@ -296,6 +311,7 @@ impl Providers {
                 name: "openai".into(),
                 base_url: config.openai_base_url.clone(),
                 api_key_env: None,
+                api_key_envs: Vec::new(),
                 models: priced_models.iter().map(|m| m.to_string()).collect(),
                 catch_all: true,
                 byok: false,
@@ -306,15 +322,23 @@ impl Providers {
         let mut providers =
             Providers { all: Vec::new(), by_model: HashMap::new(), by_name: HashMap::new(), catch_all: None };
         for (index, spec) in configured.into_iter().enumerate() {
-            let house_key = match &spec.api_key_env {
-                Some(var) => env(var).filter(|v| !v.is_empty()).map(SecretString::from),
-                None if spec.name == "openai" => config.openai_api_key.clone(),
-                None => None,
+            let vars: Vec<&str> = spec.house_key_vars().collect();
+            let house_keys = if vars.is_empty() && spec.name == "openai" {
+                KeyPool::new(config.openai_api_key.clone().map(|key| (OPENAI_API_KEY_VAR.to_owned(), key)))
+            } else {
+                // An unset or empty variable is no key (and said so at start-up).
+                KeyPool::new(vars.into_iter().filter_map(|var| {
+                    let key = env(var).filter(|v| !v.is_empty());
+                    if key.is_none() {
+                        tracing::warn!(provider = %spec.name, variable = var, "house key variable is unset");
+                    }
+                    key.map(|key| (var.to_owned(), SecretString::from(key)))
+                }))
             };
             let base_url = spec.base_url.trim_end_matches('/').to_string();
             // OpenAI's own API checks every key; elsewhere only the operator knows.
             let byok = spec.byok || base_url == OPENAI_PUBLIC_BASE_URL;
-            if house_key.is_none() && !byok {
+            if house_keys.is_empty() && !byok {
                 tracing::warn!(provider = %spec.name, "provider has no house key and byok is off: it serves nothing");
             }
             for model in &spec.models {
@@ -328,7 +352,7 @@ impl Providers {
                 &spec.name,
                 spec.kind,
                 &base_url,
-                house_key,
+                house_keys,
                 byok,
                 spec.models,
                 circuit::Policy::from_config(config),
@@ -395,7 +419,8 @@ mod tests {
             route.provider.url(Api::Chat).map(|u| u.as_str()),
             Some("https://api.openai.com/v1/chat/completions")
         );
-        assert_eq!(route.provider.house_key.as_ref().map(|k| k.expose_secret()), Some("sk-house"));
+        let house: Vec<&str> = route.provider.house_keys.secrets().map(|k| k.expose_secret()).collect();
+        assert_eq!(house, ["sk-house"]);
         assert_eq!(providers.listed_models().collect::<Vec<_>>(), vec![("gpt-4o-mini", "openai")]);
     }
 
@@ -406,6 +431,7 @@ mod tests {
             name: "groq".into(),
             base_url: "https://api.groq.com/openai/v1/".into(),
             api_key_env: Some("GROQ_API_KEY".into()),
+            api_key_envs: Vec::new(),
             models: vec!["llama-3.1-8b-instant".into()],
             catch_all: false,
             byok: false,
@@ -415,6 +441,7 @@ mod tests {
             name: "local".into(),
             base_url: "http://127.0.0.1:11434/v1".into(),
             api_key_env: None,
+            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: false,
             byok: false,
@@ -431,7 +458,7 @@ mod tests {
         );
         let route = providers.route("local/qwen2.5").expect("prefixed");
         assert_eq!((&*route.provider.name, route.upstream_model), ("local", "qwen2.5"));
-        assert!(route.provider.house_key.is_none());
+        assert!(route.provider.house_keys.is_empty());
         assert!(providers.route("gpt-4o").is_none());
         assert!(providers.route("local/").is_none());
         let prices = PriceTable::new(&Default::default());
@@ -442,19 +469,24 @@ mod tests {
     #[test]
     fn a_customer_key_reaches_a_keyless_provider_only_when_it_takes_byok() {
         let provider = |house: Option<&str>, byok: bool| {
-            let house = house.map(SecretString::from);
+            let house = keys::KeyPool::new(house.map(|key| ("LOCAL_KEY".to_owned(), SecretString::from(key))));
             let policy = circuit::Policy::from_config(&Config::default());
             Provider::new("local", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1", house, byok, vec![], policy)
                 .expect("provider")
         };
         let own = || Some(SecretString::from("sk-customer"));
-        let key = |p: &Provider, k| p.key_for(k).map(|k| k.expose_secret().to_owned());
+        let key = |p: &Provider, k| {
+            p.key_for(k).map(|k| match k {
+                UpstreamKey::Customer(own) => own.expose_secret().to_owned(),
+                UpstreamKey::House => "house".to_owned(),
+            })
+        };
         assert_eq!(key(&provider(None, false), own()), Err(KeyRefusal::NoKeyAccepted), "any string would pass");
         assert_eq!(key(&provider(None, false), None), Err(KeyRefusal::NoKeyAccepted));
         assert_eq!(key(&provider(None, true), own()), Ok("sk-customer".into()));
         assert_eq!(key(&provider(None, true), None), Err(KeyRefusal::CustomerKeyNeeded));
         assert_eq!(key(&provider(Some("sk-house"), false), own()), Ok("sk-customer".into()));
-        assert_eq!(key(&provider(Some("sk-house"), false), None), Ok("sk-house".into()));
+        assert_eq!(key(&provider(Some("sk-house"), false), None), Ok("house".into()));
     }
 
     #[test]
@@ -471,6 +503,7 @@ mod tests {
             name: "p".into(),
             base_url: base_url.into(),
             api_key_env: None,
+            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: true,
             byok,

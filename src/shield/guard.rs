@@ -5,7 +5,7 @@
 //! when its response is done; the Sentinel stores it off the request path.
 
 use super::{RemovalKind, Shield, ShieldConfig, SseShield, StreamFormat};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::events::{Event, EventBus, FindingEvent, FindingKind, Severity};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
@@ -126,7 +126,7 @@ fn configured_secrets(config: &Config, env: impl Fn(&str) -> Option<String>) -> 
     .cloned()
     .collect();
     secrets.extend(
-        config.providers.iter().filter_map(|p| p.api_key_env.as_deref()).filter_map(&env).map(SecretString::from),
+        config.providers.iter().flat_map(ProviderConfig::house_key_vars).filter_map(&env).map(SecretString::from),
     );
     let urls = [Some(&config.database_url), config.redis_url.as_ref(), config.smtp_url.as_ref()];
     for url in urls.into_iter().flatten() {

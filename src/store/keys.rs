@@ -15,6 +15,8 @@ pub struct NewKey<'a> {
     pub plan: &'a str,
     pub hash: KeyHash,
     pub prefix: String,
+    /// The plan's `max_keys`: the customer's keys on it that are not revoked stay at most this.
+    pub max_keys: Option<u32>,
 }
 
 /// What the gateway needs to decide on a request: no secret, no hash.
@@ -53,7 +55,22 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let no_custom_data: Option<sqlx::types::Json<serde_json::Value>> = None;
+            // The upsert holds the customer's row (PostgreSQL) or the write lock (SQLite) until
+            // the commit: two creations for one customer are counted one after the other.
             let customer_id = upsert_customer!(tx, key.email.as_str(), key.name, None::<i64>, no_custom_data, now);
+            if let Some(max) = key.max_keys {
+                let (held,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM api_keys WHERE customer_id = $1 AND plan = $2 AND status <> 'revoked'",
+                )
+                .bind(customer_id)
+                .bind(key.plan)
+                .fetch_one(&mut *tx)
+                .await?;
+                if held >= i64::from(max) {
+                    let (email, plan) = (key.email.as_str().to_owned(), key.plan.to_owned());
+                    return Err(StoreError::MaxKeys { email, plan, max });
+                }
+            }
             insert_key_row!(tx, key_id, customer_id, key.hash, &key.prefix, key.name, key.plan, "active", now);
             tx.commit().await?;
         });

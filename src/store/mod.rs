@@ -99,6 +99,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A new key would take the customer past its plan's `max_keys`.
+    #[error("{email} already has {max} keys on plan `{plan}` (its max_keys); revoke one first")]
+    MaxKeys { email: String, plan: String, max: u32 },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

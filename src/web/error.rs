@@ -84,6 +84,10 @@ impl ApiError {
     pub fn model_not_allowed(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
     }
+    /// Admin API: the customer already holds its plan's `max_keys`.
+    pub fn max_keys_reached(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "max_keys_reached", message)
+    }
     pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
     }

@@ -278,6 +278,7 @@ async fn budgets_hold_across_two_instances() {
             variant_ids: vec![],
             monthly_budget_usd: None,
             monthly_token_quota: Some(10),
+            ..Default::default()
         }];
     };
     let Some(a) = TestApp::spawn_with(Backend::Postgres, capped).await else { return };
@@ -286,7 +287,7 @@ async fn budgets_hold_across_two_instances() {
     capped(&mut config);
     let b = start_server(config).await;
     let email = omi::customers::EmailAddress::parse("cap@example.com").expect("email");
-    let (key, _) = omi::keys::issue(&a.state().store, &email, "capped", None).await.expect("issue");
+    let (key, _) = omi::keys::issue(&a.state().store, &email, "capped", None, None).await.expect("issue");
     let key = key.expose().to_string();
     let on_b = |body: Value| {
         a.http.post(format!("http://{}/v1/chat/completions", b.addr)).bearer_auth(&key).json(&body).send()

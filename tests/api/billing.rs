@@ -362,6 +362,7 @@ async fn signatures_and_bad_input_are_refused_without_storing() {
             variant_ids: vec![1115451],
             monthly_budget_usd: None,
             monthly_token_quota: None,
+            ..Default::default()
         }];
     })
     .await

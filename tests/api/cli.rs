@@ -48,6 +48,37 @@ async fn keys_create_list_revoke() {
     assert!(keys.as_array().expect("array").iter().any(|k| k["status"] == "revoked"));
 }
 
+/// `omi keys create` refuses a customer's key past its plan's `max_keys` (revoked keys aside)
+/// with exit 1 and one line; another customer, or a plan without the limit, still gets one.
+#[tokio::test]
+async fn keys_create_refuses_a_key_past_the_plans_max_keys() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("omi.toml");
+    let plans = "[[plans]]\nname = \"pro\"\nmonthly_price_usd = 29.0\nmax_keys = 1\n";
+    std::fs::write(&config, plans).expect("write omi.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let db = &db;
+    let create = |email: &'static str, plan: &'static str| async move {
+        omi(db, &["--config", config, "keys", "create", "--email", email, "--plan", plan, "--json"]).await
+    };
+    let first = create("ada@example.com", "pro").await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let second = create("ada@example.com", "pro").await;
+    assert_eq!(second.status.code(), Some(1));
+    assert!(second.stdout.is_empty(), "no key printed");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    assert!(stderr.contains("ada@example.com already has 1 keys on plan `pro` (its max_keys)"), "{stderr}");
+    assert!(create("bob@example.com", "pro").await.status.success(), "another customer");
+    assert!(create("ada@example.com", "team").await.status.success(), "a plan without max_keys");
+
+    let created: Value = serde_json::from_slice(&first.stdout).expect("json");
+    let revoked = omi(db, &["keys", "revoke", created["id"].as_str().expect("id")]).await;
+    assert!(revoked.status.success());
+    assert!(create("ada@example.com", "pro").await.status.success(), "a revoked key frees its place");
+}
+
 #[tokio::test]
 async fn exit_codes_and_messages() {
     let Some(db) = TestDb::new(Backend::Sqlite).await else { return };

@@ -62,13 +62,13 @@ impl Admin {
         response.text().await.expect("text")
     }
 
-    async fn csrf(&self) -> String {
+    pub(crate) async fn csrf(&self) -> String {
         let html = self.page("/admin/keys").await;
         let (_, rest) = html.split_once("name=\"csrf\" value=\"").expect("a CSRF field");
         rest.split('"').next().expect("value").to_string()
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         post_form(&self.http, format!("{}{path}", self.base), form)
             .header("cookie", &self.cookie)
             .send()
@@ -84,7 +84,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 
 async fn issue(store: &Store, email: &str, name: Option<&str>) -> (String, KeyListing) {
     let email = EmailAddress::parse(email).expect("email");
-    let (key, listing) = omi::keys::issue(store, &email, "pro", name).await.expect("issue");
+    let (key, listing) = omi::keys::issue(store, &email, "pro", name, None).await.expect("issue");
     (key.expose().to_string(), listing)
 }
 

@@ -72,6 +72,7 @@ fn provider(name: &str, kind: ProviderKind, base_url: String, key_env: &str, mod
         kind,
         base_url,
         api_key_env: Some(key_env.into()),
+        api_key_envs: Vec::new(),
         models: models.iter().map(|m| m.to_string()).collect(),
         catch_all: false,
         byok: false,
@@ -177,6 +178,17 @@ async fn each_failing_service_fails_its_check_and_says_what_to_do() {
                 "CARGO_PKG_NAME",
                 &["gpt-4o-mini"],
             ),
+            // A pool with one good key and one refused: the refused one is named by its variable.
+            ProviderConfig {
+                api_key_envs: vec!["CARGO_PKG_NAME".into()],
+                ..provider(
+                    "pool",
+                    ProviderKind::OpenAi,
+                    format!("{}/v1", upstream.uri()),
+                    "CARGO_MANIFEST_DIR",
+                    &["gpt-4o-mini"],
+                )
+            },
             provider(
                 "gone",
                 ProviderKind::OpenAi,
@@ -211,6 +223,12 @@ async fn each_failing_service_fails_its_check_and_says_what_to_do() {
     );
 
     assert_status(&checks, "provider refused", Status::Fail, "house key for provider refused refused");
+    assert_status(
+        &checks,
+        "provider pool",
+        Status::Fail,
+        "house key for provider pool refused (CARGO_PKG_NAME: HTTP 401)",
+    );
     assert_status(&checks, "provider gone", Status::Fail, "unreachable");
     assert_status(&checks, "provider silent", Status::Fail, "no answer within 2 s");
     assert_status(&checks, "redis", Status::Fail, "unreachable");

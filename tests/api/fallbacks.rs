@@ -6,6 +6,7 @@
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event};
 use omi::config::{Config, PlanConfig, ProviderConfig, ProviderKind};
+use omi::domain::allowed_models::AllowedModels;
 use omi::store::UsageRecord;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -22,6 +23,7 @@ fn provider(name: &str, kind: ProviderKind, base_url: &str, models: &[&str]) -> 
         name: name.into(),
         base_url: base_url.into(),
         api_key_env: Some(HOUSE_KEY_ENV.into()),
+        api_key_envs: Vec::new(),
         models: models.iter().map(|m| m.to_string()).collect(),
         catch_all: false,
         byok: false,
@@ -36,6 +38,7 @@ fn with_fallbacks(config: &mut Config, primary_url: &str) {
     config.providers = vec![
         ProviderConfig {
             api_key_env: None,
+            api_key_envs: Vec::new(),
             ..provider("openai", ProviderKind::OpenAi, primary_url, &["gpt-4o-mini", "gpt-4.1-mini"])
         },
         provider("backup", ProviderKind::OpenAi, &config.openai_base_url, &[]),
@@ -147,19 +150,33 @@ async fn a_failing_only_provider_is_retried_up_to_the_attempts_then_the_client_g
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| c.circuit_failures = 0).await else { return };
     let key = app.create_key("ada@example.com").await;
     let mut rx = app.state().events.subscribe("test", 64);
-    for status in [503, 529, 429] {
+    for status in [503, 529] {
         let mut body = chat_body(false);
         body["mock"] = json!({"status": status});
         let before = upstream_calls(&app, "/v1/chat/completions");
         let response = app.chat(&key, body).send().await.expect("send");
-        let expected = if status == 429 { 429 } else { 502 };
-        assert_eq!(response.status(), expected, "the last failure, mapped as always ({status})");
+        assert_eq!(response.status(), 502, "the last failure, mapped as always ({status})");
         assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("3"), "{status}");
         assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("openai/gpt-4o-mini"));
         assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 3, "{status}");
         let event = next_request_event(&mut rx).await;
-        assert_eq!((event.attempts, event.status), (3, expected));
+        assert_eq!((event.attempts, event.status), (3, 502));
     }
+
+    // A 429 says the key is busy: with no other key or candidate, retrying at once would only
+    // be refused again. The client gets the 429; the key rests, and the next request is
+    // refused without a call, with the wait in `Retry-After`.
+    let mut limited = chat_body(false);
+    limited["mock"] = json!({"status": 429});
+    let before = upstream_calls(&app, "/v1/chat/completions");
+    let response = app.chat(&key, limited).send().await.expect("send");
+    assert_eq!((response.status().as_u16(), header(&response, "x-omi-attempts")), (429, Some("1".into())));
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!((response.status().as_u16(), header(&response, "x-omi-attempts")), (429, Some("0".into())));
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("1"), "the rest left, rounded up");
+    assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 1, "no call to a resting key");
+    assert_eq!(next_request_event(&mut rx).await.attempts, 1);
+    assert_eq!(next_request_event(&mut rx).await.attempts, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +191,18 @@ async fn the_customers_errors_and_started_streams_are_never_retried() {
     };
     let key = app.create_key("ada@example.com").await;
     let mut rx = app.state().events.subscribe("test", 64);
-    for status in [400, 401, 403, 404, 413, 422] {
+    // 401 and 403 are the customer's only for the customer's own key (a house key refused is
+    // taken out of its pool, and the request goes on: `hawk::a_refused_key_of_a_pool_*`).
+    for (status, own_key) in [(400, false), (404, false), (413, false), (422, false), (401, true), (403, true)] {
         let mut body = chat_body(false);
         body["mock"] = json!({"status": status});
         let before = upstream_calls(&app, "/v1/chat/completions");
-        let response = app.chat(&key, body).send().await.expect("send");
+        let mut request = app.chat(&key, body);
+        if own_key {
+            request = request.header("x-provider-key", "sk-customer-own-key");
+        }
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status().as_u16(), if status == 403 { 401 } else { status }, "{status}");
         assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("1"), "{status}");
         assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("openai/gpt-4o-mini"));
         assert_eq!(upstream_calls(&app, "/v1/chat/completions") - before, 1, "{status}: no fallback either");
@@ -216,6 +240,7 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
             variant_ids: vec![],
             monthly_budget_usd: Some(100.0),
             monthly_token_quota: None,
+            ..Default::default()
         }];
     })
     .await
@@ -229,6 +254,46 @@ async fn a_fallback_the_plan_cannot_count_is_never_tried() {
     assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"));
     let models: Vec<Value> = app.mock.upstream.seen().into_iter().map(|seen| seen.body["model"].clone()).collect();
     assert_eq!(models, [json!("gpt-4o")], "the unpriced fallback never went upstream");
+}
+
+/// A plan's `models` pick the fallbacks too: one it does not include is skipped without a call
+/// and the next, included by `anthropic/*`, answers; a requested model the plan does not include
+/// is refused before anything goes upstream, even though its fallback would be allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_outside_the_plan_is_skipped_and_a_requested_model_outside_it_is_refused() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        with_fallbacks(c, REFUSING_URL);
+        c.fallbacks.insert("gpt-4o-mini".into(), vec!["backup/gpt-4o".into(), "anthropic/claude-haiku-4-5".into()]);
+        let models = vec!["gpt-4o-mini".to_string(), "anthropic/*".to_string()];
+        let models = AllowedModels::try_from(models).expect("valid patterns");
+        c.plans = vec![PlanConfig { name: "pro".into(), models: Some(models), ..PlanConfig::default() }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut rx = app.state().events.subscribe("test", 64);
+    let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("anthropic/claude-haiku-4-5"));
+    assert_eq!(header(&response, "x-omi-attempts").as_deref(), Some("2"), "the refusing primary, then Claude");
+    response.bytes().await.expect("body");
+    assert_eq!(upstream_calls(&app, "/v1/chat/completions"), 0, "backup/gpt-4o is outside the plan: never called");
+    assert_eq!(upstream_calls(&app, "/v1/messages"), 1);
+    next_request_event(&mut rx).await;
+
+    // gpt-4.1-mini is outside the plan; its fallback anthropic/claude-haiku-4-5 is inside.
+    let mut body = chat_body(false);
+    body["model"] = json!("gpt-4.1-mini");
+    let response = app.chat(&key, body).send().await.expect("send");
+    assert_eq!(response.status(), 403);
+    assert_eq!(header(&response, "x-omi-attempts"), None, "refused before the attempt loop");
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+    assert_eq!(app.mock.upstream.seen().len(), 1, "the allowed fallback was not called either");
+    let event = next_request_event(&mut rx).await;
+    assert_eq!((event.status, event.error_code), (403, Some("model_not_allowed")));
 }
 
 /// `openai` refuses every connection: after `circuit_failures` requests its circuit is open,
@@ -272,4 +337,51 @@ async fn an_open_circuit_is_skipped_without_a_call_and_shown_in_metrics() {
     assert_eq!(error["error"]["code"], "upstream_error", "{error}");
     let event = next_request_event(&mut rx).await;
     assert_eq!((event.error_code, event.attempts), (Some(omi::events::UPSTREAM_UNREACHABLE), 0));
+}
+
+/// A pooled key answering 429 with `Retry-After: 2` rests: it gets no call for 2 s while the
+/// other key serves every request, then it is called again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_key_rests_for_its_retry_after_and_then_serves_again() {
+    const LIMITED_ENV: &str = "CARGO_MANIFEST_DIR";
+    const SERVING_ENV: &str = "CARGO_PKG_NAME";
+    let limited = std::env::var(LIMITED_ENV).expect("cargo sets it");
+    let failing = omi::mock_upstream::FailingKey { key: limited.clone(), status: 429, retry_after_secs: Some(2) };
+    let mock = omi::mock_upstream::MockConfig { failing_keys: vec![failing], ..Default::default() };
+    let Some(app) = TestApp::spawn_with_mock(Backend::Sqlite, mock, |c| {
+        c.providers = vec![ProviderConfig {
+            api_key_env: None,
+            api_key_envs: vec![LIMITED_ENV.into(), SERVING_ENV.into()],
+            catch_all: true,
+            ..provider("openai", ProviderKind::OpenAi, &c.openai_base_url, &["gpt-4o-mini"])
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let calls_with_limited =
+        || app.mock.upstream.seen().iter().filter(|s| s.authorization == Some(format!("Bearer {limited}"))).count();
+    let chat = || async {
+        let response = app.chat(&key, chat_body(false)).send().await.expect("send");
+        let status = response.status().as_u16();
+        response.bytes().await.expect("body");
+        status
+    };
+    // The first two calls go to each key once: the limited one answers 429 and is retried on
+    // the other at once.
+    assert_eq!((chat().await, chat().await), (200, 200));
+    assert_eq!(calls_with_limited(), 1);
+    let rested_from = std::time::Instant::now();
+    while rested_from.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(chat().await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls_with_limited(), 1, "no call while it rests");
+    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(rested_from.elapsed())).await;
+    for _ in 0..4 {
+        assert_eq!(chat().await, 200, "the other key answers what the limited one cannot");
+    }
+    assert_eq!(calls_with_limited(), 2, "called again once its rest was over, then resting again");
 }

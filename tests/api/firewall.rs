@@ -925,7 +925,7 @@ async fn limits_per_plan_and_per_key_follow_authentication() {
 
     // Tokens: the prompt's estimate (about 25 tokens for this body) is spent up front.
     let email = omi::customers::EmailAddress::parse("team@example.com").expect("email");
-    let (team, _) = omi::keys::issue(&app.state().store, &email, "team", None).await.expect("issue");
+    let (team, _) = omi::keys::issue(&app.state().store, &email, "team", None, None).await.expect("issue");
     let team = team.expose().to_string();
     assert_eq!(app.chat(&team, chat_body(false)).send().await.expect("send").status(), 200);
     let refused = app.chat(&team, chat_body(false)).send().await.expect("send");

@@ -553,6 +553,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 name: "openai".into(),
                 base_url: c.openai_base_url.clone(),
                 api_key_env: None,
+                api_key_envs: Vec::new(),
                 models: vec!["gpt-4o-mini".into()],
                 catch_all: true,
                 byok: false,
@@ -563,6 +564,7 @@ async fn slow_and_unreachable_upstreams_and_lost_redis_and_database_are_alerted(
                 // A closed port on loopback: connection refused.
                 base_url: "http://127.0.0.1:9/v1".into(),
                 api_key_env: None,
+                api_key_envs: Vec::new(),
                 models: vec!["gpt-4o".into()],
                 catch_all: false,
                 byok: true,
@@ -933,4 +935,68 @@ async fn two_instances_page_one_incident_once_and_resolve_it_once() {
     assert_eq!(resolutions.len(), 1, "one resolution for both instances: {texts:#?}");
     assert!(resolutions[0].contains("12 in all"), "both instances' count: {texts:#?}");
     second.shutdown().await;
+}
+
+/// One of two pooled house keys is refused upstream (401): no customer sees an error, the
+/// refused key gets no second call, and Slack hears `upstream_key_invalid` once, naming the
+/// variable and never the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_of_a_pool_costs_no_client_error_and_pages_once_naming_its_variable() {
+    // Two variables cargo sets for every test process: their values are the two house keys.
+    const REFUSED_ENV: &str = "CARGO_MANIFEST_DIR";
+    const SERVING_ENV: &str = "CARGO_PKG_NAME";
+    let refused = std::env::var(REFUSED_ENV).expect("cargo sets it");
+    let failing = omi::mock_upstream::FailingKey { key: refused.clone(), status: 401, retry_after_secs: None };
+    let mock = omi::mock_upstream::MockConfig { failing_keys: vec![failing], ..Default::default() };
+    let (slack, server) = Fake::start(slack_ok).await;
+    let Some(app) = TestApp::spawn_with_mock(Backend::Sqlite, mock, |c| {
+        watch(c, &server);
+        c.providers = vec![omi::config::ProviderConfig {
+            name: "openai".into(),
+            kind: Default::default(),
+            base_url: c.openai_base_url.clone(),
+            api_key_env: None,
+            api_key_envs: vec![REFUSED_ENV.into(), SERVING_ENV.into()],
+            models: vec!["gpt-4o-mini".into()],
+            catch_all: true,
+            byok: false,
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    let mut attempts = 0;
+    for i in 0..20 {
+        let response = app.chat(&key, chat_body(i % 2 == 1)).send().await.expect("send");
+        assert_eq!(response.status(), 200, "request {i}");
+        let made = response.headers().get("x-omi-attempts").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        attempts += made.and_then(|m| m.parse::<u32>().ok()).expect("X-Omi-Attempts");
+        response.bytes().await.expect("body");
+    }
+    let with_refused =
+        app.mock.upstream.seen().iter().filter(|s| s.authorization == Some(format!("Bearer {refused}"))).count();
+    assert_eq!(with_refused, 1, "the refused key is taken out after its first 401");
+    assert_eq!(attempts, 21, "the refused call was retried at once on the other key");
+
+    let is_key_alert = |t: &str| t.contains("House key refused");
+    slack
+        .wait_for("upstream_key_invalid", Duration::from_secs(10), |b| {
+            b.iter().any(|b| b["text"].as_str().is_some_and(is_key_alert))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let texts: Vec<String> = slack.texts().into_iter().filter(|t| is_key_alert(t)).collect();
+    assert_eq!(texts.len(), 1, "one alert: {texts:#?}");
+    assert!(texts[0].contains("FIRING") && texts[0].contains("openai"), "{texts:#?}");
+    let messages: Vec<String> = slack.bodies().iter().map(Value::to_string).collect();
+    assert!(messages.iter().any(|m| m.contains(REFUSED_ENV)), "the variable is named: {messages:#?}");
+    assert!(!messages.iter().any(|m| m.contains(&refused)), "never the key itself: {messages:#?}");
+    let stored = eventually(Duration::from_secs(5), || async {
+        let (alerts, _) = app.state().store.list_alerts(Some("firing"), 50, 0).await.expect("alerts");
+        alerts.iter().any(|a| a.rule == "upstream_key_invalid" && a.subject == "openai")
+    })
+    .await;
+    assert!(stored.is_some(), "the alert is on the dashboard's list");
 }

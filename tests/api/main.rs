@@ -17,6 +17,7 @@ mod firewall;
 mod gateway;
 mod hawk;
 mod mailer;
+mod plans;
 mod pricing;
 mod revocation;
 mod schema;

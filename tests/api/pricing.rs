@@ -23,13 +23,14 @@ fn capped_plan(budget_usd: f64) -> PlanConfig {
         variant_ids: vec![],
         monthly_budget_usd: Some(budget_usd),
         monthly_token_quota: None,
+        ..Default::default()
     }
 }
 
 /// A key on the capped plan, and its customer.
 async fn capped_key(app: &TestApp, email: &str) -> (String, Uuid) {
     let email = omi::customers::EmailAddress::parse(email).expect("email");
-    let (key, listing) = omi::keys::issue(&app.state().store, &email, "capped", None).await.expect("issue");
+    let (key, listing) = omi::keys::issue(&app.state().store, &email, "capped", None, None).await.expect("issue");
     (key.expose().to_string(), listing.customer_id)
 }
 
@@ -187,7 +188,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let store = db.store().await;
     let email = omi::customers::EmailAddress::parse("books@example.com").expect("email");
-    let (_, key) = omi::keys::issue(&store, &email, "capped", None).await.expect("issue");
+    let (_, key) = omi::keys::issue(&store, &email, "capped", None, None).await.expect("issue");
     let today = chrono::Utc::now();
     let record = |at: chrono::DateTime<chrono::Utc>| UsageRecord {
         id: Uuid::now_v7(),
@@ -233,7 +234,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
 async fn cache_writes_are_booked_at_the_cache_write_price(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |c| c.plans = vec![capped_plan(20.0)]).await else { return };
     let email = omi::customers::EmailAddress::parse("cache@example.com").expect("email");
-    let (_, key) = omi::keys::issue(&app.state().store, &email, "capped", None).await.expect("issue");
+    let (_, key) = omi::keys::issue(&app.state().store, &email, "capped", None, None).await.expect("issue");
     // A fixed day, so the month and the report below never straddle a boundary.
     let day = chrono::NaiveDate::from_ymd_opt(2025, 6, 15).expect("a date");
     let at = day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
@@ -318,6 +319,7 @@ async fn keyless_providers_take_customer_keys_only_when_marked_byok() {
             name: name.into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
+            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: false,
             byok,
@@ -399,6 +401,7 @@ async fn the_money_page_lists_routed_models_without_a_price() {
             name: "openai".into(),
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
+            api_key_envs: Vec::new(),
             models: vec!["gpt-4o-mini".into(), "house-special".into()],
             catch_all: true,
             byok: false,

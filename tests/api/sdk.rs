@@ -61,6 +61,7 @@ async fn app_with_anthropic() -> Option<TestApp> {
             kind,
             base_url: c.openai_base_url.clone(),
             api_key_env: None,
+            api_key_envs: Vec::new(),
             models: vec![],
             catch_all: false,
             byok: false,
@@ -68,6 +69,7 @@ async fn app_with_anthropic() -> Option<TestApp> {
         let openai = ProviderConfig { catch_all: true, ..provider("openai", ProviderKind::OpenAi) };
         let anthropic = ProviderConfig {
             api_key_env: Some(ANTHROPIC_KEY_ENV.into()),
+            api_key_envs: Vec::new(),
             models: vec![CLAUDE.into()],
             ..provider("anthropic", ProviderKind::Anthropic)
         };

@@ -21,7 +21,7 @@ async fn keys_round_trip(backend: Backend) {
     let store = db.store().await;
     store.migrate().await.expect("migrating twice is a no-op");
     let email = EmailAddress::parse("Ada@Example.com").expect("email");
-    let (key, listing) = keys::issue(&store, &email, "pro", Some("laptop")).await.expect("issue");
+    let (key, listing) = keys::issue(&store, &email, "pro", Some("laptop"), None).await.expect("issue");
     assert_eq!(listing.email, "ada@example.com");
     assert_eq!(listing.status, "active");
     assert_eq!(listing.name.as_deref(), Some("laptop"));
@@ -33,7 +33,7 @@ async fn keys_round_trip(backend: Backend) {
     assert!(store.find_key(&other.hash()).await.expect("find").is_none());
 
     // A second key for the same customer reuses the customer row.
-    let (_, second) = keys::issue(&store, &email, "team", None).await.expect("issue");
+    let (_, second) = keys::issue(&store, &email, "team", None, None).await.expect("issue");
     let found2 =
         store.find_key(&ApiKey::parse(key.expose()).expect("parse").hash()).await.expect("find").expect("present");
     assert_eq!(found2.customer_id, found.customer_id);
@@ -56,7 +56,7 @@ async fn status_changes_are_logged_and_revocation_is_final(backend: Backend) {
     let store = db.store().await;
     let email = EmailAddress::parse("bob@example.com").expect("email");
     let before = store.latest_key_change().await.expect("seq");
-    let (key, listing) = keys::issue(&store, &email, "pro", None).await.expect("issue");
+    let (key, listing) = keys::issue(&store, &email, "pro", None, None).await.expect("issue");
     let suspended = store.set_key_status(listing.id, KeyStatus::Suspended).await.expect("suspend");
     assert_eq!(suspended.status, "suspended");
     let restored = store.set_key_status(listing.id, KeyStatus::Active).await.expect("restore");
@@ -76,7 +76,7 @@ async fn prefixes_resolve_or_refuse(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let store = db.store().await;
     let email = EmailAddress::parse("carol@example.com").expect("email");
-    let (key, listing) = keys::issue(&store, &email, "pro", None).await.expect("issue");
+    let (key, listing) = keys::issue(&store, &email, "pro", None, None).await.expect("issue");
     assert_eq!(store.resolve_key(&key.display_prefix()).await.expect("by prefix").id, listing.id);
     assert_eq!(store.resolve_key(&listing.id.to_string()).await.expect("by id").id, listing.id);
     assert!(matches!(store.resolve_key("omi_nothing").await, Err(StoreError::NotFound(_))));
@@ -107,7 +107,7 @@ async fn the_traffic_rollup_is_what_its_backfill_computes(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let store = db.store().await;
     let email = EmailAddress::parse("ada@example.com").expect("email");
-    let (_, key) = keys::issue(&store, &email, "pro", None).await.expect("issue");
+    let (_, key) = keys::issue(&store, &email, "pro", None, None).await.expect("issue");
     let stale = "INSERT INTO traffic_minutely (bucket, series, bin, requests, errors) VALUES (15778080, 0, 107, 1, 0)";
     on_pool!(&store, pool => sqlx::query(stale).execute(pool).await.map(|_| ())).expect("a stale bucket");
     seed_usage(&store, &key, 300).await;

@@ -122,7 +122,11 @@ pub struct Mock {
 }
 
 pub async fn spawn_mock() -> Mock {
-    let upstream = MockUpstream::new(MockConfig::default());
+    spawn_mock_with(MockConfig::default()).await
+}
+
+pub async fn spawn_mock_with(config: MockConfig) -> Mock {
+    let upstream = MockUpstream::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
     let addr = listener.local_addr().expect("addr");
     let router = upstream.router();
@@ -159,9 +163,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        TestApp::spawn_with_mock(backend, MockConfig::default(), tweak).await
+    }
+
+    /// As [`TestApp::spawn_with`], the mock upstream configured so.
+    pub async fn spawn_with_mock(
+        backend: Backend,
+        mock: MockConfig,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
         omi::install_crypto_provider();
         let db = TestDb::new(backend).await?;
-        let mock = spawn_mock().await;
+        let mock = spawn_mock_with(mock).await;
         let mut config = test_config(&db, &mock);
         tweak(&mut config);
         let server = start_server(config).await;
@@ -182,7 +195,7 @@ impl TestApp {
 
     pub async fn create_key(&self, email: &str) -> String {
         let email = EmailAddress::parse(email).expect("email");
-        let (key, _) = omi::keys::issue(&self.state().store, &email, "pro", None).await.expect("issue");
+        let (key, _) = omi::keys::issue(&self.state().store, &email, "pro", None, None).await.expect("issue");
         key.expose().to_string()
     }
 

@@ -192,7 +192,8 @@ pub async fn create(
     };
     let plan = Some(form.plan.trim()).filter(|p| !p.is_empty()).unwrap_or(crate::DEFAULT_PLAN);
     let name = Some(form.name.trim()).filter(|n| !n.is_empty());
-    let (key, listing) = keys::issue(&app.store, &email, plan, name).await?;
+    let max_keys = app.config.plan(plan).and_then(|plan| plan.max_keys);
+    let (key, listing) = keys::issue(&app.store, &email, plan, name, max_keys).await?;
     tracing::info!(key_id = %listing.id, prefix = %listing.prefix, "key created from the dashboard");
     render(&KeyCreatedPage {
         chrome: Chrome::new(&session, "Key created", "/admin/keys"),

@@ -191,6 +191,7 @@ impl From<StoreError> for PageError {
         match e {
             StoreError::NotFound(m) => PageError::NotFound(m),
             StoreError::Conflict(m) => PageError::Conflict(m),
+            max_keys @ StoreError::MaxKeys { .. } => PageError::Conflict(max_keys.to_string()),
             other => PageError::Store(other),
         }
     }

@@ -16,7 +16,7 @@ pub fn month_key(at: DateTime<Utc>) -> String {
 }
 
 fn limits<'a>(config: &'a Config, plan: &str) -> Option<&'a PlanConfig> {
-    config.plans.iter().find(|p| p.name == plan && (p.monthly_budget_usd.is_some() || p.monthly_token_quota.is_some()))
+    config.plan(plan).filter(|p| p.monthly_budget_usd.is_some() || p.monthly_token_quota.is_some())
 }
 
 /// Refuses the request when the customer's plan cap for this month is reached.

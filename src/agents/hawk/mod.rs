@@ -15,6 +15,7 @@ use super::{Queue, Webhook};
 use crate::app::AppState;
 use crate::billing::prices::suspicious_usage;
 use crate::events::{Event, FirewallKind, RequestEvent, Severity, Subscription, UPSTREAM_UNREACHABLE};
+use crate::providers::keys::RECHECK_REFUSED;
 use crate::store::{AlertRecord, Store};
 use chrono::{TimeDelta, Utc};
 use rules::{AlertView, Engine, Notice, Notification, Policy, Rule, Trigger};
@@ -161,6 +162,21 @@ impl Hawk {
                     self.dispatch(notification);
                 }
             }
+            Event::HouseKey { provider, variable, refused: true, at, .. } => {
+                let detail = format!(
+                    "the house key in `{variable}` was refused (401/403): taken out of the pool, tried again every {} minutes",
+                    RECHECK_REFUSED.as_secs() / 60
+                );
+                self.observe(
+                    Trigger::new(Rule::UpstreamKeyInvalid, provider.as_ref(), *at).critical(true).detail(detail),
+                );
+            }
+            Event::HouseKey { provider, refused: false, refused_left: 0, at, .. } => {
+                if let Some(notification) = self.engine.resolve(Rule::UpstreamKeyInvalid, provider, *at) {
+                    self.dispatch(notification);
+                }
+            }
+            Event::HouseKey { .. } => {}
             Event::DailySummary(summary) => {
                 if let Some(slack) = &self.slack {
                     slack.push(SlackMessage::Summary(summary.clone()));

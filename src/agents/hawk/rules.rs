@@ -43,10 +43,12 @@ pub enum Rule {
     SuspiciousUsage,
     /// A provider's circuit is open (its calls are skipped), per provider: resolved when it closes.
     ProviderDown,
+    /// Upstream refused a house key (401/403), per provider: resolved when none is out.
+    UpstreamKeyInvalid,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::ServerErrors,
         Rule::Latency,
         Rule::UpstreamUnreachable,
@@ -59,6 +61,7 @@ impl Rule {
         Rule::DeliveryFailing,
         Rule::SuspiciousUsage,
         Rule::ProviderDown,
+        Rule::UpstreamKeyInvalid,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Rule {
             Rule::DeliveryFailing => "delivery_failing",
             Rule::SuspiciousUsage => "suspicious_usage",
             Rule::ProviderDown => "provider_down",
+            Rule::UpstreamKeyInvalid => "upstream_key_invalid",
         }
     }
 
@@ -93,6 +97,7 @@ impl Rule {
             Rule::DeliveryFailing => "Notifications not delivered",
             Rule::SuspiciousUsage => "Impossible token usage reported",
             Rule::ProviderDown => "Provider down (circuit open)",
+            Rule::UpstreamKeyInvalid => "House key refused by the provider",
         }
     }
 }
@@ -169,7 +174,7 @@ impl Policy {
             Rule::UpstreamUnreachable => self.unreachable,
             Rule::DatabaseUnreachable | Rule::RedisUnreachable => self.probe_failures,
             // Every dropped record is lost money: the first one is critical.
-            Rule::UsageDropped | Rule::ProviderDown => Threshold::always_critical(1),
+            Rule::UsageDropped | Rule::ProviderDown | Rule::UpstreamKeyInvalid => Threshold::always_critical(1),
             Rule::Latency
             | Rule::WebhookRejected
             | Rule::EmailFailing
