@@ -3,7 +3,8 @@
 //! request ids, a link to the dashboard). One task behind a bounded queue: it waits
 //! `group_wait` after the first message, takes everything queued meanwhile and posts it as
 //! one message (Slack allows about one a second; a burst across models is one message),
-//! folding a firing and its escalation into one.
+//! folding a firing and its escalation into one. Each alert notification is first claimed
+//! in the shared database (`incidents.rs`): what another instance already said is dropped.
 
 use super::Alarms;
 use super::incidents::Incidents;
