@@ -898,9 +898,12 @@ async fn an_open_circuit_pages_provider_down_once_and_its_closing_resolves_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_page_one_incident_once_and_resolve_it_once() {
     let (slack, server) = Fake::start(slack_ok).await;
+    let (n8n, n8n_server) = Fake::start(slack_ok).await;
     let tweak = |c: &mut Config| {
         watch(c, &server);
         c.hawk.resolve_after_secs = 2;
+        c.n8n_webhook_url = Some(SecretString::from(format!("{}/webhook/omi-events", n8n_server.uri())));
+        c.n8n_webhook_secret = Some(SecretString::from(N8N_SECRET));
     };
     let Some(first) = TestApp::spawn_with(Backend::Postgres, tweak).await else { return };
     let mut config = crate::support::test_config(&first.db, &first.mock);
@@ -934,6 +937,14 @@ async fn two_instances_page_one_incident_once_and_resolve_it_once() {
     assert!(firings[0].contains("FIRING"), "{texts:#?}");
     assert_eq!(resolutions.len(), 1, "one resolution for both instances: {texts:#?}");
     assert!(resolutions[0].contains("12 in all"), "both instances' count: {texts:#?}");
+    // n8n hears the incident once too.
+    let alert_events: Vec<String> = n8n
+        .bodies()
+        .iter()
+        .filter(|b| b["data"]["key"] == "server_errors:gpt-4o-mini")
+        .filter_map(|b| b["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(alert_events, ["alert_fired", "alert_resolved"], "{:#?}", n8n.bodies());
     second.shutdown().await;
 }
 

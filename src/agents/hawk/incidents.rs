@@ -1,10 +1,11 @@
-//! One Slack message per incident, however many instances see it. Each instance's rule engine
-//! decides on its own traffic; before Slack hears a notification, the instance claims it in
-//! the shared database (`alert_incidents`, the daily summary's claim pattern): the first to
-//! fire an incident sends the firing and the others join it, the first escalation and each
-//! due reminder go out once, and the last instance to resolve sends the resolution. The
-//! message's count is then every instance's (their `alerts` rows). A claim that cannot reach
-//! the database sends anyway: an outage of the database must not silence the alert about it.
+//! One Slack message (and n8n event) per incident, however many instances see it. Each
+//! instance's rule engine decides on its own traffic; before Slack or n8n hears a notification,
+//! the instance claims it in the shared database (`alert_incidents`, the daily summary's claim
+//! pattern): the first to fire an incident sends the firing and the others join it, the first
+//! escalation and each due reminder go out once, and the last instance to resolve sends the
+//! resolution. The message's count is then every instance's (their `alerts` rows). A claim
+//! that cannot reach the database sends anyway: an outage of the database must not silence
+//! the alert about it.
 
 use super::rules::{Notice, Notification, Policy};
 use crate::store::{IncidentClock, IncidentNotice, Store};

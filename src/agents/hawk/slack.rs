@@ -3,11 +3,9 @@
 //! request ids, a link to the dashboard). One task behind a bounded queue: it waits
 //! `group_wait` after the first message, takes everything queued meanwhile and posts it as
 //! one message (Slack allows about one a second; a burst across models is one message),
-//! folding a firing and its escalation into one. Each alert notification is first claimed
-//! in the shared database (`incidents.rs`): what another instance already said is dropped.
+//! folding a firing and its escalation into one.
 
 use super::Alarms;
-use super::incidents::Incidents;
 use super::rules::{AlertSeverity, AlertView, Notice, Notification, Rule, Trigger};
 use crate::agents::Queue;
 use crate::agents::delivery::{Outcome, Webhook};
@@ -29,7 +27,6 @@ pub enum SlackMessage {
 
 pub fn spawn(
     webhook: Webhook,
-    incidents: Incidents,
     dashboard: String,
     group_wait: Duration,
     alarms: Alarms,
@@ -38,24 +35,11 @@ pub fn spawn(
     let task = crate::tasks::owned(async move {
         while let Some(first) = rx.recv().await {
             tokio::time::sleep(group_wait).await;
-            let mut taken = vec![first];
-            while taken.len() < BATCH
+            let mut batch = vec![first];
+            while batch.len() < BATCH
                 && let Ok(message) = rx.try_recv()
             {
-                taken.push(message);
-            }
-            // Another instance may already have said it (one message per incident).
-            let mut batch = Vec::with_capacity(taken.len());
-            for mut message in taken {
-                if let SlackMessage::Alert(n) = &mut message
-                    && !incidents.claim(n).await
-                {
-                    continue;
-                }
                 batch.push(message);
-            }
-            if batch.is_empty() {
-                continue;
             }
             for payload in payloads(batch, &dashboard) {
                 let body = payload.to_string().into_bytes();
