@@ -462,4 +462,24 @@ ALTER TABLE credit_holds ENABLE ROW LEVEL SECURITY;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (14, 'selling prices and credits', TRUE, '\x186cbd04bc77c7993baf2e456389a7d529b8e25065698f2f80e8aa261d9ef3692e5c0e1f84e839774ad827c28298b022', 0);
 
+-- migration 0015 alert incidents
+-- One row per alert key: the incident every instance shares. Each instance's Hawk claims a
+-- notification here before Slack hears it (fire, escalate, remind, resolve), so one message
+-- goes out per incident however many instances see the trouble.
+
+CREATE TABLE alert_incidents (
+    alert_key    TEXT PRIMARY KEY,
+    state        TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
+    severity     TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+    -- Instances whose own episode of it is firing; the one that brings it to 0 resolves it.
+    watchers     INTEGER NOT NULL,
+    fired_at     TIMESTAMPTZ NOT NULL,
+    notified_at  TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
+
+ALTER TABLE alert_incidents ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (15, 'alert incidents', TRUE, '\x201dbe27f75dd8e1e45ab6d8c57fd4947ac253f49fd27e50d8912ec660a5e19bb891180a6e43eb3b61f8d21dbdf8c212', 0);
+
 COMMIT;

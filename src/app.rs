@@ -79,8 +79,7 @@ impl AppState {
         let prices = PriceTable::new(&config.prices).with_markups(&config.plans);
         let providers =
             Providers::from_config(&config, &PriceTable::openai_built_in_models(), |var| std::env::var(var).ok())?;
-        let http = crate::providers::upstream_client(Duration::from_millis(config.upstream_connect_timeout_ms))
-            .map_err(|e| ServeError::Http(e.without_url().to_string()))?;
+        let http = outbound_client(&config)?;
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
@@ -143,7 +142,17 @@ impl AppState {
     }
 }
 
-fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeError> {
+/// One client for every outbound call (upstreams, the judge, Slack, n8n, Postmark; `omi doctor`
+/// checks them with it). It follows no redirect: a redirect would re-post the body (the
+/// operator's system prompt, a key, a signed event) to wherever the 3xx points; a 3xx is an
+/// answer like any other.
+pub(crate) fn outbound_client(config: &Config) -> Result<reqwest::Client, ServeError> {
+    crate::providers::upstream_client(Duration::from_millis(config.upstream_connect_timeout_ms))
+        .map_err(|e| ServeError::Http(e.without_url().to_string()))
+}
+
+/// The mailer `OMI_EMAIL_FROM`, Postmark and SMTP settings describe (also `omi doctor`'s).
+pub(crate) fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeError> {
     let configured = config.postmark_server_token.is_some() || config.smtp_url.is_some();
     let from = match (&config.email_from, configured) {
         (Some(from), _) => EmailAddress::parse(from).map_err(|e| ServeError::Email(format!("OMI_EMAIL_FROM: {e}")))?,

@@ -49,6 +49,18 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Check the configuration and every service it names, one line each; exit 1 on a failure.
+    Doctor {
+        /// One JSON array of {"check", "status", "message"} instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// Also send one real email to ADDRESS through the configured transport.
+        #[arg(long, value_name = "ADDRESS")]
+        send_test_email: Option<String>,
+        /// Also post a test message to Slack and n8n.
+        #[arg(long)]
+        notify_test: bool,
+    },
     /// The Sentinel's tools.
     Sentinel {
         #[command(subcommand)]
@@ -168,7 +180,7 @@ pub fn run() -> ExitCode {
 async fn execute(cli: Cli) -> Result<(), CliError> {
     let load = || -> anyhow::Result<Config> {
         let config = Config::load(cli.config.as_deref())?;
-        crate::telemetry::init_logging(&config.log_format);
+        crate::telemetry::init_logging(config.log_format);
         Ok(config)
     };
     match cli.command {
@@ -214,6 +226,26 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
                 store.grant_credit(email.as_str(), amount, note.as_deref()).await.map_err(anyhow::Error::from)?;
             let balance = crate::billing::prices::nano_to_usd(i128::from(balance));
             println!("credit balance of {}: ${balance:.6}", email.as_str());
+        }
+        Command::Doctor { json, send_test_email, notify_test } => {
+            let send_test_email = send_test_email
+                .map(|address| EmailAddress::parse(&address).map_err(|e| CliError::Usage(e.to_string())))
+                .transpose()?;
+            let options = crate::doctor::Options { send_test_email, notify_test, ..Default::default() };
+            // A configuration that does not load is the first failure, reported like any other.
+            let checks = match load() {
+                Ok(config) => crate::doctor::run(&config, &options).await,
+                Err(e) => vec![crate::doctor::Check::fail("configuration", format!("{e:#}"))],
+            };
+            if json {
+                println!("{}", serde_json::to_string(&checks).map_err(anyhow::Error::from)?);
+            } else {
+                checks.iter().for_each(|check| println!("{check}"));
+            }
+            if crate::doctor::failed(&checks) {
+                let failures = checks.iter().filter(|c| c.status == crate::doctor::Status::Fail).count();
+                return Err(anyhow::anyhow!("doctor: {failures} check(s) failed").into());
+            }
         }
         // Local rules only: no configuration, database or network needed.
         Command::Sentinel { command: SentinelCommand::Scan } => {

@@ -12,6 +12,7 @@ use crate::firewall::{
     BodyLimits, CountryPolicy, FallbackPolicy, FirewallError, FirewallSettings, LimiterSettings, RateLimits,
     TrustedProxies,
 };
+use crate::telemetry::LogFormat;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -106,8 +107,8 @@ pub struct Config {
     /// How long an open circuit is skipped before one request probes it.
     pub circuit_cooldown_secs: u64,
     pub shutdown_grace_ms: u64,
-    /// `text` (default) or `json`.
-    pub log_format: String,
+    /// `text` (default) or `json`; another value stops the configuration.
+    pub log_format: LogFormat,
     /// Upstream providers; empty means one `openai` provider from `OPENAI_BASE_URL`.
     pub providers: Vec<ProviderConfig>,
     /// `[fallbacks]`: a model → the models tried after it, in order, when it fails before any
@@ -486,7 +487,7 @@ impl Default for Config {
             circuit_failures: 5,
             circuit_cooldown_secs: 30,
             shutdown_grace_ms: 30_000,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             providers: Vec::new(),
             fallbacks: BTreeMap::new(),
             prices: BTreeMap::new(),
@@ -1080,6 +1081,16 @@ mod tests {
         assert_eq!(mode("").expect("config"), TestModePolicy::Ignore, "empty is unset");
         let err = mode("yes").expect_err("not a policy");
         assert!(err.to_string().contains("LEMONSQUEEZY_TEST_MODE"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json_and_anything_else_stops_the_configuration() {
+        let format = |value: &str| from_env(&[("OMI_LOG_FORMAT", value)]).map(|c| c.log_format);
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        assert_eq!(format("json").expect("config"), LogFormat::Json);
+        assert_eq!(format("").expect("config"), LogFormat::Text, "empty is unset");
+        let err = format("xml").expect_err("not a format").to_string();
+        assert!(err.contains("OMI_LOG_FORMAT") && err.contains("`text`") && err.contains("`json`"), "{err}");
     }
 
     #[test]

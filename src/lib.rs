@@ -8,6 +8,7 @@ pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod customers;
+pub mod doctor;
 pub mod domain;
 pub mod events;
 pub mod firewall;

@@ -49,9 +49,23 @@ pub fn spawn_metrics_upkeep(handle: PrometheusHandle, every: Duration, shutdown:
     })
 }
 
-/// `RUST_LOG` filters (default `info`); `json` format for log shippers.
-pub fn init_logging(format: &str) {
+/// `OMI_LOG_FORMAT`: how log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans), for log shippers.
+    Json,
+}
+
+/// `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }

@@ -5,7 +5,7 @@
 //! hold it: `README.md` in this folder.
 
 pub mod accountant;
-mod delivery;
+pub mod delivery;
 pub mod hawk;
 pub mod n8n;
 pub mod sentinel;

@@ -56,32 +56,59 @@ impl N8nEvent {
     }
 }
 
+/// Posts events to n8n: signed with `N8N_WEBHOOK_SECRET`, with the Header Auth when configured.
+pub struct N8nSender {
+    webhook: Webhook,
+    secret: Option<SecretString>,
+    auth: Option<(HeaderName, HeaderValue)>,
+}
+
+impl N8nSender {
+    /// `None` when `N8N_WEBHOOK_URL` is not set.
+    pub fn from_config(config: &Config, http: reqwest::Client) -> Option<N8nSender> {
+        let webhook = Webhook::new("n8n", config.n8n_webhook_url.clone()?, http);
+        let secret = config.n8n_webhook_secret.clone();
+        let auth = match (&config.hawk.n8n_auth_header, &secret) {
+            (Some(name), Some(secret)) => header_auth(name, secret),
+            _ => None,
+        };
+        Some(N8nSender { webhook, secret, auth })
+    }
+
+    /// Whether deliveries carry `X-Omi-Signature`.
+    pub fn signs(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    pub async fn send(&self, event: &N8nEvent) -> Outcome {
+        let body = match serde_json::to_vec(event) {
+            Ok(body) => body,
+            Err(e) => return Outcome::Refused(format!("the event is not JSON: {e}")),
+        };
+        let mut headers: Vec<(HeaderName, HeaderValue)> = self.auth.iter().cloned().collect();
+        if let Some(secret) = &self.secret
+            && let Ok(value) = HeaderValue::from_str(&format!("sha256={}", sign(secret, &body)))
+        {
+            headers.push((HeaderName::from_static(SIGNATURE_HEADER), value));
+        }
+        self.webhook.post(body.into(), &headers).await
+    }
+}
+
 /// `None` when `N8N_WEBHOOK_URL` is not set.
 pub fn spawn(
     config: &Config,
     http: reqwest::Client,
     alarms: Alarms,
 ) -> Option<(super::Queue<N8nEvent>, JoinHandle<()>)> {
-    let webhook = Webhook::new("n8n", config.n8n_webhook_url.clone()?, http);
-    let secret = config.n8n_webhook_secret.clone();
-    if secret.is_none() {
+    let sender = N8nSender::from_config(config, http)?;
+    if !sender.signs() {
         tracing::warn!("N8N_WEBHOOK_URL is set without N8N_WEBHOOK_SECRET: n8n deliveries go unsigned");
     }
-    let auth = match (&config.hawk.n8n_auth_header, &secret) {
-        (Some(name), Some(secret)) => header_auth(name, secret),
-        _ => None,
-    };
     let (queue, mut rx) = super::Queue::<N8nEvent>::new("n8n", 1024);
     let task = crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
-            let Ok(body) = serde_json::to_vec(&event) else { continue };
-            let mut headers: Vec<(HeaderName, HeaderValue)> = auth.iter().cloned().collect();
-            if let Some(secret) = &secret
-                && let Ok(value) = HeaderValue::from_str(&format!("sha256={}", sign(secret, &body)))
-            {
-                headers.push((HeaderName::from_static(SIGNATURE_HEADER), value));
-            }
-            if let Outcome::Refused(why) | Outcome::GaveUp(why) = webhook.post(body.into(), &headers).await {
+            if let Outcome::Refused(why) | Outcome::GaveUp(why) = sender.send(&event).await {
                 tracing::error!(reason = %why, kind = %event.kind, "n8n did not take an event");
                 alarms.push(Trigger::new(Rule::DeliveryFailing, "n8n", Utc::now()).detail(format!("n8n: {why}")));
             }

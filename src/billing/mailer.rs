@@ -67,6 +67,18 @@ impl SendError {
     }
 }
 
+/// Why a transport's credentials could not be confirmed (`omi doctor`). Messages never contain
+/// the token or the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The service answered and refused the credentials.
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing answered, or not in a way that says whether the credentials work.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// Email settings that cannot work. Messages never contain the token, the password, or the
 /// SMTP URL (which embeds the password).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +159,16 @@ impl Mailer {
             ),
         }
         result
+    }
+
+    /// Checks the credentials without sending anything: Postmark's `GET /server` with the
+    /// token, or an SMTP connection with its login. [`Mailer::Disabled`] has none to check.
+    pub async fn verify(&self) -> Result<(), VerifyError> {
+        match self {
+            Mailer::Postmark(client) => client.verify().await,
+            Mailer::Smtp(mailer) => mailer.verify().await,
+            Mailer::Disabled => Err(VerifyError::Refused("email is disabled".to_owned())),
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -326,7 +348,7 @@ fn html_escape(text: &str) -> String {
 /// An error and all its sources on one line. reqwest's `Display` stops at "error sending
 /// request", hiding the "connection refused" an operator needs; lettre's already includes its
 /// direct source, so text already present is not repeated.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

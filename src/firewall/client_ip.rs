@@ -68,6 +68,11 @@ impl TrustedProxies {
         self.nets.iter().chain(&self.cloudflare).any(|net| net.contains(&ip))
     }
 
+    /// Every trusted network, Cloudflare's and its relays included (`omi doctor` judges them).
+    pub fn networks(&self) -> impl Iterator<Item = &IpNet> {
+        self.nets.iter().chain(&self.cloudflare)
+    }
+
     /// Whether `ip` is Cloudflare (or relays it), so its `CF-*` headers are believed.
     pub fn relays_cloudflare(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

@@ -215,6 +215,11 @@ impl KeyPool {
         })
     }
 
+    /// Every key with the variable it came from, in configuration order (`omi doctor` checks each).
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &SecretString)> {
+        self.keys.iter().map(|key| (&*key.var, &key.secret))
+    }
+
     /// Every key's value, for the output shield (it removes them wherever they appear).
     pub fn secrets(&self) -> impl Iterator<Item = &SecretString> {
         self.keys.iter().map(|key| &key.secret)

@@ -412,6 +412,11 @@ impl Providers {
         self.catch_all.map(|index| Route { provider: &self.all[index], upstream_model: model })
     }
 
+    /// Every configured provider, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.all.iter()
+    }
+
     /// Whether a provider lists this model by name.
     pub fn lists(&self, model: &str) -> bool {
         self.by_model.contains_key(model)

@@ -166,7 +166,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
-pub use alerts::AlertRecord;
+pub use alerts::{AlertRecord, IncidentClock, IncidentNotice};
 pub use billing::{Applied, OldKey, OutboxEmail, PurchaseOf, Rotated, RotationRecord, SealedRotation, VendedKey};
 pub use credits::{CreditHold, CreditLevel, CreditNotice, CreditTotals};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
@@ -196,6 +196,19 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database's migrations against this binary's, by version.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Migrations this binary has.
+    pub known: usize,
+    /// Known, not applied yet (`omi migrate` or `omi serve` applies them).
+    pub pending: Vec<i64>,
+    /// Applied, unknown to this binary: a newer omi migrated the database (sqlx refuses to run).
+    pub unknown: Vec<i64>,
+    /// Applied from a different text than this binary's (sqlx refuses to run).
+    pub modified: Vec<i64>,
+}
 
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -247,7 +260,7 @@ impl<'a> DatabaseUrl<'a> {
     pub(crate) fn parse(url: &'a str) -> StoreResult<DatabaseUrl<'a>> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(DatabaseUrl::Postgres)
-        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        } else if let Some(path) = sqlite_path(url) {
             Ok(DatabaseUrl::Sqlite(path))
         } else {
             Err(StoreError::UnsupportedUrl)
@@ -299,6 +312,47 @@ impl Store {
         Ok(())
     }
 
+    /// How the database's applied migrations compare with this binary's (`omi doctor`).
+    /// Reads only: a database never migrated has no `_sqlx_migrations` table, and every
+    /// migration is pending.
+    pub async fn migration_status(&self) -> StoreResult<MigrationStatus> {
+        // Whether the table exists is asked of each backend's own catalog.
+        let (migrator, has_table): (&sqlx::migrate::Migrator, bool) = match self {
+            Store::Sqlite(pool) => (
+                &SQLITE_MIGRATOR,
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(pool)
+                .await?,
+            ),
+            Store::Postgres(pool) => (
+                &PG_MIGRATOR,
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?,
+            ),
+        };
+        let applied: Vec<(i64, Vec<u8>)> = if has_table {
+            with_pool!(self, pool => sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(pool)
+                .await)?
+        } else {
+            Vec::new()
+        };
+        let known: Vec<&sqlx::migrate::Migration> =
+            migrator.iter().filter(|m| !m.migration_type.is_down_migration()).collect();
+        let mut status = MigrationStatus { known: known.len(), ..MigrationStatus::default() };
+        for migration in &known {
+            match applied.iter().find(|(version, _)| *version == migration.version) {
+                None => status.pending.push(migration.version),
+                Some((_, checksum)) if *checksum != *migration.checksum => status.modified.push(migration.version),
+                Some(_) => {}
+            }
+        }
+        status.unknown =
+            applied.iter().map(|(version, _)| *version).filter(|v| !known.iter().any(|m| m.version == *v)).collect();
+        Ok(status)
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -309,6 +363,11 @@ impl Store {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
     }
+}
+
+/// The file of a `sqlite://PATH` (or `sqlite:PATH`) URL.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
 }
 
 pub(crate) fn pg_migrator() -> &'static sqlx::migrate::Migrator {

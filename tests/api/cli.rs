@@ -176,3 +176,32 @@ async fn empty_secrets_leave_admin_and_the_webhook_off() {
     assert_eq!(answer["error"]["code"], "webhook_disabled");
     child.kill().await.expect("stop omi");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_and_an_unknown_format_stops_serve() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let mut child = serve(&db, &[("OMI_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).spawn().expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let serving = async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            let entry: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if entry["fields"]["message"] == "omi is serving" {
+                return entry;
+            }
+        }
+        panic!("omi serve ended before logging that it serves");
+    };
+    let entry = tokio::time::timeout(std::time::Duration::from_secs(30), serving).await.expect("logs");
+    assert_eq!(entry["level"], "INFO", "{entry}");
+    assert_eq!(entry["fields"]["database"], "sqlite", "{entry}");
+    assert!(entry["timestamp"].is_string() && entry["target"].is_string(), "{entry}");
+    child.kill().await.expect("stop omi");
+
+    let run = serve(&db, &[("OMI_LOG_FORMAT", "xml")]).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run).await.expect("exits").expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("OMI_LOG_FORMAT") && stderr.contains("`json`"), "{stderr}");
+}

@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 // Redis fixtures
 
 /// Overridable so CI can point elsewhere; tests only use their own namespace.
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
@@ -38,7 +38,7 @@ async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
 }
 
 /// `None` (after a loud skip notice, or a panic in CI) when the shared Redis is not running.
-async fn shared_redis() -> Option<redis::aio::MultiplexedConnection> {
+pub(crate) async fn shared_redis() -> Option<redis::aio::MultiplexedConnection> {
     let url = redis_url();
     let conn = connect(&url).await;
     if conn.is_none() {

@@ -892,6 +892,62 @@ async fn an_open_circuit_pages_provider_down_once_and_its_closing_resolves_it() 
     assert!(resolved(&texts[1]), "{texts:#?}");
 }
 
+/// Two instances on one PostgreSQL database, the upstream failing for both: each instance's
+/// rules fire on its own traffic, and Slack hears the incident fire once and resolve once,
+/// with both instances' count (`agents/hawk/incidents.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_page_one_incident_once_and_resolve_it_once() {
+    let (slack, server) = Fake::start(slack_ok).await;
+    let (n8n, n8n_server) = Fake::start(slack_ok).await;
+    let tweak = |c: &mut Config| {
+        watch(c, &server);
+        c.hawk.resolve_after_secs = 2;
+        c.n8n_webhook_url = Some(SecretString::from(format!("{}/webhook/omi-events", n8n_server.uri())));
+        c.n8n_webhook_secret = Some(SecretString::from(N8N_SECRET));
+    };
+    let Some(first) = TestApp::spawn_with(Backend::Postgres, tweak).await else { return };
+    let mut config = crate::support::test_config(&first.db, &first.mock);
+    tweak(&mut config);
+    let second = crate::support::start_server(config).await;
+    let key = first.create_key("ada@example.com").await;
+    let fail_six = |base: String| {
+        let (http, key) = (reqwest::Client::new(), key.clone());
+        async move {
+            for _ in 0..6 {
+                let request = http.post(format!("{base}/v1/chat/completions")).bearer_auth(&key);
+                let status = request.json(&failing(chat_body(false), 500)).send().await.expect("send").status();
+                assert_eq!(status, 502);
+            }
+        }
+    };
+    // Five 5xx in a minute fire `server_errors` on each instance; a second apart, so each
+    // instance's firing and resolution come at their own time.
+    fail_six(first.base.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    fail_six(format!("http://{}", second.addr)).await;
+
+    let is_5xx = |t: &String| t.contains("5xx errors · gpt-4o-mini");
+    let resolved = |bodies: &[Value]| bodies.iter().filter_map(|b| b["text"].as_str()).any(|t| t.contains("RESOLVED"));
+    slack.wait_for("the resolution", Duration::from_secs(20), resolved).await;
+    // The other instance resolves within a second of it: give a second message time to come.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let texts: Vec<String> = slack.texts().into_iter().filter(is_5xx).collect();
+    let (resolutions, firings): (Vec<_>, Vec<_>) = texts.iter().partition(|t| t.contains("RESOLVED"));
+    assert_eq!(firings.len(), 1, "one firing for both instances: {texts:#?}");
+    assert!(firings[0].contains("FIRING"), "{texts:#?}");
+    assert_eq!(resolutions.len(), 1, "one resolution for both instances: {texts:#?}");
+    assert!(resolutions[0].contains("12 in all"), "both instances' count: {texts:#?}");
+    // n8n hears the incident once too.
+    let alert_events: Vec<String> = n8n
+        .bodies()
+        .iter()
+        .filter(|b| b["data"]["key"] == "server_errors:gpt-4o-mini")
+        .filter_map(|b| b["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(alert_events, ["alert_fired", "alert_resolved"], "{:#?}", n8n.bodies());
+    second.shutdown().await;
+}
+
 /// One of two pooled house keys is refused upstream (401): no customer sees an error, the
 /// refused key gets no second call, and Slack hears `upstream_key_invalid` once, naming the
 /// variable and never the key.

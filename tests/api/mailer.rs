@@ -266,7 +266,7 @@ const SMTP_PASSWORD: &str = "p@ss:w/rd%42 x";
 
 /// The venv's python with aiosmtpd and trustme importable, or None when the machine cannot
 /// provide them (then the SMTP tests skip, except under CI=true where they fail).
-async fn sink_python() -> Option<PathBuf> {
+pub(crate) async fn sink_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     tokio::task::spawn_blocking(|| PYTHON.get_or_init(provision_venv).clone())
         .await
@@ -426,7 +426,7 @@ impl Drop for SmtpSink {
     }
 }
 
-fn userinfo() -> String {
+pub(crate) fn userinfo() -> String {
     let enc = |s: &str| -> String {
         url::form_urlencoded::byte_serialize(s.as_bytes())
             .collect::<String>()

@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod credits;
 mod dashboard;
+mod doctor;
 mod endpoints;
 mod fallbacks;
 mod firewall;

@@ -9,6 +9,7 @@ use omi::keys;
 use omi::store::{Store, StoreError, TRAFFIC_KEPT};
 
 on_both_backends!(
+    alert_notices_are_claimed_once_per_incident,
     keys_round_trip,
     status_changes_are_logged_and_revocation_is_final,
     prefixes_resolve_or_refuse,
@@ -132,4 +133,46 @@ async fn the_traffic_rollup_is_what_its_backfill_computes(backend: Backend) {
     on_pool!(&store, pool => sqlx::raw_sql(drop).execute(pool).await.map(|_| ())).expect("drop");
     on_pool!(&store, pool => sqlx::raw_sql(migration).execute(pool).await.map(|_| ())).expect("the migration again");
     assert_eq!(traffic_tables(&store).await, written, "the backfill and the writer agree");
+}
+
+/// The shared incident of an alert key: each notification is claimed once across instances.
+async fn alert_notices_are_claimed_once_per_incident(backend: Backend) {
+    use omi::store::{IncidentClock, IncidentNotice};
+    let Some(db) = TestDb::new(backend).await else { return };
+    let store = db.store().await;
+    let start = chrono::Utc::now();
+    let at = |secs: i64| {
+        let now = start + chrono::TimeDelta::seconds(secs);
+        // Reminders every 60 s; an incident untouched for 600 s is abandoned.
+        IncidentClock {
+            now,
+            remind_before: now - chrono::TimeDelta::seconds(60),
+            abandoned_before: now - chrono::TimeDelta::seconds(600),
+        }
+    };
+    let claim = |notice, severity, secs| {
+        let store = store.clone();
+        async move { store.claim_alert_notice("server_errors:gpt", notice, severity, &at(secs)).await.expect("claim") }
+    };
+    // Two instances fire: the first sends, the second joins.
+    assert!(claim(IncidentNotice::Fired, "warning", 0).await);
+    assert!(!claim(IncidentNotice::Fired, "warning", 1).await);
+    // The first escalation goes out; the other instance's is already said.
+    assert!(claim(IncidentNotice::Escalated, "critical", 2).await);
+    assert!(!claim(IncidentNotice::Escalated, "critical", 3).await);
+    // A reminder only once the last message is older than the interval, then once.
+    assert!(!claim(IncidentNotice::Reminder, "critical", 30).await);
+    assert!(claim(IncidentNotice::Reminder, "critical", 70).await);
+    assert!(!claim(IncidentNotice::Reminder, "critical", 71).await);
+    // The last instance to resolve sends the resolution.
+    assert!(!claim(IncidentNotice::Resolved, "critical", 100).await);
+    assert!(claim(IncidentNotice::Resolved, "critical", 101).await);
+    // A new incident fires again; one whose instances all stopped is taken over.
+    assert!(claim(IncidentNotice::Fired, "warning", 200).await);
+    assert!(!claim(IncidentNotice::Fired, "warning", 300).await);
+    assert!(claim(IncidentNotice::Fired, "warning", 2_000).await, "abandoned for longer than 600 s");
+    assert!(claim(IncidentNotice::Resolved, "warning", 2_001).await);
+    // A resolution when no incident is firing (its firing was sent unclaimed: the database
+    // was away) is sent: never silence.
+    assert!(claim(IncidentNotice::Resolved, "warning", 2_002).await);
 }

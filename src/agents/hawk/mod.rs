@@ -5,7 +5,9 @@
 //! request: the bus never waits for the Hawk, and the Hawk never waits for Slack, n8n or
 //! the database.
 
-mod probe;
+mod incidents;
+use incidents::Incidents;
+pub mod probe;
 pub mod rules;
 pub mod slack;
 
@@ -50,8 +52,8 @@ pub fn spawn(
         Some(url) => {
             let webhook = Webhook::new("slack", url, app.http.clone());
             let group_wait = Duration::from_millis(config.hawk.group_wait_ms);
-            let (queue, task) =
-                slack::spawn(webhook, format!("{}/admin", config.public_base()), group_wait, alarms.clone());
+            let dashboard = format!("{}/admin", config.public_base());
+            let (queue, task) = slack::spawn(webhook, dashboard, group_wait, alarms.clone());
             tasks.push(task);
             Some(queue)
         }
@@ -60,6 +62,13 @@ pub fn spawn(
             None
         }
     };
+    // Notifications go out only once claimed (one per incident across instances).
+    let announcer = (slack.is_some() || n8n.is_some()).then(|| {
+        let (queue, notices) = Queue::new("alert_announcer", 1024);
+        let incidents = Incidents::new(app.store.clone(), &policy, ABANDONED_MARGIN);
+        tasks.push(crate::tasks::owned(announce(incidents, notices, slack.clone(), n8n.clone())));
+        queue
+    });
     let (recorder, views) = Queue::new("alert_recorder", 1024);
     tasks.push(crate::tasks::owned(record(app.store.clone(), views, policy.longest_quiet() + ABANDONED_MARGIN)));
     let every = Duration::from_secs(config.hawk.probe_interval_secs);
@@ -70,6 +79,7 @@ pub fn spawn(
         latency: Duration::from_millis(config.hawk.latency_alert_ms),
         slack,
         n8n,
+        announcer,
         recorder,
         usage_dropped: 0,
     };
@@ -83,6 +93,8 @@ struct Hawk {
     latency: Duration,
     slack: Option<Queue<SlackMessage>>,
     n8n: Option<Queue<N8nEvent>>,
+    /// Takes each notification to its claim, then to Slack and n8n; `None` without either.
+    announcer: Option<Queue<Notification>>,
     recorder: Queue<AlertView>,
     /// The usage writer's running total of dropped records, as last reported.
     usage_dropped: u64,
@@ -248,17 +260,8 @@ impl Hawk {
             .increment(1);
         tracing::warn!(alert = %alert.key, notice = n.notice.as_str(), severity = alert.severity.as_str(), count = alert.count, "alert");
         self.recorder.push(alert.clone());
-        // Reminders are for people; a workflow already has the firing.
-        if let Some(n8n) = &self.n8n
-            && n.notice != Notice::Reminder
-            && let Ok(serde_json::Value::Object(mut data)) = serde_json::to_value(alert)
-        {
-            data.insert("notice".into(), n.notice.as_str().into());
-            let kind = if n.notice == Notice::Resolved { "alert_resolved" } else { "alert_fired" };
-            n8n.push(N8nEvent::new(kind, data.into()).with_text(&slack::headline(&n)));
-        }
-        if let Some(slack) = &self.slack {
-            slack.push(SlackMessage::Alert(Box::new(n)));
+        if let Some(announcer) = &self.announcer {
+            announcer.push(n);
         }
     }
 
@@ -270,6 +273,33 @@ impl Hawk {
                 Some(text) => forwarded.with_text(&text),
                 None => forwarded,
             });
+        }
+    }
+}
+
+/// Sends each notification this instance claims (another instance may already have said it)
+/// to Slack and n8n.
+async fn announce(
+    incidents: Incidents,
+    mut notices: mpsc::Receiver<Notification>,
+    slack: Option<Queue<SlackMessage>>,
+    n8n: Option<Queue<N8nEvent>>,
+) {
+    while let Some(mut n) = notices.recv().await {
+        if !incidents.claim(&mut n).await {
+            continue;
+        }
+        // Reminders are for people; a workflow already has the firing.
+        if let Some(n8n) = &n8n
+            && n.notice != Notice::Reminder
+            && let Ok(serde_json::Value::Object(mut data)) = serde_json::to_value(&n.alert)
+        {
+            data.insert("notice".into(), n.notice.as_str().into());
+            let kind = if n.notice == Notice::Resolved { "alert_resolved" } else { "alert_fired" };
+            n8n.push(N8nEvent::new(kind, data.into()).with_text(&slack::headline(&n)));
+        }
+        if let Some(slack) = &slack {
+            slack.push(SlackMessage::Alert(Box::new(n)));
         }
     }
 }

@@ -17,7 +17,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn spawn(app: Arc<AppState>, alarms: Alarms, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     crate::tasks::owned(async move {
-        let mut redis = app.config.redis_url.as_ref().and_then(RedisProbe::new);
+        let mut redis = app.config.redis_url.as_ref().and_then(|url| match RedisProbe::new(url) {
+            Ok(probe) => Some(probe),
+            Err(why) => {
+                tracing::error!("{why}; Redis is not probed");
+                None
+            }
+        });
         let mut ticker = Ticker::new(every, shutdown);
         while ticker.tick().await {
             let database = match tokio::time::timeout(PROBE_TIMEOUT, app.store.ping()).await {
@@ -45,25 +51,21 @@ fn truncate(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-/// One multiplexed connection, reopened after any failure.
-struct RedisProbe {
+/// One multiplexed connection, reopened after any failure (also `omi doctor`'s Redis check).
+pub struct RedisProbe {
     client: redis::Client,
     connection: Option<redis::aio::MultiplexedConnection>,
 }
 
 impl RedisProbe {
-    fn new(url: &SecretString) -> Option<RedisProbe> {
-        match redis::Client::open(url.expose_secret()) {
-            Ok(client) => Some(RedisProbe { client, connection: None }),
-            Err(e) => {
-                // The URL may hold a password: name only the kind of error.
-                tracing::error!(kind = ?e.kind(), "REDIS_URL is not usable; Redis is not probed");
-                None
-            }
-        }
+    pub fn new(url: &SecretString) -> Result<RedisProbe, String> {
+        redis::Client::open(url.expose_secret())
+            .map(|client| RedisProbe { client, connection: None })
+            // The URL may hold a password: name only the kind of error.
+            .map_err(|e| format!("REDIS_URL is not usable ({:?})", e.kind()))
     }
 
-    async fn ping(&mut self) -> Result<(), String> {
+    pub async fn ping(&mut self) -> Result<(), String> {
         let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
             if self.connection.is_none() {
                 self.connection = Some(self.client.get_multiplexed_async_connection().await?);

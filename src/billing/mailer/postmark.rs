@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, error_chain, redact};
+use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, error_chain, redact};
 
 const DEFAULT_BASE_URL: &str = "https://api.postmarkapp.com";
 const TOKEN_HEADER: &str = "X-Postmark-Server-Token";
@@ -84,11 +84,44 @@ impl PostmarkClient {
         Ok(PostmarkClient { http, endpoint: endpoint(base_url.unwrap_or(DEFAULT_BASE_URL))?, token, from })
     }
 
-    pub(super) async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
-        let mut token = HeaderValue::from_str(self.token.expose_secret())
-            .map_err(|_| SendError::Permanent("the Postmark server token is not a valid header".to_owned()))?;
-        // Keeps the token out of hyper/reqwest debug output and HTTP/2 header compression tables.
+    /// The token as a header value, kept out of hyper/reqwest debug output and HTTP/2 header
+    /// compression tables. `new` checked that it is one.
+    fn token_header(&self) -> Option<HeaderValue> {
+        let mut token = HeaderValue::from_str(self.token.expose_secret()).ok()?;
         token.set_sensitive(true);
+        Some(token)
+    }
+
+    /// `GET {base}/server` ("get the server"): 200 with a valid server token, 401 without one.
+    pub(super) async fn verify(&self) -> Result<(), VerifyError> {
+        let refused = |why: String| VerifyError::Refused(why);
+        let token =
+            self.token_header().ok_or_else(|| refused("the Postmark server token is not a valid header".into()))?;
+        let url = self.endpoint.join("server").map_err(|e| VerifyError::Unreachable(e.to_string()))?;
+        let response = self
+            .http
+            .get(url)
+            .header(ACCEPT, "application/json")
+            .header(TOKEN_HEADER, token)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|err| {
+                VerifyError::Unreachable(redact(&format!("postmark unreachable: {}", error_chain(&err)), &self.token))
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(refused(format!("Postmark refused the server token (HTTP {})", status.as_u16())))
+            }
+            status => Err(VerifyError::Unreachable(format!("postmark answered HTTP {}", status.as_u16()))),
+        }
+    }
+
+    pub(super) async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        let token = self
+            .token_header()
+            .ok_or_else(|| SendError::Permanent("the Postmark server token is not a valid header".to_owned()))?;
 
         let body = SendRequest {
             from: self.from.as_str(),

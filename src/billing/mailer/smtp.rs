@@ -29,7 +29,7 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, error_chain, redact};
+use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, error_chain, redact};
 
 /// Per SMTP command. lettre's default is 60 s; a relay silent for 30 s is better retried later
 /// than allowed to stall the outbox worker.
@@ -130,14 +130,33 @@ impl SmtpMailer {
         }
     }
 
+    /// Connects and logs in as a send would, and sends nothing: a 5xx reply (535: the login
+    /// was refused) is a refusal, anything else a failure to reach the relay.
+    pub(super) async fn verify(&self) -> Result<(), VerifyError> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                Err(VerifyError::Unreachable(format!("smtp {}:{}: the connection closed", self.host, self.port)))
+            }
+            Err(err) if err.is_permanent() => Err(VerifyError::Refused(self.describe(&err))),
+            Err(err) => Err(VerifyError::Unreachable(self.describe(&err))),
+        }
+    }
+
+    /// The error with host and port, the password scrubbed.
+    fn describe(&self, err: &lettre::transport::smtp::Error) -> String {
+        let text = format!("smtp {}:{}: {}", self.host, self.port, error_chain(err));
+        match &self.password {
+            Some(password) => redact(&text, password),
+            None => text,
+        }
+    }
+
     /// 5xx replies and client-side refusals (no STARTTLS offered, no usable AUTH mechanism) are
     /// permanent until someone changes the configuration or the recipient; 4xx replies,
     /// connection, TLS, timeout and protocol errors may clear up, so they are transient.
     fn classify(&self, err: &lettre::transport::smtp::Error) -> SendError {
-        let mut text = format!("smtp {}:{}: {}", self.host, self.port, error_chain(err));
-        if let Some(password) = &self.password {
-            text = redact(&text, password);
-        }
+        let text = self.describe(err);
         if err.is_permanent() || err.is_client() { SendError::Permanent(text) } else { SendError::Transient(text) }
     }
 }
