@@ -380,4 +380,47 @@ ALTER TABLE usage_records ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (12, 'usage attempts', TRUE, '\xa865b01cf58b9f0a15bb47210e18de4902da1c7866c43e1972f4cf6c9618cb84819f971b005caddc8c0f0d6688abae4b', 0);
 
+-- migration 0016 portal
+-- The customer portal: one-time sign-in links, customer sessions, the sign-in attempt
+-- counters shared by every instance, and which email an outbox row is.
+
+-- `api_key` rows carry a key in `key_plaintext`, `portal_link` rows a sign-in token; both are
+-- erased once the email is sent or has failed for good.
+ALTER TABLE email_outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'api_key';
+
+-- When the customer last signed in to the portal (shown on the admin's customer page).
+ALTER TABLE customers ADD COLUMN portal_signed_in_at TIMESTAMPTZ;
+
+-- A sign-in link's token, known only by its SHA-256; deleted when used (single use).
+CREATE TABLE portal_login_tokens (
+    token_hash   BYTEA PRIMARY KEY,
+    customer_id  UUID NOT NULL REFERENCES customers(id),
+    created_at   TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX portal_login_tokens_expires_idx ON portal_login_tokens (expires_at);
+
+-- A customer's session, known only by the SHA-256 of its cookie.
+CREATE TABLE portal_sessions (
+    token_hash   BYTEA PRIMARY KEY,
+    customer_id  UUID NOT NULL REFERENCES customers(id),
+    created_at   TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX portal_sessions_expires_idx ON portal_sessions (expires_at);
+
+-- Sign-in requests per bucket (a client IP or an address's hash) and fixed window.
+CREATE TABLE portal_sign_in_attempts (
+    bucket        TEXT NOT NULL,
+    window_start  TIMESTAMPTZ NOT NULL,
+    attempts      BIGINT NOT NULL,
+    PRIMARY KEY (bucket, window_start)
+);
+
+ALTER TABLE portal_login_tokens ENABLE ROW LEVEL SECURITY;
+ALTER TABLE portal_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE portal_sign_in_attempts ENABLE ROW LEVEL SECURITY;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (16, 'portal', TRUE, '\x7203713bd2c96c0aa71e313181aeb62c05a074c0ce47ae0754e01b7d549d810695fe03c1a9c4ede719714b1a959bdee4', 0);
+
 COMMIT;

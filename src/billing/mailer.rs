@@ -255,6 +255,29 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
     }
 }
 
+/// The email that signs a customer in to the portal: one link, single use, short-lived.
+pub fn portal_link_email(to: EmailAddress, link: &str) -> OutgoingEmail {
+    let text_body = format!(
+        "Sign in to your OMI portal:\n\n{link}\n\n\
+         The link works once, within 15 minutes. If you did not ask for it, ignore this email: \
+         nobody can sign in without it.\n"
+    );
+    let html_body = format!(
+        "<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n\
+         <p><a href=\"{link}\">Sign in to your OMI portal</a></p>\n\
+         <p>The link works once, within 15 minutes. If you did not ask for it, ignore this email: \
+         nobody can sign in without it.</p>\n</body></html>\n",
+        link = html_escape(link),
+    );
+    OutgoingEmail {
+        to,
+        subject: "Your OMI sign-in link".to_owned(),
+        text_body,
+        html_body: Some(html_body),
+        tag: Some("portal-link".to_owned()),
+    }
+}
+
 /// Escapes text for HTML element content and quoted attribute values.
 fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -359,6 +382,17 @@ mod tests {
                 "OpenAI(base_url=&quot;https://api.example.com/v1&quot;, api_key=&quot;omi_live_Abc123&quot;)"
             )
         );
+    }
+
+    #[test]
+    fn portal_link_email_carries_the_link_escaped() {
+        let to = EmailAddress::parse("ada@example.com").expect("valid");
+        let email = portal_link_email(to, "https://api.example.com/portal/login/ab12?x=<b>");
+        assert!(email.text_body.contains("https://api.example.com/portal/login/ab12?x=<b>"));
+        let html = email.html_body.expect("html part");
+        assert!(html.contains("href=\"https://api.example.com/portal/login/ab12?x=&lt;b&gt;\""), "{html}");
+        assert!(!html.contains("<b>"));
+        assert_eq!(email.tag.as_deref(), Some("portal-link"));
     }
 
     #[test]

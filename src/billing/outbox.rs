@@ -3,9 +3,9 @@
 //! then erases the plaintext key on success. Failures retry with exponential backoff from
 //! about a second up to five minutes; permanent failures are recorded and reported.
 
-use super::mailer::{EmailAddress, Mailer, key_email, retry_delay};
+use super::mailer::{EmailAddress, Mailer, key_email, portal_link_email, retry_delay};
 use crate::events::{Event, EventBus};
-use crate::store::{OutboxEmail, Store};
+use crate::store::{OutboxEmail, PORTAL_LINK_EMAIL, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -34,6 +34,8 @@ pub struct Worker {
     pub signal: Arc<OutboxSignal>,
     /// `https://api.example.com/v1`, written into the email.
     pub api_base: String,
+    /// `https://api.example.com`, where the portal's sign-in links lead.
+    pub public_base: String,
 }
 
 impl Worker {
@@ -68,11 +70,14 @@ impl Worker {
 
     async fn deliver(&self, email: OutboxEmail) {
         let attempts = email.attempts + 1;
-        let (Some(key), Ok(to)) = (email.key_plaintext.as_deref(), EmailAddress::parse(&email.to_email)) else {
+        let (Some(secret), Ok(to)) = (email.key_plaintext.as_deref(), EmailAddress::parse(&email.to_email)) else {
             self.fail(&email, attempts, "the key or address is no longer available").await;
             return;
         };
-        let message = key_email(to, key, &self.api_base, &email.plan);
+        let message = match email.kind.as_str() {
+            PORTAL_LINK_EMAIL => portal_link_email(to, &format!("{}/portal/login/{secret}", self.public_base)),
+            _ => key_email(to, secret, &self.api_base, &email.plan),
+        };
         match self.mailer.send(&message).await {
             Ok(()) => {
                 metrics::counter!("omi_emails_total", "outcome" => "sent").increment(1);

@@ -40,10 +40,12 @@ pub enum Applied {
     },
 }
 
-/// A key email due for delivery, claimed under a lease.
+/// An email due for delivery, claimed under a lease: a key email (`kind` `api_key`, the key in
+/// `key_plaintext`) or a portal sign-in link (`portal_link`, the link's token there).
 #[derive(Debug, sqlx::FromRow)]
 pub struct OutboxEmail {
     pub id: Uuid,
+    pub kind: String,
     pub to_email: String,
     pub plan: String,
     pub key_plaintext: Option<String>,
@@ -529,7 +531,7 @@ impl Store {
         const PICK: &str = "SELECT id FROM email_outbox WHERE status = 'pending' AND next_attempt_at <= $1
                             AND (locked_until IS NULL OR locked_until <= $1) ORDER BY next_attempt_at LIMIT 1";
         const CLAIM: &str = "UPDATE email_outbox SET locked_until = $2 WHERE id = ({pick})
-                             RETURNING id, to_email, plan, key_plaintext, attempts";
+                             RETURNING id, kind, to_email, plan, key_plaintext, attempts";
         Ok(match self {
             // PostgreSQL: SKIP LOCKED lets every instance's worker take a different row.
             Store::Postgres(pool) => {

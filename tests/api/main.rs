@@ -17,6 +17,7 @@ mod gateway;
 mod hawk;
 mod mailer;
 mod plans;
+mod portal;
 mod pricing;
 mod revocation;
 mod schema;

@@ -249,6 +249,8 @@ pub struct CustomerView {
     pub name: String,
     pub ls_customer_id: String,
     pub created: String,
+    /// When the customer last signed in to the portal, or "never".
+    pub portal_signed_in: String,
     /// Checkout custom data as indented JSON (customer-controlled: escaped like all else).
     pub custom_data: Option<String>,
 }
@@ -404,6 +406,7 @@ pub async fn customer(
             name: detail.name.unwrap_or_default(),
             ls_customer_id: detail.ls_customer_id.map(|n| n.to_string()).unwrap_or_default(),
             created: format::time(detail.created_at),
+            portal_signed_in: detail.portal_signed_in_at.map_or_else(|| "never".to_string(), format::time),
             custom_data: detail.custom_data.and_then(|d| serde_json::to_string_pretty(&d.0).ok()),
         },
         keys: keys.into_iter().map(KeyRow::from).collect(),

@@ -1,0 +1,226 @@
+//! The customer portal: passwordless sign-in (the same answer for every address, links
+//! stored hashed, single use, expiring), its own strict session cookie with CSRF, sign-in
+//! requests limited per address and per client, and the admin's view of the last sign-in.
+
+use crate::on_both_backends;
+use crate::support::{ADMIN_KEY, Backend, TestApp};
+use omi::store::{PortalLink, Store};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
+use sha2::{Digest, Sha256};
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+fn post_form(url: String, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    client().post(url).header("content-type", "application/x-www-form-urlencoded").body(body)
+}
+
+async fn request_link(app: &TestApp, email: &str) -> reqwest::Response {
+    post_form(format!("{}/portal/login", app.base), &[("email", email)]).send().await.expect("post")
+}
+
+/// The newest sign-in link's token queued for `email` (no mailer in these tests: the email
+/// waits in the outbox, which the test reads).
+async fn queued_token(store: &Store, email: &str) -> Option<String> {
+    let sql = "SELECT key_plaintext FROM email_outbox WHERE kind = 'portal_link' AND to_email = $1
+               ORDER BY created_at DESC LIMIT 1";
+    match store {
+        Store::Sqlite(p) => sqlx::query_scalar(sql).bind(email).fetch_optional(p).await.expect("outbox"),
+        Store::Postgres(p) => sqlx::query_scalar(sql).bind(email).fetch_optional(p).await.expect("outbox"),
+    }
+}
+
+async fn stored_tokens(store: &Store, token_hash: &[u8]) -> i64 {
+    let sql = "SELECT COUNT(*) FROM portal_login_tokens WHERE token_hash = $1";
+    match store {
+        Store::Sqlite(p) => sqlx::query_scalar(sql).bind(token_hash).fetch_one(p).await.expect("count"),
+        Store::Postgres(p) => sqlx::query_scalar(sql).bind(token_hash).fetch_one(p).await.expect("count"),
+    }
+}
+
+/// `POST /portal/login/{token}`, as the link's button does.
+async fn redeem(app: &TestApp, token: &str) -> reqwest::Response {
+    client().post(format!("{}/portal/login/{token}", app.base)).send().await.expect("redeem")
+}
+
+/// A signed-in customer's browser, in effect.
+pub(crate) struct Customer {
+    base: String,
+    cookie: String,
+}
+
+impl Customer {
+    /// Requests a link for `email`, reads it from the outbox and signs in with it.
+    pub(crate) async fn sign_in(app: &TestApp, email: &str) -> Customer {
+        assert_eq!(request_link(app, email).await.status(), StatusCode::OK);
+        let token = queued_token(&app.state().store, email).await.expect("a queued link");
+        let response = redeem(app, &token).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers()[LOCATION], "/portal");
+        let set = response.headers()[SET_COOKIE].to_str().expect("cookie").to_string();
+        for attribute in ["Path=/portal", "HttpOnly", "SameSite=Strict", "Max-Age=604800"] {
+            assert!(set.contains(attribute), "{attribute} in {set}");
+        }
+        let cookie = set.split(';').next().expect("pair").to_string();
+        assert!(cookie.starts_with("omi_portal="), "{cookie}");
+        Customer { base: app.base.clone(), cookie }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.expect("get")
+    }
+
+    pub(crate) async fn page(&self, path: &str) -> String {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.text().await.expect("text")
+    }
+
+    pub(crate) async fn csrf(&self) -> String {
+        let html = self.page("/portal").await;
+        let (_, rest) = html.split_once("name=\"csrf\" value=\"").expect("a CSRF field");
+        rest.split('"').next().expect("value").to_string()
+    }
+
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        post_form(format!("{}{path}", self.base), form).header("cookie", &self.cookie).send().await.expect("post")
+    }
+}
+
+on_both_backends!(
+    a_link_signs_in_once_and_the_answer_never_tells_who_is_a_customer,
+    an_expired_link_is_refused,
+    sign_in_requests_are_limited_per_address_and_per_client,
+    each_customer_sees_only_their_own_account,
+);
+
+async fn a_link_signs_in_once_and_the_answer_never_tells_who_is_a_customer(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    app.create_key("ada@example.com").await;
+
+    let known = request_link(&app, "Ada@Example.com").await;
+    assert_eq!(known.status(), StatusCode::OK);
+    assert!(known.headers()[CONTENT_SECURITY_POLICY].to_str().expect("csp").contains("default-src 'self'"));
+    let known = known.text().await.expect("text");
+    let unknown = request_link(&app, "nobody@example.com").await;
+    assert_eq!(unknown.status(), StatusCode::OK);
+    assert_eq!(unknown.text().await.expect("text"), known, "the same page for a stranger");
+    assert!(known.contains("If that address has an account, a link is on its way"), "{known}");
+    assert_eq!(queued_token(store, "nobody@example.com").await, None, "no email to a stranger");
+
+    // The link is stored by its hash only; its page asks for a click before using it.
+    let token = queued_token(store, "ada@example.com").await.expect("a queued link");
+    assert_eq!(stored_tokens(store, token.as_bytes()).await, 0, "no plaintext token in the table");
+    assert_eq!(stored_tokens(store, &Sha256::digest(token.as_bytes())).await, 1);
+    let confirm = client().get(format!("{}/portal/login/{token}", app.base)).send().await.expect("get");
+    assert_eq!(confirm.status(), StatusCode::OK);
+    assert_eq!(stored_tokens(store, &Sha256::digest(token.as_bytes())).await, 1, "a GET does not use it up");
+
+    let response = redeem(&app, &token).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+    assert_eq!(redeem(&app, &token).await.status(), StatusCode::GONE, "single use");
+    let customer = Customer { base: app.base.clone(), cookie: cookie.clone() };
+    assert!(customer.page("/portal").await.contains("ada@example.com"));
+
+    // The portal's cookie is not the admin's, nor the other way round.
+    let admin = client().get(format!("{}/admin", app.base)).header("cookie", &cookie).send().await.expect("get");
+    assert_eq!(admin.headers()[LOCATION], "/admin/login");
+    let admin_login =
+        post_form(format!("{}/admin/login", app.base), &[("key", ADMIN_KEY)]).send().await.expect("sign in");
+    let admin_cookie = admin_login.headers()[SET_COOKIE].to_str().expect("cookie").split(';').next().expect("pair");
+    let portal = client().get(format!("{}/portal", app.base)).header("cookie", admin_cookie).send().await.expect("get");
+    assert_eq!(portal.headers()[LOCATION], "/portal/login");
+
+    // The admin's customer page shows the sign-in.
+    let id = store.customer_id_by_email("ada@example.com").await.expect("lookup").expect("customer");
+    let detail = store.customer_detail(id).await.expect("detail");
+    assert!(detail.portal_signed_in_at.is_some());
+    let page = client()
+        .get(format!("{}/admin/customers/{id}", app.base))
+        .header("cookie", admin_cookie)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("Last portal sign-in") && !page.contains("<dd>never</dd>"), "{page}");
+
+    // Signing out takes the session's CSRF token, and ends the session for good.
+    let wrong = customer.post("/portal/logout", &[("csrf", "forged")]).await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let csrf = customer.csrf().await;
+    let out = customer.post("/portal/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()[SET_COOKIE].to_str().expect("cookie").contains("Max-Age=0"));
+    assert_eq!(customer.get("/portal").await.headers()[LOCATION], "/portal/login");
+}
+
+async fn an_expired_link_is_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    app.create_key("ada@example.com").await;
+    let customer_id = store.customer_id_by_email("ada@example.com").await.expect("lookup").expect("customer");
+    let token = "ab".repeat(32);
+    let token_hash = Sha256::digest(token.as_bytes());
+    let link = PortalLink {
+        customer_id,
+        to_email: "ada@example.com",
+        token_hash: &token_hash,
+        token: &token,
+        expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+    };
+    store.queue_portal_link(&link).await.expect("queue");
+    let response = redeem(&app, &token).await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    assert!(response.text().await.expect("text").contains("used or has expired"));
+    assert_eq!(stored_tokens(store, &token_hash).await, 0, "an expired link is gone once tried");
+    assert_eq!(store.customer_detail(customer_id).await.expect("detail").portal_signed_in_at, None);
+    let malformed = redeem(&app, "not-a-token").await;
+    assert_eq!(malformed.status(), StatusCode::GONE);
+}
+
+async fn sign_in_requests_are_limited_per_address_and_per_client(backend: Backend) {
+    use omi::portal::session::{ATTEMPTS_PER_ADDRESS, ATTEMPTS_PER_CLIENT};
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    app.create_key("ada@example.com").await;
+    for _ in 0..ATTEMPTS_PER_ADDRESS {
+        assert_eq!(request_link(&app, "ada@example.com").await.status(), StatusCode::OK);
+    }
+    // The address's budget is spent whether or not it has an account: no tell either way.
+    let refused = request_link(&app, "ada@example.com").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.text().await.expect("text").contains("Too many sign-in requests"));
+    let mut sent = ATTEMPTS_PER_ADDRESS + 1;
+    while sent < ATTEMPTS_PER_CLIENT {
+        let other = format!("stranger{sent}@example.com");
+        assert_eq!(request_link(&app, &other).await.status(), StatusCode::OK, "request {sent}");
+        sent += 1;
+    }
+    let refused = request_link(&app, "someone-new@example.com").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "this client's budget is spent");
+}
+
+async fn each_customer_sees_only_their_own_account(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (ada_key, bob_key) = (app.create_key("ada@example.com").await, app.create_key("bob@example.com").await);
+    for _ in 0..2 {
+        assert_eq!(app.chat(&ada_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
+    }
+    assert_eq!(app.chat(&bob_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
+    crate::accountant::wait_for_records(&app.state().store, 3).await;
+    let (ada, bob) =
+        (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let (ada_page, bob_page) = (ada.page("/portal").await, bob.page("/portal").await);
+    assert!(ada_page.contains("ada@example.com") && !ada_page.contains("bob@example.com"));
+    assert!(bob_page.contains("bob@example.com") && !bob_page.contains("ada@example.com"));
+    assert!(ada_page.contains("<dt>Requests</dt><dd>2</dd>"), "{ada_page}");
+    assert!(bob_page.contains("<dt>Requests</dt><dd>1</dd>"), "{bob_page}");
+}
