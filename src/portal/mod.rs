@@ -1,5 +1,5 @@
 //! The customer portal at `/portal`: a customer signs in with a one-time link by email
-//! (`session.rs`) and sees their own usage. Server-rendered like the admin dashboard (askama
+//! (`session.rs`) and sees their own usage (`usage.rs`). Server-rendered like the admin dashboard (askama
 //! templates with escaping on, the dashboard's stylesheet served from the binary, no script,
 //! no CDN) under the same strict CSP, which the firewall sets for `/portal` as for `/admin`.
 //!
@@ -7,14 +7,12 @@
 //! the session's `customer_id`; nothing here takes a customer id from the request.
 
 pub mod session;
+mod usage;
 
-use crate::admin::dashboard::format;
-use crate::agents::accountant::report;
 use crate::app::AppState;
 use crate::store::StoreError;
 use askama::Template;
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -23,7 +21,8 @@ use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/portal", get(home))
+        .route("/portal", get(usage::page))
+        .route("/portal/usage.csv", get(usage::csv))
         .route("/portal/", get(|| async { Redirect::permanent("/portal") }))
         .route("/portal/login", get(session::login_page).post(session::request_link))
         .route("/portal/login/{token}", get(session::confirm_page).post(session::redeem_link))
@@ -40,6 +39,8 @@ pub enum PortalError {
     LinkRefused,
     #[error("There is no such page.")]
     NotFound,
+    #[error("{0}")]
+    BadRequest(String),
     #[error("The service is unavailable; try again shortly.")]
     Store(#[from] StoreError),
     #[error("The page could not be rendered.")]
@@ -62,6 +63,7 @@ impl IntoResponse for PortalError {
             PortalError::Csrf => StatusCode::FORBIDDEN,
             PortalError::LinkRefused => StatusCode::GONE,
             PortalError::NotFound => StatusCode::NOT_FOUND,
+            PortalError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PortalError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             PortalError::Template(_) | PortalError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -97,38 +99,32 @@ async fn not_found(_session: CustomerSession) -> PortalError {
     PortalError::NotFound
 }
 
-/// What every signed-in page shares: its title, the customer's address, the CSRF token.
+/// The navigation, in order. A page joins it with one line here.
+const NAV: &[(&str, &str)] = &[("Usage", "/portal")];
+
+pub struct NavItem {
+    pub label: &'static str,
+    pub href: &'static str,
+    pub current: bool,
+}
+
+/// What every signed-in page shares: its title, the navigation, the customer's address, the
+/// session's CSRF token for its forms.
 pub struct Chrome {
     pub title: String,
+    pub nav: Vec<NavItem>,
     pub email: String,
     pub csrf: String,
 }
 
 impl Chrome {
-    async fn new(app: &AppState, session: &CustomerSession, title: &str) -> Result<Chrome, PortalError> {
+    async fn new(app: &AppState, session: &CustomerSession, title: &str, section: &str) -> Result<Chrome, PortalError> {
         let customer = app.store.customer_detail(session.customer_id).await?;
-        Ok(Chrome { title: title.to_string(), email: customer.email, csrf: session.csrf().to_string() })
+        Ok(Chrome {
+            title: title.to_string(),
+            nav: NAV.iter().map(|&(label, href)| NavItem { label, href, current: href == section }).collect(),
+            email: customer.email,
+            csrf: session.csrf().to_string(),
+        })
     }
-}
-
-#[derive(Template)]
-#[template(path = "portal_home.html")]
-struct HomePage {
-    chrome: Chrome,
-    month: String,
-    summary: Vec<(&'static str, String)>,
-}
-
-/// This month's usage of the signed-in customer, from the daily rollup.
-async fn home(State(app): State<Arc<AppState>>, session: CustomerSession) -> Result<Response, PortalError> {
-    let month = report::current_month();
-    let days = report::month_range(&month).map_err(|_| PortalError::Internal("month"))?;
-    let daily = app.store.daily_usage(session.customer_id, days).await?;
-    let sum = |f: fn(&crate::store::DailyUsage) -> i64| daily.iter().map(f).fold(0, i64::saturating_add);
-    let summary = vec![
-        ("Requests", format::count(sum(|u| u.requests))),
-        ("Tokens", format::count(sum(|u| u.prompt_tokens.saturating_add(u.completion_tokens)))),
-        ("Spend", format::usd(sum(|u| u.cost_nano) as f64 / 1e9)),
-    ];
-    render(&HomePage { chrome: Chrome::new(&app, &session, "Your usage").await?, month, summary })
 }

@@ -20,6 +20,19 @@ pub struct PortalLink<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One model's share of a customer's usage over a period.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ModelUsage {
+    /// Empty when the request never reached a model (refused before routing).
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// Priced requests only; `unpriced_requests` says how many had no price.
+    pub cost_nano: i64,
+    pub unpriced_requests: i64,
+}
+
 /// What redeeming a sign-in link did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Redeemed {
@@ -133,6 +146,24 @@ impl Store {
             tx.commit().await?;
             outcome
         }))
+    }
+
+    /// One customer's usage per model in `[from, to)`, most expensive first; reads the
+    /// customer's records of that window through `usage_records_customer_at_idx`.
+    pub async fn usage_by_model(
+        &self,
+        customer_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ModelUsage>> {
+        let sql = "SELECT COALESCE(model, '') AS model, COUNT(*) AS requests,
+                          CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
+                          CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens,
+                          CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost_nano,
+                          CAST(SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unpriced_requests
+                   FROM usage_records WHERE customer_id = $1 AND at >= $2 AND at < $3
+                   GROUP BY COALESCE(model, '') ORDER BY cost_nano DESC, requests DESC, model";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(from).bind(to).fetch_all(pool).await)?)
     }
 
     /// The customer whose live session is known by `token_hash`.

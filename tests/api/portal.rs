@@ -223,4 +223,15 @@ async fn each_customer_sees_only_their_own_account(backend: Backend) {
     assert!(bob_page.contains("bob@example.com") && !bob_page.contains("ada@example.com"));
     assert!(ada_page.contains("<dt>Requests</dt><dd>2</dd>"), "{ada_page}");
     assert!(bob_page.contains("<dt>Requests</dt><dd>1</dd>"), "{bob_page}");
+    assert!(ada_page.contains("<td>gpt-4o-mini</td><td class=\"num\">2</td>"), "by model: {ada_page}");
+    assert!(ada_page.contains("<svg class=\"chart-svg\""), "the daily chart");
+
+    // The CSV has this month's one day with Ada's two requests; an earlier month has none.
+    let month = omi::agents::accountant::report::current_month();
+    let csv = ada.page(&format!("/portal/usage.csv?month={month}")).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(csv.starts_with("day,requests,"), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with(&format!("{today},2,"))), "{csv}");
+    assert!(ada.page("/portal?month=2020-01").await.contains("<dt>Requests</dt><dd>0</dd>"));
+    assert_eq!(ada.get("/portal?month=January").await.status(), StatusCode::BAD_REQUEST);
 }

@@ -8,7 +8,7 @@
 //! A listing adds a [`Pager`] and includes `pager.html`.
 
 mod alerts;
-mod charts;
+pub mod charts;
 mod findings;
 pub mod format;
 mod keys;
