@@ -1,11 +1,12 @@
 //! The customer portal at `/portal`: a customer signs in with a one-time link by email
-//! (`session.rs`) and sees their own usage (`usage.rs`). Server-rendered like the admin dashboard (askama
+//! (`session.rs`) and sees their own usage (`usage.rs`) and keys (`keys.rs`). Server-rendered like the admin dashboard (askama
 //! templates with escaping on, the dashboard's stylesheet served from the binary, no script,
 //! no CDN) under the same strict CSP, which the firewall sets for `/portal` as for `/admin`.
 //!
 //! Isolation: every page takes a [`CustomerSession`] and every query it makes is scoped by
 //! the session's `customer_id`; nothing here takes a customer id from the request.
 
+mod keys;
 pub mod session;
 mod usage;
 
@@ -24,6 +25,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/portal", get(usage::page))
         .route("/portal/usage.csv", get(usage::csv))
         .route("/portal/", get(|| async { Redirect::permanent("/portal") }))
+        .route("/portal/keys", get(keys::page).post(keys::create))
+        .route("/portal/keys/{id}/revoke", post(keys::revoke))
         .route("/portal/login", get(session::login_page).post(session::request_link))
         .route("/portal/login/{token}", get(session::confirm_page).post(session::redeem_link))
         .route("/portal/logout", post(session::logout))
@@ -41,8 +44,10 @@ pub enum PortalError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("The service is unavailable; try again shortly.")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("The page could not be rendered.")]
     Template(#[from] askama::Error),
     #[error("Internal error ({0}).")]
@@ -64,6 +69,7 @@ impl IntoResponse for PortalError {
             PortalError::LinkRefused => StatusCode::GONE,
             PortalError::NotFound => StatusCode::NOT_FOUND,
             PortalError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PortalError::Conflict(_) => StatusCode::CONFLICT,
             PortalError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             PortalError::Template(_) | PortalError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -85,6 +91,27 @@ impl IntoResponse for PortalError {
     }
 }
 
+impl From<StoreError> for PortalError {
+    fn from(e: StoreError) -> PortalError {
+        match e {
+            // Never the store's words (they may name another customer's key): just "no such".
+            StoreError::NotFound(_) => PortalError::NotFound,
+            max_keys @ StoreError::MaxKeys { .. } => PortalError::Conflict(max_keys.to_string()),
+            StoreError::Conflict(m) => PortalError::Conflict(m),
+            other => PortalError::Store(other),
+        }
+    }
+}
+
+impl From<crate::keys::IssueError> for PortalError {
+    fn from(e: crate::keys::IssueError) -> PortalError {
+        match e {
+            crate::keys::IssueError::Store(e) => PortalError::from(e),
+            crate::keys::IssueError::Key(_) => PortalError::Internal("key generation"),
+        }
+    }
+}
+
 pub fn render(page: &impl Template) -> Result<Response, PortalError> {
     render_with(StatusCode::OK, page)
 }
@@ -100,7 +127,7 @@ async fn not_found(_session: CustomerSession) -> PortalError {
 }
 
 /// The navigation, in order. A page joins it with one line here.
-const NAV: &[(&str, &str)] = &[("Usage", "/portal")];
+const NAV: &[(&str, &str)] = &[("Usage", "/portal"), ("Keys", "/portal/keys")];
 
 pub struct NavItem {
     pub label: &'static str,

@@ -96,6 +96,7 @@ on_both_backends!(
     an_expired_link_is_refused,
     sign_in_requests_are_limited_per_address_and_per_client,
     each_customer_sees_only_their_own_account,
+    customers_create_and_revoke_their_own_keys_only,
 );
 
 async fn a_link_signs_in_once_and_the_answer_never_tells_who_is_a_customer(backend: Backend) {
@@ -234,4 +235,66 @@ async fn each_customer_sees_only_their_own_account(backend: Backend) {
     assert!(csv.lines().any(|l| l.starts_with(&format!("{today},2,"))), "{csv}");
     assert!(ada.page("/portal?month=2020-01").await.contains("<dt>Requests</dt><dd>0</dd>"));
     assert_eq!(ada.get("/portal?month=January").await.status(), StatusCode::BAD_REQUEST);
+}
+
+/// The key listed on a keys page with `prefix`, by the id in its revoke form.
+fn key_id_on_page(html: &str, prefix: &str) -> String {
+    let (before, _) = html.split_once(&format!("aria-label=\"Revoke {prefix}\"")).expect("the key's revoke button");
+    let (_, id) = before.rsplit_once("/portal/keys/").expect("its form");
+    id.split('/').next().expect("id").to_string()
+}
+
+async fn customers_create_and_revoke_their_own_keys_only(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.plans = vec![omi::config::PlanConfig { name: "pro".into(), max_keys: Some(2), ..Default::default() }];
+    })
+    .await
+    else {
+        return;
+    };
+    let store = &app.state().store;
+    let (ada_key, bob_key) = (app.create_key("ada@example.com").await, app.create_key("bob@example.com").await);
+    let (ada, bob) = (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let bob_listing = store.search_keys(&omi::store::KeySearch::default(), 10, 0).await.expect("keys");
+    let bob_id = bob_listing.iter().find(|k| k.email == "bob@example.com").expect("bob's key").id.to_string();
+
+    // Ada sees her key only; Bob's key id is "no such key" to her, and Bob's key keeps working.
+    let page = ada.page("/portal/keys").await;
+    assert!(page.contains(&ada_key[..12]) && !page.contains(&bob_key[..12]), "{page}");
+    assert!(!page.contains(&bob_id));
+    let csrf = ada.csrf().await;
+    let other = ada.post(&format!("/portal/keys/{bob_id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let missing = ada.post(&format!("/portal/keys/{}/revoke", uuid::Uuid::now_v7()), &[("csrf", &csrf)]).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(other.text().await.expect("text"), missing.text().await.expect("text"), "no tell");
+    assert_eq!(app.chat(&bob_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
+
+    // Forms without the session's CSRF token change nothing.
+    let forged = ada.post("/portal/keys", &[("csrf", "forged"), ("name", "x")]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let bob_csrf = bob.csrf().await;
+    let crossed = ada.post("/portal/keys", &[("csrf", &bob_csrf), ("name", "x")]).await;
+    assert_eq!(crossed.status(), StatusCode::FORBIDDEN, "another session's token");
+
+    // A new key is shown once; the plan's max_keys (2) holds.
+    let created = ada.post("/portal/keys", &[("csrf", &csrf), ("name", "ci <runner>")]).await;
+    assert_eq!(created.status(), StatusCode::OK);
+    let html = created.text().await.expect("text");
+    let (_, rest) = html.split_once("<code id=\"new-key\">").expect("the new key");
+    let new_key = rest.split('<').next().expect("key").to_string();
+    assert!(new_key.starts_with("omi_"), "{new_key}");
+    assert_eq!(app.chat(&new_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
+    let third = ada.post("/portal/keys", &[("csrf", &csrf), ("name", "three")]).await;
+    assert_eq!(third.status(), StatusCode::CONFLICT);
+    let page = ada.page("/portal/keys").await;
+    assert!(page.contains("ci &#60;runner&#62;") && !page.contains(&new_key), "named, escaped, never shown again");
+
+    // Revoking her own new key: refused at once by the gateway.
+    let new_id = key_id_on_page(&page, &new_key[..new_key.len().min(12)]);
+    let revoked = ada.post(&format!("/portal/keys/{new_id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    let refused = app.chat(&new_key, crate::support::chat_body(false)).send().await.expect("send").status();
+    assert!(refused == StatusCode::UNAUTHORIZED || refused == StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(app.chat(&ada_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
 }
