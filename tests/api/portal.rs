@@ -254,7 +254,8 @@ async fn customers_create_and_revoke_their_own_keys_only(backend: Backend) {
     };
     let store = &app.state().store;
     let (ada_key, bob_key) = (app.create_key("ada@example.com").await, app.create_key("bob@example.com").await);
-    let (ada, bob) = (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let (ada, bob) =
+        (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
     let bob_listing = store.search_keys(&omi::store::KeySearch::default(), 10, 0).await.expect("keys");
     let bob_id = bob_listing.iter().find(|k| k.email == "bob@example.com").expect("bob's key").id.to_string();
 
@@ -297,4 +298,69 @@ async fn customers_create_and_revoke_their_own_keys_only(backend: Backend) {
     let refused = app.chat(&new_key, crate::support::chat_body(false)).send().await.expect("send").status();
     assert!(refused == StatusCode::UNAUTHORIZED || refused == StatusCode::FORBIDDEN, "{refused}");
     assert_eq!(app.chat(&ada_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
+}
+
+/// A fake Postmark that keeps what it is sent: `POST /email` (the API) and `GET /sent` (every
+/// email so far, as Postmark received it), where the browser test reads its sign-in link.
+async fn postmark_sink() -> String {
+    use axum::routing::{get, post};
+    use std::sync::{Arc, Mutex};
+    let sent: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let (keep, show) = (sent.clone(), sent);
+    let app = axum::Router::new()
+        .route(
+            "/email",
+            post(move |axum::Json(email): axum::Json<serde_json::Value>| async move {
+                keep.lock().unwrap().push(email);
+                axum::Json(serde_json::json!({"ErrorCode": 0, "Message": "OK", "MessageID": "e2e"}))
+            }),
+        )
+        .route("/sent", get(move || async move { axum::Json(show.lock().unwrap().clone()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    url
+}
+
+/// The e2e script: a link requested and read from the fake Postmark, usage that matches the
+/// requests made, a key created and revoked (then refused), a phone, sign-out, a used link
+/// refused; screenshots. Any request to another host, CSP violation or page error fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_to_the_portal() {
+    let e2e = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    if let Err(why) = crate::dashboard::browser_prerequisites(&e2e) {
+        crate::support::service_missing("the headless browser", &why);
+        return;
+    }
+    let postmark = postmark_sink().await;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.postmark_server_token = Some(secrecy::SecretString::from("pm-server-token"));
+        c.postmark_api_url = Some(postmark.clone());
+        c.email_from = Some("keys@omi.example".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("grace@example.com").await;
+    let screenshots =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("e2e-screenshots");
+    std::fs::create_dir_all(&screenshots).expect("screenshot folder");
+    let run = tokio::process::Command::new("node")
+        .arg(e2e.join("portal.mjs"))
+        .env("OMI_BASE_URL", &app.base)
+        .env("OMI_POSTMARK_URL", &postmark)
+        .env("OMI_CUSTOMER_EMAIL", "grace@example.com")
+        .env("OMI_CUSTOMER_KEY", &key)
+        .env("OMI_SCREENSHOTS", &screenshots)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "browser run failed:\n{report}");
+    println!("{report}screenshots in {}", screenshots.display());
+    assert!(screenshots.join("portal-usage.png").exists());
 }
