@@ -190,21 +190,43 @@ fn unit_random() -> f64 {
 /// The model named in the quickstart snippets: small, cheap, and routed by the gateway.
 const QUICKSTART_MODEL: &str = "gpt-4o-mini";
 
+/// Copy-paste snippets that call the gateway with `key` (the key itself in an email, its
+/// prefix on the portal): the key email and the portal's quickstart page share them.
+pub struct Quickstart {
+    pub curl: String,
+    pub python: String,
+    pub node: String,
+}
+
+impl Quickstart {
+    pub fn new(base_url: &str, key: &str) -> Quickstart {
+        let base_url = base_url.trim_end_matches('/');
+        let curl = format!(
+            "curl {base_url}/chat/completions \\\n  \
+             -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n  \
+             -d '{{\"model\": \"{QUICKSTART_MODEL}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+        );
+        let python = format!(
+            "from openai import OpenAI\n\
+             client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n\
+             print(client.chat.completions.create(model=\"{QUICKSTART_MODEL}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)"
+        );
+        let node = format!(
+            "import OpenAI from \"openai\";\n\
+             const client = new OpenAI({{ baseURL: \"{base_url}\", apiKey: \"{key}\" }});\n\
+             const answer = await client.chat.completions.create({{ model: \"{QUICKSTART_MODEL}\", messages: [{{ role: \"user\", content: \"Hello!\" }}] }});\n\
+             console.log(answer.choices[0].message.content);"
+        );
+        Quickstart { curl, python, node }
+    }
+}
+
 /// The email that hands a customer their new API key: the key, the base URL, and a quickstart
 /// with curl and with the Python `openai` package. The HTML part escapes every interpolated
 /// value, so a hostile plan name or URL cannot inject markup.
 pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> OutgoingEmail {
     let base_url = base_url.trim_end_matches('/');
-    let curl = format!(
-        "curl {base_url}/chat/completions \\\n  \
-         -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n  \
-         -d '{{\"model\": \"{QUICKSTART_MODEL}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
-    );
-    let python = format!(
-        "from openai import OpenAI\n\
-         client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n\
-         print(client.chat.completions.create(model=\"{QUICKSTART_MODEL}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)"
-    );
+    let Quickstart { curl, python, .. } = Quickstart::new(base_url, key);
 
     let text_body = format!(
         "Welcome to OMI ({plan} plan).\n\

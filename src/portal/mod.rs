@@ -1,12 +1,15 @@
 //! The customer portal at `/portal`: a customer signs in with a one-time link by email
-//! (`session.rs`) and sees their own usage (`usage.rs`) and keys (`keys.rs`). Server-rendered like the admin dashboard (askama
+//! (`session.rs`) and sees their own usage (`usage.rs`) and keys (`keys.rs`),
+//! their billing on record (`billing.rs`), with first steps (`quickstart.rs`). Server-rendered like the admin dashboard (askama
 //! templates with escaping on, the dashboard's stylesheet served from the binary, no script,
 //! no CDN) under the same strict CSP, which the firewall sets for `/portal` as for `/admin`.
 //!
 //! Isolation: every page takes a [`CustomerSession`] and every query it makes is scoped by
 //! the session's `customer_id`; nothing here takes a customer id from the request.
 
+mod billing;
 mod keys;
+mod quickstart;
 pub mod session;
 mod usage;
 
@@ -27,6 +30,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/portal/", get(|| async { Redirect::permanent("/portal") }))
         .route("/portal/keys", get(keys::page).post(keys::create))
         .route("/portal/keys/{id}/revoke", post(keys::revoke))
+        .route("/portal/quickstart", get(quickstart::page))
+        .route("/portal/billing", get(billing::page))
         .route("/portal/login", get(session::login_page).post(session::request_link))
         .route("/portal/login/{token}", get(session::confirm_page).post(session::redeem_link))
         .route("/portal/logout", post(session::logout))
@@ -127,7 +132,12 @@ async fn not_found(_session: CustomerSession) -> PortalError {
 }
 
 /// The navigation, in order. A page joins it with one line here.
-const NAV: &[(&str, &str)] = &[("Usage", "/portal"), ("Keys", "/portal/keys")];
+const NAV: &[(&str, &str)] = &[
+    ("Usage", "/portal"),
+    ("Keys", "/portal/keys"),
+    ("Billing", "/portal/billing"),
+    ("Quickstart", "/portal/quickstart"),
+];
 
 pub struct NavItem {
     pub label: &'static str,

@@ -81,7 +81,7 @@ pub use alerts::AlertRecord;
 pub use billing::{Applied, OutboxEmail, VendedKey};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
-pub use portal::{ModelUsage, PORTAL_LINK_EMAIL, PortalLink, Redeemed};
+pub use portal::{CustomerLedgerEntry, CustomerPurchase, ModelUsage, PORTAL_LINK_EMAIL, PortalLink, Redeemed};
 pub use schema::postgres_schema;
 pub use traffic::{Bucket, TRAFFIC_KEPT, TrafficRow, bin_bounds, latency_bin};
 pub use usage::{CustomerInfo, RevenueTotals, UsageRecord, UsageTotals, day_key};

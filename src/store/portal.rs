@@ -33,6 +33,30 @@ pub struct ModelUsage {
     pub unpriced_requests: i64,
 }
 
+/// A purchase as its customer sees it on the portal.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerPurchase {
+    pub order_id: i64,
+    pub plan: String,
+    pub subscription_status: Option<String>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub refunded: bool,
+    pub ended: bool,
+    pub test_mode: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A payment or refund on the customer's record.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerLedgerEntry {
+    /// `payment` or `refund`.
+    pub kind: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub test_mode: bool,
+    pub occurred_at: DateTime<Utc>,
+}
+
 /// What redeeming a sign-in link did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Redeemed {
@@ -164,6 +188,20 @@ impl Store {
                    FROM usage_records WHERE customer_id = $1 AND at >= $2 AND at < $3
                    GROUP BY COALESCE(model, '') ORDER BY cost_nano DESC, requests DESC, model";
         Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(from).bind(to).fetch_all(pool).await)?)
+    }
+
+    /// The customer's purchases, newest first (at most `limit`).
+    pub async fn customer_purchases(&self, customer_id: Uuid, limit: i64) -> StoreResult<Vec<CustomerPurchase>> {
+        let sql = "SELECT order_id, plan, subscription_status, ends_at, refunded, ended, test_mode, created_at
+                   FROM purchases WHERE customer_id = $1 ORDER BY created_at DESC, order_id DESC LIMIT $2";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// The customer's payments and refunds, newest first (at most `limit`).
+    pub async fn customer_ledger(&self, customer_id: Uuid, limit: i64) -> StoreResult<Vec<CustomerLedgerEntry>> {
+        let sql = "SELECT kind, amount_cents, currency, test_mode, occurred_at FROM revenue_ledger
+                   WHERE customer_id = $1 ORDER BY occurred_at DESC, id DESC LIMIT $2";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(limit).fetch_all(pool).await)?)
     }
 
     /// The customer whose live session is known by `token_hash`.

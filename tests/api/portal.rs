@@ -97,6 +97,7 @@ on_both_backends!(
     sign_in_requests_are_limited_per_address_and_per_client,
     each_customer_sees_only_their_own_account,
     customers_create_and_revoke_their_own_keys_only,
+    billing_shows_the_customers_own_purchases_and_payments,
 );
 
 async fn a_link_signs_in_once_and_the_answer_never_tells_who_is_a_customer(backend: Backend) {
@@ -271,6 +272,11 @@ async fn customers_create_and_revoke_their_own_keys_only(backend: Backend) {
     assert_eq!(other.text().await.expect("text"), missing.text().await.expect("text"), "no tell");
     assert_eq!(app.chat(&bob_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
 
+    // The quickstart names her key by its prefix, never Bob's.
+    let quickstart = ada.page("/portal/quickstart").await;
+    assert!(quickstart.contains(&format!("{}…", &ada_key[..12])) && !quickstart.contains(&bob_key[..12]));
+    assert!(quickstart.contains("/v1/chat/completions") && quickstart.contains("new OpenAI("), "{quickstart}");
+
     // Forms without the session's CSRF token change nothing.
     let forged = ada.post("/portal/keys", &[("csrf", "forged"), ("name", "x")]).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
@@ -363,4 +369,22 @@ async fn a_real_browser_signs_in_to_the_portal() {
     assert!(output.status.success(), "browser run failed:\n{report}");
     println!("{report}screenshots in {}", screenshots.display());
     assert!(screenshots.join("portal-usage.png").exists());
+}
+
+async fn billing_shows_the_customers_own_purchases_and_payments(backend: Backend) {
+    use crate::billing::{ORDER, SECRET, deliver, order_created};
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.lemonsqueezy_signing_secret = Some(secrecy::SecretString::from(SECRET));
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(deliver(&app, &order_created(ORDER, 1)).await.status(), 200);
+    app.create_key("bob@example.com").await;
+    let (ada, bob) = (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let page = ada.page("/portal/billing").await;
+    assert!(page.contains(&format!("<td>{ORDER}</td>")) && page.contains("29.00 USD"), "{page}");
+    let page = bob.page("/portal/billing").await;
+    assert!(page.contains("No purchases on record.") && !page.contains("29.00 USD"), "{page}");
 }

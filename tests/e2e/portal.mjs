@@ -135,6 +135,14 @@ try {
   check(refused === 401 || refused === 403, `the revoked key is refused: ${refused}`);
   check((await chat(key)).status === 200, "the other key still works");
 
+  // Quickstart names the key by its prefix; billing lists what is on record.
+  await page.click("nav >> text=Quickstart");
+  check((await page.textContent("main")).includes(`${key.slice(0, 12)}…`), "the quickstart shows the key prefix");
+  await shot(page, "portal-quickstart");
+  await page.click("nav >> text=Billing");
+  check(await page.locator("text=No purchases on record.").count() === 1, "billing: nothing bought in this test");
+  await shot(page, "portal-billing");
+
   // A phone.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/portal`);
