@@ -187,6 +187,43 @@ async fn an_expired_link_is_refused(backend: Backend) {
     assert_eq!(store.customer_detail(customer_id).await.expect("detail").portal_signed_in_at, None);
     let malformed = redeem(&app, "not-a-token").await;
     assert_eq!(malformed.status(), StatusCode::GONE);
+
+    // A session past its seven days is no session.
+    let fresh = PortalLink { expires_at: chrono::Utc::now() + chrono::Duration::minutes(15), ..link };
+    store.queue_portal_link(&fresh).await.expect("queue");
+    let cookie = "cd".repeat(32);
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let redeemed =
+        store.redeem_portal_link(&token_hash, &Sha256::digest(cookie.as_bytes()), past).await.expect("redeem");
+    assert_eq!(redeemed, omi::store::Redeemed::SignedIn(customer_id));
+    let stale = Customer { base: app.base.clone(), cookie: format!("omi_portal={cookie}") };
+    assert_eq!(stale.get("/portal").await.headers()[LOCATION], "/portal/login");
+}
+
+/// Every portal page, as a stranger: sent to sign in, whatever the path; and no page holds an
+/// inline script or style (the CSP would refuse them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_portal_page_needs_a_session() {
+    const PAGES: &[&str] =
+        &["/portal", "/portal/keys", "/portal/billing", "/portal/quickstart", "/portal/usage.csv", "/portal/nope"];
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    for path in PAGES {
+        let response = client().get(format!("{}{path}", app.base)).send().await.expect("get");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(response.headers()[LOCATION], "/portal/login", "{path}");
+    }
+    let id = uuid::Uuid::now_v7();
+    for path in ["/portal/keys".to_string(), format!("/portal/keys/{id}/revoke"), "/portal/logout".into()] {
+        let response = post_form(format!("{}{path}", app.base), &[("csrf", "x")]).send().await.expect("post");
+        assert_eq!(response.headers()[LOCATION], "/portal/login", "{path}");
+    }
+    app.create_key("ada@example.com").await;
+    let ada = Customer::sign_in(&app, "ada@example.com").await;
+    for path in PAGES.iter().filter(|p| !p.ends_with(".csv") && !p.ends_with("nope")) {
+        let html = ada.page(path).await;
+        assert!(!html.contains("<script") && !html.contains("style=") && !html.contains("<style"), "{path}");
+    }
+    assert_eq!(ada.get("/portal/nope").await.status(), StatusCode::NOT_FOUND);
 }
 
 async fn sign_in_requests_are_limited_per_address_and_per_client(backend: Backend) {
@@ -382,7 +419,8 @@ async fn billing_shows_the_customers_own_purchases_and_payments(backend: Backend
     };
     assert_eq!(deliver(&app, &order_created(ORDER, 1)).await.status(), 200);
     app.create_key("bob@example.com").await;
-    let (ada, bob) = (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let (ada, bob) =
+        (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
     let page = ada.page("/portal/billing").await;
     assert!(page.contains(&format!("<td>{ORDER}</td>")) && page.contains("29.00 USD"), "{page}");
     let page = bob.page("/portal/billing").await;
