@@ -33,7 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/portal/quickstart", get(quickstart::page))
         .route("/portal/billing", get(billing::page))
         .route("/portal/login", get(session::login_page).post(session::request_link))
-        .route("/portal/login/{token}", get(session::confirm_page).post(session::redeem_link))
+        .route("/portal/login/{token}", get(session::redeem_link))
         .route("/portal/logout", post(session::logout))
         .route("/portal/static/{file}", get(crate::admin::dashboard::static_file))
         .route("/portal/{*rest}", axum::routing::any(not_found))

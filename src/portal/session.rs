@@ -188,22 +188,7 @@ pub async fn request_link(
     render(&SentPage)
 }
 
-#[derive(Template)]
-#[template(path = "portal_confirm.html")]
-struct ConfirmPage {
-    token: String,
-}
-
-/// The link from the email shows a button rather than signing in: mail scanners that fetch
-/// every link would otherwise use it up before the customer clicks.
-pub async fn confirm_page(Path(token): Path<String>) -> Result<Response, PortalError> {
-    if !well_formed(&token) {
-        return Err(PortalError::LinkRefused);
-    }
-    render(&ConfirmPage { token })
-}
-
-/// Uses up the link and, if it was still valid, starts a session.
+/// The emailed link: uses it up and, if it was still valid, starts a session.
 pub async fn redeem_link(State(app): State<Arc<AppState>>, Path(token): Path<String>) -> Result<Response, PortalError> {
     if !well_formed(&token) {
         return Err(PortalError::LinkRefused);

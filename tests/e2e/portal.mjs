@@ -84,7 +84,7 @@ async function requestLink(page, to) {
   await page.goto(`${base}/portal/login`);
   await page.fill("#email", to);
   await page.click("button[type=submit]");
-  check((await page.textContent("main")).includes("If that address has an account, a link is on its way"), "the same answer");
+  check((await page.textContent("main")).includes("if that address has an account, a link is on its way"), "the same answer");
 }
 
 try {
@@ -103,7 +103,7 @@ try {
   // The email links to the operator's public URL; here the server listens elsewhere.
   const link = `${base}${new URL(await linkFromPostmark(email, [])).pathname}`;
   await page.goto(link);
-  await Promise.all([page.waitForURL(`${base}/portal`), page.click("text=Sign in")]);
+  check(page.url() === `${base}/portal`, `the link signs in: ${page.url()}`);
 
   // Usage: the three requests (the accountant books in batches: reload until they are in).
   let tiles = "";
@@ -153,7 +153,6 @@ try {
   await page.goto(`${base}/portal/keys`);
   check(page.url().endsWith("/portal/login"), "signed out");
   await page.goto(link);
-  await page.click("text=Sign in");
   check((await page.textContent("main")).includes("used or has expired"), "a used link is refused");
 } catch (error) {
   problems.push(error.stack || String(error));
