@@ -127,6 +127,7 @@ impl AppState {
             events: state.events.clone(),
             signal: outbox,
             api_base: config.public_api_base(),
+            public_base: config.public_base(),
         };
         background.push(worker.spawn(shutdown.clone()));
         background.extend(crate::agents::spawn_all(&state, shutdown));

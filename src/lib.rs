@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod keys;
 pub mod lookalike;
 pub mod mock_upstream;
+pub mod portal;
 pub mod providers;
 pub mod server;
 pub mod shield;

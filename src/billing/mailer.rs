@@ -212,6 +212,37 @@ fn unit_random() -> f64 {
 /// The model named in the quickstart snippets: small, cheap, and routed by the gateway.
 const QUICKSTART_MODEL: &str = "gpt-4o-mini";
 
+/// Copy-paste snippets that call the gateway with `key` (the key itself in an email, its
+/// prefix on the portal): the key email and the portal's quickstart page share them.
+pub struct Quickstart {
+    pub curl: String,
+    pub python: String,
+    pub node: String,
+}
+
+impl Quickstart {
+    pub fn new(base_url: &str, key: &str) -> Quickstart {
+        let base_url = base_url.trim_end_matches('/');
+        let curl = format!(
+            "curl {base_url}/chat/completions \\\n  \
+             -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n  \
+             -d '{{\"model\": \"{QUICKSTART_MODEL}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+        );
+        let python = format!(
+            "from openai import OpenAI\n\
+             client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n\
+             print(client.chat.completions.create(model=\"{QUICKSTART_MODEL}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)"
+        );
+        let node = format!(
+            "import OpenAI from \"openai\";\n\
+             const client = new OpenAI({{ baseURL: \"{base_url}\", apiKey: \"{key}\" }});\n\
+             const answer = await client.chat.completions.create({{ model: \"{QUICKSTART_MODEL}\", messages: [{{ role: \"user\", content: \"Hello!\" }}] }});\n\
+             console.log(answer.choices[0].message.content);"
+        );
+        Quickstart { curl, python, node }
+    }
+}
+
 /// The email that hands a customer their new API key: the key, the base URL, and a quickstart
 /// with curl and with the Python `openai` package. The HTML part escapes every interpolated
 /// value, so a hostile plan name or URL cannot inject markup.
@@ -237,16 +268,7 @@ pub fn replacement_key_email(
 
 fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, subject: &str) -> OutgoingEmail {
     let base_url = base_url.trim_end_matches('/');
-    let curl = format!(
-        "curl {base_url}/chat/completions \\\n  \
-         -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n  \
-         -d '{{\"model\": \"{QUICKSTART_MODEL}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
-    );
-    let python = format!(
-        "from openai import OpenAI\n\
-         client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n\
-         print(client.chat.completions.create(model=\"{QUICKSTART_MODEL}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)"
-    );
+    let Quickstart { curl, python, .. } = Quickstart::new(base_url, key);
 
     let text_body = format!(
         "{intro}\n\
@@ -326,6 +348,29 @@ pub fn credit_email(
         text_body: format!("{body}\n\nAPI: {}\n", base_url.trim_end_matches('/')),
         html_body: None,
         tag: Some(level.as_str().to_owned()),
+    }
+}
+
+/// The email that signs a customer in to the portal: one link, single use, short-lived.
+pub fn portal_link_email(to: EmailAddress, link: &str) -> OutgoingEmail {
+    let text_body = format!(
+        "Sign in to your OMI portal:\n\n{link}\n\n\
+         The link works once, within 15 minutes. If you did not ask for it, ignore this email: \
+         nobody can sign in without it.\n"
+    );
+    let html_body = format!(
+        "<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n\
+         <p><a href=\"{link}\">Sign in to your OMI portal</a></p>\n\
+         <p>The link works once, within 15 minutes. If you did not ask for it, ignore this email: \
+         nobody can sign in without it.</p>\n</body></html>\n",
+        link = html_escape(link),
+    );
+    OutgoingEmail {
+        to,
+        subject: "Your OMI sign-in link".to_owned(),
+        text_body,
+        html_body: Some(html_body),
+        tag: Some("portal-link".to_owned()),
     }
 }
 
@@ -444,6 +489,17 @@ mod tests {
         let out = credit_email(to(), crate::store::CreditLevel::Exhausted, -500_000_000, "https://api.omi.example/v1");
         assert!(out.text_body.contains("402") && !out.text_body.contains('-'), "{}", out.text_body);
         assert_eq!(out.tag.as_deref(), Some("credit_exhausted"));
+    }
+
+    #[test]
+    fn portal_link_email_carries_the_link_escaped() {
+        let to = EmailAddress::parse("ada@example.com").expect("valid");
+        let email = portal_link_email(to, "https://api.example.com/portal/login/ab12?x=<b>");
+        assert!(email.text_body.contains("https://api.example.com/portal/login/ab12?x=<b>"));
+        let html = email.html_body.expect("html part");
+        assert!(html.contains("href=\"https://api.example.com/portal/login/ab12?x=&lt;b&gt;\""), "{html}");
+        assert!(!html.contains("<b>"));
+        assert_eq!(email.tag.as_deref(), Some("portal-link"));
     }
 
     #[test]

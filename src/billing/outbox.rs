@@ -3,9 +3,11 @@
 //! then erases the plaintext key on success. Failures retry with exponential backoff from
 //! about a second up to five minutes; permanent failures are recorded and reported.
 
-use super::mailer::{EmailAddress, Mailer, OutgoingEmail, credit_email, key_email, replacement_key_email, retry_delay};
+use super::mailer::{
+    EmailAddress, Mailer, OutgoingEmail, credit_email, key_email, portal_link_email, replacement_key_email, retry_delay,
+};
 use crate::events::{Event, EventBus};
-use crate::store::{CreditLevel, OutboxEmail, Store};
+use crate::store::{CreditLevel, OutboxEmail, PORTAL_LINK_EMAIL, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -34,6 +36,8 @@ pub struct Worker {
     pub signal: Arc<OutboxSignal>,
     /// `https://api.example.com/v1`, written into the email.
     pub api_base: String,
+    /// `https://api.example.com`, where the portal's sign-in links lead.
+    pub public_base: String,
 }
 
 impl Worker {
@@ -96,19 +100,19 @@ impl Worker {
         }
     }
 
-    /// The email an outbox row stands for: a key (new, or replacing one), or a credit notice.
+    /// The email an outbox row stands for: a key (new, or replacing one), a portal sign-in
+    /// link, or a credit notice.
     fn message_of(&self, email: &OutboxEmail) -> Option<OutgoingEmail> {
         let to = EmailAddress::parse(&email.to_email).ok()?;
-        match CreditLevel::parse(&email.kind) {
-            Some(level) => Some(credit_email(to, level, email.credit_nano.unwrap_or(0), &self.api_base)),
-            None => {
-                let key = email.key_plaintext.as_deref()?;
-                Some(match &email.replaces_prefix {
-                    Some(replaced) => replacement_key_email(to, key, &self.api_base, &email.plan, replaced),
-                    None => key_email(to, key, &self.api_base, &email.plan),
-                })
-            }
+        if let Some(level) = CreditLevel::parse(&email.kind) {
+            return Some(credit_email(to, level, email.credit_nano.unwrap_or(0), &self.api_base));
         }
+        let secret = email.key_plaintext.as_deref()?;
+        Some(match (email.kind.as_str(), &email.replaces_prefix) {
+            (PORTAL_LINK_EMAIL, _) => portal_link_email(to, &format!("{}/portal/login/{secret}", self.public_base)),
+            (_, Some(replaced)) => replacement_key_email(to, secret, &self.api_base, &email.plan, replaced),
+            (_, None) => key_email(to, secret, &self.api_base, &email.plan),
+        })
     }
 
     async fn fail(&self, email: &OutboxEmail, attempts: i32, reason: &str) {

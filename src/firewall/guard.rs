@@ -105,7 +105,8 @@ pub struct BodyLimits {
 enum RouteClass {
     /// `/healthz`, `/readyz`: the platform's probes come from inside, unproxied; they pass untouched.
     Health,
-    /// `/admin` and below: small bodies, security headers.
+    /// `/admin`, `/portal` and below (the dashboard and the customer portal): small bodies,
+    /// security headers.
     Admin,
     /// `/webhooks/…`: small bodies; no country rules, since the sender is a payment
     /// provider's server, authenticated by its signature.
@@ -119,6 +120,8 @@ impl RouteClass {
             "/healthz" | "/readyz" => RouteClass::Health,
             "/admin" => RouteClass::Admin,
             _ if path.starts_with("/admin/") => RouteClass::Admin,
+            "/portal" => RouteClass::Admin,
+            _ if path.starts_with("/portal/") => RouteClass::Admin,
             _ if path.starts_with("/webhooks/") => RouteClass::Webhook,
             _ => RouteClass::Api,
         }
@@ -283,7 +286,7 @@ pub async fn guard(
     response
 }
 
-/// For the admin API and dashboard, pages, JSON and refusals alike: nothing loads from
+/// For the admin API, dashboard and customer portal, pages, JSON and refusals alike: nothing loads from
 /// elsewhere, nothing inline runs, nothing frames the dashboard, nothing is cached or sniffed.
 fn secure_headers(headers: &mut HeaderMap) {
     for (name, value) in [
@@ -345,6 +348,9 @@ mod tests {
             ("/admin", RouteClass::Admin),
             ("/admin/api/keys", RouteClass::Admin),
             ("/administrator", RouteClass::Api),
+            ("/portal", RouteClass::Admin),
+            ("/portal/login", RouteClass::Admin),
+            ("/portals", RouteClass::Api),
             ("/webhooks/lemonsqueezy", RouteClass::Webhook),
             ("/webhooks", RouteClass::Api),
             ("/v1/chat/completions", RouteClass::Api),

@@ -45,6 +45,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .merge(crate::admin::router())
+        .merge(crate::portal::router())
         .merge(crate::billing::router())
         .fallback(not_found)
         .layer(firewall)

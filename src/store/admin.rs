@@ -28,6 +28,8 @@ pub struct CustomerDetail {
     /// Lemon Squeezy checkout custom data: customer-controlled.
     pub custom_data: Option<Json<serde_json::Value>>,
     pub created_at: DateTime<Utc>,
+    /// The customer's last sign-in to the portal, if ever.
+    pub portal_signed_in_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -87,7 +89,7 @@ impl Store {
     }
 
     pub async fn customer_detail(&self, id: Uuid) -> StoreResult<CustomerDetail> {
-        let sql = "SELECT id, email, name, ls_customer_id, custom_data, created_at FROM customers WHERE id = $1";
+        let sql = "SELECT id, email, name, ls_customer_id, custom_data, created_at, portal_signed_in_at FROM customers WHERE id = $1";
         with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
             .ok_or_else(|| StoreError::NotFound(format!("no customer with id {id}")))
     }

@@ -51,7 +51,9 @@ pub enum Applied {
     },
 }
 
-/// A key email due for delivery, claimed under a lease.
+/// An email due for delivery, claimed under a lease: a key email (`kind` `key`, the key in
+/// `key_plaintext`), a portal sign-in link (`portal_link`, the link's token there) or a credit
+/// notice.
 #[derive(Debug, sqlx::FromRow)]
 pub struct OutboxEmail {
     pub id: Uuid,
@@ -61,7 +63,7 @@ pub struct OutboxEmail {
     /// Set on a rotation's email: the display prefix of the key the new one replaces.
     pub replaces_prefix: Option<String>,
     pub attempts: i32,
-    /// `key`, or a credit notice (`credit_low`, `credit_exhausted`).
+    /// `key`, `portal_link`, or a credit notice (`credit_low`, `credit_exhausted`).
     pub kind: String,
     /// The balance a credit notice tells.
     pub credit_nano: Option<i64>,

@@ -18,7 +18,7 @@ async fn records(store: &Store) -> Vec<UsageRecord> {
     store.usage_page(None, chrono::Utc::now() + chrono::Duration::hours(1), 1000).await.expect("page")
 }
 
-async fn wait_for_records(store: &Store, n: usize) -> Vec<UsageRecord> {
+pub(crate) async fn wait_for_records(store: &Store, n: usize) -> Vec<UsageRecord> {
     eventually(Duration::from_secs(10), || async { records(store).await.len() >= n }).await;
     records(store).await
 }

@@ -646,7 +646,7 @@ async fn every_admin_response_carries_the_security_headers() {
 }
 
 /// Node, Debian's chromium and playwright-core (installed by scripts/test), or why not.
-fn browser_prerequisites(e2e: &Path) -> Result<(), String> {
+pub(crate) fn browser_prerequisites(e2e: &Path) -> Result<(), String> {
     if !Path::new("/usr/bin/chromium").exists() {
         return Err("/usr/bin/chromium is missing (apt-get install -y chromium)".into());
     }

@@ -21,6 +21,7 @@ mod hawk;
 mod key_api;
 mod mailer;
 mod plans;
+mod portal;
 mod pricing;
 mod revocation;
 mod schema;

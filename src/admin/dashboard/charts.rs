@@ -218,6 +218,52 @@ pub fn bar_chart(
     }
 }
 
+/// A customer's month by UTC day from the rollup: requests, and cost (called `cost_label`:
+/// the operator's upstream cost is what the customer's budget counts as spend). Days after
+/// today are left blank, not drawn as zero. The admin's customer page and the portal share it.
+pub fn daily_usage(
+    month: &str,
+    days: &std::ops::Range<chrono::NaiveDate>,
+    daily: &[crate::store::DailyUsage],
+    cost_label: &str,
+) -> Vec<LineChart> {
+    let today = chrono::Utc::now().date_naive();
+    let month_days = || days.start.iter_days().take_while(|d| *d < days.end);
+    let labels: Vec<String> = month_days().map(|d| d.format("%d").to_string()).collect();
+    let per_day = |f: fn(&crate::store::DailyUsage) -> f64| -> Vec<Option<f64>> {
+        month_days()
+            .map(|d| {
+                let key = crate::store::day_key(d);
+                let value = daily.iter().find(|u| u.day == key).map(f);
+                if d > today { None } else { Some(value.unwrap_or(0.0)) }
+            })
+            .collect()
+    };
+    let requests = per_day(|u| u.requests as f64);
+    let cost = per_day(|u| u.cost_nano as f64 / 1e9);
+    let whole = |n: f64| super::format::count(n as i64);
+    vec![
+        line_chart(
+            "daily-requests",
+            "Requests per day",
+            format!("Requests per day in {month}."),
+            &labels,
+            5,
+            whole,
+            vec![SeriesData { name: "requests", class: "s1", values: requests }],
+        ),
+        line_chart(
+            "daily-cost",
+            format!("{cost_label} per day"),
+            format!("{cost_label} per day in {month}."),
+            &labels,
+            5,
+            super::format::usd,
+            vec![SeriesData { name: "cost", class: "s2", values: cost }],
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

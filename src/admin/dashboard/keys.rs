@@ -1,7 +1,7 @@
 //! Keys and customers: search, create (the key shown once), suspend, restore, revoke and
 //! resend, through the same functions as the JSON API; a customer's keys, usage and findings.
 
-use super::charts::{self, LineChart, SeriesData};
+use super::charts::{self, LineChart};
 use super::findings::{Columns, FindingRow};
 use super::session::Session;
 use super::{
@@ -292,6 +292,8 @@ pub struct CustomerView {
     pub name: String,
     pub ls_customer_id: String,
     pub created: String,
+    /// When the customer last signed in to the portal, or "never".
+    pub portal_signed_in: String,
     /// Checkout custom data as indented JSON (customer-controlled: escaped like all else).
     pub custom_data: Option<String>,
 }
@@ -387,43 +389,7 @@ pub async fn customer(
     );
     let (keys, daily, recent, findings, strikes) = (keys?, daily?, recent?, findings?, strikes?);
 
-    let today = Utc::now().date_naive();
-    let labels: Vec<String> =
-        days.start.iter_days().take_while(|d| *d < days.end).map(|d| d.format("%d").to_string()).collect();
-    let per_day = |f: fn(&crate::store::DailyUsage) -> f64| -> Vec<Option<f64>> {
-        days.start
-            .iter_days()
-            .take_while(|d| *d < days.end)
-            .map(|d| {
-                let key = crate::store::day_key(d);
-                let value = daily.iter().find(|u| u.day == key).map(f);
-                if d > today { None } else { Some(value.unwrap_or(0.0)) }
-            })
-            .collect()
-    };
-    let requests = per_day(|u| u.requests as f64);
-    let cost = per_day(|u| u.cost_nano as f64 / 1e9);
-    let whole = |n: f64| format::count(n as i64);
-    let charts = vec![
-        charts::line_chart(
-            "daily-requests",
-            "Requests per day",
-            format!("Requests per day in {month}."),
-            &labels,
-            5,
-            whole,
-            vec![SeriesData { name: "requests", class: "s1", values: requests }],
-        ),
-        charts::line_chart(
-            "daily-cost",
-            "Upstream cost per day",
-            format!("Upstream cost per day in {month}."),
-            &labels,
-            5,
-            format::usd,
-            vec![SeriesData { name: "cost", class: "s2", values: cost }],
-        ),
-    ];
+    let charts = charts::daily_usage(&month, &days, &daily, "Upstream cost");
     let sum = |f: fn(&crate::store::DailyUsage) -> i64| daily.iter().map(f).fold(0, i64::saturating_add);
     let month_summary = vec![
         ("Requests", format::count(sum(|u| u.requests))),
@@ -447,6 +413,7 @@ pub async fn customer(
             name: detail.name.unwrap_or_default(),
             ls_customer_id: detail.ls_customer_id.map(|n| n.to_string()).unwrap_or_default(),
             created: format::time(detail.created_at),
+            portal_signed_in: detail.portal_signed_in_at.map_or_else(|| "never".to_string(), format::time),
             custom_data: detail.custom_data.and_then(|d| serde_json::to_string_pretty(&d.0).ok()),
         },
         keys: keys.into_iter().map(KeyRow::from).collect(),

@@ -8,9 +8,9 @@
 //! A listing adds a [`Pager`] and includes `pager.html`.
 
 mod alerts;
-mod charts;
+pub mod charts;
 mod findings;
-mod format;
+pub mod format;
 mod keys;
 mod money;
 mod overview;
@@ -258,7 +258,8 @@ pub fn render_with(
     Ok(response)
 }
 
-async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+/// The stylesheet and script, served from the binary (the portal serves the same ones).
+pub async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
         "dashboard.css" => (include_str!("static/dashboard.css"), "text/css; charset=utf-8"),
         "dashboard.js" => (include_str!("static/dashboard.js"), "text/javascript; charset=utf-8"),
