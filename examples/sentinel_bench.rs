@@ -8,6 +8,8 @@
 //! `valgrind --tool=callgrind --toggle-collect='*scan_many*' target/release/examples/sentinel_bench
 //! --only "typical benign" --iters 100` (instructions per scan = Ir / iters).
 //!
+//! `-- --rules-only` times the rules without the learned model (`Rules::rules_only`).
+//!
 //! `-- --cold 8` writes 8 MB of other memory before every scan, as a busy gateway's other
 //! work does between two prompts, and times each scan alone: its tables come from memory.
 
@@ -38,9 +40,10 @@ Ihre Nachricht. Leider können wir die Bestellung erst nächste Woche liefern.»
 Merci beaucoup, et désolé pour le mélange de langues !";
 
 fn main() {
+    let rules_only = std::env::args().any(|a| a == "--rules-only");
     let t = Instant::now();
-    let rules = Rules::new();
-    println!("Rules::new: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    let rules = if rules_only { Rules::rules_only() } else { Rules::new() };
+    println!("Rules::{}: {:.2} ms", if rules_only { "rules_only" } else { "new" }, t.elapsed().as_secs_f64() * 1e3);
 
     let long_benign = long(TYPICAL_BENIGN);
     let long_attack = long(TYPICAL_ATTACK);

@@ -139,7 +139,8 @@ def fit_calibrated(x, y, groups, train):
     for a, b in GroupKFold(n_splits=INNER_FOLDS).split(idx, groups=groups[idx]):
         inner[b] = score(fit(x[idx[a]], y[idx[a]]), x[idx[b]])
     benign = np.sort(inner[y[idx] == 0])
-    threshold = max(0.5, float(benign[int(np.ceil(len(benign) * (1 - INNER_BENIGN_FPR))) - 1]) + 1e-6)
+    # Kept below 1 so the bias stays finite (a threshold of 1 flags nothing either way).
+    threshold = min(max(0.5, float(benign[int(np.ceil(len(benign) * (1 - INNER_BENIGN_FPR))) - 1]) + 1e-6), 1 - 1e-6)
     q, scale, bias = fit(x[idx], y[idx])
     return (q, scale, np.float32(bias - np.log(threshold / (1 - threshold)))), threshold
 
@@ -168,7 +169,7 @@ def main():
         print(f"held out {group:26} rows {held.sum():4}  flagged {(loso[held] >= 0.5).sum():4}  threshold {threshold:.3f}")
     with open(DATA / "loso_scores.jsonl", "w") as f:
         for r, s in zip(rows, loso):
-            f.write(json.dumps({"id": r["id"], "model": round(float(s), 4)}) + "\n")
+            f.write(json.dumps({"id": r["id"], "model": round(float(np.nan_to_num(s)), 4)}) + "\n")
 
     (q, scale, bias), threshold = fit_calibrated(x, y, groups, trainable)
     WEIGHTS.write_bytes(b"OMISNTL\0" + struct.pack("<IIff", FORMAT_VERSION, BITS, scale, bias) + q.tobytes())
