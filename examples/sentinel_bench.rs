@@ -8,7 +8,8 @@
 //! `valgrind --tool=callgrind --toggle-collect='*scan_many*' target/release/examples/sentinel_bench
 //! --only "typical benign" --iters 100` (instructions per scan = Ir / iters).
 //!
-//! `-- --rules-only` times the rules without the learned model (`Rules::rules_only`).
+//! `-- --model` times the rules with the learned model (`Rules::with_model`, as `omi sentinel
+//! scan` runs them); without it, the rules alone, as the gateway runs them.
 //!
 //! `-- --cold 8` writes 8 MB of other memory before every scan, as a busy gateway's other
 //! work does between two prompts, and times each scan alone: its tables come from memory.
@@ -40,10 +41,10 @@ Ihre Nachricht. Leider können wir die Bestellung erst nächste Woche liefern.»
 Merci beaucoup, et désolé pour le mélange de langues !";
 
 fn main() {
-    let rules_only = std::env::args().any(|a| a == "--rules-only");
+    let with_model = std::env::args().any(|a| a == "--model");
     let t = Instant::now();
-    let rules = if rules_only { Rules::rules_only() } else { Rules::new() };
-    println!("Rules::{}: {:.2} ms", if rules_only { "rules_only" } else { "new" }, t.elapsed().as_secs_f64() * 1e3);
+    let rules = if with_model { Rules::with_model() } else { Rules::new() };
+    println!("Rules::{}: {:.2} ms", if with_model { "with_model" } else { "new" }, t.elapsed().as_secs_f64() * 1e3);
 
     let long_benign = long(TYPICAL_BENIGN);
     let long_attack = long(TYPICAL_ATTACK);
