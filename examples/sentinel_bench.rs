@@ -8,6 +8,9 @@
 //! `valgrind --tool=callgrind --toggle-collect='*scan_many*' target/release/examples/sentinel_bench
 //! --only "typical benign" --iters 100` (instructions per scan = Ir / iters).
 //!
+//! `-- --model` times the rules with the learned model (`Rules::with_model`, as `omi sentinel
+//! scan` runs them); without it, the rules alone, as the gateway runs them.
+//!
 //! `-- --cold 8` writes 8 MB of other memory before every scan, as a busy gateway's other
 //! work does between two prompts, and times each scan alone: its tables come from memory.
 
@@ -38,9 +41,10 @@ Ihre Nachricht. Leider können wir die Bestellung erst nächste Woche liefern.»
 Merci beaucoup, et désolé pour le mélange de langues !";
 
 fn main() {
+    let with_model = std::env::args().any(|a| a == "--model");
     let t = Instant::now();
-    let rules = Rules::new();
-    println!("Rules::new: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    let rules = if with_model { Rules::with_model() } else { Rules::new() };
+    println!("Rules::{}: {:.2} ms", if with_model { "with_model" } else { "new" }, t.elapsed().as_secs_f64() * 1e3);
 
     let long_benign = long(TYPICAL_BENIGN);
     let long_attack = long(TYPICAL_ATTACK);

@@ -1,118 +1,155 @@
-//! Quality report of the Sentinel's local rules on the labelled set in `tests/data/sentinel/`:
-//! `cargo run --release --example sentinel_eval [-- --verbose]`.
+//! Quality report of the Sentinel's local detector (rules + learned model) on the labelled
+//! corpus in `tests/data/sentinel/corpus.jsonl`: `cargo run --release --example sentinel_eval
+//! [-- --verbose]`.
 //!
-//! Attacks: every row of the PurpleLlama and Giskard files. Benign: `benign.jsonl`.
-//! Held-out split: every third row of each file (index % 3 == 2) is `test`, the rest `tune`.
-//! `context_dependent.json` lists PurpleLlama rows that carry no attack cue on their
-//! own (an innocuous question that only breaks its system prompt's topic rule); metrics
-//! are printed with and without them.
+//! Leave-one-source-out: each row's model score comes from `loso_scores.jsonl`, written by
+//! `scripts/sentinel/train_model.py` with a model fitted on every source but the row's own. The
+//! rules are scored here; sources marked `*` were read while the rules were written, so their
+//! rules and combined columns are not a test of generalization (the model column still is).
+//! Combined: `combine(rules, model) >= INJECTION_THRESHOLD`, as `omi sentinel scan` decides.
+//! Rows annotated context-dependent (no attack cue of their own) are reported apart.
 #![allow(
     clippy::expect_used,
     reason = "a dev tool over the repo's own data files: a missing or broken file stops it with that message"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 
-use omi::agents::sentinel::Rules;
+use omi::agents::sentinel::{INJECTION_THRESHOLD, Rules, combine};
 
-struct Case {
+/// Sources whose rows were read while the rules were written.
+const RULES_TUNED_ON: [&str; 3] = ["purplellama", "giskard", "omi_benign"];
+/// The target applies to attack sources with at least this many rows.
+const MIN_ROWS: usize = 50;
+
+struct Row {
+    id: String,
     text: String,
     attack: bool,
     source: String,
-    /// Row index in its file, printed by `--verbose`.
-    row: usize,
-    tag: String,
-    held_out: bool,
+    family: String,
+    language: String,
     context_dependent: bool,
+    rules: f32,
+    model: f32,
+}
+
+impl Row {
+    fn flagged(&self) -> bool {
+        combine(self.rules, self.model) >= INJECTION_THRESHOLD
+    }
+}
+
+/// Flag counts of the three detectors: rules alone, model alone, combined.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    n: usize,
+    rules: usize,
+    model: usize,
+    combined: usize,
+}
+
+impl Counts {
+    fn add(&mut self, r: &Row) {
+        self.n += 1;
+        self.rules += usize::from(r.rules >= INJECTION_THRESHOLD);
+        self.model += usize::from(r.model >= INJECTION_THRESHOLD);
+        self.combined += usize::from(r.flagged());
+    }
+    fn pct(&self, k: usize) -> f64 {
+        if self.n == 0 { 0.0 } else { 100.0 * k as f64 / self.n as f64 }
+    }
+    fn columns(&self) -> String {
+        format!("{:>6.1}% {:>6.1}% {:>6.1}%", self.pct(self.rules), self.pct(self.model), self.pct(self.combined))
+    }
 }
 
 fn main() {
     let verbose = std::env::args().any(|a| a == "--verbose");
-    let cases = load();
-    let rules = Rules::new();
-    let flags: Vec<bool> = cases.iter().map(|c| rules.scan(&c.text).injection).collect();
+    let rows = load();
+    let scored: Vec<&Row> = rows.iter().filter(|r| !r.context_dependent).collect();
 
-    report("full set", &cases, &flags, |_| true);
-    report("held-out (every 3rd row)", &cases, &flags, |c| c.held_out);
-    report("tune (other rows)", &cases, &flags, |c| !c.held_out);
-    report("self-contained attacks (no context-dependent rows)", &cases, &flags, |c| !c.context_dependent);
-    report("self-contained, held-out", &cases, &flags, |c| !c.context_dependent && c.held_out);
-
-    println!("\nper-source recall (full set | held-out):");
-    let mut groups: BTreeMap<String, [usize; 4]> = BTreeMap::new();
-    for (c, &f) in cases.iter().zip(&flags).filter(|(c, _)| c.attack) {
-        let g = groups.entry(format!("{} / {}", c.source, c.tag)).or_default();
-        g[0] += usize::from(f);
-        g[1] += 1;
-        if c.held_out {
-            g[2] += usize::from(f);
-            g[3] += 1;
+    let mut benign = Counts::default();
+    let mut benign_untuned = Counts::default();
+    for r in scored.iter().filter(|r| !r.attack) {
+        benign.add(r);
+        if !RULES_TUNED_ON.contains(&r.source.as_str()) {
+            benign_untuned.add(r);
         }
     }
-    for (name, [hit, n, thit, tn]) in &groups {
-        println!("  {name:<52} {hit:>3}/{n:<3} {:>5.1}% | {thit}/{tn}", pct(*hit, *n));
+    let tnr = 100.0 - benign.pct(benign.combined);
+
+    println!("Leave-one-source-out on {} rows ({} context-dependent apart).", rows.len(), rows.len() - scored.len());
+    println!("Columns: flagged by the rules alone | the model alone (LOSO) | combined. * = rules written on it.\n");
+    println!(
+        "{:<28} {:>5} {:>7} {:>7} {:>7}  {:>9}",
+        "attack source (recall)", "rows", "rules", "model", "comb.", "bal. acc"
+    );
+    for (source, c) in group(&scored, |r| r.attack, |r| r.source.clone()) {
+        let star = if RULES_TUNED_ON.contains(&source.as_str()) { "*" } else { " " };
+        let bal = (c.pct(c.combined) + tnr) / 2.0;
+        let target = if c.n < MIN_ROWS {
+            "(< 50 rows)"
+        } else if bal >= 90.0 {
+            "ok"
+        } else {
+            "MISSED"
+        };
+        println!("{source:<27}{star} {:>5} {}  {bal:>8.1}% {target}", c.n, c.columns());
     }
-    let borderline: Vec<_> = cases.iter().zip(&flags).filter(|(c, _)| c.tag == "borderline").collect();
-    let bflag = borderline.iter().filter(|(_, f)| **f).count();
-    println!("\nborderline benign (quote an attack to ask about it): {bflag}/{} flagged", borderline.len());
+    println!("\n{:<28} {:>5} {:>7} {:>7} {:>7}", "benign source (FPR)", "rows", "rules", "model", "comb.");
+    for (source, c) in group(&scored, |r| !r.attack, |r| r.source.clone()) {
+        let star = if RULES_TUNED_ON.contains(&source.as_str()) { "*" } else { " " };
+        println!("{source:<27}{star} {:>5} {}", c.n, c.columns());
+    }
+    println!("{:<28} {:>5} {}", "all benign", benign.n, benign.columns());
+    println!("{:<28} {:>5} {}", "benign, without * sources", benign_untuned.n, benign_untuned.columns());
+
+    println!("\n{:<28} {:>5} {:>7} {:>7} {:>7}", "attack family (recall)", "rows", "rules", "model", "comb.");
+    for (family, c) in group(&scored, |r| r.attack, |r| r.family.clone()) {
+        println!("{family:<28} {:>5} {}", c.n, c.columns());
+    }
+    println!("\n{:<28} {:>5} {:>7} {:>7} {:>7}", "attack language (recall)", "rows", "rules", "model", "comb.");
+    for (language, c) in group(&scored, |r| r.attack, |r| r.language.clone()) {
+        println!("{language:<28} {:>5} {}", c.n, c.columns());
+    }
+    let ctx: Vec<&Row> = rows.iter().filter(|r| r.context_dependent).collect();
+    let mut c = Counts::default();
+    ctx.iter().for_each(|r| c.add(r));
+    println!("\ncontext-dependent attacks (never trained on): {} rows, {}", c.n, c.columns());
 
     if verbose {
-        println!("\nfalse positives:");
-        for (c, _) in cases.iter().zip(&flags).filter(|(c, f)| !c.attack && **f) {
-            let v = rules.scan(&c.text);
-            println!("  {}#{} [{:.2} {:?}] {}", c.source, c.row, v.score, v.rules, short(&c.text));
+        println!("\nfalse positives (combined):");
+        for r in scored.iter().filter(|r| !r.attack && r.flagged()) {
+            println!("  {} {} [rules {:.2} model {:.2}] {}", r.source, r.id, r.rules, r.model, short(&r.text));
         }
-        println!("\nmissed attacks:");
-        for (c, _) in cases.iter().zip(&flags).filter(|(c, f)| c.attack && !**f) {
-            let v = rules.scan(&c.text);
-            let ctx = if c.context_dependent { " (context-dependent)" } else { "" };
-            let held = if c.held_out { " held-out" } else { "" };
+        println!("\nmissed attacks (combined):");
+        for r in scored.iter().filter(|r| r.attack && !r.flagged()) {
             println!(
-                "  {}#{}{held} [{:.2} {:?}] {}{ctx} | {}",
-                c.source,
-                c.row,
-                v.score,
-                v.rules,
-                c.tag,
-                short(&c.text)
+                "  {} {} {} [rules {:.2} model {:.2}] {}",
+                r.source,
+                r.id,
+                r.family,
+                r.rules,
+                r.model,
+                short(&r.text)
             );
         }
     }
 }
 
-fn report(name: &str, cases: &[Case], flags: &[bool], keep: impl Fn(&Case) -> bool) {
-    let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
-    let (mut strict_fp, mut strict_n) = (0, 0);
-    for (c, &f) in cases.iter().zip(flags).filter(|(c, _)| keep(c)) {
-        match (c.attack, f) {
-            (true, true) => tp += 1,
-            (true, false) => fn_ += 1,
-            (false, true) => fp += 1,
-            (false, false) => tn += 1,
-        }
-        if !c.attack && c.tag != "borderline" {
-            strict_n += 1;
-            strict_fp += usize::from(f);
-        }
+fn group(rows: &[&Row], keep: impl Fn(&Row) -> bool, key: impl Fn(&Row) -> String) -> BTreeMap<String, Counts> {
+    let mut groups: BTreeMap<String, Counts> = BTreeMap::new();
+    for r in rows.iter().filter(|r| keep(r)) {
+        groups.entry(key(r)).or_default().add(r);
     }
-    let recall = pct(tp, tp + fn_);
-    let tnr = pct(tn, tn + fp);
-    println!("\n== {name}: {} attacks, {} benign", tp + fn_, tn + fp);
-    println!("  precision          {:>6.1}%", pct(tp, tp + fp));
-    println!("  recall             {recall:>6.1}%");
-    println!("  balanced accuracy  {:>6.1}%", (recall + tnr) / 2.0);
-    println!("  benign FPR         {:>6.1}%  ({fp}/{})", pct(fp, tn + fp), tn + fp);
-    println!("  benign FPR w/o borderline {:>6.1}%  ({strict_fp}/{strict_n})", pct(strict_fp, strict_n));
-}
-
-fn pct(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
+    groups
 }
 
 fn short(t: &str) -> String {
     let one: String = t.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
-    if one.chars().count() > 150 { format!("{}...", one.chars().take(150).collect::<String>()) } else { one }
+    if one.chars().count() > 140 { format!("{}...", one.chars().take(140).collect::<String>()) } else { one }
 }
 
 /// A file of the evaluation set, wherever the example is run from.
@@ -120,85 +157,33 @@ fn data(name: &str) -> String {
     format!("{}/tests/data/sentinel/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn load() -> Vec<Case> {
-    let mut cases = Vec::new();
-    let ctx: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(data("context_dependent.json")).expect("read context_dependent"))
-            .expect("parse context_dependent");
-    let ctx_ids: Vec<u64> = ctx.as_array().expect("array").iter().filter_map(|r| r["prompt_id"].as_u64()).collect();
-    let pl: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(data("purplellama_prompt_injection.json")).expect("read purplellama"))
-            .expect("parse purplellama");
-    for (i, row) in pl.as_array().expect("array").iter().enumerate() {
-        cases.push(Case {
-            text: row["user_input"].as_str().unwrap_or_default().to_string(),
-            attack: true,
-            source: "purplellama".into(),
-            row: i,
-            tag: row["injection_variant"].as_str().unwrap_or_default().to_string(),
-            held_out: i % 3 == 2,
-            context_dependent: row["prompt_id"].as_u64().is_some_and(|id| ctx_ids.contains(&id)),
-        });
-    }
-    let csv = fs::read_to_string(data("giskard_prompt_injections.csv")).expect("read giskard");
-    let rows = parse_csv(&csv);
-    let header = &rows[0];
-    let col = |name: &str| header.iter().position(|h| h == name).expect("column");
-    let (prompt, group) = (col("prompt"), col("group"));
-    for (i, r) in rows[1..].iter().enumerate() {
-        cases.push(Case {
-            text: r[prompt].clone(),
-            attack: true,
-            source: "giskard".into(),
-            row: i,
-            tag: r[group].clone(),
-            held_out: i % 3 == 2,
-            context_dependent: false,
-        });
-    }
-    let benign = fs::read_to_string(data("benign.jsonl")).expect("read benign");
-    for (i, line) in benign.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("benign json line");
-        cases.push(Case {
-            text: v["text"].as_str().unwrap_or_default().to_string(),
-            attack: false,
-            source: "benign".into(),
-            row: i,
-            tag: v["tag"].as_str().unwrap_or("normal").to_string(),
-            held_out: i % 3 == 2,
-            context_dependent: false,
-        });
-    }
-    cases
+fn jsonl(name: &str) -> Vec<serde_json::Value> {
+    let text = fs::read_to_string(data(name)).expect("read a data file (run scripts/sentinel/*.py first)");
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
-/// Minimal RFC 4180 reader: quoted fields may hold commas, newlines and `""`.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let (mut row, mut field) = (Vec::new(), String::new());
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
+fn load() -> Vec<Row> {
+    let loso: HashMap<String, f32> = jsonl("loso_scores.jsonl")
+        .into_iter()
+        .map(|v| (v["id"].as_str().expect("id").to_owned(), v["model"].as_f64().expect("model") as f32))
+        .collect();
+    let rules = Rules::new();
+    jsonl("corpus.jsonl")
+        .into_iter()
+        .map(|v| {
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            let text = field("text");
+            Row {
+                rules: rules.scan(&text).score,
+                model: *loso.get(&field("id")).expect("every corpus row has a LOSO score: rerun train_model.py"),
+                id: field("id"),
+                attack: v["label"] == "attack",
+                source: field("source"),
+                family: field("family"),
+                language: field("language"),
+                context_dependent: v["context_dependent"].as_bool().unwrap_or(false),
+                text,
             }
-            (true, '"') => quoted = false,
-            (true, _) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, '\r') => {}
-            (false, _) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
-    }
-    rows
+        })
+        .collect()
 }

@@ -257,7 +257,7 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
 }
 
 fn sentinel_scan(input: impl std::io::BufRead, mut out: impl std::io::Write) -> anyhow::Result<()> {
-    let rules = crate::agents::sentinel::Rules::new();
+    let rules = crate::agents::sentinel::Rules::with_model();
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(|e| anyhow::anyhow!("reading line {}: {e}", n + 1))?;
         let text = prompt_of_line(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;

@@ -564,11 +564,17 @@ async fn omi_sentinel_scan_reads_stdin_and_prints_verdicts() {
     for v in &verdicts {
         let mut keys: Vec<&String> = v.as_object().expect("object").keys().collect();
         keys.sort();
-        assert_eq!(keys, ["injection", "rules", "score"]);
+        // INTERFACE.md's three fields, plus which part scored what: the rules and the model.
+        assert_eq!(keys, ["injection", "model", "rules", "rules_score", "score"]);
     }
     assert_eq!(verdicts[0]["injection"], true);
     assert!(verdicts[0]["rules"].as_array().expect("rules").contains(&json!("instruction_override")));
-    assert_eq!(verdicts[1], json!({"score": 0.0, "injection": false, "rules": []}));
+    let benign = &verdicts[1];
+    assert_eq!(
+        (&benign["injection"], &benign["rules"], &benign["rules_score"]),
+        (&json!(false), &json!([]), &json!(0.0))
+    );
+    assert!(benign["model"].as_f64().expect("model score") < 0.5, "{benign}");
     assert_eq!(verdicts[2]["injection"], true, "plain text lines, any language");
 
     let bad = run(&["sentinel", "scan"], "{\"prompt\": \"no text field\"}\n").await;

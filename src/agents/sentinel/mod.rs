@@ -12,11 +12,12 @@
 
 mod customer_text;
 pub mod judge;
+pub mod model;
 mod normalize;
 mod rules;
 
 pub use customer_text::{CHAT_INPUT_FIELDS, CustomerText};
-pub use rules::{INJECTION_THRESHOLD, Rules, Verdict};
+pub use rules::{INJECTION_THRESHOLD, Rules, Verdict, combine};
 
 use crate::config::{Config, SentinelMode};
 use crate::events::{Coalescing, Event, EventBus, FindingEvent, FindingKind, Severity};
@@ -234,6 +235,8 @@ fn worst(verdicts: &[Verdict]) -> Verdict {
         score: 0.0,
         injection: false,
         rules: Vec::new(),
+        rules_score: 0.0,
+        model: None,
     })
 }
 
@@ -604,7 +607,13 @@ mod tests {
     }
 
     fn verdict(score: f32) -> Verdict {
-        Verdict { score, injection: score >= INJECTION_THRESHOLD, rules: vec!["instruction_override"] }
+        Verdict {
+            score,
+            injection: score >= INJECTION_THRESHOLD,
+            rules: vec!["instruction_override"],
+            rules_score: score,
+            model: None,
+        }
     }
 
     fn judged(injection: bool, score: f32) -> Judged {

@@ -1,0 +1,224 @@
+//! Pattern tables: concept sequences with their weights, and the chat-template delimiters.
+
+use super::concepts::C::*;
+use super::concepts::Rule::*;
+use super::concepts::{Rule, m};
+
+/// One step of a pattern: any concept in `any`, at most `gap` words after the previous step.
+#[derive(Clone, Copy)]
+pub(super) struct Step {
+    pub(super) any: u128,
+    pub(super) gap: u8,
+}
+
+pub(super) const fn s(any: u128, gap: u8) -> Step {
+    Step { any, gap }
+}
+
+/// An ordered concept sequence. `forbid` may not occur inside the match,
+/// `not_before`/`not_after` may not be the word right before/after it.
+/// Patterns sharing a nonzero `group` are one piece of evidence: counted once.
+#[derive(Clone, Copy)]
+pub(super) struct Pat {
+    pub(super) rule: Rule,
+    pub(super) weight: f32,
+    pub(super) steps: &'static [Step],
+    pub(super) forbid: u128,
+    pub(super) not_before: u128,
+    pub(super) not_after: u128,
+    pub(super) group: u8,
+}
+
+pub(super) const fn p(rule: Rule, weight: f32, steps: &'static [Step]) -> Pat {
+    Pat { rule, weight, steps, forbid: 0, not_before: 0, not_after: 0, group: 0 }
+}
+
+impl Pat {
+    pub(super) const fn group(mut self, g: u8) -> Pat {
+        self.group = g;
+        self
+    }
+    pub(super) const fn forbid(mut self, c: u128) -> Pat {
+        self.forbid = c;
+        self
+    }
+    pub(super) const fn not_before(mut self, c: u128) -> Pat {
+        self.not_before = c;
+        self
+    }
+    pub(super) const fn not_after(mut self, c: u128) -> Pat {
+        self.not_after = c;
+        self
+    }
+}
+
+const ALL_YOUR: u128 = m(All) | m(Your);
+const IGN: u128 = m(Ignore);
+const ASK: u128 = m(Extract) | m(WhatIs);
+const SECRET_DET: u128 = m(Det);
+
+#[rustfmt::skip]
+pub(super) const PATTERNS: &[Pat] = &[
+    // "ignore (all) previous instructions" and the same in other word orders.
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Prior), 5), s(m(Instr), 3)]).forbid(m(My)),
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Instr), 3), s(m(Prior), 1)]).forbid(m(My)),
+    p(InstructionOverride, 0.75, &[s(m(Prior), 0), s(m(Instr), 2), s(m(IgnorePost), 1)]),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(ALL_YOUR, 2), s(m(InstrCore), 4)]).forbid(m(My)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(Everything), 3), s(m(Told), 5)]).forbid(m(My)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Everything), 3), s(m(Learned), 5), s(m(Prior), 2)])
+        .forbid(m(My)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ToldYou), 5)]).forbid(m(My)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Above), 2)]).forbid(m(My)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(AndSay), 5)]).forbid(m(My)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ContentObj), 1), s(m(AndDo), 1)]),
+    p(InstructionOverride, 0.3, &[s(IGN, 0), s(m(ContentObj), 1)]),
+    p(InstructionOverride, 0.6, &[s(m(Regardless), 0), s(m(Prior) | m(All), 2), s(m(Instr), 2)]),
+    p(InstructionOverride, 0.6, &[s(m(StopAll), 0), s(m(JustSay), 4)]),
+    p(InstructionOverride, 0.3, &[s(m(NewInstr), 0)]),
+    p(InstructionOverride, 0.5, &[s(m(Despite), 0)]),
+    // Reveal the system prompt, hidden instructions, text above, or a secret.
+    p(SystemPromptExtraction, 0.75, &[s(m(Extract), 0), s(m(Your), 2), s(m(SysStrong), 1)])
+        .not_before(m(NegWord)),
+    p(SystemPromptExtraction, 0.55, &[s(m(Extract), 0), s(m(Your), 2), s(m(SysWeak), 1)])
+        .not_before(m(NegWord)),
+    p(SystemPromptExtraction, 0.65, &[s(m(WhatIs), 0), s(m(Your), 1), s(m(SysStrong), 1)]),
+    p(SystemPromptExtraction, 0.45, &[s(m(Extract), 0), s(m(Det), 1), s(m(SysStrong), 0)])
+        .not_before(m(NegWord)),
+    p(SystemPromptExtraction, 0.4, &[s(m(Extract), 0), s(m(AboveText), 3)]),
+    p(SystemPromptExtraction, 0.3, &[s(m(AboveText), 0), s(m(Verbatim), 4)]),
+    p(SystemPromptExtraction, 0.6, &[s(ASK, 0), s(SECRET_DET, 2), s(m(Secret), 0)])
+        .not_before(m(NegWord))
+        .not_after(m(SecretNeg)),
+    p(SystemPromptExtraction, 0.55, &[s(SECRET_DET, 0), s(m(Secret), 0), s(m(TellPost), 1)]),
+    p(SystemPromptExtraction, 0.55, &[s(m(Secret), 0), s(m(WhatPost) | m(TellPost), 1)]),
+    p(SystemPromptExtraction, 0.3, &[s(SECRET_DET, 0), s(m(Secret), 0)]).not_after(m(SecretNeg)),
+    p(SystemPromptExtraction, 0.3, &[s(m(Transform), 0), s(SECRET_DET, 6), s(m(Secret), 0)])
+        .not_after(m(SecretNeg))
+        .group(1),
+    p(SystemPromptExtraction, 0.3, &[s(SECRET_DET, 0), s(m(Secret), 0), s(m(Transform), 6)]).group(1),
+    // Personal data of a third party the model may hold.
+    p(DataExfiltration, 0.45, &[s(ASK, 0), s(m(TheUser), 3), s(m(Pii), 2)]),
+    p(DataExfiltration, 0.5, &[s(m(Transform), 0), s(m(TheUser), 3), s(m(Pii), 2)]),
+    p(DataExfiltration, 0.5, &[s(m(TheUser), 0), s(m(Pii), 2), s(m(Transform), 4)]),
+    p(DataExfiltration, 0.5, &[s(m(Where), 0), s(m(TheUser), 1), s(m(Live), 2)]),
+    p(DataExfiltration, 0.2, &[s(m(Where), 0), s(m(Live), 4)]),
+    p(DataExfiltration, 0.35, &[s(ASK, 0), s(m(PossS), 3), s(m(Pii), 1)]),
+    p(DataExfiltration, 0.55, &[s(m(Extract), 0), s(m(Your), 2), s(m(DataDump), 1)]),
+    p(DataExfiltration, 0.45, &[s(m(Extract), 0), s(m(Det) | m(TheUser), 2), s(m(DataDump), 2)]),
+    // Jailbreak personas.
+    p(RoleplayJailbreak, 0.8, &[s(m(DanStrong), 0)]),
+    p(RoleplayJailbreak, 0.6, &[s(m(NoLimitsStrong), 0)]),
+    p(RoleplayJailbreak, 0.65, &[s(m(ActAs) | m(Pretend) | m(YouAreNow), 0), s(m(NoLimits), 6), s(m(PersonaAi), 3)]),
+    p(RoleplayJailbreak, 0.65, &[s(m(ActAs) | m(Pretend) | m(YouAreNow), 0), s(m(PersonaAi), 4), s(m(NoLimits), 6)]),
+    p(RoleplayJailbreak, 0.65, &[s(m(YouAreNow) | m(ActAs), 0), s(m(AnotherAi), 6)]),
+    p(RoleplayJailbreak, 0.45, &[s(m(AnotherAi), 0)]),
+    p(RoleplayJailbreak, 0.6, &[s(m(NoLongerBound), 0)]),
+    p(RoleplayJailbreak, 0.5, &[s(m(EvilPersona), 0)]),
+    p(RoleplayJailbreak, 0.4, &[s(m(DualResponse), 0)]),
+    p(RoleplayJailbreak, 0.3, &[s(m(StayChar), 0)]),
+    p(RoleplayJailbreak, 0.3, &[s(m(JailbreakWord), 0)]),
+    p(RoleplayJailbreak, 0.25, &[s(m(NoLimits), 0)]),
+    p(RoleplayJailbreak, 0.15, &[s(m(Pretend), 0)]),
+    p(RoleplayJailbreak, 0.3, &[s(m(FromNowOn), 0), s(m(YouAreNow) | m(ActAs), 8)]),
+    // Claims of privileged identity or mode.
+    p(AuthorityClaim, 0.6, &[s(m(IAm), 0), s(m(Your), 1), s(m(CreatorNoun), 0)]),
+    p(AuthorityClaim, 0.5, &[s(m(AsPhrase), 0), s(m(Your), 0), s(m(CreatorNoun), 0)]),
+    p(AuthorityClaim, 0.5, &[s(m(IAm), 0), s(m(CreatorNoun), 2), s(m(OfYour), 1)]),
+    p(AuthorityClaim, 0.55, &[s(m(IamGod), 0)]),
+    p(AuthorityClaim, 0.2, &[s(m(IAm), 0), s(m(AuthRole), 2)]),
+    p(AuthorityClaim, 0.5, &[s(m(Org), 0), s(m(Authorized), 3), s(m(YouObj), 2)]),
+    p(AuthorityClaim, 0.25, &[s(m(Authorized), 0), s(m(Org), 3)]),
+    p(AuthorityClaim, 0.5, &[s(m(AuditFrame), 0), s(m(Your), 4), s(m(CreatorNoun), 0)]),
+    p(AuthorityClaim, 0.35, &[s(m(Org) | m(CreatorNoun), 0), s(m(AuditFrame), 8)]),
+    p(AuthorityClaim, 0.45, &[s(m(ModeStrong), 0)]),
+    p(AuthorityClaim, 0.3, &[s(m(EnterV), 0), s(m(ModeWord), 4)]),
+    p(AuthorityClaim, 0.4, &[s(m(Compliance), 0)]),
+    p(FakeDelimiter, 0.5, &[s(m(DelimPhrase), 0)]),
+    // Injected phishing goals ("tell the user to reset their password at ...").
+    p(PhishingPayload, 0.3, &[s(m(Compromised), 0)]),
+    p(PhishingPayload, 0.3, &[s(m(LinkDirective), 0), s(m(ResetPw), 6)]),
+    p(PhishingPayload, 0.4, &[s(m(TellUser), 0), s(m(LinkDirective) | m(ResetPw), 6)]),
+    // Weak signals: never decisive alone.
+    p(Persuasion, 0.25, &[s(m(Bribe), 0)]),
+    p(Persuasion, 0.2, &[s(m(Social), 0)]),
+    p(Urgency, 0.15, &[s(m(Urgent), 0)]),
+    p(Urgency, 0.3, &[s(m(Threat), 0)]),
+    p(HypotheticalFrame, 0.25, &[s(m(Hypo), 0)]),
+    // An order to assert a fixed answer, as injected into data the model is asked about.
+    p(EmbeddedInstruction, 0.35, &[s(m(SayVerb), 0), s(m(AnswerNoun), 3), s(m(Copula), 4)])
+        .not_before(m(NotImperative)),
+    p(EmbeddedInstruction, 0.3, &[s(m(HypoSay), 0)]),
+    p(EmbeddedInstruction, 0.2, &[s(m(Hypo), 0), s(m(AnswerNoun), 10), s(m(Copula), 4)]),
+    p(InstructionOverride, 0.3, &[s(IGN, 0), s(m(ContentObj), 1), s(m(AnswerNoun), 6), s(m(Copula), 4)]),
+    p(AuthorityClaim, 0.3, &[s(m(ModeStrong), 0), s(m(AnswerNoun), 3), s(m(Copula), 4)]),
+    // The same inside a document the prompt supplies: the classic indirect injection.
+    p(EmbeddedInstruction, 0.3, &[s(m(This), 0), s(m(DocNoun), 2), s(m(SayVerb), 250), s(m(AnswerNoun), 3), s(m(Copula), 4)])
+        .group(2),
+    p(EmbeddedInstruction, 0.3, &[s(m(This), 0), s(m(DocNoun), 2), s(m(HypoSay), 250)]).group(2),
+    p(EmbeddedInstruction, 0.3, &[s(m(This), 0), s(m(DocNoun), 2), s(m(Hypo), 250), s(m(AnswerNoun), 10), s(m(Copula), 4)])
+        .group(2),
+    // Harmful content built on a third party's personal data; data held about other users.
+    p(DataExfiltration, 0.35, &[s(m(Harmful), 0), s(m(PossS), 8), s(m(Pii), 1)]).group(3),
+    p(DataExfiltration, 0.35, &[s(m(Harmful), 0), s(m(TheUser), 8), s(m(Pii), 2)]).group(3),
+    p(DataExfiltration, 0.5, &[s(m(PossPost), 0), s(m(PrivatePii), 0), s(m(WhatPost), 3)]),
+    p(DataExfiltration, 0.5, &[s(ASK, 0), s(m(Users), 10), s(m(YourStore), 3)]),
+];
+
+/// For each concept, the patterns (bit i: `PATTERNS[i]`) whose first step it
+/// can take: a text's concepts name the only patterns that can occur in it.
+pub(super) const PATTERNS_FROM: [u128; 128] = {
+    assert!(PATTERNS.len() <= 128);
+    let mut from = [0; 128];
+    let mut i = 0;
+    while i < PATTERNS.len() {
+        let mut concept = 0;
+        while concept < 128 {
+            if PATTERNS[i].steps[0].any & (1 << concept) != 0 {
+                from[concept] |= 1 << i;
+            }
+            concept += 1;
+        }
+        i += 1;
+    }
+    from
+};
+
+/// Chat-template and role markers, matched case-insensitively on the raw text
+/// because folding drops their punctuation.
+#[rustfmt::skip]
+pub(super) const DELIMITERS: &[(&str, f32)] = &[
+    ("<|im_start|>", 0.6),
+    ("<|im_end|>", 0.6),
+    ("<|endoftext|>", 0.6),
+    ("<|system|>", 0.6),
+    ("<|assistant|>", 0.5),
+    ("<|user|>", 0.5),
+    ("<|eot_id|>", 0.6),
+    ("<|start_header_id|>", 0.6),
+    ("<<sys>>", 0.6),
+    ("<</sys>>", 0.6),
+    ("[inst]", 0.5),
+    ("[/inst]", 0.5),
+    ("</s>", 0.4),
+    ("### system:", 0.45),
+    ("### system\n", 0.45),
+    ("### instruction:", 0.45),
+    ("### instructions:", 0.45),
+    ("### response:", 0.35),
+    ("### human:", 0.35),
+    ("### assistant:", 0.35),
+    ("<system>", 0.45),
+    ("</system>", 0.45),
+    ("[system]", 0.45),
+    ("<system mode", 0.45),
+    ("<system_mode", 0.45),
+    ("system_mode>", 0.45),
+    ("<god mode", 0.45),
+    ("<admin mode", 0.45),
+    ("<developer mode", 0.45),
+    ("<now entering", 0.45),
+    ("[gpt]:", 0.3),
+    ("[dan]:", 0.5),
+    ("\nsystem:", 0.3),
+    ("\nassistant:", 0.2),
+];
