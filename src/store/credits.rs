@@ -73,7 +73,26 @@ pub enum CreditHold {
     Admitted(Option<Uuid>),
 }
 
+/// A prepaid customer told their credit is low or used up (and not topped up since).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LowCredit {
+    pub customer_id: Uuid,
+    pub email: String,
+    pub balance_nano: i64,
+    /// The notice they were sent: `credit_low` or `credit_exhausted`.
+    pub notified: String,
+}
+
 impl Store {
+    /// Customers whose last credit notice still stands (a new pack clears it), the lowest
+    /// balance first: the dashboard marks them.
+    pub async fn low_credit_customers(&self, limit: i64) -> StoreResult<Vec<LowCredit>> {
+        let sql = "SELECT b.customer_id, c.email, b.balance_nano, b.notified
+                   FROM credit_balances b JOIN customers c ON c.id = b.customer_id
+                   WHERE b.notified IS NOT NULL ORDER BY b.balance_nano, c.email LIMIT $1";
+        Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(limit).fetch_all(pool).await)?)
+    }
+
     /// The customer's balance in nano-dollars (the ledger's sum); 0 without any credit.
     pub async fn credit_balance(&self, customer_id: Uuid) -> StoreResult<i64> {
         let sql = "SELECT balance_nano FROM credit_balances WHERE customer_id = $1";

@@ -169,7 +169,7 @@ use std::time::Duration;
 pub use admin::{CustomerDetail, DailyUsage, KeySearch, WebhookEventRow};
 pub use alerts::{AlertRecord, IncidentClock, IncidentNotice};
 pub use billing::{Applied, OldKey, OutboxEmail, PurchaseOf, Rotated, RotationRecord, SealedRotation, VendedKey};
-pub use credits::{CreditHold, CreditLevel, CreditNotice, CreditTotals};
+pub use credits::{CreditHold, CreditLevel, CreditNotice, CreditTotals, LowCredit};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
 pub use portal::{CustomerLedgerEntry, CustomerPurchase, ModelUsage, PORTAL_LINK_EMAIL, PortalLink, Redeemed};

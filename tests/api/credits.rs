@@ -428,4 +428,13 @@ async fn low_balance_and_exhausted_notices_go_out_once_per_crossing(backend: Bac
         }
     }
     assert_eq!(notices, [("credit_low", 1.75), ("credit_exhausted", -0.5), ("credit_low", 2.0)]);
+
+    // The dashboard marks the customer until a pack lifts the balance above the threshold.
+    let admin = crate::dashboard::Admin::sign_in(&app.base).await;
+    let money = admin.page("/admin/money").await;
+    let marked = format!("{customer}\">low@example.com</a> <span class=\"flag\">low</span>");
+    assert!(money.contains(&marked) && money.contains("$2.00"), "{money}");
+    assert_eq!(outcome(&app, &buy(ORDER + 2)).await, "credited");
+    let money = admin.page("/admin/money").await;
+    assert!(money.contains("No prepaid customer is low on credit."), "{money}");
 }

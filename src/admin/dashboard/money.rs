@@ -5,9 +5,10 @@
 use super::charts::{self, BarChart, BarData};
 use super::session::Session;
 use super::{Chrome, Notice, PageError, Pager, Template, format, page_link, paged, query_string, render};
-use crate::agents::accountant::report::{self, Line, MarginReport};
+use crate::agents::accountant::report::{self, Line, MarginReport, usd_of_nano};
 use crate::app::AppState;
 use crate::config::UnpricedModels;
+use crate::store::CreditLevel;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -114,6 +115,18 @@ struct MoneyPage {
     catch_all: Option<String>,
     /// Capped plans refuse unpriced models (`unpriced_models = "refuse"`).
     refused_on_capped_plans: bool,
+    /// Prepaid customers told their credit is low or used up, lowest balance first.
+    low_credit: Vec<LowCreditRow>,
+}
+
+/// The most low-credit customers the page lists.
+const LOW_CREDIT_SHOWN: i64 = 50;
+
+pub struct LowCreditRow {
+    pub email: String,
+    pub href: String,
+    pub balance: String,
+    pub exhausted: bool,
 }
 
 fn sort_lines(lines: &mut [Line], column: &str, descending: bool) {
@@ -231,6 +244,18 @@ pub async fn page(
             ),
         });
     }
+    let low_credit = app
+        .store
+        .low_credit_customers(LOW_CREDIT_SHOWN)
+        .await?
+        .into_iter()
+        .map(|low| LowCreditRow {
+            href: format!("/admin/customers/{}", low.customer_id),
+            balance: format::usd(usd_of_nano(low.balance_nano)),
+            exhausted: low.notified == CreditLevel::Exhausted.as_str(),
+            email: low.email,
+        })
+        .collect();
     let prev = days.start.checked_sub_months(Months::new(1)).map(|d| d.format("%Y-%m").to_string());
     let next = (days.end <= chrono::Utc::now().date_naive()).then(|| days.end.format("%Y-%m").to_string());
     render(&MoneyPage {
@@ -252,6 +277,7 @@ pub async fn page(
         unpriced_models: app.providers.unpriced(&app.prices).map(|(m, p)| (m.to_owned(), p.to_owned())).collect(),
         catch_all: app.providers.catch_all_name().map(str::to_owned),
         refused_on_capped_plans: app.config.unpriced_models == UnpricedModels::Refuse,
+        low_credit,
     })
 }
 
