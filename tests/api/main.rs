@@ -16,6 +16,7 @@ mod firewall;
 mod gateway;
 mod hawk;
 mod mailer;
+mod partitions;
 mod plans;
 mod pricing;
 mod revocation;
