@@ -201,4 +201,10 @@ async fn retention_deletes_whole_old_months_and_the_margins_report_is_unchanged(
     // Unset: nothing is ever deleted.
     upkeep::run(&store, None, months(now, 120)).await;
     assert_eq!(all_records(&store).await.len(), kept.len());
+
+    // The report names each customer's newest key's plan.
+    let email = EmailAddress::parse("ada@example.com").expect("email");
+    keys::issue(&store, &email, "team", None, None).await.expect("a newer key");
+    let newest = report::build(&store, &config, "month", old_days(now)).await.expect("report");
+    assert_eq!(newest.customers[0].plan.as_deref(), Some("team"));
 }
