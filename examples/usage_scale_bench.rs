@@ -141,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
         while written < checkpoint {
             batch.clear();
             for i in written..(written + batch_size).min(checkpoint) {
-                let offset = span_us * i as i64 / rows as i64;
+                // In i128: 10M rows times a month of microseconds overflows an i64.
+                let offset = (i128::from(span_us) * i as i128 / rows as i128) as i64;
                 let key = &keys[(rng.next() % CUSTOMERS as u64) as usize];
                 batch.push(record(i, key, first + TimeDelta::microseconds(offset), &mut rng));
             }
