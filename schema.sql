@@ -380,7 +380,7 @@ ALTER TABLE usage_records ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (12, 'usage attempts', TRUE, '\xa865b01cf58b9f0a15bb47210e18de4902da1c7866c43e1972f4cf6c9618cb84819f971b005caddc8c0f0d6688abae4b', 0);
 
--- migration 0015 usage partitions
+-- migration 0017 usage partitions
 -- usage_records partitioned by UTC month (declarative, on `at`), so old months can be dropped
 -- whole (`usage_retention_days`) while usage_daily keeps their totals, and so the table's
 -- indexes grow per month rather than forever. The server creates the partitions of the current
@@ -437,6 +437,6 @@ ALTER TABLE usage_records_default ENABLE ROW LEVEL SECURITY;
 INSERT INTO usage_records SELECT * FROM usage_records_unpartitioned;
 DROP TABLE usage_records_unpartitioned;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-    VALUES (15, 'usage partitions', TRUE, '\x52b8ec8776a27b75ec52a57a32f81f0038c6c7ce096da8e5f48049a8ed8dc3a3fe3491f8e4bf93cd12addffc8ae4efd2', 0);
+    VALUES (17, 'usage partitions', TRUE, '\x52b8ec8776a27b75ec52a57a32f81f0038c6c7ce096da8e5f48049a8ed8dc3a3fe3491f8e4bf93cd12addffc8ae4efd2', 0);
 
 COMMIT;

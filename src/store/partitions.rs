@@ -1,5 +1,5 @@
 //! How long raw usage records live. On PostgreSQL `usage_records` is partitioned by UTC month
-//! (migration 0015): partitions named `usage_records_YYYY_MM`, created ahead of time here, and a
+//! (migration 0017): partitions named `usage_records_YYYY_MM`, created ahead of time here, and a
 //! DEFAULT partition that takes a record whose month has none yet (an insert never fails for
 //! want of a partition) until the next upkeep moves it into its month. Retention drops whole
 //! months; `usage_daily` keeps their totals, so reports over them do not change. SQLite has no

@@ -1,4 +1,4 @@
-//! Usage at scale: PostgreSQL's monthly partitions of `usage_records` (migration 0015, made
+//! Usage at scale: PostgreSQL's monthly partitions of `usage_records` (migration 0017, made
 //! ahead by the server, a DEFAULT partition behind them) and `usage_retention_days`, which
 //! deletes whole old months while the daily rollups keep `omi report margins` unchanged.
 //! Every time here is relative to the clock the test reads, never a date written in.
@@ -82,7 +82,7 @@ async fn assert_every_partition_has_rls(pool: &PgPool) {
 async fn the_migration_partitions_a_table_of_several_months_keeping_every_row() {
     let Some(db) = TestDb::new(Backend::Postgres).await else { return };
     let pool = PgPool::connect(&db.url).await.expect("connect");
-    sqlx::migrate!("./migrations/postgres").run_to(14, &pool).await.expect("the schema before partitioning");
+    sqlx::migrate!("./migrations/postgres").run_to(16, &pool).await.expect("the schema before partitioning");
     let store = Store::connect(&db.url).await.expect("connect");
     let key = key(&store).await;
     let now = Utc::now();
@@ -97,7 +97,7 @@ async fn the_migration_partitions_a_table_of_several_months_keeping_every_row() 
     let before = all_records(&store).await;
     assert_eq!(before.len(), 18);
 
-    store.migrate().await.expect("migration 0015 and on");
+    store.migrate().await.expect("migration 0017 and on");
     assert_eq!(as_json(&all_records(&store).await), as_json(&before), "every row, unchanged");
     let mut expected: Vec<(String, i64)> = Vec::new();
     for at in at {
