@@ -154,6 +154,10 @@ pub struct Config {
     pub payment_fee_fixed_cents: i64,
     /// The Accountant's usage records (on by default; off only to measure its cost).
     pub metering: bool,
+    /// Raw usage records older than this many days are deleted, a whole UTC month at a time once
+    /// the month has entirely passed the cutoff (PostgreSQL drops the month's partition); the
+    /// daily totals (`usage_daily`) stay, so reports over those months are unchanged. Unset: kept forever.
+    pub usage_retention_days: Option<u32>,
     /// Slack incoming webhook for the Hawk's alerts (the URL is the credential).
     pub slack_webhook_url: Option<SecretString>,
     /// Every agent event is also POSTed here as signed JSON.
@@ -508,6 +512,7 @@ impl Default for Config {
             payment_fee_percent: 0.0,
             payment_fee_fixed_cents: 0,
             metering: true,
+            usage_retention_days: None,
             slack_webhook_url: None,
             n8n_webhook_url: None,
             n8n_webhook_secret: None,
@@ -670,6 +675,11 @@ impl Config {
                     pack.plan
                 )));
             }
+        }
+        if self.usage_retention_days == Some(0) {
+            return Err(ConfigError::Invalid(
+                "usage_retention_days must be at least 1 (leave it unset to keep usage records forever)".into(),
+            ));
         }
         self.validate_sentinel()
     }

@@ -25,6 +25,7 @@ pub fn spawn_all(app: &Arc<AppState>, shutdown: &CancellationToken) -> Vec<JoinH
     let mut tasks = vec![
         accountant::budgets::spawn_counter(events, store.clone(), config.clone(), app.prices.clone()),
         accountant::spawn_daily_summary(store.clone(), config.clone(), events.clone(), shutdown.clone()),
+        accountant::upkeep::spawn(store.clone(), config.usage_retention_days, shutdown.clone()),
     ];
     if config.plans.iter().any(|plan| plan.prepaid) {
         tasks.push(accountant::credits::spawn_settler(events, store.clone(), app.prices.clone()));

@@ -155,6 +155,7 @@ mod billing;
 mod credits;
 mod findings;
 mod keys;
+mod partitions;
 mod portal;
 mod schema;
 mod traffic;
@@ -172,6 +173,7 @@ pub use billing::{Applied, OldKey, OutboxEmail, PurchaseOf, Rotated, RotationRec
 pub use credits::{CreditHold, CreditLevel, CreditNotice, CreditTotals, LowCredit};
 pub use findings::{FindingQuery, FindingRecord, FindingSource, NewFinding, Strikes, kind_name, severity_name};
 pub use keys::{KeyListing, KeyRecord, NewKey};
+pub use partitions::{MONTHS_AHEAD, UsagePruned};
 pub use portal::{CustomerLedgerEntry, CustomerPurchase, ModelUsage, PORTAL_LINK_EMAIL, PortalLink, Redeemed};
 pub use schema::postgres_schema;
 pub use traffic::{Bucket, TRAFFIC_KEPT, TrafficRow, bin_bounds, latency_bin};

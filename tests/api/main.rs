@@ -20,6 +20,7 @@ mod gateway;
 mod hawk;
 mod key_api;
 mod mailer;
+mod partitions;
 mod plans;
 mod portal;
 mod pricing;

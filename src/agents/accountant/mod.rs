@@ -1,11 +1,13 @@
 //! The Accountant: books every request that reached the gateway with a valid key, prices it
 //! (house requests only; BYOK costs the house nothing; an unpriced model is "unknown", never
 //! $0), writes the records in batches off the request path, keeps month-to-date counters for
-//! budgets, and produces the margins report and the daily summary.
+//! budgets, produces the margins report and the daily summary, and keeps the raw records'
+//! partitions and retention (`upkeep`).
 
 pub mod budgets;
 pub mod credits;
 pub mod report;
+pub mod upkeep;
 
 use crate::billing::prices::{PriceTable, total_tokens};
 use crate::events::{Event, EventBus, RequestEvent, Subscription};
