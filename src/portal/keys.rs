@@ -37,16 +37,19 @@ pub struct KeyRow {
 
 impl From<KeyListing> for KeyRow {
     fn from(k: KeyListing) -> KeyRow {
+        let now = chrono::Utc::now();
+        // A rotated-away key past its grace is still `active` in the table, and refused.
+        let expired = k.status == KeyStatus::Active.as_str() && k.expires_at.is_some_and(|at| at <= now);
         KeyRow {
             id: k.id,
             revocable: k.status != KeyStatus::Revoked.as_str(),
-            rotatable: is_working(&k, chrono::Utc::now()),
+            rotatable: is_working(&k, now),
             prefix: k.prefix,
             name: k.name.unwrap_or_default(),
             plan: k.plan,
             created: format::time(k.created_at),
             last_used: k.last_used_at.map_or_else(|| "never".to_string(), format::time),
-            status: k.status,
+            status: if expired { "expired".to_string() } else { k.status },
         }
     }
 }

@@ -407,6 +407,7 @@ async fn customers_rotate_their_own_working_keys_only(backend: Backend) {
     assert_eq!(crate::key_api::outbox_replacements(store).await, vec![ada_key[..12].to_string()]);
     let page = ada.page("/portal/keys").await;
     assert!(!page.contains(&new_key), "never shown again");
+    assert!(page.contains("<td>expired</td>"), "the replaced key is listed as expired: {page}");
     assert!(!page.contains(&format!("aria-label=\"Rotate {}\"", &ada_key[..12])), "the old key is no longer rotatable");
 
     // Only a working key rotates: the key just replaced is refused.
@@ -469,7 +470,8 @@ async fn postmark_sink() -> String {
 }
 
 /// The e2e script: a link requested and read from the fake Postmark, usage that matches the
-/// requests made, a key created and revoked (then refused), a phone, sign-out, a used link
+/// requests made, a key created and revoked (then refused), the customer's key rotated with
+/// grace 0 (the new key works, the old one is refused), a phone, sign-out, a used link
 /// refused; screenshots. Any request to another host, CSP violation or page error fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_to_the_portal() {
@@ -508,7 +510,7 @@ async fn a_real_browser_signs_in_to_the_portal() {
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser run failed:\n{report}");
     println!("{report}screenshots in {}", screenshots.display());
-    assert!(screenshots.join("portal-usage.png").exists());
+    assert!(screenshots.join("portal-usage.png").exists() && screenshots.join("portal-key-rotated.png").exists());
 }
 
 async fn billing_shows_the_customers_own_purchases_and_payments(backend: Backend) {
