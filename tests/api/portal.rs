@@ -98,6 +98,7 @@ on_both_backends!(
     each_customer_sees_only_their_own_account,
     customers_create_and_revoke_their_own_keys_only,
     customers_rotate_their_own_working_keys_only,
+    a_rotation_from_the_portal_is_emailed_with_a_link_to_the_portal,
     billing_shows_the_customers_own_purchases_and_payments,
 );
 
@@ -469,9 +470,63 @@ async fn postmark_sink() -> String {
     url
 }
 
+/// The first email the fake Postmark at `postmark` received with this subject (polling the
+/// sink, not the gateway: its per-IP limit is not spent).
+async fn sent_email(postmark: &str, subject: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let sent: Vec<serde_json::Value> =
+            reqwest::get(format!("{postmark}/sent")).await.expect("sink").json().await.expect("json");
+        if let Some(email) = sent.into_iter().find(|m| m["Subject"] == subject) {
+            return email;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no email {subject:?} reached the fake Postmark");
+}
+
+/// With `public_url` set, the outbox sends the portal's rotation email as the API's, and it
+/// links to `{public_url}/portal`.
+async fn a_rotation_from_the_portal_is_emailed_with_a_link_to_the_portal(backend: Backend) {
+    let postmark = postmark_sink().await;
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.postmark_server_token = Some(secrecy::SecretString::from("pm-server-token"));
+        c.postmark_api_url = Some(postmark.clone());
+        c.email_from = Some("keys@omi.example".into());
+        c.public_url = Some("http://omi.example/".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    assert_eq!(request_link(&app, "ada@example.com").await.status(), StatusCode::OK);
+    let link = sent_email(&postmark, "Your OMI sign-in link").await;
+    let text = link["TextBody"].as_str().expect("text");
+    let (_, token) = text.split_once("http://omi.example/portal/login/").expect("the link, at the public URL");
+    let response = redeem(&app, &token[..64]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+    let ada = Customer { base: app.base.clone(), cookie };
+
+    let id = key_id_on_page(&ada.page("/portal/keys").await, &key[..12]);
+    let csrf = ada.csrf().await;
+    let rotated = ada.post(&format!("/portal/keys/{id}/rotate"), &[("csrf", &csrf), ("grace_secs", "86400")]).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let new_key = shown_key(&rotated.text().await.expect("text"));
+    let email = sent_email(&postmark, "Your OMI API key was replaced").await;
+    assert_eq!(email["To"], "ada@example.com");
+    let text = email["TextBody"].as_str().expect("text");
+    assert!(
+        text.contains(&format!("{}… was replaced", &key[..12])) && text.contains(&format!("\n{new_key}\n")),
+        "{text}"
+    );
+    assert!(text.contains("http://omi.example/portal\n"), "{text}");
+    assert!(email["HtmlBody"].as_str().expect("html").contains("<a href=\"http://omi.example/portal\">"));
+}
+
 /// The e2e script: a link requested and read from the fake Postmark, usage that matches the
 /// requests made, a key created and revoked (then refused), the customer's key rotated with
-/// grace 0 (the new key works, the old one is refused), a phone, sign-out, a used link
+/// grace 0 (the new key works, the old one is refused, the rotation is emailed), a phone, sign-out, a used link
 /// refused; screenshots. Any request to another host, CSP violation or page error fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_to_the_portal() {

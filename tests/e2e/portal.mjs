@@ -81,6 +81,18 @@ async function linkFromPostmark(to, already) {
   throw new Error(`no sign-in email for ${to}`);
 }
 
+/// Whether the fake Postmark received the rotation email handing `newKey` to `to`.
+async function emailedKey(to, newKey) {
+  for (let i = 0; i < 100; i++) {
+    const sent = await (await fetch(`${postmark}/sent`)).json();
+    if (sent.some((m) => m.To === to && m.Subject === "Your OMI API key was replaced" && m.TextBody.includes(newKey))) {
+      return true;
+    }
+    await sleep(100);
+  }
+  return false;
+}
+
 async function requestLink(page, to) {
   await page.goto(`${base}/portal/login`);
   await page.fill("#email", to);
@@ -147,6 +159,7 @@ try {
   check((await chat(rotated)).status === 200, "the replacement key works");
   const old = (await chat(key)).status;
   check(old === 401, `the rotated-away key is refused: ${old}`);
+  check(await emailedKey(email, rotated), "the rotation is emailed with the replacement key");
   await page.click("text=Back to your keys");
 
   // Quickstart names the working key by its prefix; billing lists what is on record.
