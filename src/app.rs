@@ -128,6 +128,7 @@ impl AppState {
             signal: outbox,
             api_base: config.public_api_base(),
             public_base: config.public_base(),
+            portal_url: config.public_url.as_ref().map(|_| format!("{}/portal", config.public_base())),
         };
         background.push(worker.spawn(shutdown.clone()));
         background.extend(crate::agents::spawn_all(&state, shutdown));

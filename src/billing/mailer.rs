@@ -243,11 +243,19 @@ impl Quickstart {
     }
 }
 
+/// Where a key email sends the customer: the API's base URL, and the portal's (`{public_url}/portal`)
+/// when the operator configured a public URL (a listen address is no link to email).
+#[derive(Clone, Copy)]
+pub struct KeyEmailLinks<'a> {
+    pub api_base: &'a str,
+    pub portal: Option<&'a str>,
+}
+
 /// The email that hands a customer their new API key: the key, the base URL, and a quickstart
-/// with curl and with the Python `openai` package. The HTML part escapes every interpolated
-/// value, so a hostile plan name or URL cannot inject markup.
-pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> OutgoingEmail {
-    compose_key_email(to, key, base_url, &format!("Welcome to OMI ({plan} plan)."), "Your OMI API key")
+/// with curl and with the Python `openai` package, then the portal. The HTML part escapes every
+/// interpolated value, so a hostile plan name or URL cannot inject markup.
+pub fn key_email(to: EmailAddress, key: &str, links: KeyEmailLinks<'_>, plan: &str) -> OutgoingEmail {
+    compose_key_email(to, key, links, &format!("Welcome to OMI ({plan} plan)."), "Your OMI API key")
 }
 
 /// A rotation's email: which key was replaced (by its display prefix, never its secret), then
@@ -255,7 +263,7 @@ pub fn key_email(to: EmailAddress, key: &str, base_url: &str, plan: &str) -> Out
 pub fn replacement_key_email(
     to: EmailAddress,
     key: &str,
-    base_url: &str,
+    links: KeyEmailLinks<'_>,
     plan: &str,
     replaced_prefix: &str,
 ) -> OutgoingEmail {
@@ -263,12 +271,25 @@ pub fn replacement_key_email(
         "Your OMI API key {replaced_prefix}… was replaced ({plan} plan). The old key stops working as announced \
          when it was rotated; use this one from now on."
     );
-    compose_key_email(to, key, base_url, &intro, "Your OMI API key was replaced")
+    compose_key_email(to, key, links, &intro, "Your OMI API key was replaced")
 }
 
-fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, subject: &str) -> OutgoingEmail {
-    let base_url = base_url.trim_end_matches('/');
+fn compose_key_email(
+    to: EmailAddress,
+    key: &str,
+    links: KeyEmailLinks<'_>,
+    intro: &str,
+    subject: &str,
+) -> OutgoingEmail {
+    let base_url = links.api_base.trim_end_matches('/');
     let Quickstart { curl, python, .. } = Quickstart::new(base_url, key);
+    let portal_text = links.portal.map_or_else(String::new, |portal| {
+        format!("\nYour usage, your keys (create, rotate, revoke) and your billing: {portal}\n")
+    });
+    let portal_html = links.portal.map_or_else(String::new, |portal| {
+        let portal = html_escape(portal);
+        format!("<p>Your usage, your keys (create, rotate, revoke) and your billing: <a href=\"{portal}\">{portal}</a></p>\n")
+    });
 
     let text_body = format!(
         "{intro}\n\
@@ -289,7 +310,8 @@ fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, s
          \n\
          Quickstart with Python (pip install openai):\n\
          \n\
-         {python}\n"
+         {python}\n\
+         {portal_text}"
     );
 
     let html_body = format!(
@@ -302,6 +324,7 @@ fn compose_key_email(to: EmailAddress, key: &str, base_url: &str, intro: &str, s
          <p>Base URL: <code>{base_url}</code><br>It speaks the OpenAI API, so any OpenAI client works.</p>\n\
          <p>Quickstart with curl:</p>\n<pre><code>{curl}</code></pre>\n\
          <p>Quickstart with Python (<code>pip install openai</code>):</p>\n<pre><code>{python}</code></pre>\n\
+         {portal_html}\
          </body></html>\n",
         intro = html_escape(intro),
         key = html_escape(key),
@@ -450,7 +473,23 @@ mod tests {
     }
 
     fn sample_key_email(plan: &str, base_url: &str) -> OutgoingEmail {
-        key_email(EmailAddress::parse("ada@example.com").unwrap(), "omi_live_Abc123", base_url, plan)
+        let links = KeyEmailLinks { api_base: base_url, portal: None };
+        key_email(EmailAddress::parse("ada@example.com").unwrap(), "omi_live_Abc123", links, plan)
+    }
+
+    #[test]
+    fn key_emails_link_to_the_portal_when_there_is_a_public_url() {
+        let to = || EmailAddress::parse("ada@example.com").unwrap();
+        let links =
+            KeyEmailLinks { api_base: "https://api.example.com/v1", portal: Some("https://api.example.com/portal") };
+        let replaced = replacement_key_email(to(), "omi_live_Abc123", links, "pro", "omi_OldPrefx");
+        for email in [key_email(to(), "omi_live_Abc123", links, "pro"), replaced] {
+            assert!(email.text_body.contains("your billing: https://api.example.com/portal\n"), "{}", email.text_body);
+            let html = email.html_body.unwrap();
+            assert!(html.contains("<a href=\"https://api.example.com/portal\">"), "{html}");
+        }
+        let without = sample_key_email("pro", "http://0.0.0.0:8080/v1");
+        assert!(!without.text_body.contains("/portal") && !without.html_body.unwrap().contains("/portal"));
     }
 
     #[test]
@@ -517,7 +556,8 @@ mod tests {
     #[test]
     fn a_replacement_email_names_the_old_key_by_prefix_and_hands_over_the_new_one() {
         let to = EmailAddress::parse("ada@example.com").unwrap();
-        let email = replacement_key_email(to, "omi_live_Abc123", "https://api.example.com/v1", "pro", "omi_OldPrefx");
+        let links = KeyEmailLinks { api_base: "https://api.example.com/v1", portal: None };
+        let email = replacement_key_email(to, "omi_live_Abc123", links, "pro", "omi_OldPrefx");
         assert_eq!(email.subject, "Your OMI API key was replaced");
         assert!(
             email.text_body.starts_with("Your OMI API key omi_OldPrefx… was replaced (pro plan)."),

@@ -4,7 +4,8 @@
 //! about a second up to five minutes; permanent failures are recorded and reported.
 
 use super::mailer::{
-    EmailAddress, Mailer, OutgoingEmail, credit_email, key_email, portal_link_email, replacement_key_email, retry_delay,
+    EmailAddress, KeyEmailLinks, Mailer, OutgoingEmail, credit_email, key_email, portal_link_email,
+    replacement_key_email, retry_delay,
 };
 use crate::events::{Event, EventBus};
 use crate::store::{CreditLevel, OutboxEmail, PORTAL_LINK_EMAIL, Store};
@@ -38,6 +39,9 @@ pub struct Worker {
     pub api_base: String,
     /// `https://api.example.com`, where the portal's sign-in links lead.
     pub public_base: String,
+    /// `https://api.example.com/portal`, linked from key emails; `None` without a configured
+    /// `public_url` (the listen address is no link to email).
+    pub portal_url: Option<String>,
 }
 
 impl Worker {
@@ -108,10 +112,11 @@ impl Worker {
             return Some(credit_email(to, level, email.credit_nano.unwrap_or(0), &self.api_base));
         }
         let secret = email.key_plaintext.as_deref()?;
+        let links = KeyEmailLinks { api_base: &self.api_base, portal: self.portal_url.as_deref() };
         Some(match (email.kind.as_str(), &email.replaces_prefix) {
             (PORTAL_LINK_EMAIL, _) => portal_link_email(to, &format!("{}/portal/login/{secret}", self.public_base)),
-            (_, Some(replaced)) => replacement_key_email(to, secret, &self.api_base, &email.plan, replaced),
-            (_, None) => key_email(to, secret, &self.api_base, &email.plan),
+            (_, Some(replaced)) => replacement_key_email(to, secret, links, &email.plan, replaced),
+            (_, None) => key_email(to, secret, links, &email.plan),
         })
     }
 

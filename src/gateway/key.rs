@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Where a client names its retries of one rotation.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -152,14 +153,25 @@ async fn rotate(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Rotat
     {
         return Ok(earlier);
     }
-    let now = Utc::now();
-    usable(&key, now)?;
-    let old_key = OldKey::ExpiresAt(now + chrono::Duration::seconds(request.grace_secs));
-    let rotation = keys::rotate(&app.store, key.key_id, old_key, replay.as_ref()).await.map_err(rotate_error)?;
+    usable(&key, Utc::now())?;
+    let grace = chrono::Duration::seconds(request.grace_secs);
+    rotate_with_grace(app, key.key_id, grace, replay.as_ref()).await.map_err(rotate_error)
+}
+
+/// A customer's rotation, from the API or the portal: `keys::rotate` with the old key refused
+/// after `grace`; when it minted a key, the outbox worker is woken for its email and this
+/// instance drops the old key's cached record now (the others within a second).
+pub(crate) async fn rotate_with_grace(
+    app: &AppState,
+    key_id: Uuid,
+    grace: chrono::Duration,
+    replay: Option<&Replay<'_>>,
+) -> Result<Rotation, RotateError> {
+    let old_key = OldKey::ExpiresAt(Utc::now() + grace);
+    let rotation = keys::rotate(&app.store, key_id, old_key, replay).await?;
     if rotation.minted {
-        tracing::info!(key_id = %key.key_id, new_key_id = %rotation.key_id, grace_secs = request.grace_secs, "customer rotated a key");
+        tracing::info!(%key_id, new_key_id = %rotation.key_id, grace_secs = grace.num_seconds(), "customer rotated a key");
         app.outbox.wake();
-        // This instance drops the old key's cached record now; the others within a second.
         if let Err(e) = app.verifier.sync_changes().await {
             tracing::warn!(error = %e, "could not apply the rotation locally yet");
         }

@@ -20,7 +20,7 @@ pub(crate) mod stream;
 pub(crate) use chat::Chat;
 pub(crate) use completions::Completions;
 pub(crate) use embeddings::Embeddings;
-pub(crate) use key::{describe_key, rotate_key};
+pub(crate) use key::{describe_key, rotate_key, rotate_with_grace};
 pub(crate) use messages::Messages;
 pub use meter::MeterMetrics;
 pub(crate) use pipeline::{BYOK_HEADER, handle};

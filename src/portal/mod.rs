@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/portal/", get(|| async { Redirect::permanent("/portal") }))
         .route("/portal/keys", get(keys::page).post(keys::create))
         .route("/portal/keys/{id}/revoke", post(keys::revoke))
+        .route("/portal/keys/{id}/rotate", post(keys::rotate))
         .route("/portal/quickstart", get(quickstart::page))
         .route("/portal/billing", get(billing::page))
         .route("/portal/login", get(session::login_page).post(session::request_link))
@@ -113,6 +114,18 @@ impl From<crate::keys::IssueError> for PortalError {
         match e {
             crate::keys::IssueError::Store(e) => PortalError::from(e),
             crate::keys::IssueError::Key(_) => PortalError::Internal("key generation"),
+        }
+    }
+}
+
+impl From<crate::keys::RotateError> for PortalError {
+    fn from(e: crate::keys::RotateError) -> PortalError {
+        match e {
+            // A conflict here: the key was revoked while this request ran.
+            crate::keys::RotateError::Store(e) => PortalError::from(e),
+            crate::keys::RotateError::Key(_) | crate::keys::RotateError::Unsealable => {
+                PortalError::Internal("key rotation")
+            }
         }
     }
 }

@@ -273,7 +273,7 @@ async fn app_refuses(base: &str, key: &str, code: &str) -> bool {
 }
 
 /// The display prefixes named by the queued rotation emails, oldest first.
-async fn outbox_replacements(store: &omi::store::Store) -> Vec<String> {
+pub(crate) async fn outbox_replacements(store: &omi::store::Store) -> Vec<String> {
     let sql = "SELECT replaces_prefix FROM email_outbox WHERE replaces_prefix IS NOT NULL ORDER BY created_at";
     match store {
         omi::store::Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("outbox"),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use omi::billing::mailer::{EmailAddress, Mailer, OutgoingEmail, SendError, key_email};
+use omi::billing::mailer::{EmailAddress, KeyEmailLinks, Mailer, OutgoingEmail, SendError, key_email};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -41,7 +41,7 @@ fn postmark_mailer(base_url: &str) -> Mailer {
 }
 
 fn welcome() -> OutgoingEmail {
-    key_email(email("ada@example.com"), KEY, BASE_URL, "pro")
+    key_email(email("ada@example.com"), KEY, KeyEmailLinks { api_base: BASE_URL, portal: None }, "pro")
 }
 
 /// A port nothing listens on: bound by us, then released.

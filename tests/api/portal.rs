@@ -97,6 +97,8 @@ on_both_backends!(
     sign_in_requests_are_limited_per_address_and_per_client,
     each_customer_sees_only_their_own_account,
     customers_create_and_revoke_their_own_keys_only,
+    customers_rotate_their_own_working_keys_only,
+    a_rotation_from_the_portal_is_emailed_with_a_link_to_the_portal,
     billing_shows_the_customers_own_purchases_and_payments,
 );
 
@@ -211,7 +213,8 @@ async fn every_portal_page_needs_a_session() {
         assert_eq!(response.headers()[LOCATION], "/portal/login", "{path}");
     }
     let id = uuid::Uuid::now_v7();
-    for path in ["/portal/keys".to_string(), format!("/portal/keys/{id}/revoke"), "/portal/logout".into()] {
+    let posts = ["/portal/keys".to_string(), format!("/portal/keys/{id}/revoke"), format!("/portal/keys/{id}/rotate")];
+    for path in posts.into_iter().chain(["/portal/logout".to_string()]) {
         let response = post_form(format!("{}{path}", app.base), &[("csrf", "x")]).send().await.expect("post");
         assert_eq!(response.headers()[LOCATION], "/portal/login", "{path}");
     }
@@ -341,6 +344,110 @@ async fn customers_create_and_revoke_their_own_keys_only(backend: Backend) {
     assert_eq!(app.chat(&ada_key, crate::support::chat_body(false)).send().await.expect("send").status(), 200);
 }
 
+/// The key shown once on a "key created" page.
+fn shown_key(html: &str) -> String {
+    let (_, rest) = html.split_once("<code id=\"new-key\">").expect("the new key");
+    rest.split('<').next().expect("key").to_string()
+}
+
+async fn customers_rotate_their_own_working_keys_only(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let store = &app.state().store;
+    let (ada_key, bob_key) = (app.create_key("ada@example.com").await, app.create_key("bob@example.com").await);
+    let (ada, bob) =
+        (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
+    let works = |key: String| {
+        let request = app.chat(&key, crate::support::chat_body(false));
+        async move { request.send().await.expect("send").status() == StatusCode::OK }
+    };
+    let (ada_id, bob_id) = (
+        key_id_on_page(&ada.page("/portal/keys").await, &ada_key[..12]),
+        key_id_on_page(&bob.page("/portal/keys").await, &bob_key[..12]),
+    );
+    assert!(ada.page("/portal/keys").await.contains(&format!("aria-label=\"Rotate {}\"", &ada_key[..12])));
+    let csrf = ada.csrf().await;
+
+    // Another customer's key id, an unknown one: the same 404; Bob's key is untouched.
+    let other = ada.post(&format!("/portal/keys/{bob_id}/rotate"), &[("csrf", &csrf), ("grace_secs", "0")]).await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let unknown = uuid::Uuid::now_v7();
+    let missing = ada.post(&format!("/portal/keys/{unknown}/rotate"), &[("csrf", &csrf), ("grace_secs", "0")]).await;
+    assert_eq!(other.text().await.expect("text"), missing.text().await.expect("text"), "no tell");
+    assert!(works(bob_key.clone()).await);
+
+    // Without the session's CSRF token, or with a grace past the limit, nothing changes.
+    let bob_csrf = bob.csrf().await;
+    for forged in ["forged", bob_csrf.as_str()] {
+        let refused =
+            ada.post(&format!("/portal/keys/{ada_id}/rotate"), &[("csrf", forged), ("grace_secs", "0")]).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+    let too_long = (omi::keys::MAX_GRACE_SECS + 1).to_string();
+    for grace in [too_long.as_str(), "-1", "soon"] {
+        let refused =
+            ada.post(&format!("/portal/keys/{ada_id}/rotate"), &[("csrf", &csrf), ("grace_secs", grace)]).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{grace}");
+    }
+    assert!(works(ada_key.clone()).await);
+    assert!(crate::key_api::outbox_replacements(store).await.is_empty(), "nothing rotated yet");
+
+    // Grace 0: the new key is shown once and works, the old one is refused at once; the
+    // customer is emailed about the old key, by its prefix.
+    let rotated = ada.post(&format!("/portal/keys/{ada_id}/rotate"), &[("csrf", &csrf), ("grace_secs", "0")]).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let html = rotated.text().await.expect("text");
+    assert!(
+        html.contains(&format!("It replaces <code>{}…</code>, which stops working now.", &ada_key[..12])),
+        "{html}"
+    );
+    let new_key = shown_key(&html);
+    assert!(new_key.starts_with("omi_") && new_key != ada_key, "{new_key}");
+    assert!(works(new_key.clone()).await, "the new key works");
+    let refused = app.chat(&ada_key, crate::support::chat_body(false)).send().await.expect("send").status();
+    assert_eq!(refused, StatusCode::UNAUTHORIZED, "the old key is refused after grace 0");
+    assert_eq!(crate::key_api::outbox_replacements(store).await, vec![ada_key[..12].to_string()]);
+    let page = ada.page("/portal/keys").await;
+    assert!(!page.contains(&new_key), "never shown again");
+    assert!(page.contains("<td>expired</td>"), "the replaced key is listed as expired: {page}");
+    assert!(!page.contains(&format!("aria-label=\"Rotate {}\"", &ada_key[..12])), "the old key is no longer rotatable");
+
+    // Only a working key rotates: the key just replaced is refused.
+    let again = ada.post(&format!("/portal/keys/{ada_id}/rotate"), &[("csrf", &csrf), ("grace_secs", "0")]).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // A grace of an hour: both keys work until then.
+    let new_id = key_id_on_page(&page, &new_key[..12]);
+    let graced = ada.post(&format!("/portal/keys/{new_id}/rotate"), &[("csrf", &csrf), ("grace_secs", "3600")]).await;
+    assert_eq!(graced.status(), StatusCode::OK);
+    let html = graced.text().await.expect("text");
+    assert!(html.contains(&format!("It replaces <code>{}…</code>, which stops working at ", &new_key[..12])), "{html}");
+    let newest = shown_key(&html);
+    assert!(works(newest).await && works(new_key).await, "the old key works through its grace");
+}
+
+/// The quickstart's Anthropic SDK snippet: with a provider of kind `anthropic` only, naming the
+/// gateway's root (the SDK adds `/v1/messages`), the provider's model and the key's prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_shows_the_anthropic_sdk_only_with_an_anthropic_provider() {
+    let Some(plain) = TestApp::spawn(Backend::Sqlite).await else { return };
+    let key = plain.create_key("ada@example.com").await;
+    let page = Customer::sign_in(&plain, "ada@example.com").await.page("/portal/quickstart").await;
+    assert!(page.contains("new OpenAI(") && !page.contains("anthropic"), "{page}");
+
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, crate::endpoints::with_anthropic).await else { return };
+    let key_on_anthropic = app.create_key("ada@example.com").await;
+    let page = Customer::sign_in(&app, "ada@example.com").await.page("/portal/quickstart").await;
+    assert!(page.contains("pip install anthropic"), "{page}");
+    let expected = format!(
+        "client = anthropic.Anthropic(base_url=&#34;{}&#34;, api_key=&#34;{}…&#34;)",
+        app.state().config.public_base(),
+        &key_on_anthropic[..12]
+    );
+    assert!(page.contains(&expected), "{expected} in {page}");
+    assert!(page.contains("model=&#34;claude-haiku-4-5&#34;"), "{page}");
+    assert!(!page.contains(&key[..12]));
+}
+
 /// A fake Postmark that keeps what it is sent: `POST /email` (the API) and `GET /sent` (every
 /// email so far, as Postmark received it), where the browser test reads its sign-in link.
 async fn postmark_sink() -> String {
@@ -363,8 +470,63 @@ async fn postmark_sink() -> String {
     url
 }
 
+/// The first email the fake Postmark at `postmark` received with this subject (polling the
+/// sink, not the gateway: its per-IP limit is not spent).
+async fn sent_email(postmark: &str, subject: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let sent: Vec<serde_json::Value> =
+            reqwest::get(format!("{postmark}/sent")).await.expect("sink").json().await.expect("json");
+        if let Some(email) = sent.into_iter().find(|m| m["Subject"] == subject) {
+            return email;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no email {subject:?} reached the fake Postmark");
+}
+
+/// With `public_url` set, the outbox sends the portal's rotation email as the API's, and it
+/// links to `{public_url}/portal`.
+async fn a_rotation_from_the_portal_is_emailed_with_a_link_to_the_portal(backend: Backend) {
+    let postmark = postmark_sink().await;
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.postmark_server_token = Some(secrecy::SecretString::from("pm-server-token"));
+        c.postmark_api_url = Some(postmark.clone());
+        c.email_from = Some("keys@omi.example".into());
+        c.public_url = Some("http://omi.example/".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let key = app.create_key("ada@example.com").await;
+    assert_eq!(request_link(&app, "ada@example.com").await.status(), StatusCode::OK);
+    let link = sent_email(&postmark, "Your OMI sign-in link").await;
+    let text = link["TextBody"].as_str().expect("text");
+    let (_, token) = text.split_once("http://omi.example/portal/login/").expect("the link, at the public URL");
+    let response = redeem(&app, &token[..64]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+    let ada = Customer { base: app.base.clone(), cookie };
+
+    let id = key_id_on_page(&ada.page("/portal/keys").await, &key[..12]);
+    let csrf = ada.csrf().await;
+    let rotated = ada.post(&format!("/portal/keys/{id}/rotate"), &[("csrf", &csrf), ("grace_secs", "86400")]).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let new_key = shown_key(&rotated.text().await.expect("text"));
+    let email = sent_email(&postmark, "Your OMI API key was replaced").await;
+    assert_eq!(email["To"], "ada@example.com");
+    let text = email["TextBody"].as_str().expect("text");
+    assert!(
+        text.contains(&format!("{}… was replaced", &key[..12])) && text.contains(&format!("\n{new_key}\n")),
+        "{text}"
+    );
+    assert!(text.contains("http://omi.example/portal\n"), "{text}");
+    assert!(email["HtmlBody"].as_str().expect("html").contains("<a href=\"http://omi.example/portal\">"));
+}
+
 /// The e2e script: a link requested and read from the fake Postmark, usage that matches the
-/// requests made, a key created and revoked (then refused), a phone, sign-out, a used link
+/// requests made, a key created and revoked (then refused), the customer's key rotated with
+/// grace 0 (the new key works, the old one is refused, the rotation is emailed), a phone, sign-out, a used link
 /// refused; screenshots. Any request to another host, CSP violation or page error fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_to_the_portal() {
@@ -403,7 +565,7 @@ async fn a_real_browser_signs_in_to_the_portal() {
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser run failed:\n{report}");
     println!("{report}screenshots in {}", screenshots.display());
-    assert!(screenshots.join("portal-usage.png").exists());
+    assert!(screenshots.join("portal-usage.png").exists() && screenshots.join("portal-key-rotated.png").exists());
 }
 
 async fn billing_shows_the_customers_own_purchases_and_payments(backend: Backend) {

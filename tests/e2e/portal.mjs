@@ -1,7 +1,8 @@
 // The customer portal in a real browser (Debian's chromium through playwright-core), against
 // a running `omi` with a fake Postmark; both addresses, the customer's email and one of its
-// keys come from the environment. Launched by tests/api/portal.rs. Fails on any request to
-// another host, any CSP violation or page error, and any step that does not show what it should.
+// keys come from the environment; it creates, revokes and rotates keys. Launched by
+// tests/api/portal.rs. Fails on any request to another host, any CSP violation or page error,
+// and any step that does not show what it should.
 import { chromium } from "playwright-core";
 import path from "node:path";
 
@@ -80,6 +81,18 @@ async function linkFromPostmark(to, already) {
   throw new Error(`no sign-in email for ${to}`);
 }
 
+/// Whether the fake Postmark received the rotation email handing `newKey` to `to`.
+async function emailedKey(to, newKey) {
+  for (let i = 0; i < 100; i++) {
+    const sent = await (await fetch(`${postmark}/sent`)).json();
+    if (sent.some((m) => m.To === to && m.Subject === "Your OMI API key was replaced" && m.TextBody.includes(newKey))) {
+      return true;
+    }
+    await sleep(100);
+  }
+  return false;
+}
+
 async function requestLink(page, to) {
   await page.goto(`${base}/portal/login`);
   await page.fill("#email", to);
@@ -135,9 +148,23 @@ try {
   check(refused === 401 || refused === 403, `the revoked key is refused: ${refused}`);
   check((await chat(key)).status === 200, "the other key still works");
 
-  // Quickstart names the key by its prefix; billing lists what is on record.
+  // Rotate the first key, its old self refused now: the new key is shown once and works.
+  const keyPrefix = key.slice(0, 12);
+  await page.selectOption(`select[aria-label="When the old key ${keyPrefix} stops working"]`, "0");
+  await Promise.all([page.waitForURL(`${base}/portal/keys/**/rotate`), page.click(`button[aria-label="Rotate ${keyPrefix}"]`)]);
+  const rotated = (await page.textContent("#new-key")).trim();
+  check(/^omi_[0-9A-Za-z]{38}$/.test(rotated) && rotated !== key, `a replacement key is shown: ${rotated}`);
+  check((await page.textContent("#replaced")).includes(`${keyPrefix}…, which stops working now`), "it names the key it replaces");
+  await shot(page, "portal-key-rotated");
+  check((await chat(rotated)).status === 200, "the replacement key works");
+  const old = (await chat(key)).status;
+  check(old === 401, `the rotated-away key is refused: ${old}`);
+  check(await emailedKey(email, rotated), "the rotation is emailed with the replacement key");
+  await page.click("text=Back to your keys");
+
+  // Quickstart names the working key by its prefix; billing lists what is on record.
   await page.click("nav >> text=Quickstart");
-  check((await page.textContent("main")).includes(`${key.slice(0, 12)}…`), "the quickstart shows the key prefix");
+  check((await page.textContent("main")).includes(`${rotated.slice(0, 12)}…`), "the quickstart shows the key prefix");
   await shot(page, "portal-quickstart");
   await page.click("nav >> text=Billing");
   check(await page.locator("text=No purchases on record.").count() === 1, "billing: nothing bought in this test");
