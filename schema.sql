@@ -583,4 +583,13 @@ DROP TABLE usage_records_unpartitioned;
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
     VALUES (17, 'usage partitions', TRUE, '\x52b8ec8776a27b75ec52a57a32f81f0038c6c7ce096da8e5f48049a8ed8dc3a3fe3491f8e4bf93cd12addffc8ae4efd2', 0);
 
+-- migration 0018 subscription links
+-- Lemon Squeezy's links for the subscriber (`urls.customer_portal`, `urls.update_payment_method` of
+-- subscription events), stored as the newest subscription state carried them: the customer portal's
+-- billing page links to them.
+ALTER TABLE purchases ADD COLUMN customer_portal_url TEXT;
+ALTER TABLE purchases ADD COLUMN update_payment_url TEXT;
+INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+    VALUES (18, 'subscription links', TRUE, '\xaba0072bffea946191a39c2009940569fefbf79fcf5aea9c7204fc9ecfcd84d3944fec5c6b50cfe564fb9b156ff91873', 0);
+
 COMMIT;

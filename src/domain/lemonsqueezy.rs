@@ -96,6 +96,10 @@ pub struct SubscriptionState {
     pub ends_at: Option<DateTime<Utc>>,
     /// When a subscription `on_trial` stops being free; its key expires then.
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// Lemon Squeezy's signed links for the customer (`urls.customer_portal`,
+    /// `urls.update_payment_method`); only `https://` ones are kept (they end up in a page).
+    pub customer_portal_url: Option<String>,
+    pub update_payment_url: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -239,8 +243,17 @@ fn subscription_state(id: i64, attrs: &Map<String, Value>) -> Result<Subscriptio
         status: text(attrs, "status")?.to_owned(),
         ends_at: opt_time(attrs, "ends_at"),
         trial_ends_at: opt_time(attrs, "trial_ends_at"),
+        customer_portal_url: https_url(attrs, "customer_portal"),
+        update_payment_url: https_url(attrs, "update_payment_method"),
         updated_at: time(attrs, "updated_at")?,
     })
+}
+
+/// `urls.<field>` when it is an `https://` URL (a link the customer is sent to: nothing else).
+fn https_url(attrs: &Map<String, Value>, field: &str) -> Option<String> {
+    let url = attrs.get("urls")?.get(field)?.as_str()?;
+    let parsed = url::Url::parse(url).ok()?;
+    (parsed.scheme() == "https" && parsed.host_str().is_some()).then(|| url.to_owned())
 }
 
 fn usd_cents(attrs: &Map<String, Value>, field: &'static str) -> Result<i64, ParseError> {

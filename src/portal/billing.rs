@@ -1,6 +1,6 @@
 //! The customer's billing as OMI has it on record: each purchase (plan, subscription status,
-//! when it ends) and the payments and refunds of the ledger. Lemon Squeezy's own
-//! customer-portal and update-payment-method pages are not linked: their URLs are not stored yet.
+//! when it ends) and the payments and refunds of the ledger, with Lemon Squeezy's own
+//! customer-portal and update-payment-method links as the newest subscription event gave them.
 
 use super::session::CustomerSession;
 use super::{Chrome, PortalError, Template, render};
@@ -20,6 +20,9 @@ pub struct PurchaseRow {
     pub status: String,
     pub ends: String,
     pub bought: String,
+    /// Lemon Squeezy's pages for this subscription: manage or cancel it, change the card.
+    pub manage_url: Option<String>,
+    pub payment_url: Option<String>,
 }
 
 impl From<CustomerPurchase> for PurchaseRow {
@@ -36,6 +39,8 @@ impl From<CustomerPurchase> for PurchaseRow {
             status: if p.test_mode { format!("{status} (test mode)") } else { status },
             ends: p.ends_at.map(format::time).unwrap_or_default(),
             bought: format::time(p.created_at),
+            manage_url: p.customer_portal_url,
+            payment_url: p.update_payment_url,
         }
     }
 }

@@ -506,7 +506,8 @@ impl Store {
                         // Older news never overwrites newer: compare the resource's updated_at.
                         sqlx::query(
                             "UPDATE purchases SET subscription_id = $2, subscription_status = $3, ends_at = $4,
-                                 status_updated_at = $5, trial_ends_at = $6
+                                 status_updated_at = $5, trial_ends_at = $6, customer_portal_url = $7,
+                                 update_payment_url = $8
                              WHERE order_id = $1 AND (status_updated_at IS NULL OR status_updated_at < $5)",
                         )
                         .bind(order_id)
@@ -515,6 +516,8 @@ impl Store {
                         .bind(state.ends_at)
                         .bind(state.updated_at)
                         .bind(state.trial_ends_at)
+                        .bind(&state.customer_portal_url)
+                        .bind(&state.update_payment_url)
                         .execute(&mut *tx)
                         .await?;
                         // A term that is over stays over, however old the news that says so.

@@ -44,6 +44,9 @@ pub struct CustomerPurchase {
     pub ended: bool,
     pub test_mode: bool,
     pub created_at: DateTime<Utc>,
+    /// Lemon Squeezy's customer portal and payment-method links, from the newest subscription event.
+    pub customer_portal_url: Option<String>,
+    pub update_payment_url: Option<String>,
 }
 
 /// A payment or refund on the customer's record.
@@ -192,7 +195,8 @@ impl Store {
 
     /// The customer's purchases, newest first (at most `limit`).
     pub async fn customer_purchases(&self, customer_id: Uuid, limit: i64) -> StoreResult<Vec<CustomerPurchase>> {
-        let sql = "SELECT order_id, plan, subscription_status, ends_at, refunded, ended, test_mode, created_at
+        let sql = "SELECT order_id, plan, subscription_status, ends_at, refunded, ended, test_mode, created_at,
+                          customer_portal_url, update_payment_url
                    FROM purchases WHERE customer_id = $1 ORDER BY created_at DESC, order_id DESC LIMIT $2";
         Ok(with_pool!(self, pool => sqlx::query_as(sql).bind(customer_id).bind(limit).fetch_all(pool).await)?)
     }

@@ -583,6 +583,22 @@ async fn billing_shows_the_customers_own_purchases_and_payments(backend: Backend
         (Customer::sign_in(&app, "ada@example.com").await, Customer::sign_in(&app, "bob@example.com").await);
     let page = ada.page("/portal/billing").await;
     assert!(page.contains(&format!("<td>{ORDER}</td>")) && page.contains("29.00 USD"), "{page}");
+    assert!(!page.contains("Manage or cancel"), "no subscription event yet: no links");
+    // A subscription event carries Lemon Squeezy's links: the billing page links to them; one
+    // that is not https (it would become a link in the page) is dropped.
+    let mut event = crate::billing::subscription("subscription_created", ORDER, "active", 1, None);
+    event["data"]["attributes"]["urls"] = serde_json::json!({
+        "customer_portal": "https://example.lemonsqueezy.com/billing?expires=1&signature=s",
+        "update_payment_method": "javascript:alert(1)",
+    });
+    assert_eq!(deliver(&app, &event).await.status(), 200);
+    let page = ada.page("/portal/billing").await;
+    assert!(page.contains("href=\"https://example.lemonsqueezy.com/billing?expires=1&#38;signature=s\""), "{page}");
+    assert!(
+        page.contains("Manage or cancel") && !page.contains("javascript:") && !page.contains("Update payment method"),
+        "{page}"
+    );
     let page = bob.page("/portal/billing").await;
     assert!(page.contains("No purchases on record.") && !page.contains("29.00 USD"), "{page}");
+    assert!(!page.contains("lemonsqueezy.com/billing"), "never another customer's links");
 }
