@@ -112,6 +112,13 @@ compare_variants() { # title lua [wrk environment VAR=value…]
   echo "machine load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); rounds (${ROUND_COLUMNS[*]}): $out/${tag}_rounds.txt"
 }
 paired_changes() { # tag base variant [column, rps by default]: one change per round, in percent
-  awk -v b="$2" -v v="$3" -v c="$(column_of "${4:-rps}")" '$2 == b {base[$1] = $c} $2 == v {x[$1] = $c} $1 > n {n = $1}
-    END {for (r = 1; r <= n; r++) if ((r in x) && (r in base)) printf "%.1f\n", (x[r] - base[r]) / base[r] * 100}' "$out/$1_rounds.txt"
+  paired_rounds "$1" "$2" "$3" "${4:-rps}" percent
+}
+paired_differences() { # tag base variant column: one difference per round (variant minus base)
+  paired_rounds "$1" "$2" "$3" "$4" difference
+}
+paired_rounds() { # tag base variant column percent|difference
+  awk -v b="$2" -v v="$3" -v c="$(column_of "$4")" -v how="$5" '$2 == b {base[$1] = $c} $2 == v {x[$1] = $c} $1 > n {n = $1}
+    END {for (r = 1; r <= n; r++) if ((r in x) && (r in base)) {
+      d = x[r] - base[r]; if (how == "percent") d = d / base[r] * 100; printf "%.1f\n", d } }' "$out/$1_rounds.txt"
 }

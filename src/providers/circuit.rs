@@ -108,6 +108,11 @@ impl Circuit {
         self.failures_to_open > 0 && matches!(*self.state(), State::Open { until } if now < until)
     }
 
+    /// What the dashboard shows: open (skipped, or awaiting its probe) as the gauge says.
+    pub fn is_open(&self) -> bool {
+        matches!(*self.state(), State::Open { .. })
+    }
+
     /// Books how an admitted call ended; returns the change when it is (still) open or closed.
     pub fn record(&self, end: CallEnd, now: Instant) -> Option<CircuitChange> {
         if self.failures_to_open == 0 {
@@ -200,9 +205,11 @@ mod tests {
         fail_times(&circuit, 1, start);
         let after = start + COOLDOWN;
         assert!(!circuit.skips(after));
+        assert!(circuit.is_open(), "open until a probe is answered");
         assert!(circuit.admit(after), "the probe");
         assert!(!circuit.admit(after) && !circuit.admit(after + Duration::from_secs(1)), "the others still skip");
         assert_eq!(circuit.record(CallEnd::Answered, after + Duration::from_secs(1)), Some(CircuitChange::Closed));
+        assert!(!circuit.is_open());
         assert!(circuit.admit(after + Duration::from_secs(1)) && circuit.admit(after + Duration::from_secs(1)));
     }
 

@@ -103,6 +103,16 @@ pub struct KeyChange {
     pub refused_left: usize,
 }
 
+/// A pool's keys at one moment: all of them, and those out of the pool for now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub keys: usize,
+    /// Resting after a 429.
+    pub resting: usize,
+    /// Taken out after a 401/403, until a recheck is answered.
+    pub refused: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct KeyPool {
     keys: Vec<Arc<HouseKey>>,
@@ -215,6 +225,19 @@ impl KeyPool {
         })
     }
 
+    /// How many keys serve, rest after a 429 and are out after a 401/403, now (the dashboard).
+    pub fn health(&self, now: Instant) -> PoolHealth {
+        let mut health = PoolHealth { keys: self.keys.len(), resting: 0, refused: 0 };
+        for key in &self.keys {
+            match *key.health() {
+                Health::Resting { until } if now < until => health.resting += 1,
+                Health::Refused { .. } => health.refused += 1,
+                Health::Serving | Health::Resting { .. } => {}
+            }
+        }
+        health
+    }
+
     /// Every key with the variable it came from, in configuration order (`omi doctor` checks each).
     pub fn keys(&self) -> impl Iterator<Item = (&str, &SecretString)> {
         self.keys.iter().map(|key| (&*key.var, &key.secret))
@@ -305,6 +328,9 @@ mod tests {
         let change = pool.report(&lease, KeyVerdict::RateLimited { retry_after: Some(Duration::from_secs(2)) }, now);
         assert_eq!(change, None, "resting is no alert");
         drop(lease);
+        let health = |at| pool.health(at);
+        assert_eq!(health(now), PoolHealth { keys: 2, resting: 1, refused: 0 });
+        assert_eq!(health(now + Duration::from_secs(2)).resting, 0, "its rest is over");
         for _ in 0..5 {
             assert_ne!(var(&pool.take(now + Duration::from_millis(1999)).expect("the other")), limited);
         }
@@ -336,6 +362,11 @@ mod tests {
         assert_eq!((&*change.var, change.refused, change.refused_left), (refused.as_str(), true, 1));
         assert_eq!(pool.report(&lease, KeyVerdict::Refused, now), None, "one alert per taking out");
         drop(lease);
+        assert_eq!(
+            pool.health(now + RECHECK_REFUSED),
+            PoolHealth { keys: 2, resting: 0, refused: 1 },
+            "out until answered"
+        );
         let before_due = now + RECHECK_REFUSED - Duration::from_millis(1);
         for _ in 0..5 {
             assert_ne!(var(&pool.take(before_due).expect("the other serves")), refused);

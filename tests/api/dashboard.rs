@@ -705,3 +705,30 @@ async fn a_real_browser_walks_the_dashboard() {
     println!("{report}screenshots in {}", screenshots.display());
     assert!(screenshots.join("overview.png").exists());
 }
+
+/// The overview shows each provider's circuit as this instance holds it: closed, then open
+/// once the provider's failures opened it, with its house keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_an_open_circuit() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.openai_base_url = "http://127.0.0.1:9/v1".into(); // a closed port: refused
+        c.circuit_failures = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = Admin::sign_in(&app.base).await;
+    let row = |html: &str| {
+        let start = html.find("<th scope=\"row\">openai</th>").expect("the provider's row");
+        html[start..].split_once("</tr>").expect("row end").0.to_owned()
+    };
+    let closed = row(&admin.page("/admin").await);
+    assert!(closed.contains("<td>closed</td>") && closed.contains("1 of 1 serving"), "{closed}");
+
+    let key = app.create_key("ada@example.com").await;
+    let response = app.chat(&key, crate::support::chat_body(false)).send().await.expect("send");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "refused, and no fallback");
+    let open = row(&admin.page("/admin").await);
+    assert!(open.contains("open: skipped"), "{open}");
+}

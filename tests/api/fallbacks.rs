@@ -4,7 +4,7 @@
 //! answering provider and model, priced so, and the attempts), and what is never retried.
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event};
+use crate::support::{Backend, TestApp, chat_body, eventually, next_request_event, start_server, test_config};
 use omi::config::{Config, PlanConfig, ProviderConfig, ProviderKind};
 use omi::domain::allowed_models::AllowedModels;
 use omi::store::UsageRecord;
@@ -469,4 +469,79 @@ async fn a_requests_own_models_list_is_its_fallbacks_within_the_plan() {
         assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("`models`")), "{error}");
     }
     assert_eq!(app.mock.upstream.seen().len(), 1, "nothing else went upstream");
+}
+
+/// Two instances on one PostgreSQL database, the same provider refusing both: each keeps its
+/// own circuit (A's opening does not spare B a call: B pays the refusal until its own failures
+/// open its circuit), and every request, whichever instance served it, is booked once, with the
+/// answering provider and model and its own attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_keep_their_own_circuits_and_book_each_request_once() {
+    const CIRCUIT_FAILURES: u32 = 2;
+    let refusing = |c: &mut Config| {
+        with_fallbacks(c, REFUSING_URL);
+        c.circuit_failures = CIRCUIT_FAILURES;
+    };
+    let Some(a) = TestApp::spawn_with(Backend::Postgres, refusing).await else { return };
+    let mut config = test_config(&a.db, &a.mock);
+    refusing(&mut config);
+    let b = start_server(config).await;
+    let key = a.create_key("ada@example.com").await;
+    let send = |addr: std::net::SocketAddr| {
+        let key = &key;
+        let http = &a.http;
+        async move {
+            let response = http
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&chat_body(false))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 200);
+            assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"));
+            let seen = (
+                header(&response, omi::web::request_id::HEADER).expect("request id"),
+                header(&response, "x-omi-attempts").expect("attempts").parse::<i32>().expect("a number"),
+            );
+            response.bytes().await.expect("body");
+            seen
+        }
+    };
+
+    // A's failures open A's circuit; B then still calls the refusing provider until its own
+    // failures open B's.
+    let mut expected = Vec::new();
+    for (instance, attempts) in [(a.addr, [2, 2, 1]), (b.addr, [2, 2, 1])] {
+        for (request, want) in attempts.into_iter().enumerate() {
+            let (request_id, attempts) = send(instance).await;
+            assert_eq!(attempts, want, "request {request} on {instance}");
+            expected.push((request_id, attempts));
+        }
+    }
+    let (request_id, attempts) = send(a.addr).await;
+    assert_eq!(attempts, 1, "A's circuit is still open");
+    expected.push((request_id, attempts));
+
+    let booked = eventually(Duration::from_secs(10), || async { records(&a).await.len() >= expected.len() }).await;
+    assert!(booked.is_some(), "both instances' requests are on the books");
+    let on_books = records(&a).await;
+    assert_eq!(on_books.len(), expected.len(), "each request booked once: {on_books:?}");
+    let gpt_4o = a.state().prices.get("gpt-4o").expect("gpt-4o is priced");
+    for (request_id, attempts) in expected {
+        let record = on_books.iter().find(|r| r.request_id == request_id).expect("the request is booked");
+        assert_eq!(
+            (record.provider.as_deref(), record.model.as_deref(), record.attempts, record.status),
+            (Some("backup"), Some("gpt-4o"), attempts, 200),
+            "{request_id}"
+        );
+        let usage = omi::events::TokenUsage {
+            prompt_tokens: record.prompt_tokens as u64,
+            cached_tokens: record.cached_tokens as u64,
+            cache_write_tokens: record.cache_write_tokens as u64,
+            completion_tokens: record.completion_tokens as u64,
+        };
+        assert_eq!(record.cost_nano, Some(gpt_4o.cost(&usage) as i64), "billed at the answering model's price");
+    }
+    b.shutdown().await;
 }

@@ -2,12 +2,15 @@
 //! error rate, latency and the gateway's own overhead (total − upstream time) over the last
 //! hour (by minute) and day (by hour), read from the traffic rollup (requests per time bucket
 //! and latency bin, `store/traffic.rs`); percentiles come from those histograms here, since
-//! SQLite and PostgreSQL share no percentile function.
+//! SQLite and PostgreSQL share no percentile function. Each provider's circuit and house keys
+//! are read from this instance's memory (each instance keeps its own).
 
 use super::charts::{self, LineChart, SeriesData};
 use super::session::Session;
 use super::{Chrome, Notice, PageError, Template, alerts, format, render};
 use crate::app::AppState;
+use crate::providers::Providers;
+use crate::providers::keys::PoolHealth;
 use crate::store::{Bucket, Store, StoreResult, bin_bounds};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -199,6 +202,38 @@ fn charts(window: &Window, buckets: &[Stats]) -> Vec<LineChart> {
     ]
 }
 
+/// One provider's state in this instance: its circuit and its house keys out of the pool.
+pub struct ProviderRow {
+    pub name: String,
+    pub circuit_open: bool,
+    pub keys: String,
+}
+
+fn provider_rows(providers: &Providers, now: tokio::time::Instant) -> Vec<ProviderRow> {
+    providers
+        .iter()
+        .map(|provider| ProviderRow {
+            name: provider.name.to_string(),
+            circuit_open: provider.circuit.is_open(),
+            keys: keys_sentence(provider.house_keys.health(now)),
+        })
+        .collect()
+}
+
+fn keys_sentence(health: PoolHealth) -> String {
+    if health.keys == 0 {
+        return "none (customers' own keys only)".into();
+    }
+    let mut sentence = format!("{} of {} serving", health.keys - health.resting - health.refused, health.keys);
+    if health.resting > 0 {
+        sentence.push_str(&format!(", {} resting after a 429", health.resting));
+    }
+    if health.refused > 0 {
+        sentence.push_str(&format!(", {} refused (401/403), out of the pool", health.refused));
+    }
+    sentence
+}
+
 /// Firing alerts shown on the overview; the alerts page lists them all.
 const OVERVIEW_ALERTS: i64 = 10;
 
@@ -212,6 +247,8 @@ struct OverviewPage {
     more_alerts: bool,
     day_view: bool,
     summary: Vec<SummaryRow>,
+    /// Each provider's circuit and keys, as this instance sees them.
+    providers: Vec<ProviderRow>,
     charts: Vec<LineChart>,
 }
 
@@ -243,6 +280,7 @@ pub async fn page(
         more_alerts,
         day_view,
         summary: summary(&hour_total, &day_total, minutes(&hour), minutes(&day)),
+        providers: provider_rows(&app.providers, tokio::time::Instant::now()),
         charts,
     })
 }
