@@ -748,6 +748,12 @@ impl Config {
         Ok(Some(SecretString::from(text)))
     }
 
+    /// Whether the gateway is served over https (its public URL says so): session cookies are
+    /// then `Secure`.
+    pub fn serves_https(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|url| url.starts_with("https://"))
+    }
+
     /// The configured plan of this name; keys on a plan not configured have no plan limits.
     pub fn plan(&self, name: &str) -> Option<&PlanConfig> {
         self.plans.iter().find(|plan| plan.name == name)

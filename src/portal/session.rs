@@ -9,6 +9,7 @@ use crate::app::AppState;
 use crate::customers::EmailAddress;
 use crate::firewall::{Origin, limit_key};
 use crate::store::{PortalLink, Redeemed};
+use crate::web::session_cookie::{SessionCookie, csrf_matches, new_token, well_formed};
 use axum::extract::{Extension, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,10 +20,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub const COOKIE: &str = "omi_portal";
+pub const COOKIE: SessionCookie = SessionCookie { name: "omi_portal", path: "/portal" };
 const SESSION_LIFETIME: chrono::Duration = chrono::Duration::days(7);
 const LINK_LIFETIME: chrono::Duration = chrono::Duration::minutes(15);
-const TOKEN_BYTES: usize = 32;
 
 /// Sign-in requests counted per client and per address in fixed windows of this length, in
 /// the database so that every instance counts against the same budget.
@@ -46,8 +46,7 @@ impl CustomerSession {
 
     /// Refuses a state-changing form that does not carry this session's CSRF token.
     pub fn check_csrf(&self, presented: &str) -> Result<(), PortalError> {
-        use subtle::ConstantTimeEq;
-        if bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes())) { Ok(()) } else { Err(PortalError::Csrf) }
+        if csrf_matches(&self.csrf, presented) { Ok(()) } else { Err(PortalError::Csrf) }
     }
 }
 
@@ -64,31 +63,12 @@ fn csrf_token(token: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn new_token() -> Result<String, PortalError> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(|_| PortalError::Internal("randomness"))?;
-    Ok(hex::encode(bytes))
-}
-
-fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_BYTES * 2 && token.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The session token from the `Cookie` headers, if it is well-formed.
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
-        .filter(|value| well_formed(value))
+fn random_token() -> Result<String, PortalError> {
+    new_token().ok_or(PortalError::Internal("randomness"))
 }
 
 async fn load(app: &AppState, headers: &HeaderMap) -> Result<Option<CustomerSession>, PortalError> {
-    let Some(token) = cookie_token(headers) else { return Ok(None) };
+    let Some(token) = COOKIE.token(headers) else { return Ok(None) };
     let token_hash = token_hash(token);
     Ok(app.store.portal_session(&token_hash).await?.map(|customer_id| CustomerSession {
         customer_id,
@@ -111,13 +91,8 @@ impl FromRequestParts<Arc<AppState>> for CustomerSession {
 }
 
 fn cookie(app: &AppState, value: &str, max_age: i64) -> Result<HeaderValue, PortalError> {
-    // Secure whenever the operator serves the gateway over https (its public URL says so).
-    let secure = app.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/portal; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
-    );
-    HeaderValue::from_str(&cookie).map_err(|_| PortalError::Internal("cookie"))
+    let max_age = u64::try_from(max_age).unwrap_or(0);
+    COOKIE.set(value, max_age, app.config.serves_https()).ok_or(PortalError::Internal("cookie"))
 }
 
 #[derive(Template)]
@@ -174,7 +149,7 @@ pub async fn request_link(
         return render_with(StatusCode::TOO_MANY_REQUESTS, &LoginPage { message });
     }
     if let Some(customer_id) = app.store.customer_id_by_email(email.as_str()).await? {
-        let token = new_token()?;
+        let token = random_token()?;
         let link = PortalLink {
             customer_id,
             to_email: email.as_str(),
@@ -193,7 +168,7 @@ pub async fn redeem_link(State(app): State<Arc<AppState>>, Path(token): Path<Str
     if !well_formed(&token) {
         return Err(PortalError::LinkRefused);
     }
-    let session = new_token()?;
+    let session = random_token()?;
     let expires = Utc::now() + SESSION_LIFETIME;
     match app.store.redeem_portal_link(&token_hash(&token), &token_hash(&session), expires).await? {
         Redeemed::SignedIn(customer_id) => {
@@ -229,20 +204,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_cookie_must_be_well_formed_and_the_portals_own() {
-        let mut headers = HeaderMap::new();
-        let token = "ab".repeat(TOKEN_BYTES);
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("omi_admin={token}")).expect("value"));
-        assert_eq!(cookie_token(&headers), None);
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; {COOKIE}={token}")).expect("value"));
-        assert_eq!(cookie_token(&headers), Some(token.as_str()));
-        headers.insert(header::COOKIE, HeaderValue::from_static("omi_portal=zz"));
-        assert_eq!(cookie_token(&headers), None);
-    }
-
-    #[test]
     fn the_csrf_token_does_not_tell_the_cookie_or_its_hash() {
-        let token = "cd".repeat(TOKEN_BYTES);
+        let token = "cd".repeat(crate::web::session_cookie::TOKEN_BYTES);
         assert_ne!(csrf_token(&token), token);
         assert_ne!(csrf_token(&token), hex::encode(token_hash(&token)));
     }

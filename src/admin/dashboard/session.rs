@@ -9,6 +9,7 @@ use super::{PageError, Template, render, render_with};
 use crate::admin::lockout::{Lockout, Refusal, retry_after_secs};
 use crate::app::AppState;
 use crate::firewall::Origin;
+use crate::web::session_cookie::{SessionCookie, csrf_matches, new_token};
 use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,9 +21,8 @@ use sha2::Sha256;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const COOKIE: &str = "omi_admin";
+pub const COOKIE: SessionCookie = SessionCookie { name: "omi_admin", path: "/admin" };
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-const TOKEN_BYTES: usize = 32;
 
 /// A request with a live session. Holds the session's CSRF token for the page's forms.
 pub struct Session {
@@ -37,8 +37,7 @@ impl Session {
 
     /// Refuses a state-changing form that does not carry this session's CSRF token.
     pub fn check_csrf(&self, presented: &str) -> Result<(), PageError> {
-        use subtle::ConstantTimeEq;
-        if bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes())) { Ok(()) } else { Err(PageError::Csrf) }
+        if csrf_matches(&self.csrf, presented) { Ok(()) } else { Err(PageError::Csrf) }
     }
 }
 
@@ -62,23 +61,10 @@ fn csrf_token(admin_key: &SecretString, token: &str) -> String {
     hex::encode(mac(admin_key, b"omi-admin-csrf:", token))
 }
 
-/// The session token from the `Cookie` headers, if it is well-formed.
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
-        .filter(|value| value.len() == TOKEN_BYTES * 2 && value.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// Loads the session the request carries; `Ok(None)` when it has none that is live.
 async fn load(app: &AppState, headers: &HeaderMap) -> Result<Option<Session>, PageError> {
     let admin_key = app.config.admin_key.as_ref().ok_or(PageError::Disabled)?;
-    let Some(token) = cookie_token(headers) else { return Ok(None) };
+    let Some(token) = COOKIE.token(headers) else { return Ok(None) };
     let token_hash = token_hash(admin_key, token);
     if app.store.admin_session_active(&token_hash).await? {
         Ok(Some(Session { csrf: csrf_token(admin_key, token), token_hash }))
@@ -101,13 +87,7 @@ impl FromRequestParts<Arc<AppState>> for Session {
 }
 
 fn cookie(app: &AppState, value: &str, max_age: u64) -> Result<HeaderValue, PageError> {
-    // Secure whenever the operator serves the gateway over https (its public URL says so).
-    let secure = app.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
-    );
-    HeaderValue::from_str(&cookie).map_err(|_| PageError::Internal("cookie"))
+    COOKIE.set(value, max_age, app.config.serves_https()).ok_or(PageError::Internal("cookie"))
 }
 
 #[derive(Template)]
@@ -155,9 +135,7 @@ pub async fn login(
         };
         return render_with(status, retry, &LoginPage { message: Some(message) });
     }
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(|_| PageError::Internal("randomness"))?;
-    let token = hex::encode(bytes);
+    let token = new_token().ok_or(PageError::Internal("randomness"))?;
     let expires = chrono::Utc::now()
         + chrono::Duration::from_std(SESSION_LIFETIME).map_err(|_| PageError::Internal("session lifetime"))?;
     app.store.create_admin_session(&token_hash(admin_key, &token), expires).await?;
@@ -183,19 +161,4 @@ pub async fn logout(
     let mut response = Redirect::to("/admin/login").into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie(&app, "", 0)?);
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_cookie_must_be_well_formed() {
-        let mut headers = HeaderMap::new();
-        let token = "ab".repeat(TOKEN_BYTES);
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; {COOKIE}={token}")).expect("value"));
-        assert_eq!(cookie_token(&headers), Some(token.as_str()));
-        headers.insert(header::COOKIE, HeaderValue::from_static("omi_admin=zz"));
-        assert_eq!(cookie_token(&headers), None);
-    }
 }
