@@ -13,6 +13,7 @@ mod quickstart;
 pub mod session;
 mod usage;
 
+use crate::admin::dashboard::error_response;
 use crate::app::AppState;
 use crate::store::StoreError;
 use askama::Template;
@@ -85,15 +86,7 @@ impl IntoResponse for PortalError {
             PortalError::Internal(what) => tracing::error!(what, "portal internal error"),
             _ => {}
         }
-        let page = ErrorPage {
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or(""),
-            message: self.to_string(),
-        };
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (status, page.message).into_response(),
-        }
+        error_response(status, self.to_string(), |status, reason, message| ErrorPage { status, reason, message })
     }
 }
 

@@ -9,7 +9,7 @@ use crate::app::AppState;
 use crate::customers::EmailAddress;
 use crate::firewall::{Origin, limit_key};
 use crate::store::{PortalLink, Redeemed};
-use crate::web::session_cookie::{SessionCookie, csrf_matches, new_token, well_formed};
+use crate::web::session_cookie::{CsrfForm, SessionCookie, csrf_matches, new_token, well_formed};
 use axum::extract::{Extension, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -179,12 +179,6 @@ pub async fn redeem_link(State(app): State<Arc<AppState>>, Path(token): Path<Str
         }
         Redeemed::Unknown | Redeemed::Expired => Err(PortalError::LinkRefused),
     }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
 }
 
 pub async fn logout(

@@ -25,6 +25,13 @@ pub fn csrf_matches(expected: &str, presented: &str) -> bool {
     expected.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
+/// A form whose only field is the session's CSRF token (sign-out, revoke, ...).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
 /// A session cookie: its name and the path it is sent to.
 pub struct SessionCookie {
     pub name: &'static str,

@@ -230,15 +230,21 @@ impl IntoResponse for PageError {
             PageError::Internal(what) => tracing::error!(what, "dashboard internal error"),
             _ => {}
         }
-        let page = ErrorPage {
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or(""),
-            message: self.to_string(),
-        };
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (status, page.message).into_response(),
-        }
+        error_response(status, self.to_string(), |status, reason, message| ErrorPage { status, reason, message })
+    }
+}
+
+/// An error as a page in `status` (the dashboard's or the portal's template, built by `page`
+/// from the status line and the message), or as plain text if the page cannot render.
+pub fn error_response<P: Template>(
+    status: StatusCode,
+    message: String,
+    page: impl FnOnce(u16, &'static str, String) -> P,
+) -> Response {
+    let reason = status.canonical_reason().unwrap_or("");
+    match page(status.as_u16(), reason, message.clone()).render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => (status, message).into_response(),
     }
 }
 

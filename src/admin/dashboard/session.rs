@@ -9,7 +9,7 @@ use super::{PageError, Template, render, render_with};
 use crate::admin::lockout::{Lockout, Refusal, retry_after_secs};
 use crate::app::AppState;
 use crate::firewall::Origin;
-use crate::web::session_cookie::{SessionCookie, csrf_matches, new_token};
+use crate::web::session_cookie::{CsrfForm, SessionCookie, csrf_matches, new_token};
 use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -143,12 +143,6 @@ pub async fn login(
     let mut response = Redirect::to("/admin").into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie(&app, &token, SESSION_LIFETIME.as_secs())?);
     Ok(response)
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
 }
 
 pub async fn logout(
