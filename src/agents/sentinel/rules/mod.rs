@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
-use super::model::Model;
+use super::model::{Model, Signals};
 use super::normalize;
 use crate::swar;
 
@@ -50,8 +50,9 @@ mod keywords;
 mod patterns;
 
 use concepts::C::*;
+pub(crate) use concepts::RULE_COUNT;
 use concepts::Rule::*;
-use concepts::{RULE_COUNT, Rule, m};
+use concepts::{Rule, m};
 use keywords::{KEYWORDS, STOPWORDS};
 use patterns::{DELIMITERS, PATTERNS, PATTERNS_FROM, Pat};
 
@@ -152,6 +153,23 @@ impl Rules {
 
     /// Scores `text`; `injection` is `score >= INJECTION_THRESHOLD`.
     pub fn scan(&self, text: &str) -> Verdict {
+        let acc = self.scan_acc(text);
+        let mut verdict = acc.verdict();
+        if let Some(model) = &self.model {
+            let score = round3(model.score(text, &acc.signals()));
+            verdict.model = Some(score);
+            verdict.score = combine(verdict.rules_score, score);
+            verdict.injection = verdict.score >= INJECTION_THRESHOLD;
+        }
+        verdict
+    }
+
+    /// What the rules saw in `text`, as the model reads it (for the trainer's export).
+    pub fn signals(&self, text: &str) -> Signals {
+        self.scan_acc(text).signals()
+    }
+
+    fn scan_acc(&self, text: &str) -> Acc {
         let mut acc = Acc::new();
         // Buffers are reused across scans on this thread; a nested call (none today)
         // would get fresh ones rather than fail.
@@ -162,14 +180,7 @@ impl Rules {
             }
             Err(_) => self.scan_text(text, &mut Levels::default(), &mut acc),
         });
-        let mut verdict = acc.verdict();
-        if let Some(model) = &self.model {
-            let score = round3(model.score(text));
-            verdict.model = Some(score);
-            verdict.score = combine(verdict.rules_score, score);
-            verdict.injection = verdict.score >= INJECTION_THRESHOLD;
-        }
-        verdict
+        acc
     }
 
     /// `levels[0]` holds this depth's buffers, the rest serve decoded rescans.
@@ -252,6 +263,7 @@ impl Rules {
         }
         hits.sort_unstable_by_key(|h| (h.start, h.end));
         let present = hits.iter().fold(0u128, |a, h| a | h.mask);
+        acc.concepts |= present;
         // Most patterns start with a concept the text lacks: only the others
         // are tried, in the order of `PATTERNS`.
         let mut candidates = 0u128;
@@ -892,11 +904,13 @@ fn dialogue_turns(text: &str) -> usize {
 /// Per-rule accumulators of `Π(1 - w)` over matched patterns.
 struct Acc {
     keep: [f32; RULE_COUNT],
+    /// Every concept tagged, at any depth: the model's language-independent features.
+    concepts: u128,
 }
 
 impl Acc {
     fn new() -> Acc {
-        Acc { keep: [1.0; RULE_COUNT] }
+        Acc { keep: [1.0; RULE_COUNT], concepts: 0 }
     }
 
     fn add(&mut self, rule: Rule, weight: f32) {
@@ -915,12 +929,17 @@ impl Acc {
     /// Folds in a decoded segment's result: its rules count, plus
     /// `encoded_payload` when the hidden text itself looks like an attack.
     fn merge_encoded(&mut self, inner: &Acc) {
+        self.concepts |= inner.concepts;
         if inner.score() >= 0.3 {
             self.add(EncodedPayload, 0.6);
             for (k, v) in self.keep.iter_mut().zip(inner.keep) {
                 *k *= v;
             }
         }
+    }
+
+    fn signals(&self) -> Signals {
+        Signals { concepts: self.concepts, rules: self.keep.map(|keep| (1.0 - keep).clamp(0.0, 1.0)) }
     }
 
     fn verdict(&self) -> Verdict {
