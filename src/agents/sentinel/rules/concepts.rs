@@ -158,6 +158,18 @@ pub(super) enum C {
     Users,
     YourStore,
     PrivatePii,
+    // Issue 22: verb-final languages, Han gaps, documents, fake notices.
+    ExtractPost,
+    Meta,
+    YourSys,
+    HanIgnore,
+    HanScope,
+    HanInstr,
+    AuthNotice,
+    NoteToAi,
+    WhenYou,
+    Instead,
+    Of,
 }
 
 pub(super) const fn m(c: C) -> u128 {

@@ -59,17 +59,19 @@ const SECRET_DET: u128 = m(Det);
 
 #[rustfmt::skip]
 pub(super) const PATTERNS: &[Pat] = &[
-    // "ignore (all) previous instructions" and the same in other word orders.
-    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Prior), 5), s(m(Instr), 3)]).forbid(m(My)),
-    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Instr), 3), s(m(Prior), 1)]).forbid(m(My)),
+    // "ignore (all) previous instructions" and the same in other word orders. Not after "I",
+    // "my" or a negation: "我忘记了之前的规则" (I forgot the earlier rules) reports, it does not order.
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Prior), 5), s(m(Instr), 3)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Instr), 3), s(m(Prior), 1)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
     p(InstructionOverride, 0.75, &[s(m(Prior), 0), s(m(Instr), 2), s(m(IgnorePost), 1)]),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(ALL_YOUR, 2), s(m(InstrCore), 4)]).forbid(m(My)),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(Everything), 3), s(m(Told), 5)]).forbid(m(My)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(ALL_YOUR, 2), s(m(InstrCore), 4)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(Everything), 3), s(m(Told), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
     p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Everything), 3), s(m(Learned), 5), s(m(Prior), 2)])
-        .forbid(m(My)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ToldYou), 5)]).forbid(m(My)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Above), 2)]).forbid(m(My)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(AndSay), 5)]).forbid(m(My)),
+        .forbid(m(My))
+        .not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ToldYou), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Above), 2)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(AndSay), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
     p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ContentObj), 1), s(m(AndDo), 1)]),
     p(InstructionOverride, 0.3, &[s(IGN, 0), s(m(ContentObj), 1)]),
     p(InstructionOverride, 0.6, &[s(m(Regardless), 0), s(m(Prior) | m(All), 2), s(m(Instr), 2)]),
@@ -83,9 +85,11 @@ pub(super) const PATTERNS: &[Pat] = &[
         .not_before(m(NegWord)),
     p(SystemPromptExtraction, 0.65, &[s(m(WhatIs), 0), s(m(Your), 1), s(m(SysStrong), 1)]),
     p(SystemPromptExtraction, 0.45, &[s(m(Extract), 0), s(m(Det), 1), s(m(SysStrong), 0)])
-        .not_before(m(NegWord)),
+        .not_before(m(NegWord))
+        .group(4),
     p(SystemPromptExtraction, 0.4, &[s(m(Extract), 0), s(m(AboveText), 3)]),
-    p(SystemPromptExtraction, 0.3, &[s(m(AboveText), 0), s(m(Verbatim), 4)]),
+    p(SystemPromptExtraction, 0.3, &[s(m(AboveText), 0), s(m(Verbatim), 4)]).group(5),
+    p(SystemPromptExtraction, 0.3, &[s(m(Verbatim), 0), s(m(AboveText), 4)]).group(5),
     p(SystemPromptExtraction, 0.6, &[s(ASK, 0), s(SECRET_DET, 2), s(m(Secret), 0)])
         .not_before(m(NegWord))
         .not_after(m(SecretNeg)),
@@ -162,7 +166,41 @@ pub(super) const PATTERNS: &[Pat] = &[
     p(DataExfiltration, 0.35, &[s(m(Harmful), 0), s(m(TheUser), 8), s(m(Pii), 2)]).group(3),
     p(DataExfiltration, 0.5, &[s(m(PossPost), 0), s(m(PrivatePii), 0), s(m(WhatPost), 3)]),
     p(DataExfiltration, 0.5, &[s(ASK, 0), s(m(Users), 10), s(m(YourStore), 3)]),
+    // Verb-final languages (ja, ko, tr, hi): the verb follows the
+    // object. `Meta` ("about", "example of") makes it a question about prompts instead.
+    p(SystemPromptExtraction, 0.5, &[s(m(SysStrong), 0), s(m(ExtractPost), 1)]).forbid(m(Meta)),
+    p(SystemPromptExtraction, 0.55, &[s(m(Your), 0), s(m(SysWeak), 1), s(m(ExtractPost), 1)]).forbid(m(Meta)),
+    p(SystemPromptExtraction, 0.65, &[s(m(Your), 0), s(m(SysStrong), 1), s(m(WhatPost), 2)]),
+    p(SystemPromptExtraction, 0.4, &[s(m(AboveText), 0), s(m(ExtractPost), 6)]),
+    // "Show the system prompt" in languages without articles: as weak as with "the".
+    p(SystemPromptExtraction, 0.45, &[s(m(Extract), 0), s(m(SysStrong), 1)]).not_before(m(NegWord)).group(4),
+    // "Your instructions" as one word (Arabic تعليماتك, Hindi अपने निर्देश) or after the
+    // noun (Indonesian instruksi anda, Vietnamese hướng dẫn của bạn).
+    p(SystemPromptExtraction, 0.45, &[s(m(Extract), 0), s(m(YourSys), 2)]).not_before(m(NegWord)),
+    p(SystemPromptExtraction, 0.45, &[s(m(YourSys), 0), s(m(ExtractPost), 2)]).forbid(m(Meta)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(All), 2), s(m(YourSys), 2)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(YourSys), 0)]).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.65, &[s(m(YourSys), 0), s(m(IgnorePost), 2)]),
+    // Han and kana are one word per character: "忽略你之前收到的所有指令", "以前の指示をすべて無視".
+    p(InstructionOverride, 0.75, &[s(m(HanIgnore), 0), s(m(HanScope), 6), s(m(HanInstr), 8)])
+        .forbid(m(My))
+        .not_before(m(NegWord) | m(My)),
+    p(InstructionOverride, 0.75, &[s(m(HanScope), 0), s(m(HanInstr), 8), s(m(HanIgnore), 8)])
+        .forbid(m(My))
+        .not_before(m(My)),
+    // Indirect injection: a note to the model inside a document, or an order for when it reads one.
+    p(EmbeddedInstruction, 0.35, &[s(m(NoteToAi), 0)]),
+    p(EmbeddedInstruction, 0.5, &[s(m(NoteToAi), 0), s(DOC_ORDER, 15)]).not_after(m(Of)),
+    p(EmbeddedInstruction, 0.5, &[s(m(WhenYou), 0), s(m(Instead), 12)]).not_after(m(Of)),
+    p(EmbeddedInstruction, 0.4, &[s(m(WhenYou), 0), s(DOC_ORDER, 12)]).not_after(m(Of)),
+    // A fake notice from the operator, then an order only an attacker gives.
+    p(AuthorityClaim, 0.5, &[s(m(AuthNotice), 0), s(IGN | m(NewInstr) | m(ModeStrong) | m(NoLimits) | m(SysStrong), 12)]),
+    p(AuthorityClaim, 0.35, &[s(m(AuthNotice), 0), s(m(Authorized), 12)]),
 ];
+
+/// What an order hidden in a document asks for: to drop the task, do something else, or leak.
+const DOC_ORDER: u128 =
+    IGN | m(Instead) | m(NewInstr) | m(SysStrong) | m(TellUser) | m(NoLimits) | m(AndSay) | m(LinkDirective);
 
 /// For each concept, the patterns (bit i: `PATTERNS[i]`) whose first step it
 /// can take: a text's concepts name the only patterns that can occur in it.
