@@ -291,7 +291,7 @@ mod tests {
         let score = |text: &str| model.score(text, &rules.signals(text));
         let benign = "Could you summarize this quarter's sales report for the board? Keep it short, list \
                       the three regions that grew the most, and suggest two questions they may ask.";
-        let long = vec![benign; 10].join("\n");
+        let long = [benign; 10].join("\n");
         let (one, ten) = (score(benign), score(&long));
         assert!(ten < super::super::INJECTION_THRESHOLD, "long benign {ten}");
         assert!((one - ten).abs() < 0.05, "{one} vs {ten}");
