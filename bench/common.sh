@@ -60,13 +60,14 @@ column_of() { local col; for col in "${!ROUND_COLUMNS[@]}"; do [ "${ROUND_COLUMN
 variant_median() { # title variant column [decimals]
   awk -v v="$2" -v c="$(column_of "$3")" '$2 == v {print $c}' "$out/$(tag_of "$1")_rounds.txt" | median "${4:-1}"
 }
+# WRK_PATH=/v1/embeddings compare_variants … sends the requests to another endpoint.
 compare_variants() { # title lua [wrk environment VAR=value…]
   local title=$1 lua=$2; shift 2
   local tag v r; tag=$(tag_of "$title")
   wrk_at() { # variant connections output [wrk options…]
     local v=$1 c=$2 file=$3; shift 3
     env OMI_BENCH_KEY="${KEY[$v]}" "${wrk_env[@]}" wrk -t"$([ "$c" -gt 1 ] && echo 2 || echo 1)" -c"$c" "$@" -s "$lua" \
-      "http://127.0.0.1:${PORT[$v]}/v1/chat/completions" >"$file"
+      "http://127.0.0.1:${PORT[$v]}${WRK_PATH:-/v1/chat/completions}" >"$file"
   }
   local wrk_env=("$@")
   for v in "${VARIANTS[@]}"; do wrk_at "$v" 4 /dev/null -d2s; done # warm connections and caches

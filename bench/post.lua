@@ -1,6 +1,6 @@
--- wrk script: a chat completion (bench/post.json), streamed when STREAM=1, with the key from
--- $OMI_BENCH_KEY.
-local file = assert(io.open("bench/post.json"))
+-- wrk script: a chat completion (bench/post.json, or the body in the file $BENCH_BODY names),
+-- streamed when STREAM=1, with the key from $OMI_BENCH_KEY.
+local file = assert(io.open(os.getenv("BENCH_BODY") or "bench/post.json"))
 local body = file:read("*a")
 file:close()
 if os.getenv("STREAM") == "1" then
