@@ -191,6 +191,11 @@ impl Shield {
 
     /// Sanitizes a whole (non-streamed) JSON response body; see `json.rs`.
     pub fn sanitize_json_body(&self, body: &[u8]) -> Option<(Vec<u8>, Vec<RemovalKind>)> {
+        // Most answers hold nothing to remove: proving it from the raw bytes skips the walk.
+        // Prompt runs have no such proof (any prompt word could start one).
+        if self.prompt.is_none() && self.detector.proves_clean(body) {
+            return None;
+        }
         json::sanitize_body(self, body)
     }
 

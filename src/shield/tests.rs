@@ -1604,3 +1604,387 @@ fn responses_and_messages_bodies_clean_text_and_keep_protocol_fields() {
     assert_eq!(String::from_utf8(out).expect("utf8"), want);
     assert_eq!(kinds.len(), 4, "{kinds:?}");
 }
+
+// ---------------------------------------------------------------- raw-byte prefilter
+
+/// What the gateway configures without a system prompt: house keys and other secrets (one
+/// with a `/`, which JSON may escape; one with a non-ASCII letter, looked for folded).
+fn house_keys() -> Shield {
+    Shield::new(ShieldConfig {
+        secrets: vec![
+            "sk-proj-HouseKey0123456789abcdefXYZ".into(),
+            "house/Key.NoShape~77".into(),
+            SIGNING_SECRET.into(),
+            "pässwörd-Ünïcode-42".into(),
+        ],
+        ..ShieldConfig::default()
+    })
+}
+
+/// Also a canary (spelled out too) and internal hosts: no escape is accepted raw then.
+fn house_keys_canary_hosts() -> Shield {
+    Shield::new(ShieldConfig {
+        system_prompt: None,
+        secrets: vec!["house/Key.NoShape~77".into(), SIGNING_SECRET.into()],
+        ..config()
+    })
+}
+
+/// A secret holding a tab: a raw `\t` escape spells it differently, so no escape is accepted.
+fn tab_secret() -> Shield {
+    Shield::new(ShieldConfig { secrets: vec!["tab\tinside-secret-99".into()], ..ShieldConfig::default() })
+}
+
+/// splitmix64: the generated answers are the same on every run.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+}
+
+/// Ordinary words, some close to what a detector looks for.
+const WORDS: &[&str] = &[
+    "Hello", "from", "the", "mock", "answer", "version", "v1.2", "3.14", "1.", "Asia", "ask-me", "sky", "std::vec",
+    "12:30", "a:b", "eyes", "bearer", "Bearer", "omi", "canary", "db", "internal", "example", "corp", "local", "hooks",
+    "0", "255", "café", "naïve", "日本", "🚀", "key", "house", "Key", "sk", "x", "-", "/", "fe80", "::", "1.2",
+];
+
+/// Texts some detector removes (configured or by shape), to be disguised.
+const LEAKS: &[&str] = &[
+    "sk-proj-HouseKey0123456789abcdefXYZ",
+    "house/Key.NoShape~77",
+    SIGNING_SECRET,
+    "pässwörd-Ünïcode-42",
+    "passwerd-Unicode-42",
+    "tab\tinside-secret-99",
+    CANARY,
+    "db.internal.example",
+    "api.db.internal.example",
+    "x.corp.local",
+    "sk-live-Ab3dEf6hIj9kLm2nOp5qRs8t",
+    "Bearer abcDEF1234567890xyz",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+    "gsk_abcdefghijklmnopqrstuvwxyz0123456789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "10.0.0.1",
+    "192.168.1.20:8080",
+    "8.8.8.8",
+    "fe80::1%eth0",
+    "::1",
+    "2001:db8::1",
+    "::ffff:10.1.2.3",
+    "hooks.slack.com/services/T000/B000/abcdefgh",
+];
+
+/// `s` disguised: re-cased, cut, look-alike or fullwidth letters, zero-width characters,
+/// spelled out, embedded in a word, or one character off.
+fn disguise(g: &mut Gen, s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let at = g.below(chars.len() + 1);
+    let mut out: String = match g.below(10) {
+        0 => s.to_uppercase(),
+        1 => s.to_lowercase(),
+        2 => {
+            let mut c = chars.clone();
+            c.insert(at, ['\n', ' ', '\t', '/'][g.below(4)]);
+            c.into_iter().collect()
+        }
+        3 => chars
+            .iter()
+            .map(|&c| match c {
+                'a' if g.chance(2) => 'а',
+                'e' if g.chance(2) => 'е',
+                'o' if g.chance(2) => 'о',
+                'p' if g.chance(2) => 'р',
+                'c' if g.chance(2) => 'с',
+                _ => c,
+            })
+            .collect(),
+        4 => chars
+            .iter()
+            .map(|&c| match c {
+                '!'..='~' if g.chance(4) => char::from_u32(c as u32 + 0xFEE0).unwrap_or(c),
+                _ => c,
+            })
+            .collect(),
+        5 => {
+            let mut c = chars.clone();
+            c.insert(at, '\u{200B}');
+            c.into_iter().collect()
+        }
+        6 => {
+            let sep = g.pick(&[" ", "-", " \n ", ". "]);
+            chars.iter().map(char::to_string).collect::<Vec<_>>().join(sep)
+        }
+        7 => {
+            let mut c = chars.clone();
+            if let Some(slot) = c.get_mut(at) {
+                *slot = 'Z';
+            }
+            c.into_iter().collect()
+        }
+        _ => s.to_owned(),
+    };
+    match g.below(4) {
+        0 => out.insert(0, 'x'),
+        1 => out.push('x'),
+        _ => {}
+    }
+    out
+}
+
+/// Answer text: words and disguised leaks with separators.
+fn answer_text(g: &mut Gen) -> String {
+    let mut text = String::new();
+    for _ in 0..g.below(9) {
+        text.push_str(g.pick(&[" ", "\n", "\r\n", "\t", "", ". ", ", ", "/", "\"", "\\", ": "]));
+        if g.chance(3) {
+            let leak = g.pick(LEAKS);
+            text.push_str(&disguise(g, leak));
+        } else {
+            text.push_str(g.pick(WORDS));
+        }
+    }
+    text
+}
+
+/// A JSON string literal of `text`, escaped one of the ways an encoder may: minimal, every
+/// non-ASCII character as `\uXXXX` (surrogate pairs beyond the BMP), some characters at
+/// random as `\uXXXX`, or `/` as `\/`.
+fn literal(g: &mut Gen, text: &str) -> String {
+    let mode = g.below(4);
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        let unicode = match mode {
+            1 => !c.is_ascii(),
+            2 => g.chance(6),
+            _ => false,
+        };
+        match c {
+            _ if unicode || ((c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t')) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04X}"));
+                }
+            }
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '/' if mode == 3 => out.push_str("\\/"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON value to render: strings hold decoded text.
+enum J {
+    S(String),
+    Raw(&'static str),
+    O(Vec<(&'static str, J)>),
+    A(Vec<J>),
+}
+
+fn render_json(g: &mut Gen, j: J, out: &mut String) {
+    let ws = |g: &mut Gen| g.pick(&["", "", " ", "\n  ", "\r\n", "\t"]);
+    out.push_str(ws(g));
+    match j {
+        J::S(text) => out.push_str(&literal(g, &text)),
+        J::Raw(raw) => out.push_str(raw),
+        J::O(mut members) => {
+            // Keys in any order.
+            for i in (1..members.len()).rev() {
+                members.swap(i, g.below(i + 1));
+            }
+            out.push('{');
+            for (i, (key, value)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(ws(g));
+                out.push_str(&format!("\"{key}\""));
+                out.push_str(ws(g));
+                out.push(':');
+                render_json(g, value, out);
+                out.push_str(ws(g));
+            }
+            out.push('}');
+        }
+        J::A(items) => {
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render_json(g, item, out);
+            }
+            out.push(']');
+        }
+    }
+    out.push_str(ws(g));
+}
+
+/// A whole answer: chat (with logprobs or a tool call), Responses, Messages, an error, a
+/// protocol field holding a leak, plain text or a truncated body.
+fn answer_body(g: &mut Gen) -> Vec<u8> {
+    use J::*;
+    let usage = || O(vec![("prompt_tokens", Raw("9")), ("completion_tokens", Raw("12")), ("total_tokens", Raw("21"))]);
+    let doc = match g.below(7) {
+        0 | 1 => {
+            let logprobs = if g.chance(2) {
+                Raw("null")
+            } else {
+                O(vec![("content", A(vec![O(vec![("token", S(answer_text(g))), ("logprob", Raw("-0.25"))])]))])
+            };
+            let mut message =
+                vec![("role", S("assistant".into())), ("content", S(answer_text(g))), ("refusal", Raw("null"))];
+            if g.chance(3) {
+                let call = O(vec![
+                    ("id", S("call_1".into())),
+                    ("type", S("function".into())),
+                    ("function", O(vec![("name", S("lookup".into())), ("arguments", S(answer_text(g)))])),
+                ]);
+                message.push(("tool_calls", A(vec![call])));
+            }
+            O(vec![
+                ("id", S("chatcmpl-mock".into())),
+                ("object", S("chat.completion".into())),
+                ("created", Raw("1726012687")),
+                ("model", S("gpt-4o-mini".into())),
+                (
+                    "choices",
+                    A(vec![O(vec![
+                        ("index", Raw("0")),
+                        ("message", O(message)),
+                        ("logprobs", logprobs),
+                        ("finish_reason", S("stop".into())),
+                    ])]),
+                ),
+                ("usage", usage()),
+                ("system_fingerprint", S("fp_mock".into())),
+            ])
+        }
+        2 => O(vec![
+            ("id", S("resp_1".into())),
+            ("object", S("response".into())),
+            (
+                "output",
+                A(vec![O(vec![
+                    ("type", S("message".into())),
+                    ("status", S("completed".into())),
+                    ("content", A(vec![O(vec![("type", S("output_text".into())), ("text", S(answer_text(g)))])])),
+                ])]),
+            ),
+        ]),
+        3 => O(vec![
+            ("id", S("msg_1".into())),
+            ("type", S("message".into())),
+            (
+                "content",
+                A(vec![
+                    O(vec![("type", S("text".into())), ("text", S(answer_text(g)))]),
+                    O(vec![("type", S("tool_use".into())), ("input", O(vec![("name", S(answer_text(g)))]))]),
+                ]),
+            ),
+            ("stop_reason", S("end_turn".into())),
+        ]),
+        4 => O(vec![(
+            "error",
+            O(vec![("message", S(answer_text(g))), ("type", S("invalid_request_error".into())), ("code", Raw("null"))]),
+        )]),
+        // Protocol fields are not edited, but their bytes are in the body.
+        5 => O(vec![("id", S(answer_text(g))), ("model", S(answer_text(g))), ("content", S("fine".into()))]),
+        _ => return answer_text(g).into_bytes(),
+    };
+    let mut out = String::new();
+    render_json(g, doc, &mut out);
+    let mut body = out.into_bytes();
+    if g.chance(10) {
+        body.truncate(g.below(body.len()));
+    }
+    body
+}
+
+#[test]
+fn prefilter_equals_the_full_walk_on_generated_answers() {
+    for (name, sh) in
+        [("house keys", house_keys()), ("canary and hosts", house_keys_canary_hosts()), ("tab", tab_secret())]
+    {
+        let mut g = Gen(20_261_206);
+        let (mut skipped, mut removed) = (0, 0);
+        let n = 6000;
+        for _ in 0..n {
+            let body = answer_body(&mut g);
+            let full = json::sanitize_body(&sh, &body);
+            assert_eq!(sh.sanitize_json_body(&body), full, "{name}: {}", String::from_utf8_lossy(&body));
+            skipped += usize::from(sh.detector.proves_clean(&body));
+            removed += usize::from(full.is_some());
+        }
+        // Both sides are exercised: bodies proved clean, and bodies with removals.
+        assert!(skipped > n / 20 && removed > n / 5, "{name}: {skipped} skipped, {removed} with removals of {n}");
+    }
+}
+
+#[test]
+fn prefilter_skips_only_what_it_can_prove_clean() {
+    let sh = house_keys();
+    let body = |content: &str| {
+        format!(
+            r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1726012687,"model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}}}"#
+        )
+    };
+    let proved = |sh: &Shield, content: &str| sh.detector.proves_clean(body(content).as_bytes());
+    // Skipped: ASCII prose, line breaks and tabs escaped, a numbered list, a time of day.
+    assert!(proved(&sh, r"Hello from the mock.\n\n1. First\t2. Second\r\nAt 12:30, see house/Key"));
+    // Each kind of byte that may hide or spell a removal sends the body to the full walk.
+    for content in [
+        "café",                                      // non-ASCII: look-alikes fold to ASCII
+        r"sk-proj-HouseKey0123456789abcdef\u0058YZ", // \u escape
+        r"house\/Key.NoShape~77",                    // \/ escape
+        r#"say \"hi\""#,                             // \" escape
+        r"a \\ b",                                   // \\ escape
+        r"\b\f",                                     // \b, \f escapes
+        "SK-PROJ-HOUSEKEY0123456789ABCDEFXYZ",       // a configured secret, any case
+        "the sk- prefix",                            // a credential's trigger
+        "Bearer",                                    // (case-sensitive, as the full scan)
+        "version 1.2",                               // a digit on both sides of a dot: a quad's start
+        "std::vec",                                  // two colons: an IPv6 address's shape
+        "fe80:1:2",                                  // colons with hex digits between them
+    ] {
+        assert!(!proved(&sh, content), "{content}");
+    }
+    assert!(proved(&sh, "BEARer, ASIa and sk_ are not triggers"));
+    // A canary spelled out or configured hosts: found in the raw bytes; and no escape is
+    // accepted raw, since an escape's letter could break a spelled-out canary's gap.
+    let sh = house_keys_canary_hosts();
+    assert!(proved(&sh, "Hello from the mock."));
+    for content in [r"Hello\nfrom", "o m i c a n a r y 3 f 9 a 7 1 c 2 e 4 b 8", "DB.internal.EXAMPLE"] {
+        assert!(!proved(&sh, content), "{content}");
+    }
+    // A secret holding a tab: its raw escape is not its bytes, so no escape is accepted.
+    assert!(!proved(&tab_secret(), r"a\tb"));
+    // A body that is no JSON is the text itself: the same conditions hold for it.
+    assert!(sh.detector.proves_clean(b"plain text error"));
+    assert!(!sh.detector.proves_clean(b"Bad Gateway from 10.0.0.1"));
+}
