@@ -363,7 +363,9 @@ async fn prepare<E: Endpoint>(
         // Last, right before upstream: every refusal above holds nothing.
         let estimate =
             if is_byok { 0 } else { hold_estimate(app, &key.plan, &primary, &fallbacks, completion_allowance) };
-        meter.set_credit_hold(credits::hold(&app.store, key.customer_id, estimate).await?);
+        // Boxed: a prepaid plan's hold is a transaction whose future (~4 KB) would otherwise
+        // enlarge every request's future, which is moved (copied) on every request.
+        meter.set_credit_hold(Box::pin(credits::hold(&app.store, key.customer_id, estimate)).await?);
     }
     Ok(Prepared {
         request_id,
@@ -565,7 +567,8 @@ async fn forward(app: &AppState, mut meter: Meter, prepared: Prepared) -> Respon
     let candidate = prepared.candidate(index);
     let mut response = match outcome {
         Ok(upstream) => relay(app, meter, &prepared, candidate, upstream).await,
-        Err(failure) => refuse(app, meter, &prepared, failure).await,
+        // Boxed for the same reason as the credit hold: the refusal path is rare and large.
+        Err(failure) => Box::pin(refuse(app, meter, &prepared, failure)).await,
     };
     let headers = response.headers_mut();
     if let Some(upstream) = candidate.header() {
@@ -984,5 +987,22 @@ mod tests {
         assert_eq!((err.status, err.code), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
         let (err, _) = upstream_failure(StatusCode::INTERNAL_SERVER_ERROR, Some(body), false, &guard);
         assert_eq!((err.status, err.code), (StatusCode::BAD_GATEWAY, "upstream_error"));
+    }
+}
+
+#[cfg(test)]
+mod future_size {
+    fn size_of_future<A, B, C, D, E, Fut>(_: &impl FnOnce(A, B, C, D, E) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every request's future is moved into its box (a copy of all of it, measured by callgrind
+    /// as the largest memcpy per request): rare, large steps (a prepaid plan's credit hold, a
+    /// refusal) are boxed so that they do not enlarge it. 6,288 bytes before they were, 4,544
+    /// after (test profile).
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = size_of_future(&super::handle::<crate::gateway::chat::Chat>);
+        assert!(size <= 5_000, "handle::<Chat> future is {size} bytes");
     }
 }
