@@ -306,7 +306,9 @@ impl RateLimiter {
         match self {
             RateLimiter::Off => Decision::UNLIMITED,
             RateLimiter::Local(local) => local.check_n(key, n),
-            RateLimiter::Redis(redis) => redis.check_n(key, n).await,
+            // Boxed: the Redis call's future (~700 bytes) would otherwise enlarge every
+            // request's futures, copied on every request, with the in-process limiter too.
+            RateLimiter::Redis(redis) => Box::pin(redis.check_n(key, n)).await,
         }
     }
 
