@@ -282,6 +282,8 @@ fn sqlite_options(path: &str) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(5))
 }
 
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
 impl Store {
     pub async fn connect(url: &str) -> StoreResult<Store> {
         match DatabaseUrl::parse(url)? {
@@ -296,7 +298,10 @@ impl Store {
             }
             DatabaseUrl::Sqlite(path) => {
                 let options = sqlite_options(path).create_if_missing(true);
-                let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+                // Four, not more: SQLite has one writer at a time, the machine few cores, and each
+                // connection's thread keeps about 1.5 MiB of glibc arena (bench/README.md).
+                let pool =
+                    SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS).connect_with(options).await?;
                 Ok(Store::Sqlite(pool))
             }
         }
