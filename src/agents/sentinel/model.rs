@@ -133,11 +133,11 @@ impl Model {
         for &i in occurrences.iter() {
             counts[i as usize] = 0;
         }
-        let mut z = if squares == 0 { 0.0 } else { sum as f32 / (squares as f32).sqrt() };
-        for_each_signal(signals, self.bits, |i, value| z += f32::from(self.weights[i as usize]) * value);
-        if squares == 0 && signals.concepts == 0 && signals.rules.iter().all(|&r| r == 0.0) {
+        if squares == 0 && *signals == Signals::default() {
             return 0.0; // nothing to judge
         }
+        let mut z = if squares == 0 { 0.0 } else { sum as f32 / (squares as f32).sqrt() };
+        for_each_signal(signals, self.bits, |i, value| z += f32::from(self.weights[i as usize]) * value);
         sigmoid(self.bias + self.scale * z)
     }
 }
