@@ -3,8 +3,8 @@
 # upstream and `omi serve` (SQLite, key auth on), and measures side by side in one run:
 # the mock directly vs. the mock through omi: wrk at saturation (c=50) and at c=1, hey at a
 # fixed rate (RATE, default 1,000 requests/s). Results go to stdout and bench/out/.
-# Floors, measured in the same run: `examples/bare_proxy.rs` (axum + reqwest forwarding with no
-# logic: what omi's stack alone adds) and, when `nginx` is installed, nginx as a reverse proxy.
+# Floors, measured in the same run: `examples/bare_proxy.rs` (axum + omi's upstream client
+# forwarding with no logic: what omi's stack alone adds) and, when `nginx` is installed, nginx as a reverse proxy.
 # RSS of omi and the bare floor under c=50, non-streamed and streamed (bench/README.md).
 #   bench/gateway.sh            # full run (about 2 minutes after the build)
 #   BIN_DIR=/tmp/before bench/gateway.sh # a kept build (bench/README.md)
@@ -144,7 +144,7 @@ d99=$(to_us "$(pct direct_c1 99)"); o99=$(to_us "$(pct omi_c1 99)")
     printf "floor: %-5s        c=50 %8s req/s     c=1 added p50 %s us, p99 %s us\n" "$f" "$(rps "${f}_c50")" \
       "$(awk -v a="$f50" -v b="$d50" 'BEGIN {printf "%.0f", a-b}')" "$(awk -v a="$f99" -v b="$d99" 'BEGIN {printf "%.0f", a-b}')"
   done
-  printf "  (bare: axum + reqwest forwarding, no logic, examples/bare_proxy.rs; nginx: 1 worker, keep-alive upstream)\n"
+  printf "  (bare: axum + omi's upstream client (hyper-util) forwarding, no logic, examples/bare_proxy.rs; nginx: 1 worker, keep-alive upstream)\n"
   for p in 50 99; do
     printf "fixed %s/s p%s     direct %8s us      through omi %8s us      added %s us\n" "$RATE" "$p" "$(hey_pct direct_rate $p)" \
       "$(hey_pct omi_rate $p)" "$(($(hey_pct omi_rate $p) - $(hey_pct direct_rate $p)))"

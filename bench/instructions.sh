@@ -5,12 +5,13 @@
 # upstream; after WARMUP requests its counters are zeroed, REQUESTS more are sent with hey
 # (c=4), and the count is read back. Counts are not times (a cache miss is one instruction),
 # so use this to compare settings and changes, and the wrk benchmarks for speed.
-#   bench/instructions.sh               # the bare axum + reqwest proxy (the stack's floor) vs omi
+#   bench/instructions.sh               # the bare axum proxy (the stack's floor) vs omi
 #   PRESET=guards bench/instructions.sh # bench/sentinel.sh's prompt / on variants and request
 #   VARIANTS='a|VAR=x
 #   b|VAR=y' BODY=bench/post.json bench/instructions.sh
-# VARIANTS: one `name|VAR=value …` per line, the first is the base; the name `bare` runs
-# examples/bare_proxy.rs instead of omi. `$SYSTEM_PROMPT` in a setting is the file of
+# VARIANTS: one `name|VAR=value …` per line, the first is the base; a name starting with `bare`
+# runs examples/bare_proxy.rs instead of omi (`bare_reqwest|BARE_CLIENT=reqwest`: with reqwest).
+# `$SYSTEM_PROMPT` in a setting is the file of
 # bench/system_prompt.py. KEEP=dir keeps each variant's callgrind file there (dir/name.callgrind,
 # for callgrind_annotate).
 set -euo pipefail
@@ -47,8 +48,9 @@ while IFS='|' read -r name settings; do
   names+=("$name")
   out_file="$work/$name.callgrind"
   key=$(DATABASE_URL="sqlite://$work/$name.db" "$bin/omi" keys create --email bench@example.com)
-  if [ "$name" = bare ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out_file" \
+  if [[ "$name" == bare* ]]; then
+    # shellcheck disable=SC2086 # settings is a list of VAR=value words
+    env $settings valgrind --tool=callgrind --callgrind-out-file="$out_file" \
       "$bin/examples/bare_proxy" "127.0.0.1:$port" "http://127.0.0.1:$MOCK_PORT" >"$work/$name.log" 2>&1 &
   else
     # shellcheck disable=SC2086 # settings is a list of VAR=value words

@@ -12,6 +12,7 @@ use crate::firewall::{Firewall, FirewallError};
 use crate::gateway::MeterMetrics;
 use crate::keys::KeyVerifier;
 use crate::providers::Providers;
+use crate::providers::client::UpstreamClient;
 use crate::shield::guard::{Guard, GuardError};
 use crate::store::Store;
 use crate::telemetry;
@@ -27,7 +28,10 @@ pub struct AppState {
     pub verifier: Arc<KeyVerifier>,
     pub providers: Providers,
     pub prices: PriceTable,
+    /// Outbound calls off the request path (the judge, Slack, n8n, Postmark).
     pub http: reqwest::Client,
+    /// Calls to providers (a provider with its own connect timeout has its own).
+    pub upstream: UpstreamClient,
     pub events: EventBus,
     pub outbox: Arc<OutboxSignal>,
     pub guard: Arc<Guard>,
@@ -80,6 +84,9 @@ impl AppState {
         let providers =
             Providers::from_config(&config, &PriceTable::openai_built_in_models(), |var| std::env::var(var).ok())?;
         let http = outbound_client(&config)?;
+        let upstream = UpstreamClient::new(Duration::from_millis(config.upstream_connect_timeout_ms))
+            .map_err(|e| ServeError::Http(e.to_string()))?;
+        warn_of_ignored_proxy(|var| std::env::var_os(var).is_some());
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
@@ -103,6 +110,7 @@ impl AppState {
             providers,
             prices,
             http,
+            upstream,
             events,
             outbox: outbox.clone(),
             guard,
@@ -153,6 +161,17 @@ pub(crate) fn outbound_client(config: &Config) -> Result<reqwest::Client, ServeE
         .map_err(|e| ServeError::Http(e.without_url().to_string()))
 }
 
+/// The variables by which reqwest (the judge, Slack, n8n, Postmark) goes through a proxy.
+const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// Upstream calls go straight to the provider (`providers::client`): an operator who set a
+/// proxy for outbound traffic is told rather than left to wonder.
+fn warn_of_ignored_proxy(is_set: impl Fn(&str) -> bool) -> Option<&'static str> {
+    let var = PROXY_VARS.into_iter().find(|var| is_set(var))?;
+    tracing::warn!(variable = var, "calls to providers do not go through the proxy this variable sets");
+    Some(var)
+}
+
 /// The mailer `OMI_EMAIL_FROM`, Postmark and SMTP settings describe (also `omi doctor`'s).
 pub(crate) fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeError> {
     let configured = config.postmark_server_token.is_some() || config.smtp_url.is_some();
@@ -169,4 +188,13 @@ pub(crate) fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mai
         http,
     )
     .map_err(|e| ServeError::Email(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_proxy_variable_is_named_and_none_is_quiet() {
+        assert_eq!(super::warn_of_ignored_proxy(|var| var == "https_proxy"), Some("https_proxy"));
+        assert_eq!(super::warn_of_ignored_proxy(|_| false), None);
+    }
 }

@@ -257,7 +257,9 @@ async fn provider_check(provider: &Provider, http: &reqwest::Client) -> Check {
     }
     let (mut refused, mut odd) = (Vec::new(), Vec::new());
     for (variable, key) in provider.house_keys.keys() {
-        let answer = match provider.wire().authorize(http.get(&url), key).send().await {
+        let mut headers = http::HeaderMap::new();
+        provider.wire().authorize(&mut headers, key);
+        let answer = match http.get(&url).headers(headers).send().await {
             Ok(response) => response.status().as_u16(),
             Err(e) => return Check::fail(name, unreachable(e)),
         };

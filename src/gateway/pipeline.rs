@@ -20,19 +20,21 @@ use crate::config::Config;
 use crate::events::{Event, TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
 use crate::providers::circuit::{CallEnd, CircuitChange};
+use crate::providers::client::UpstreamResponse;
 use crate::providers::keys::{self, KeyLease, KeyVerdict};
 use crate::providers::{Api, AttemptOutcome, KeyRefusal, Outgoing, Provider, Route, SystemPrompt, Wire, openai};
 use crate::shield::guard::{Guard, RemovalReport};
 use crate::shield::{RemovalKind, StreamFormat};
 use crate::web::error::ApiError;
 use crate::web::request_id::RequestId;
-use crate::web::response_body::{ResponseBodyError, read_bounded};
+use crate::web::response_body::{ResponseBodyError, read_body_bounded};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::{BodyDataStream, Full};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -194,7 +196,7 @@ struct Candidate {
     /// As the upstream knows it: booked and priced so.
     upstream_model: String,
     provider: Arc<Provider>,
-    url: reqwest::Url,
+    url: http::Uri,
     price: Option<NanoPrice>,
     body: Bytes,
     /// Only used when usage never comes: the body sent, the operator's system prompt included.
@@ -216,7 +218,7 @@ impl Candidate {
 struct Admitted<'a> {
     model: &'a str,
     route: Route<'a>,
-    url: reqwest::Url,
+    url: http::Uri,
     price: Option<NanoPrice>,
 }
 
@@ -413,7 +415,7 @@ fn hold_estimate(
 }
 
 impl Candidate {
-    fn new(model: &str, route: &Route<'_>, url: reqwest::Url, price: Option<NanoPrice>, body: Vec<u8>) -> Candidate {
+    fn new(model: &str, route: &Route<'_>, url: http::Uri, price: Option<NanoPrice>, body: Vec<u8>) -> Candidate {
         Candidate {
             model: model.to_owned(),
             upstream_model: route.upstream_model.to_owned(),
@@ -536,7 +538,7 @@ enum Failure {
     /// The connection failed: refused, reset, TLS.
     Unreachable,
     /// The upstream answered with an error status.
-    Status(reqwest::Response),
+    Status(UpstreamResponse),
     /// No call was made: every house key that could serve rests after a 429, until then.
     KeysResting(Instant),
 }
@@ -591,7 +593,7 @@ async fn call_upstream(
     app: &AppState,
     meter: &mut Meter,
     prepared: &Prepared,
-) -> (Result<reqwest::Response, Failure>, usize, u32) {
+) -> (Result<UpstreamResponse, Failure>, usize, u32) {
     let deadline = Instant::now() + Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
     let mut attempts = 0;
     // The candidate the meter books (the primary until another is called).
@@ -683,7 +685,7 @@ fn report_key(
     app: &AppState,
     provider: &Provider,
     lease: &KeyLease,
-    outcome: &Result<reqwest::Response, Failure>,
+    outcome: &Result<UpstreamResponse, Failure>,
 ) -> bool {
     let verdict = match outcome {
         Err(Failure::Status(response)) => match response.status().as_u16() {
@@ -729,21 +731,27 @@ async fn send(
     candidate: &Candidate,
     key: &SecretString,
     deadline: Instant,
-) -> Result<reqwest::Response, Failure> {
+) -> Result<UpstreamResponse, Failure> {
     let overrides = &candidate.provider.overrides;
-    let http = overrides.client.as_ref().unwrap_or(&app.http);
+    let client = overrides.client.as_ref().unwrap_or(&app.upstream);
     // A provider's own first-byte timeout bounds its call, leaving the rest of the request's
     // deadline to the next candidate.
     let deadline = overrides.first_byte.map_or(deadline, |first_byte| deadline.min(Instant::now() + first_byte));
-    let request = http.post(candidate.url.clone()).header(header::CONTENT_TYPE, "application/json");
-    let request = prepared.forwarded.iter().fold(request, |request, (name, value)| request.header(*name, value));
     // Bytes: a reference count, not a copy.
-    let request = candidate.wire().authorize(request, key).body(candidate.body.clone());
-    match tokio::time::timeout_at(deadline, request.send()).await {
+    let mut request = http::Request::new(Full::new(candidate.body.clone()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = candidate.url.clone();
+    let headers = request.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in &prepared.forwarded {
+        headers.insert(*name, value.clone());
+    }
+    candidate.wire().authorize(headers, key);
+    match tokio::time::timeout_at(deadline, client.call(request)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(e)) => {
             let failure = if e.is_timeout() { Failure::Timeout } else { Failure::Unreachable };
-            tracing::warn!(provider = %candidate.provider.name, error = %e.without_url(), "upstream request failed");
+            tracing::warn!(provider = %candidate.provider.name, error = %e, "upstream request failed");
             Err(failure)
         }
         Ok(Ok(response)) if response.status().is_success() => Ok(response),
@@ -769,10 +777,13 @@ async fn refuse(app: &AppState, mut meter: Meter, prepared: &Prepared, failure: 
             let status = response.status();
             let retry_after = keys::retry_after(response.headers());
             let first_byte = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
-            let body = tokio::time::timeout(first_byte, read_bounded(response, MAX_UPSTREAM_ERROR_BODY_BYTES))
-                .await
-                .ok()
-                .and_then(Result::ok);
+            let body = tokio::time::timeout(
+                first_byte,
+                read_body_bounded(response.into_body(), MAX_UPSTREAM_ERROR_BODY_BYTES),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
             meter.upstream_finished();
             let (error, removed) = upstream_failure(status, body.as_deref(), prepared.byok(), &app.guard);
             removal_report(app, prepared, "upstream error message").add(&removed);
@@ -798,7 +809,7 @@ async fn relay(
     mut meter: Meter,
     prepared: &Prepared,
     candidate: &Candidate,
-    response: reqwest::Response,
+    response: UpstreamResponse,
 ) -> Response {
     let status = response.status();
     if prepared.streamed {
@@ -806,7 +817,7 @@ async fn relay(
             candidate.provider.overrides.idle.unwrap_or(Duration::from_millis(app.config.upstream_idle_timeout_ms));
         let sse = MeteredSse::new(
             prepared.api,
-            Box::pin(response.bytes_stream()),
+            Box::pin(BodyDataStream::new(response.into_body())),
             meter,
             candidate.wire().stream(prepared.api, prepared.client_asked_usage),
             candidate.prompt_estimate,
@@ -830,15 +841,15 @@ async fn relay(
 
     let global = Duration::from_millis(app.config.upstream_first_byte_timeout_ms);
     let first_byte = candidate.provider.overrides.first_byte.unwrap_or(global);
-    let body = match tokio::time::timeout(first_byte, read_bounded(response, app.config.max_upstream_body_bytes)).await
-    {
+    let read = read_body_bounded(response.into_body(), app.config.max_upstream_body_bytes);
+    let body = match tokio::time::timeout(first_byte, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(ResponseBodyError::TooLarge(limit))) => {
             tracing::warn!(limit, "upstream body over the limit");
             return fail(meter, ApiError::upstream("The upstream answer is larger than this gateway relays."));
         }
         Ok(Err(ResponseBodyError::Broken(e))) => {
-            tracing::warn!(error = %e.without_url(), "upstream body failed");
+            tracing::warn!(error = %e, "upstream body failed");
             return fail(meter, ApiError::upstream("The upstream provider closed the connection mid-answer."));
         }
         Err(_) => return fail(meter, ApiError::upstream_timeout()),

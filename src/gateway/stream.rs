@@ -66,7 +66,8 @@ fn error_event(api: Api, broken: Broken) -> Bytes {
     Bytes::from(event)
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+/// The upstream answer's body, chunk by chunk (`http_body_util::BodyDataStream` of hyper's).
+type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
 
 /// The bounds of one relayed stream.
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +171,7 @@ impl Relay {
                     break;
                 }
                 Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e.without_url(), "upstream failed while drained");
+                    tracing::debug!(error = %e, "upstream failed while drained");
                     break;
                 }
                 Err(_) => break,
@@ -264,7 +265,7 @@ impl Stream for MeteredSse {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(error = %e.without_url(), "upstream stream failed mid-way");
+                    tracing::warn!(error = %e, "upstream stream failed mid-way");
                     let rest = relay.finish_reading();
                     return Poll::Ready(Some(Ok(this.end_broken(rest, Broken::Cut))));
                 }

@@ -365,7 +365,7 @@ fn split_content(content: &str, n: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use super::{MockConfig, MockUpstream};
 
     /// A mock on 127.0.0.1:0; returns it, its `/v1` base URL and a client.

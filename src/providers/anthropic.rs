@@ -10,6 +10,7 @@ use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
@@ -26,8 +27,13 @@ impl Wire for AnthropicWire {
         "/messages"
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder {
-        request.header("x-api-key", key.expose_secret()).header("anthropic-version", API_VERSION)
+    fn authorize(&self, headers: &mut HeaderMap, key: &SecretString) {
+        // See `OpenAiWire::authorize` for a key that is no header value.
+        if let Ok(mut key) = HeaderValue::try_from(key.expose_secret()) {
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+        }
+        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
     }
 
     fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable> {

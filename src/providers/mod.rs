@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod circuit;
+pub mod client;
 pub mod keys;
 pub mod openai;
 pub mod sse;
@@ -18,6 +19,8 @@ use crate::config::{Config, ConfigError, OPENAI_API_KEY_VAR, OPENAI_PUBLIC_BASE_
 use crate::events::TokenUsage;
 use bytes::Bytes;
 use circuit::Circuit;
+use client::UpstreamClient;
+use http::{HeaderMap, Uri};
 use keys::KeyPool;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -138,8 +141,8 @@ pub trait Wire: Send + Sync {
     fn serves(&self, api: Api) -> bool;
     /// The path under the provider's base URL that `api`'s requests go to.
     fn upstream_path(&self, api: Api) -> &'static str;
-    /// The request with this kind's credentials.
-    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder;
+    /// Adds this kind's credentials (marked sensitive) and required headers to a request's.
+    fn authorize(&self, headers: &mut HeaderMap, key: &SecretString);
     /// The body sent upstream. Fails on what this kind cannot express (a clear 400).
     fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable>;
     /// Reads (and translates, when the customer spoke another API) a whole answer.
@@ -166,7 +169,7 @@ pub struct Provider {
     pub base_url: String,
     /// The upstream URL of each API this kind serves (by `Api` order), parsed once: a
     /// request clones one rather than parsing a string again.
-    urls: [Option<reqwest::Url>; Api::ALL.len()],
+    urls: [Option<Uri>; Api::ALL.len()],
     /// Its house keys (`api_key_env`, `api_key_envs`): spread over, rested and taken out.
     pub house_keys: KeyPool,
     /// Serves requests with the customer's own key when it has no house key.
@@ -186,8 +189,8 @@ pub struct Provider {
 /// A provider's own timeouts, each `None` where the global one applies.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// A client of its own when its connect timeout differs (reqwest sets it per client).
-    pub client: Option<reqwest::Client>,
+    /// A client of its own when its connect timeout differs (set per client).
+    pub client: Option<UpstreamClient>,
     /// Each call's wait for the answer to begin (within the request's global deadline).
     pub first_byte: Option<Duration>,
     /// A stream's longest silence.
@@ -198,7 +201,7 @@ impl Overrides {
     fn from_spec(spec: &ProviderConfig, config: &Config) -> Result<Overrides, ConfigError> {
         let client = match spec.connect_timeout_ms {
             Some(ms) if ms != config.upstream_connect_timeout_ms => Some(
-                upstream_client(Duration::from_millis(ms))
+                UpstreamClient::new(Duration::from_millis(ms))
                     .map_err(|e| ConfigError::Invalid(format!("provider `{}`: {e}", spec.name)))?,
             ),
             _ => None,
@@ -211,8 +214,8 @@ impl Overrides {
     }
 }
 
-/// The client of every outbound call (upstreams, the judge, Slack, n8n, Postmark). It
-/// follows no redirect: a redirect would re-post the body (the operator's system prompt, a
+/// The client of the outbound calls off the request path (the judge, Slack, n8n, Postmark,
+/// `omi doctor`; upstream calls go through [`UpstreamClient`]). It follows no redirect: a redirect would re-post the body (the operator's system prompt, a
 /// key, a signed event) to wherever the 3xx points; a 3xx is an answer like any other.
 pub fn upstream_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
@@ -283,9 +286,12 @@ impl Provider {
         let mut urls = [const { None }; Api::ALL.len()];
         for (slot, api) in urls.iter_mut().zip(Api::ALL) {
             if wire.serves(api) {
-                let url = reqwest::Url::parse(&format!("{base_url}{}", wire.upstream_path(api)))
-                    .map_err(|e| ConfigError::Invalid(format!("provider `{name}`: base_url: {e}")))?;
-                *slot = Some(url);
+                let invalid =
+                    |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("provider `{name}`: base_url: {e}"));
+                // Checked as a URL (scheme, host), sent as the normalized URI.
+                let url =
+                    reqwest::Url::parse(&format!("{base_url}{}", wire.upstream_path(api))).map_err(|e| invalid(&e))?;
+                *slot = Some(Uri::try_from(url.as_str()).map_err(|e| invalid(&e))?);
             }
         }
         let attempts = AttemptCounters::register(name);
@@ -297,7 +303,7 @@ impl Provider {
     }
 
     /// Where `api`'s requests go; `None` when this provider's kind does not serve it.
-    pub fn url(&self, api: Api) -> Option<&reqwest::Url> {
+    pub fn url(&self, api: Api) -> Option<&Uri> {
         self.urls[api as usize].as_ref()
     }
 
@@ -454,7 +460,7 @@ mod tests {
         let route = providers.route("some-new-model").expect("catch-all");
         assert_eq!(&*route.provider.name, "openai");
         assert_eq!(
-            route.provider.url(Api::Chat).map(|u| u.as_str()),
+            route.provider.url(Api::Chat).map(Uri::to_string).as_deref(),
             Some("https://api.openai.com/v1/chat/completions")
         );
         let house: Vec<&str> = route.provider.house_keys.secrets().map(|k| k.expose_secret()).collect();
@@ -491,7 +497,7 @@ mod tests {
         let route = providers.route("llama-3.1-8b-instant").expect("exact");
         assert_eq!(&*route.provider.name, "groq");
         assert_eq!(
-            route.provider.url(Api::Embeddings).map(|u| u.as_str()),
+            route.provider.url(Api::Embeddings).map(Uri::to_string).as_deref(),
             Some("https://api.groq.com/openai/v1/embeddings")
         );
         let route = providers.route("local/qwen2.5").expect("prefixed");

@@ -12,6 +12,7 @@ use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -31,8 +32,13 @@ impl Wire for OpenAiWire {
         api.path()
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder, key: &SecretString) -> reqwest::RequestBuilder {
-        request.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", key.expose_secret()))
+    fn authorize(&self, headers: &mut HeaderMap, key: &SecretString) {
+        // A key that is no header value (the house's are checked at start, a customer's as it
+        // comes) cannot be sent: the upstream then answers 401 without it.
+        if let Ok(mut bearer) = HeaderValue::try_from(format!("Bearer {}", key.expose_secret())) {
+            bearer.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, bearer);
+        }
     }
 
     fn encode(&self, outgoing: Outgoing<'_>) -> Result<Vec<u8>, Unencodable> {

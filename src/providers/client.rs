@@ -1,0 +1,148 @@
+//! The HTTP client of the calls to providers, the hot path: hyper-util's pooled client over
+//! rustls (the platform's roots, as reqwest's), HTTP/2 where the upstream offers it by ALPN.
+//! Not reqwest, whose layers cost as much as the rest of a bare proxy: it re-parses the URL
+//! for its redirect policy, clones the request for its retry policy and matches proxies on
+//! every call (94k instructions per request through a bare axum proxy with reqwest, 53k with
+//! this client, `bench/README.md`). The other outbound calls (the judge, Slack, n8n, Postmark,
+//! `omi doctor`) keep reqwest: they are few, and read nothing on the request path.
+//!
+//! What it does not do that reqwest did: follow `HTTP(S)_PROXY` (`AppState::start` warns when
+//! one is set), decompress (reqwest had no decompression feature enabled either) and follow
+//! redirects (neither did omi's reqwest client: a 3xx is an answer like any other).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_platform_verifier::BuilderVerifierExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An upstream's answer: status and headers, the body still to be read.
+pub type UpstreamResponse = http::Response<hyper::body::Incoming>;
+
+/// A request to an upstream: its body is sent whole (it was encoded before the call).
+pub type UpstreamRequest = http::Request<Full<Bytes>>;
+
+/// How long an idle pooled connection is kept, as reqwest's default.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream host: enough for a c=1,000 burst to reuse them.
+const POOL_MAX_IDLE_PER_HOST: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the TLS configuration of the upstream client: {0}")]
+pub struct ClientBuildError(#[from] rustls::Error);
+
+/// A pooled client; clones share the pool.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+/// Why a call brought no answer: the connection, not the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(hyper_util::client::legacy::Error);
+
+impl CallError {
+    /// The connection was not made within the connect timeout (or another I/O timeout).
+    pub fn is_timeout(&self) -> bool {
+        timed_out(&self.0)
+    }
+}
+
+/// Whether an I/O timeout is among the causes of `error`.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+impl UpstreamClient {
+    /// No redirect is followed, connections get `TCP_NODELAY` (a streamed answer's chunks
+    /// would otherwise wait on Nagle and the delayed ACK), and a connection not made within
+    /// `connect_timeout` fails the call.
+    pub fn new(connect_timeout: Duration) -> Result<UpstreamClient, ClientBuildError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_platform_verifier()?
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(UpstreamClient { inner })
+    }
+
+    /// Sends `request`; answered when the status and headers arrived.
+    pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, CallError> {
+        self.inner.request(request).await.map_err(CallError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn calls_a_plain_http_upstream_and_reads_its_answer() {
+        let (_mock, base, _) = crate::mock_upstream::test_support::spawn().await;
+        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut request = http::Request::new(Full::new(Bytes::from_static(body)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("{base}/chat/completions").parse().expect("uri");
+        request.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        request.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer sk-test"));
+        let answer = client.call(request).await.expect("answer");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        let body = answer.into_body().collect().await.expect("body").to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(answer["object"], "chat.completion");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_no_timeout_and_a_timed_out_cause_is_one() {
+        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed = listener.local_addr().expect("addr");
+        drop(listener);
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = format!("http://{closed}/").parse().expect("uri");
+        let error = client.call(request).await.expect_err("refused");
+        assert!(!error.is_timeout(), "{error:?}");
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Connect(#[source] std::io::Error);
+        let timeout = Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"));
+        assert!(timed_out(&timeout));
+        assert!(!timed_out(&Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))));
+    }
+}
