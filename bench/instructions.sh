@@ -16,6 +16,8 @@
 # for callgrind_annotate).
 set -euo pipefail
 MOCK_PORT=18041
+# Read before common.sh, which declares its own VARIANTS array for compare_variants.
+requested_variants="${VARIANTS:-}"
 source "$(dirname "$0")/common.sh"
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 WARMUP="${WARMUP:-300}"
@@ -25,11 +27,11 @@ python3 bench/system_prompt.py "$SYSTEM_PROMPT" 2>/dev/null
 printf 'shield_answers = false\n' >"$work/off.toml"
 if [ "${PRESET:-}" = guards ]; then
   BODY=bench/sentinel.json
-  VARIANTS="prompt|OMI_CONFIG=$work/off.toml SENTINEL_MODE=off OMI_SYSTEM_PROMPT_FILE=$SYSTEM_PROMPT
+  requested_variants="prompt|OMI_CONFIG=$work/off.toml SENTINEL_MODE=off OMI_SYSTEM_PROMPT_FILE=$SYSTEM_PROMPT
 on|SENTINEL_MODE=rules SENTINEL_BLOCK=0.9 OMI_SYSTEM_PROMPT_FILE=$SYSTEM_PROMPT"
 fi
 BODY="${BODY:-bench/post.json}"
-VARIANTS="${VARIANTS:-bare|
+requested_variants="${requested_variants:-bare|
 omi|}"
 export OMI_RATE_LIMIT_PER_MINUTE=0
 
@@ -70,7 +72,7 @@ while IFS='|' read -r name settings; do
   [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP" && cp "$out_file.1" "$KEEP/$name.callgrind"; }
   kill $pid; wait $pid 2>/dev/null || true
   port=$((port + 1))
-done <<<"$VARIANTS"
+done <<<"$requested_variants"
 
 {
   echo "== instructions per request (callgrind, $REQUESTS requests after $WARMUP, body $BODY, $(date -u +%FT%TZ)) =="
