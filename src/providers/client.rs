@@ -16,7 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_platform_verifier::BuilderVerifierExt;
+use rustls::pki_types::CertificateDer;
+use rustls_platform_verifier::Verifier;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,10 +48,25 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
-/// Why a call brought no answer: the connection, not the upstream.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+/// Why a call brought no answer: the connection, not the upstream. Shown with its causes
+/// ("client error (Connect): tcp connect error: Connection refused"): hyper-util's own
+/// message says only which stage failed.
+#[derive(Debug)]
 pub struct CallError(hyper_util::client::legacy::Error);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CallError {}
 
 impl CallError {
     /// The connection was not made within the connect timeout (or another I/O timeout).
@@ -76,10 +92,20 @@ impl UpstreamClient {
     /// would otherwise wait on Nagle and the delayed ACK), and a connection not made within
     /// `connect_timeout` fails the call.
     pub fn new(connect_timeout: Duration) -> Result<UpstreamClient, ClientBuildError> {
+        UpstreamClient::trusting(connect_timeout, [])
+    }
+
+    /// Trusts `extra_roots` besides the platform's (the tests' own certificate authority).
+    fn trusting(
+        connect_timeout: Duration,
+        extra_roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Result<UpstreamClient, ClientBuildError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Verifier::new_with_extra_roots(extra_roots, provider.clone())?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_platform_verifier()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
@@ -127,6 +153,66 @@ mod tests {
         assert_eq!(answer["object"], "chat.completion");
     }
 
+    /// A TLS upstream on localhost offering `alpn`, answering each request with the HTTP version
+    /// it came in; returns its port and the certificate to trust.
+    async fn tls_upstream(alpn: &[&[u8]]) -> (u16, CertificateDer<'static>) {
+        use hyper_util::rt::TokioIo;
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .expect("server config");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(tcp).await else { continue };
+                let answer = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let version = format!("{:?}", request.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(version))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), answer)
+                    .await;
+            }
+        });
+        (port, cert.der().clone())
+    }
+
+    fn get(port: u16) -> UpstreamRequest {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = format!("https://localhost:{port}/").parse().expect("uri");
+        request
+    }
+
+    #[tokio::test]
+    async fn speaks_tls_with_http2_where_the_upstream_offers_it_and_http1_where_not() {
+        for (alpn, version) in [(&[&b"h2"[..], b"http/1.1"][..], "HTTP/2.0"), (&[&b"http/1.1"[..]][..], "HTTP/1.1")] {
+            let (port, ca) = tls_upstream(alpn).await;
+            let client = UpstreamClient::trusting(Duration::from_secs(2), [ca]).expect("client");
+            let answer = client.call(get(port)).await.expect("answer");
+            let body = answer.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], version.as_bytes(), "offered {alpn:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstream_certificate_outside_the_trusted_roots_is_refused() {
+        let (port, _) = tls_upstream(&[b"http/1.1"]).await;
+        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
+        let error = client.call(get(port)).await.expect_err("untrusted");
+        let causes = error.to_string();
+        assert!(causes.contains("invalid peer certificate"), "refused for its certificate: {causes}");
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_no_timeout_and_a_timed_out_cause_is_one() {
         let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
@@ -137,6 +223,7 @@ mod tests {
         *request.uri_mut() = format!("http://{closed}/").parse().expect("uri");
         let error = client.call(request).await.expect_err("refused");
         assert!(!error.is_timeout(), "{error:?}");
+        assert!(error.to_string().contains("Connection refused"), "the cause is said: {error}");
 
         #[derive(Debug, thiserror::Error)]
         #[error("tcp connect error")]
