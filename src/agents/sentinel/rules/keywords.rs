@@ -812,6 +812,82 @@ pub(super) const KEYWORDS: &[(C, &[&str])] = &[
         "sebagai gantinya", "thay vao đo", "istallet",
     ]),
     (C::Of, &["of"]),
+    // Orders inside data (`OrderInData`): a message forged from the user to the model, a chore
+    // "before you can solve the task", an order on the model's output, a fake chat turn.
+    (C::MsgFromMe, &[
+        "important message from me", "a message from me", "this is a message from me",
+        "message from the user", "important message from the user", "mensaje importante de mi parte",
+        "un mensaje de mi parte", "message important de ma part", "un message de ma part",
+        "wichtige nachricht von mir", "eine nachricht von mir", "messaggio importante da parte mia",
+        "mensagem importante minha", "uma mensagem minha",
+    ]),
+    (C::ToYou, &["to you", "para ti", "para usted", "pour toi", "pour vous", "a toi", "a vous", "an dich", "an sie", "per te", "para voce"]),
+    (C::AiName, &[
+        "ai", "ai assistant", "assistant", "ai model", "language model", "llm", "chatbot", "bot",
+        "model", "local model", "gpt*", "chatgpt", "claude", "gemini", "llama", "mistral",
+        "command r", "copilot", "mixtral", "gemma", "qwen", "deepseek", "grok", "agent", "ai agent", "ia", "asistente", "assistente", "ki",
+    ]),
+    (C::BeforeTask, &[
+        "before you can solve the task", "before you solve the task", "before solving the task",
+        "before you can complete the task", "before you complete the task", "before you can finish the task",
+        "before you can answer the task", "before you proceed with the task", "before you continue with the task",
+        "before you can do the task", "before you start the task",
+        "antes de que puedas resolver la tarea", "antes de resolver la tarea", "avant de pouvoir resoudre la tache",
+        "avant de resoudre la tache", "bevor du die aufgabe losen kannst", "bevor du die aufgabe losst",
+        "prima di poter risolvere il compito", "prima di risolvere il compito", "antes de poder resolver a tarefa",
+        "antes de resolver a tarefa",
+    ]),
+    (C::DoFirst, &[
+        "do the following first", "please do the following", "first do the following",
+        "haz lo siguiente primero", "fais d abord ce qui suit", "faites d abord ce qui suit",
+        "erledige zuerst folgendes", "fai prima quanto segue", "faca o seguinte primeiro",
+    ]),
+    (C::AfterThat, &[
+        "after you do that you can solve", "after you do that you can", "after you have done that you can",
+        "once you have done that you can", "then you can solve the task", "you can solve the task that i gave you",
+        "task that i gave you in the beginning", "the task i gave you in the beginning",
+    ]),
+    // Orders on the model's answer strong enough alone: no user writes them about their own reply.
+    (C::OutOrder, &[
+        "include in your response the following", "include in your answer the following",
+        "include in your reply the following", "include in your output the following",
+        "include the following string in your", "include the following text in your",
+        "include this string in your", "generate a response that starts with",
+        "generate a response that begins with", "your response should start with the",
+        "begin your response with the following", "start your response with the following",
+        "incluye en tu respuesta la siguiente", "inclus dans ta reponse la", "incluez dans votre reponse la",
+        "fuge in deine antwort folgende", "includi nella tua risposta la", "inclua na sua resposta a",
+    ]),
+    // Orders on the answer that a user may also give: count only with another cue.
+    (C::OutOrderWeak, &[
+        "respond with", "reply with", "answer with", "simply respond with", "just respond with",
+        "include in your response", "include in your answer", "start your response with",
+        "begin your response with", "start your answer with", "begin your answer with",
+        "provide it to the user", "output", "print", "say",
+    ]),
+    (C::IfAsked, &[
+        "if asked", "if you are asked", "when asked", "if anyone asks", "if the user asks",
+        "if someone asks", "si te preguntan", "si on te demande", "wenn du gefragt wirst",
+        "se ti chiedono", "se perguntarem",
+    ]),
+    (C::DataScope, &[
+        "the rest of this data", "the rest of the data", "this data", "other content", "the rest of this document",
+        "the rest of the document", "the rest of this text", "the rest of the text", "the rest of this email",
+        "the rest of this page", "everything else in this", "the document above", "these documents",
+    ]),
+    (C::PrintVerb, &["print", "output", "say", "respond", "reply", "write", "answer", "state", "return"]),
+    (C::RepeatOrder, &[
+        "repeat the following sentence", "repeat the following", "please repeat", "could you repeat",
+        "can you repeat", "repeat after me", "repite la siguiente frase", "repete la phrase suivante",
+        "wiederhole den folgenden satz", "ripeti la seguente frase", "repita a seguinte frase",
+    ]),
+    (C::UserTurn, &["user", "human", "usuario", "utilisateur", "benutzer", "utente"]),
+    (C::SysLabel, &["system message", "system_message", "admin request", "system chain of thought", "core instruction", "legal amendment"]),
+    (C::TodoLabel, &["todo", "to do"]),
+    (C::DataVerb, &[
+        "send", "email", "forward", "concatenate", "post", "transfer", "delete", "visit", "wire",
+        "invite", "share", "ignore", "follow instruction", "focus only on", "print", "output",
+    ]),
     (C::HanIgnore, HAN_IGNORE),
     (C::HanScope, HAN_PRIOR),
     (C::HanScope, &[

@@ -193,6 +193,23 @@ pub(super) const PATTERNS: &[Pat] = &[
     p(EmbeddedInstruction, 0.5, &[s(m(NoteToAi), 0), s(DOC_ORDER, 15)]).not_after(m(Of)),
     p(EmbeddedInstruction, 0.5, &[s(m(WhenYou), 0), s(m(Instead), 12)]).not_after(m(Of)),
     p(EmbeddedInstruction, 0.4, &[s(m(WhenYou), 0), s(DOC_ORDER, 12)]).not_after(m(Of)),
+    // Orders inside data: a message forged "from me, the user, to you, <model>"; a chore to do
+    // "before you can solve the task" the user gave; an order on the model's answer; a chat turn
+    // or a "system message" label inside a document. Written on agentdojo and garak_latent.
+    // (In a group the first pattern that matches counts: the stronger comes first.)
+    p(OrderInData, 0.5, &[s(m(MsgFromMe), 0), s(m(ToYou), 8), s(m(AiName), 3)]).group(6),
+    p(OrderInData, 0.35, &[s(m(MsgFromMe), 0), s(m(ToYou), 8)]).group(6),
+    p(OrderInData, 0.6, &[s(m(BeforeTask), 0), s(m(DoFirst), 12)]).group(7),
+    p(OrderInData, 0.45, &[s(m(BeforeTask), 0)]).group(7),
+    p(OrderInData, 0.5, &[s(IGN, 0), s(m(Your), 1), s(m(Prior), 1), s(m(Instead), 60)]),
+    p(OrderInData, 0.35, &[s(m(AfterThat), 0)]),
+    p(OrderInData, 0.5, &[s(m(OutOrder), 0)]),
+    p(OrderInData, 0.35, &[s(m(IfAsked), 0), s(m(OutOrderWeak), 12)]),
+    p(OrderInData, 0.5, &[s(IGN, 0), s(m(DataScope), 1), s(m(PrintVerb), 3)]),
+    p(OrderInData, 0.5, &[s(m(UserTurn), 0), s(m(RepeatOrder), 4)]),
+    p(OrderInData, 0.5, &[s(m(SysLabel), 0), s(m(DataVerb), 3)]),
+    // A to-do note is also how people write their own lists: a hint, not a finding.
+    p(OrderInData, 0.35, &[s(m(TodoLabel), 0), s(m(DataVerb), 0)]),
     // A fake notice from the operator, then an order only an attacker gives.
     p(AuthorityClaim, 0.5, &[s(m(AuthNotice), 0), s(IGN | m(NewInstr) | m(ModeStrong) | m(NoLimits) | m(SysStrong), 12)]),
     p(AuthorityClaim, 0.35, &[s(m(AuthNotice), 0), s(m(Authorized), 12)]),
