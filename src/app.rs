@@ -86,7 +86,6 @@ impl AppState {
         let http = outbound_client(&config)?;
         let upstream = UpstreamClient::new(Duration::from_millis(config.upstream_connect_timeout_ms))
             .map_err(|e| ServeError::Http(e.to_string()))?;
-        warn_of_ignored_proxy(|var| std::env::var_os(var).is_some());
         let mailer = Arc::new(build_mailer(&config, http.clone())?);
         let guard = Arc::new(Guard::from_config(&config)?);
         let events = EventBus::default();
@@ -161,17 +160,6 @@ pub(crate) fn outbound_client(config: &Config) -> Result<reqwest::Client, ServeE
         .map_err(|e| ServeError::Http(e.without_url().to_string()))
 }
 
-/// The variables by which reqwest (the judge, Slack, n8n, Postmark) goes through a proxy.
-const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
-
-/// Upstream calls go straight to the provider (`providers::client`): an operator who set a
-/// proxy for outbound traffic is told rather than left to wonder.
-fn warn_of_ignored_proxy(is_set: impl Fn(&str) -> bool) -> Option<&'static str> {
-    let var = PROXY_VARS.into_iter().find(|var| is_set(var))?;
-    tracing::warn!(variable = var, "calls to providers do not go through the proxy this variable sets");
-    Some(var)
-}
-
 /// The mailer `OMI_EMAIL_FROM`, Postmark and SMTP settings describe (also `omi doctor`'s).
 pub(crate) fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mailer, ServeError> {
     let configured = config.postmark_server_token.is_some() || config.smtp_url.is_some();
@@ -188,13 +176,4 @@ pub(crate) fn build_mailer(config: &Config, http: reqwest::Client) -> Result<Mai
         http,
     )
     .map_err(|e| ServeError::Email(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_proxy_variable_is_named_and_none_is_quiet() {
-        assert_eq!(super::warn_of_ignored_proxy(|var| var == "https_proxy"), Some("https_proxy"));
-        assert_eq!(super::warn_of_ignored_proxy(|_| false), None);
-    }
 }

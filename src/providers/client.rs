@@ -6,20 +6,30 @@
 //! this client, `bench/README.md`). The other outbound calls (the judge, Slack, n8n, Postmark,
 //! `omi doctor`) keep reqwest: they are few, and read nothing on the request path.
 //!
-//! What it does not do that reqwest did: follow `HTTP(S)_PROXY` (`AppState::start` warns when
-//! one is set), decompress (reqwest had no decompression feature enabled either) and follow
-//! redirects (neither did omi's reqwest client: a 3xx is an answer like any other).
+//! Like reqwest, it goes through the proxy that `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` names
+//! for an upstream (`NO_PROXY` honoured), by a CONNECT tunnel for `http://` upstreams too, with
+//! the proxy URL's credentials as `Proxy-Authorization`; the proxy itself is reached over plain
+//! TCP. It decompresses nothing (reqwest had no decompression feature enabled either) and
+//! follows no redirect (neither did omi's reqwest client: a 3xx is an answer like any other).
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use rustls_platform_verifier::Verifier;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::Service;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An upstream's answer: status and headers, the body still to be read.
 pub type UpstreamResponse = http::Response<hyper::body::Incoming>;
@@ -39,7 +49,54 @@ pub struct ClientBuildError(#[from] rustls::Error);
 /// A pooled client; clones share the pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<Route>, Full<Bytes>>,
+}
+
+/// Opens the TCP stream to an upstream: directly, or through the tunnel of the proxy the
+/// environment names for it. Called per new connection, not per request (they are pooled).
+#[derive(Clone)]
+struct Route {
+    tcp: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl Service<http::Uri> for Route {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, upstream: http::Uri) -> Self::Future {
+        let Some(proxy) = self.proxies.intercept(&upstream) else {
+            let connecting = self.tcp.call(upstream);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        };
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
+        if let Some(credentials) = proxy.basic_auth() {
+            tunnel = tunnel.with_auth(credentials.clone());
+        }
+        // The tunnel asks for port 443 when the URI names none.
+        let upstream = with_default_port(upstream);
+        Box::pin(async move { tunnel.call(upstream).await.map_err(Into::into) })
+    }
+}
+
+/// `upstream` with its port written out when it has none (80 for `http://`, 443 otherwise).
+fn with_default_port(upstream: http::Uri) -> http::Uri {
+    let (Some(host), None) = (upstream.host(), upstream.port_u16()) else { return upstream };
+    let port = if upstream.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 };
+    let authority = format!("{host}:{port}");
+    let mut parts = upstream.clone().into_parts();
+    match authority.parse() {
+        Ok(authority) => {
+            parts.authority = Some(authority);
+            http::Uri::from_parts(parts).unwrap_or(upstream)
+        }
+        Err(_) => upstream,
+    }
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -92,13 +149,15 @@ impl UpstreamClient {
     /// would otherwise wait on Nagle and the delayed ACK), and a connection not made within
     /// `connect_timeout` fails the call.
     pub fn new(connect_timeout: Duration) -> Result<UpstreamClient, ClientBuildError> {
-        UpstreamClient::trusting(connect_timeout, [])
+        UpstreamClient::build(connect_timeout, [], Matcher::from_env())
     }
 
-    /// Trusts `extra_roots` besides the platform's (the tests' own certificate authority).
-    fn trusting(
+    /// Trusts `extra_roots` besides the platform's (the tests' own certificate authority) and
+    /// goes through the `proxies` (the tests' own, not the environment's).
+    fn build(
         connect_timeout: Duration,
         extra_roots: impl IntoIterator<Item = CertificateDer<'static>>,
+        proxies: Matcher,
     ) -> Result<UpstreamClient, ClientBuildError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Verifier::new_with_extra_roots(extra_roots, provider.clone())?;
@@ -116,7 +175,7 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Route { tcp, proxies: Arc::new(proxies) });
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
@@ -139,14 +198,8 @@ mod tests {
     #[tokio::test]
     async fn calls_a_plain_http_upstream_and_reads_its_answer() {
         let (_mock, base, _) = crate::mock_upstream::test_support::spawn().await;
-        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
-        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-        let mut request = http::Request::new(Full::new(Bytes::from_static(body)));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = format!("{base}/chat/completions").parse().expect("uri");
-        request.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        request.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer sk-test"));
-        let answer = client.call(request).await.expect("answer");
+        let client = UpstreamClient::build(Duration::from_secs(2), [], no_proxy()).expect("client");
+        let answer = client.call(chat_request(&base)).await.expect("answer");
         assert_eq!(answer.status(), http::StatusCode::OK);
         let body = answer.into_body().collect().await.expect("body").to_bytes();
         let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -197,7 +250,7 @@ mod tests {
     async fn speaks_tls_with_http2_where_the_upstream_offers_it_and_http1_where_not() {
         for (alpn, version) in [(&[&b"h2"[..], b"http/1.1"][..], "HTTP/2.0"), (&[&b"http/1.1"[..]][..], "HTTP/1.1")] {
             let (port, ca) = tls_upstream(alpn).await;
-            let client = UpstreamClient::trusting(Duration::from_secs(2), [ca]).expect("client");
+            let client = UpstreamClient::build(Duration::from_secs(2), [ca], no_proxy()).expect("client");
             let answer = client.call(get(port)).await.expect("answer");
             let body = answer.into_body().collect().await.expect("body").to_bytes();
             assert_eq!(&body[..], version.as_bytes(), "offered {alpn:?}");
@@ -207,15 +260,95 @@ mod tests {
     #[tokio::test]
     async fn an_upstream_certificate_outside_the_trusted_roots_is_refused() {
         let (port, _) = tls_upstream(&[b"http/1.1"]).await;
-        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
+        let client = UpstreamClient::build(Duration::from_secs(2), [], no_proxy()).expect("client");
         let error = client.call(get(port)).await.expect_err("untrusted");
         let causes = error.to_string();
         assert!(causes.contains("invalid peer certificate"), "refused for its certificate: {causes}");
     }
 
+    fn no_proxy() -> Matcher {
+        Matcher::builder().build()
+    }
+
+    /// A CONNECT proxy on localhost that tunnels to whatever it is asked and keeps each
+    /// request's head; returns its port and the heads.
+    async fn connect_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = heads.clone();
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut client = BufReader::new(client);
+                let mut head = String::new();
+                while !head.ends_with("\r\n\r\n") {
+                    if client.read_line(&mut head).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                seen.lock().expect("heads").push(head.clone());
+                let Some(target) = head.strip_prefix("CONNECT ").and_then(|rest| rest.split(' ').next()) else {
+                    continue;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else { continue };
+                let mut client = client.into_inner();
+                if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            }
+        });
+        (port, heads)
+    }
+
+    fn chat_request(base: &str) -> UpstreamRequest {
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut request = http::Request::new(Full::new(Bytes::from_static(body)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("{base}/chat/completions").parse().expect("uri");
+        request.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        request.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer sk-test"));
+        request
+    }
+
+    #[tokio::test]
+    async fn goes_through_the_proxy_named_for_the_upstream_by_a_tunnel_with_its_credentials() {
+        let (_mock, base, _) = crate::mock_upstream::test_support::spawn().await;
+        let (proxy, heads) = connect_proxy().await;
+        let proxies = Matcher::builder().all(format!("http://omi:s3cret@127.0.0.1:{proxy}")).build();
+        let client = UpstreamClient::build(Duration::from_secs(2), [], proxies).expect("client");
+        let answer = client.call(chat_request(&base)).await.expect("answer through the proxy");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        let heads = heads.lock().expect("heads").clone();
+        let upstream = base.trim_start_matches("http://").trim_end_matches("/v1");
+        assert!(heads.len() == 1 && heads[0].starts_with(&format!("CONNECT {upstream} HTTP/1.1")), "{heads:?}");
+        // base64("omi:s3cret")
+        assert!(heads[0].contains("Proxy-Authorization: Basic b21pOnMzY3JldA=="), "{heads:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_in_no_proxy_is_called_directly() {
+        let (_mock, base, _) = crate::mock_upstream::test_support::spawn().await;
+        let (proxy, heads) = connect_proxy().await;
+        let proxies = Matcher::builder().all(format!("http://127.0.0.1:{proxy}")).no("127.0.0.1").build();
+        let client = UpstreamClient::build(Duration::from_secs(2), [], proxies).expect("client");
+        let answer = client.call(chat_request(&base)).await.expect("answer");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        assert!(heads.lock().expect("heads").is_empty(), "the proxy was not asked");
+    }
+
+    #[test]
+    fn a_tunnel_is_asked_for_the_schemes_default_port() {
+        let port = |uri: &str| with_default_port(uri.parse().expect("uri")).port_u16();
+        assert_eq!(port("http://vllm.internal/v1/chat/completions"), Some(80));
+        assert_eq!(port("https://api.openai.com/v1/chat/completions"), Some(443));
+        assert_eq!(port("http://127.0.0.1:8000/v1"), Some(8000));
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_no_timeout_and_a_timed_out_cause_is_one() {
-        let client = UpstreamClient::new(Duration::from_secs(2)).expect("client");
+        let client = UpstreamClient::build(Duration::from_secs(2), [], no_proxy()).expect("client");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let closed = listener.local_addr().expect("addr");
         drop(listener);
