@@ -413,23 +413,6 @@ fn html_escape(text: &str) -> String {
     out
 }
 
-/// An error and all its sources on one line. reqwest's `Display` stops at "error sending
-/// request", hiding the "connection refused" an operator needs; lettre's already includes its
-/// direct source, so text already present is not repeated.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 /// Removes a secret from text that came from outside (a server's reply, a library's error):
 /// we cannot prove a remote peer never echoes what we sent, so every error message passes here.
 fn redact(text: &str, secret: &SecretString) -> String {

@@ -8,11 +8,12 @@
 use crate::agents::delivery::{Outcome, Webhook};
 use crate::agents::hawk::probe::RedisProbe;
 use crate::agents::n8n::{N8nEvent, N8nSender};
-use crate::billing::mailer::{EmailAddress, Mailer, OutgoingEmail, VerifyError, error_chain};
+use crate::billing::mailer::{EmailAddress, Mailer, OutgoingEmail, VerifyError};
 use crate::billing::prices::PriceTable;
 use crate::config::Config;
 use crate::providers::{Provider, Providers};
 use crate::store::Store;
+use crate::web::error_chain::error_chain;
 use futures_util::future::BoxFuture;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};

@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 
 use super::guard::Origin;
 use crate::events::FirewallKind;
+use crate::web::error_chain::causes;
 
 /// The body did not arrive completely before the deadline.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +35,13 @@ pub enum BodyFailure {
 impl BodyFailure {
     /// Classifies an error from reading a guarded body (through any number of wrappers).
     pub fn of(error: &(dyn StdError + 'static)) -> BodyFailure {
-        let mut cause = Some(error);
-        while let Some(e) = cause {
+        for e in causes(error) {
             if e.is::<LengthLimitError>() {
                 return BodyFailure::TooLarge;
             }
             if e.is::<BodyTimeout>() {
                 return BodyFailure::TooSlow;
             }
-            cause = e.source();
         }
         BodyFailure::Broken
     }

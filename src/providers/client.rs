@@ -12,6 +12,7 @@
 //! TCP. It decompresses nothing (reqwest had no decompression feature enabled either) and
 //! follows no redirect (neither did omi's reqwest client: a 3xx is an answer like any other).
 
+use crate::web::error_chain::{causes, error_chain};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -113,13 +114,7 @@ pub struct CallError(hyper_util::client::legacy::Error);
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(&self.0);
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
+        f.write_str(&error_chain(&self.0))
     }
 }
 
@@ -134,14 +129,7 @@ impl CallError {
 
 /// Whether an I/O timeout is among the causes of `error`.
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
+    causes(error).any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut))
 }
 
 impl UpstreamClient {

@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, error_chain, redact};
+use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, redact};
+use crate::web::error_chain::error_chain;
 
 const DEFAULT_BASE_URL: &str = "https://api.postmarkapp.com";
 const TOKEN_HEADER: &str = "X-Postmark-Server-Token";

@@ -29,7 +29,8 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, error_chain, redact};
+use super::{EmailAddress, MailerConfigError, OutgoingEmail, SendError, VerifyError, redact};
+use crate::web::error_chain::error_chain;
 
 /// Per SMTP command. lettre's default is 60 s; a relay silent for 30 s is better retried later
 /// than allowed to stall the outbox worker.
