@@ -226,6 +226,76 @@ fn request_event(customer: uuid::Uuid, n: usize) -> Event {
     }))
 }
 
+fn usage_records(customer: uuid::Uuid, n: usize) -> Vec<UsageRecord> {
+    let prices = PriceTable::new(&Default::default());
+    (0..n)
+        .filter_map(|i| match request_event(customer, i) {
+            Event::Request(request) => accountant::record_of(&request, &prices),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The scheduling policy (field 41 of `/proc/self/task/N/stat`) of each of this process's
+/// threads whose name starts with `prefix`.
+fn thread_policies(prefix: &str) -> Vec<u32> {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the name (which may hold spaces) start at field 3.
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            let policy = after_name.split(' ').nth(41 - 3)?.parse().ok()?;
+            name.starts_with(prefix).then_some(policy)
+        })
+        .collect()
+}
+
+const SCHED_IDLE: u32 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_lane_books_on_an_idle_class_thread_and_rolls_back_past_its_budget() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let store = db.store().await;
+    let mut lane = store.idle_lane().expect("SQLite on Linux has an idle lane");
+    let customer = uuid::Uuid::now_v7();
+
+    let late = lane.insert_usage(&usage_records(customer, 500), Duration::ZERO).await;
+    assert!(matches!(late, Err(omi::store::LaneError::OutOfTime(_))), "past its budget: {late:?}");
+    assert_eq!(records(&store).await.len(), 0, "an interrupted write leaves nothing behind");
+
+    lane.insert_usage(&usage_records(customer, 500), Duration::from_secs(30)).await.expect("written in time");
+    assert_eq!(records(&store).await.len(), 500, "the lane's next write is whole");
+    let today = chrono::Utc::now().date_naive();
+    let days = today - chrono::Days::new(1)..today + chrono::Days::new(2);
+    let totals = store.usage_totals(days).await.expect("totals");
+    let requests: Vec<_> = totals.iter().map(|t| (t.customer_id, t.requests)).collect();
+    assert_eq!(requests, vec![(customer, 500)], "the daily rollup counts the whole write once");
+    assert_eq!(thread_policies("omi-idle-lane"), vec![SCHED_IDLE], "the lane's one thread runs SCHED_IDLE");
+    let normal = thread_policies("sqlx-sqlite-wor");
+    assert!(!normal.is_empty() && normal.iter().all(|&p| p == 0), "the normal pool stays SCHED_OTHER: {normal:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_the_idle_lane_cannot_finish_in_time_are_booked_once_on_the_normal_pool() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let store = db.store().await;
+    let bus = EventBus::default();
+    let settings = WriterSettings { idle_lane_budget: Some(Duration::ZERO), batch: 200, ..WriterSettings::default() };
+    let writer = accountant::spawn_writer(&bus, store.clone(), PriceTable::new(&Default::default()), settings);
+    let customer = uuid::Uuid::now_v7();
+    for n in 0..600 {
+        bus.publish(request_event(customer, n));
+    }
+    bus.close();
+    writer.await.expect("writer stops");
+    let booked = records(&store).await;
+    let ids: std::collections::BTreeSet<_> = booked.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!((booked.len(), ids.len()), (600, 600), "every record once, none lost, none twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_holds_records_then_writes_them_and_counts_drops() {
     let Some(db) = TestDb::new(Backend::Postgres).await else { return };
@@ -242,6 +312,7 @@ async fn postgres_down_holds_records_then_writes_them_and_counts_drops() {
         batch: 50,
         max_buffered: 120,
         shutdown_retry: Duration::from_secs(5),
+        ..WriterSettings::default()
     };
     let writer = accountant::spawn_writer(&bus, store, PriceTable::new(&Default::default()), settings);
     let customer = uuid::Uuid::now_v7();
