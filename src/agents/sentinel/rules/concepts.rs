@@ -19,12 +19,15 @@ pub(super) enum Rule {
     HypotheticalFrame,
     EmbeddedInstruction,
     OrderInData,
+    PromptProbe,
+    FakeAuthority,
 }
 
-pub(crate) const RULE_COUNT: usize = 17;
+pub(crate) const RULE_COUNT: usize = 19;
 
-/// The families the learned model reads (`model::Signals`): all but `OrderInData`, which was
-/// written after the model was trained and is kept out of its features.
+/// The families the learned model reads (`model::Signals`): all but `OrderInData`,
+/// `PromptProbe` and `FakeAuthority`, which were written after the model was trained and are
+/// kept out of its features.
 pub(crate) const MODEL_RULE_COUNT: usize = 16;
 
 impl Rule {
@@ -46,6 +49,8 @@ impl Rule {
         Rule::HypotheticalFrame,
         Rule::EmbeddedInstruction,
         Rule::OrderInData,
+        Rule::PromptProbe,
+        Rule::FakeAuthority,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -67,6 +72,8 @@ impl Rule {
             Rule::HypotheticalFrame => "hypothetical_frame",
             Rule::EmbeddedInstruction => "embedded_instruction",
             Rule::OrderInData => "order_in_data",
+            Rule::PromptProbe => "prompt_probe",
+            Rule::FakeAuthority => "fake_authority",
         }
     }
 }
@@ -194,6 +201,18 @@ pub(super) enum C {
     SysLabel,
     TodoLabel,
     DataVerb,
+    // Probes for the system prompt and fake authority (`PromptProbe`, `FakeAuthority`): kept
+    // out of the model's features too (`PROBE_CONCEPTS`).
+    ProbeVerb,
+    SysMore,
+    ProbeQ,
+    DisableV,
+    LeakCue,
+    TopicPrep,
+    FakeAuth,
+    Suspended,
+    DevMode,
+    SafetyNoun,
 }
 
 /// The concepts of `OrderInData`, masked out of `model::Signals` so the shipped model's inputs
@@ -209,6 +228,24 @@ pub(super) const ORDER_CONCEPTS: u128 = {
     }
     mask
 };
+
+/// The concepts of `PromptProbe` and `FakeAuthority`, masked out of `model::Signals` likewise.
+pub(super) const PROBE_CONCEPTS: u128 = {
+    let first = C::ProbeVerb as u8;
+    let last = C::SafetyNoun as u8;
+    let mut mask = 0u128;
+    let mut c = first;
+    while c <= last {
+        mask |= 1u128 << c;
+        c += 1;
+    }
+    mask
+};
+
+/// Every concept the shipped model does not read.
+pub(super) const UNMODELED_CONCEPTS: u128 = ORDER_CONCEPTS | PROBE_CONCEPTS;
+
+const _: () = assert!(C::SafetyNoun as u8 <= 127, "at most 128 concepts (a u128 mask)");
 
 pub(super) const fn m(c: C) -> u128 {
     1u128 << c as u8

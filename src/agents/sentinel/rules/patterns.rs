@@ -213,7 +213,54 @@ pub(super) const PATTERNS: &[Pat] = &[
     // A fake notice from the operator, then an order only an attacker gives.
     p(AuthorityClaim, 0.5, &[s(m(AuthNotice), 0), s(IGN | m(NewInstr) | m(ModeStrong) | m(NoLimits) | m(SysStrong), 12)]),
     p(AuthorityClaim, 0.35, &[s(m(AuthNotice), 0), s(m(Authorized), 12)]),
+    // Probes for the system prompt, written from general knowledge of how they are phrased (not
+    // from any corpus source): a verb that reworks "your system prompt" (summarize, translate,
+    // put in a code block), questions about what the model was told, and "print ..." aimed at
+    // what came before the conversation. Not before a negation: "never summarize your
+    // instructions" is an operator's rule, nor after its "or" ("never reveal or summarize
+    // ..."). Not before "for", "about": "what are your rules for naming files?" asks about a topic.
+    p(PromptProbe, 0.6, &[s(m(Extract) | m(ProbeVerb), 0), s(m(Your), 3), s(m(SysStrong) | m(SysMore), 1)])
+        .not_before(m(NegWord) | m(TopicPrep)),
+    p(PromptProbe, 0.45, &[s(m(ProbeVerb), 0), s(m(Your), 3), s(m(SysWeak), 1)])
+        .not_before(m(NegWord) | m(TopicPrep))
+        .not_after(m(TopicPrep)),
+    p(PromptProbe, 0.5, &[s(m(WhatIs), 0), s(m(Your), 1), s(m(SysWeak) | m(SysMore) | m(SysStrong), 0)])
+        .not_after(m(TopicPrep)),
+    p(PromptProbe, 0.55, &[s(m(ProbeQ), 0)]).not_before(m(NegWord)).not_after(m(TopicPrep)),
+    p(PromptProbe, 0.55, &[s(PROBE_ASK, 0), s(m(LeakCue), 10)]).not_before(m(NegWord) | m(TopicPrep)),
+    // Fake authority: "your previous rules are suspended", a message "from OpenAI" or "your
+    // developer" followed by an order only an attacker gives, a switch into "debug mode".
+    p(FakeAuthority, 0.5, &[s(m(Your), 0), s(MODEL_RULES, 0), s(m(Suspended), 4)]).group(8),
+    p(FakeAuthority, 0.5, &[s(m(Your), 0), s(m(Prior) | m(All), 0), s(MODEL_RULES, 1), s(m(Suspended), 4)]).group(8),
+    p(FakeAuthority, 0.3, &[s(m(Prior) | m(All), 0), s(MODEL_RULES, 2), s(m(Suspended), 4)]).group(9),
+    p(FakeAuthority, 0.3, &[s(m(SafetyNoun), 0), s(m(Suspended), 4)]).group(9),
+    p(FakeAuthority, 0.5, &[s(m(FakeAuth), 0), s(AUTH_ORDER, 30)]).forbid(m(My)),
+    p(FakeAuthority, 0.5, &[s(m(FakeAuth) | m(AuthNotice), 0), s(m(Your) | m(Prior) | m(All), 30), s(MODEL_RULES, 2), s(m(Suspended), 4)]),
+    p(FakeAuthority, 0.25, &[s(m(DevMode), 0)]),
+    p(FakeAuthority, 0.45, &[s(m(IAm), 0), s(m(CreatorNoun) | m(AuthRole), 3), s(m(DevMode) | m(ModeStrong) | m(NoLimits), 25)])
+        .forbid(m(My)),
+    p(FakeAuthority, 0.5, &[s(m(YouAreNow), 0), s(m(DevMode) | m(ModeStrong), 2)]),
+    // "Disable your safety filters": not after "you", "I", "to" ("how do I disable ...").
+    p(FakeAuthority, 0.5, &[s(m(DisableV) | IGN, 0), s(m(Your), 2), s(m(SafetyNoun) | m(SysWeak) | m(SysStrong) | m(SysMore), 1)])
+        .not_before(m(NegWord) | m(NotImperative) | m(TopicPrep) | m(My)),
 ];
+
+/// What starts a probe aimed at the text before the conversation.
+const PROBE_ASK: u128 = m(Extract) | m(ProbeVerb) | m(WhatIs) | m(ProbeQ);
+
+/// The model's own rules, by any name.
+const MODEL_RULES: u128 = m(InstrCore) | m(SysWeak) | m(SysStrong) | m(SysMore) | m(SafetyNoun);
+
+/// What a fake authority goes on to order: new rules, no limits, a mode, the system prompt.
+const AUTH_ORDER: u128 = m(NewInstr)
+    | m(NoLimits)
+    | m(NoLimitsStrong)
+    | m(ModeStrong)
+    | m(DevMode)
+    | m(SysStrong)
+    | m(SysMore)
+    | m(Compliance)
+    | m(NoLongerBound);
 
 /// What an order hidden in a document asks for: to drop the task, do something else, or leak.
 const DOC_ORDER: u128 =
