@@ -284,7 +284,8 @@ fn sqlite_options(path: &str) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(5))
 }
 
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Three, with the usage writer's own connection beside them (`idle_lane.rs`): four threads.
+const SQLITE_MAX_CONNECTIONS: u32 = 3;
 
 impl Store {
     pub async fn connect(url: &str) -> StoreResult<Store> {
@@ -300,7 +301,7 @@ impl Store {
             }
             DatabaseUrl::Sqlite(path) => {
                 let options = sqlite_options(path).create_if_missing(true);
-                // Four, not more: SQLite has one writer at a time, the machine few cores, and each
+                // Few: SQLite has one writer at a time, the machine few cores, and each
                 // connection's thread keeps about 1.5 MiB of glibc arena (bench/README.md).
                 let pool =
                     SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS).connect_with(options).await?;

@@ -273,7 +273,12 @@ async fn the_idle_lane_books_on_an_idle_class_thread_and_rolls_back_past_its_bud
     let totals = store.usage_totals(days).await.expect("totals");
     let requests: Vec<_> = totals.iter().map(|t| (t.customer_id, t.requests)).collect();
     assert_eq!(requests, vec![(customer, 500)], "the daily rollup counts the whole write once");
-    assert_eq!(thread_policies("omi-idle-lane"), vec![SCHED_IDLE], "the lane's one thread runs SCHED_IDLE");
+    // The interrupted connection's thread may still be ending; it too had lowered itself.
+    let lane_threads = thread_policies("omi-idle-lane");
+    assert!(
+        !lane_threads.is_empty() && lane_threads.iter().all(|&p| p == SCHED_IDLE),
+        "the lane's thread runs SCHED_IDLE: {lane_threads:?}"
+    );
     let normal = thread_policies("sqlx-sqlite-wor");
     assert!(!normal.is_empty() && normal.iter().all(|&p| p == 0), "the normal pool stays SCHED_OTHER: {normal:?}");
 }
