@@ -215,32 +215,23 @@ pub(super) enum C {
     SafetyNoun,
 }
 
+/// The concepts from `first` to `last` in declaration order, as a mask.
+const fn concept_range(first: C, last: C) -> u128 {
+    let mut mask = 0u128;
+    let mut c = first as u8;
+    while c <= last as u8 {
+        mask |= 1u128 << c;
+        c += 1;
+    }
+    mask
+}
+
 /// The concepts of `OrderInData`, masked out of `model::Signals` so the shipped model's inputs
 /// stay what it was trained on.
-pub(super) const ORDER_CONCEPTS: u128 = {
-    let first = C::MsgFromMe as u8;
-    let last = C::DataVerb as u8;
-    let mut mask = 0u128;
-    let mut c = first;
-    while c <= last {
-        mask |= 1u128 << c;
-        c += 1;
-    }
-    mask
-};
+pub(super) const ORDER_CONCEPTS: u128 = concept_range(C::MsgFromMe, C::DataVerb);
 
 /// The concepts of `PromptProbe` and `FakeAuthority`, masked out of `model::Signals` likewise.
-pub(super) const PROBE_CONCEPTS: u128 = {
-    let first = C::ProbeVerb as u8;
-    let last = C::SafetyNoun as u8;
-    let mut mask = 0u128;
-    let mut c = first;
-    while c <= last {
-        mask |= 1u128 << c;
-        c += 1;
-    }
-    mask
-};
+pub(super) const PROBE_CONCEPTS: u128 = concept_range(C::ProbeVerb, C::SafetyNoun);
 
 /// Every concept the shipped model does not read.
 pub(super) const UNMODELED_CONCEPTS: u128 = ORDER_CONCEPTS | PROBE_CONCEPTS;
