@@ -62,7 +62,8 @@ pub struct Model {
 /// depend on the language or the phrasing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Signals {
-    /// The concepts the keywords tagged, decoded segments included, one bit each.
+    /// The concepts the keywords tagged, decoded segments included, one bit each: the first 128,
+    /// all the model was trained on (the later ones are kept out of it).
     pub concepts: u128,
     /// Each rule family's strength, `1 - Π(1 - w)` over its matched patterns (0: none).
     pub rules: [f32; MODEL_RULE_COUNT],

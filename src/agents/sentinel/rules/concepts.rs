@@ -1,5 +1,7 @@
 //! Rule families (what a verdict reports) and word concepts (what keywords tag).
 
+use super::bitset::BitSet;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rule {
     InstructionOverride,
@@ -78,7 +80,7 @@ impl Rule {
     }
 }
 
-/// Word concepts tagged by the keyword automaton. At most 128 (a `u128` mask).
+/// Word concepts tagged by the keyword automaton. At most 256 (a `BitSet`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum C {
     Ignore,
@@ -215,12 +217,15 @@ pub(super) enum C {
     SafetyNoun,
 }
 
+/// The concept declared last.
+const LAST_CONCEPT: C = C::SafetyNoun;
+
 /// The concepts from `first` to `last` in declaration order, as a mask.
-const fn concept_range(first: C, last: C) -> u128 {
-    let mut mask = 0u128;
-    let mut c = first as u8;
-    while c <= last as u8 {
-        mask |= 1u128 << c;
+const fn concept_range(first: C, last: C) -> BitSet {
+    let mut mask = BitSet::EMPTY;
+    let mut c = first as usize;
+    while c <= last as usize {
+        mask = mask.or(BitSet::bit(c));
         c += 1;
     }
     mask
@@ -228,16 +233,33 @@ const fn concept_range(first: C, last: C) -> u128 {
 
 /// The concepts of `OrderInData`, masked out of `model::Signals` so the shipped model's inputs
 /// stay what it was trained on.
-pub(super) const ORDER_CONCEPTS: u128 = concept_range(C::MsgFromMe, C::DataVerb);
+pub(super) const ORDER_CONCEPTS: BitSet = concept_range(C::MsgFromMe, C::DataVerb);
 
 /// The concepts of `PromptProbe` and `FakeAuthority`, masked out of `model::Signals` likewise.
-pub(super) const PROBE_CONCEPTS: u128 = concept_range(C::ProbeVerb, C::SafetyNoun);
+pub(super) const PROBE_CONCEPTS: BitSet = concept_range(C::ProbeVerb, C::SafetyNoun);
 
 /// Every concept the shipped model does not read.
-pub(super) const UNMODELED_CONCEPTS: u128 = ORDER_CONCEPTS | PROBE_CONCEPTS;
+pub(super) const UNMODELED_CONCEPTS: BitSet = ORDER_CONCEPTS.or(PROBE_CONCEPTS);
 
-const _: () = assert!(C::SafetyNoun as u8 <= 127, "at most 128 concepts (a u128 mask)");
+const _: () = assert!((LAST_CONCEPT as usize) < BitSet::BITS, "at most 256 concepts (a BitSet)");
+// `model::Signals` holds the first 128 concepts, all the model was trained on: any later one
+// must stay out of its inputs.
+const _: () = assert!(
+    concept_range(C::Ignore, LAST_CONCEPT).and_not(UNMODELED_CONCEPTS).words()[1] == 0,
+    "concepts after the 128th must be in UNMODELED_CONCEPTS"
+);
 
-pub(super) const fn m(c: C) -> u128 {
-    1u128 << c as u8
+pub(super) const fn m(c: C) -> BitSet {
+    BitSet::bit(c as usize)
+}
+
+/// Any of the concepts `cs`, as a mask.
+pub(super) const fn any_of(cs: &[C]) -> BitSet {
+    let mut mask = BitSet::EMPTY;
+    let mut i = 0;
+    while i < cs.len() {
+        mask = mask.or(m(cs[i]));
+        i += 1;
+    }
+    mask
 }

@@ -1,17 +1,18 @@
 //! Pattern tables: concept sequences with their weights, and the chat-template delimiters.
 
+use super::bitset::BitSet;
 use super::concepts::C::*;
 use super::concepts::Rule::*;
-use super::concepts::{Rule, m};
+use super::concepts::{Rule, any_of, m};
 
 /// One step of a pattern: any concept in `any`, at most `gap` words after the previous step.
 #[derive(Clone, Copy)]
 pub(super) struct Step {
-    pub(super) any: u128,
+    pub(super) any: BitSet,
     pub(super) gap: u8,
 }
 
-pub(super) const fn s(any: u128, gap: u8) -> Step {
+pub(super) const fn s(any: BitSet, gap: u8) -> Step {
     Step { any, gap }
 }
 
@@ -23,14 +24,14 @@ pub(super) struct Pat {
     pub(super) rule: Rule,
     pub(super) weight: f32,
     pub(super) steps: &'static [Step],
-    pub(super) forbid: u128,
-    pub(super) not_before: u128,
-    pub(super) not_after: u128,
+    pub(super) forbid: BitSet,
+    pub(super) not_before: BitSet,
+    pub(super) not_after: BitSet,
     pub(super) group: u8,
 }
 
 pub(super) const fn p(rule: Rule, weight: f32, steps: &'static [Step]) -> Pat {
-    Pat { rule, weight, steps, forbid: 0, not_before: 0, not_after: 0, group: 0 }
+    Pat { rule, weight, steps, forbid: BitSet::EMPTY, not_before: BitSet::EMPTY, not_after: BitSet::EMPTY, group: 0 }
 }
 
 impl Pat {
@@ -38,43 +39,43 @@ impl Pat {
         self.group = g;
         self
     }
-    pub(super) const fn forbid(mut self, c: u128) -> Pat {
+    pub(super) const fn forbid(mut self, c: BitSet) -> Pat {
         self.forbid = c;
         self
     }
-    pub(super) const fn not_before(mut self, c: u128) -> Pat {
+    pub(super) const fn not_before(mut self, c: BitSet) -> Pat {
         self.not_before = c;
         self
     }
-    pub(super) const fn not_after(mut self, c: u128) -> Pat {
+    pub(super) const fn not_after(mut self, c: BitSet) -> Pat {
         self.not_after = c;
         self
     }
 }
 
-const ALL_YOUR: u128 = m(All) | m(Your);
-const IGN: u128 = m(Ignore);
-const ASK: u128 = m(Extract) | m(WhatIs);
-const SECRET_DET: u128 = m(Det);
+const ALL_YOUR: BitSet = any_of(&[All, Your]);
+const IGN: BitSet = m(Ignore);
+const ASK: BitSet = any_of(&[Extract, WhatIs]);
+const SECRET_DET: BitSet = m(Det);
 
 #[rustfmt::skip]
 pub(super) const PATTERNS: &[Pat] = &[
     // "ignore (all) previous instructions" and the same in other word orders. Not after "I",
     // "my" or a negation: "我忘记了之前的规则" (I forgot the earlier rules) reports, it does not order.
-    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Prior), 5), s(m(Instr), 3)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Instr), 3), s(m(Prior), 1)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Prior), 5), s(m(Instr), 3)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.75, &[s(IGN, 0), s(m(Instr), 3), s(m(Prior), 1)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
     p(InstructionOverride, 0.75, &[s(m(Prior), 0), s(m(Instr), 2), s(m(IgnorePost), 1)]),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(ALL_YOUR, 2), s(m(InstrCore), 4)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(Everything), 3), s(m(Told), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(ALL_YOUR, 2), s(m(InstrCore), 4)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(Everything), 3), s(m(Told), 5)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
     p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Everything), 3), s(m(Learned), 5), s(m(Prior), 2)])
         .forbid(m(My))
-        .not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ToldYou), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Above), 2)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(AndSay), 5)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
+        .not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ToldYou), 5)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(Above), 2)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(AndSay), 5)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
     p(InstructionOverride, 0.6, &[s(IGN, 0), s(m(ContentObj), 1), s(m(AndDo), 1)]),
     p(InstructionOverride, 0.3, &[s(IGN, 0), s(m(ContentObj), 1)]),
-    p(InstructionOverride, 0.6, &[s(m(Regardless), 0), s(m(Prior) | m(All), 2), s(m(Instr), 2)]),
+    p(InstructionOverride, 0.6, &[s(m(Regardless), 0), s(any_of(&[Prior, All]), 2), s(m(Instr), 2)]),
     p(InstructionOverride, 0.6, &[s(m(StopAll), 0), s(m(JustSay), 4)]),
     p(InstructionOverride, 0.3, &[s(m(NewInstr), 0)]),
     p(InstructionOverride, 0.5, &[s(m(Despite), 0)]),
@@ -94,7 +95,7 @@ pub(super) const PATTERNS: &[Pat] = &[
         .not_before(m(NegWord))
         .not_after(m(SecretNeg)),
     p(SystemPromptExtraction, 0.55, &[s(SECRET_DET, 0), s(m(Secret), 0), s(m(TellPost), 1)]),
-    p(SystemPromptExtraction, 0.55, &[s(m(Secret), 0), s(m(WhatPost) | m(TellPost), 1)]),
+    p(SystemPromptExtraction, 0.55, &[s(m(Secret), 0), s(any_of(&[WhatPost, TellPost]), 1)]),
     p(SystemPromptExtraction, 0.3, &[s(SECRET_DET, 0), s(m(Secret), 0)]).not_after(m(SecretNeg)),
     p(SystemPromptExtraction, 0.3, &[s(m(Transform), 0), s(SECRET_DET, 6), s(m(Secret), 0)])
         .not_after(m(SecretNeg))
@@ -108,13 +109,13 @@ pub(super) const PATTERNS: &[Pat] = &[
     p(DataExfiltration, 0.2, &[s(m(Where), 0), s(m(Live), 4)]),
     p(DataExfiltration, 0.35, &[s(ASK, 0), s(m(PossS), 3), s(m(Pii), 1)]),
     p(DataExfiltration, 0.55, &[s(m(Extract), 0), s(m(Your), 2), s(m(DataDump), 1)]),
-    p(DataExfiltration, 0.45, &[s(m(Extract), 0), s(m(Det) | m(TheUser), 2), s(m(DataDump), 2)]),
+    p(DataExfiltration, 0.45, &[s(m(Extract), 0), s(any_of(&[Det, TheUser]), 2), s(m(DataDump), 2)]),
     // Jailbreak personas.
     p(RoleplayJailbreak, 0.8, &[s(m(DanStrong), 0)]),
     p(RoleplayJailbreak, 0.6, &[s(m(NoLimitsStrong), 0)]),
-    p(RoleplayJailbreak, 0.65, &[s(m(ActAs) | m(Pretend) | m(YouAreNow), 0), s(m(NoLimits), 6), s(m(PersonaAi), 3)]),
-    p(RoleplayJailbreak, 0.65, &[s(m(ActAs) | m(Pretend) | m(YouAreNow), 0), s(m(PersonaAi), 4), s(m(NoLimits), 6)]),
-    p(RoleplayJailbreak, 0.65, &[s(m(YouAreNow) | m(ActAs), 0), s(m(AnotherAi), 6)]),
+    p(RoleplayJailbreak, 0.65, &[s(any_of(&[ActAs, Pretend, YouAreNow]), 0), s(m(NoLimits), 6), s(m(PersonaAi), 3)]),
+    p(RoleplayJailbreak, 0.65, &[s(any_of(&[ActAs, Pretend, YouAreNow]), 0), s(m(PersonaAi), 4), s(m(NoLimits), 6)]),
+    p(RoleplayJailbreak, 0.65, &[s(any_of(&[YouAreNow, ActAs]), 0), s(m(AnotherAi), 6)]),
     p(RoleplayJailbreak, 0.45, &[s(m(AnotherAi), 0)]),
     p(RoleplayJailbreak, 0.6, &[s(m(NoLongerBound), 0)]),
     p(RoleplayJailbreak, 0.5, &[s(m(EvilPersona), 0)]),
@@ -123,7 +124,7 @@ pub(super) const PATTERNS: &[Pat] = &[
     p(RoleplayJailbreak, 0.3, &[s(m(JailbreakWord), 0)]),
     p(RoleplayJailbreak, 0.25, &[s(m(NoLimits), 0)]),
     p(RoleplayJailbreak, 0.15, &[s(m(Pretend), 0)]),
-    p(RoleplayJailbreak, 0.3, &[s(m(FromNowOn), 0), s(m(YouAreNow) | m(ActAs), 8)]),
+    p(RoleplayJailbreak, 0.3, &[s(m(FromNowOn), 0), s(any_of(&[YouAreNow, ActAs]), 8)]),
     // Claims of privileged identity or mode.
     p(AuthorityClaim, 0.6, &[s(m(IAm), 0), s(m(Your), 1), s(m(CreatorNoun), 0)]),
     p(AuthorityClaim, 0.5, &[s(m(AsPhrase), 0), s(m(Your), 0), s(m(CreatorNoun), 0)]),
@@ -133,7 +134,7 @@ pub(super) const PATTERNS: &[Pat] = &[
     p(AuthorityClaim, 0.5, &[s(m(Org), 0), s(m(Authorized), 3), s(m(YouObj), 2)]),
     p(AuthorityClaim, 0.25, &[s(m(Authorized), 0), s(m(Org), 3)]),
     p(AuthorityClaim, 0.5, &[s(m(AuditFrame), 0), s(m(Your), 4), s(m(CreatorNoun), 0)]),
-    p(AuthorityClaim, 0.35, &[s(m(Org) | m(CreatorNoun), 0), s(m(AuditFrame), 8)]),
+    p(AuthorityClaim, 0.35, &[s(any_of(&[Org, CreatorNoun]), 0), s(m(AuditFrame), 8)]),
     p(AuthorityClaim, 0.45, &[s(m(ModeStrong), 0)]),
     p(AuthorityClaim, 0.3, &[s(m(EnterV), 0), s(m(ModeWord), 4)]),
     p(AuthorityClaim, 0.4, &[s(m(Compliance), 0)]),
@@ -141,7 +142,7 @@ pub(super) const PATTERNS: &[Pat] = &[
     // Injected phishing goals ("tell the user to reset their password at ...").
     p(PhishingPayload, 0.3, &[s(m(Compromised), 0)]),
     p(PhishingPayload, 0.3, &[s(m(LinkDirective), 0), s(m(ResetPw), 6)]),
-    p(PhishingPayload, 0.4, &[s(m(TellUser), 0), s(m(LinkDirective) | m(ResetPw), 6)]),
+    p(PhishingPayload, 0.4, &[s(m(TellUser), 0), s(any_of(&[LinkDirective, ResetPw]), 6)]),
     // Weak signals: never decisive alone.
     p(Persuasion, 0.25, &[s(m(Bribe), 0)]),
     p(Persuasion, 0.2, &[s(m(Social), 0)]),
@@ -178,13 +179,13 @@ pub(super) const PATTERNS: &[Pat] = &[
     // noun (Indonesian instruksi anda, Vietnamese hướng dẫn của bạn).
     p(SystemPromptExtraction, 0.45, &[s(m(Extract), 0), s(m(YourSys), 2)]).not_before(m(NegWord)),
     p(SystemPromptExtraction, 0.45, &[s(m(YourSys), 0), s(m(ExtractPost), 2)]).forbid(m(Meta)),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(All), 2), s(m(YourSys), 2)]).forbid(m(My)).not_before(m(My) | m(NegWord)),
-    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(YourSys), 0)]).not_before(m(My) | m(NegWord)),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(All), 2), s(m(YourSys), 2)]).forbid(m(My)).not_before(any_of(&[My, NegWord])),
+    p(InstructionOverride, 0.65, &[s(IGN, 0), s(m(YourSys), 0)]).not_before(any_of(&[My, NegWord])),
     p(InstructionOverride, 0.65, &[s(m(YourSys), 0), s(m(IgnorePost), 2)]),
     // Han and kana are one word per character: "忽略你之前收到的所有指令", "以前の指示をすべて無視".
     p(InstructionOverride, 0.75, &[s(m(HanIgnore), 0), s(m(HanScope), 6), s(m(HanInstr), 8)])
         .forbid(m(My))
-        .not_before(m(NegWord) | m(My)),
+        .not_before(any_of(&[NegWord, My])),
     p(InstructionOverride, 0.75, &[s(m(HanScope), 0), s(m(HanInstr), 8), s(m(HanIgnore), 8)])
         .forbid(m(My))
         .not_before(m(My)),
@@ -211,7 +212,7 @@ pub(super) const PATTERNS: &[Pat] = &[
     // A to-do note is also how people write their own lists: a hint, not a finding.
     p(OrderInData, 0.35, &[s(m(TodoLabel), 0), s(m(DataVerb), 0)]),
     // A fake notice from the operator, then an order only an attacker gives.
-    p(AuthorityClaim, 0.5, &[s(m(AuthNotice), 0), s(IGN | m(NewInstr) | m(ModeStrong) | m(NoLimits) | m(SysStrong), 12)]),
+    p(AuthorityClaim, 0.5, &[s(m(AuthNotice), 0), s(IGN.or(any_of(&[NewInstr, ModeStrong, NoLimits, SysStrong])), 12)]),
     p(AuthorityClaim, 0.35, &[s(m(AuthNotice), 0), s(m(Authorized), 12)]),
     // Probes for the system prompt, written from general knowledge of how they are phrased (not
     // from any corpus source): a verb that reworks "your system prompt" (summarize, translate,
@@ -219,64 +220,56 @@ pub(super) const PATTERNS: &[Pat] = &[
     // what came before the conversation. Not before a negation: "never summarize your
     // instructions" is an operator's rule, nor after its "or" ("never reveal or summarize
     // ..."). Not before "for", "about": "what are your rules for naming files?" asks about a topic.
-    p(PromptProbe, 0.6, &[s(m(Extract) | m(ProbeVerb), 0), s(m(Your), 3), s(m(SysStrong) | m(SysMore), 1)])
-        .not_before(m(NegWord) | m(TopicPrep)),
+    p(PromptProbe, 0.6, &[s(any_of(&[Extract, ProbeVerb]), 0), s(m(Your), 3), s(any_of(&[SysStrong, SysMore]), 1)])
+        .not_before(any_of(&[NegWord, TopicPrep])),
     p(PromptProbe, 0.45, &[s(m(ProbeVerb), 0), s(m(Your), 3), s(m(SysWeak), 1)])
-        .not_before(m(NegWord) | m(TopicPrep))
+        .not_before(any_of(&[NegWord, TopicPrep]))
         .not_after(m(TopicPrep)),
-    p(PromptProbe, 0.5, &[s(m(WhatIs), 0), s(m(Your), 1), s(m(SysWeak) | m(SysMore) | m(SysStrong), 0)])
+    p(PromptProbe, 0.5, &[s(m(WhatIs), 0), s(m(Your), 1), s(any_of(&[SysWeak, SysMore, SysStrong]), 0)])
         .not_after(m(TopicPrep)),
     p(PromptProbe, 0.55, &[s(m(ProbeQ), 0)]).not_before(m(NegWord)).not_after(m(TopicPrep)),
-    p(PromptProbe, 0.55, &[s(PROBE_ASK, 0), s(m(LeakCue), 10)]).not_before(m(NegWord) | m(TopicPrep)),
+    p(PromptProbe, 0.55, &[s(PROBE_ASK, 0), s(m(LeakCue), 10)]).not_before(any_of(&[NegWord, TopicPrep])),
     // Fake authority: "your previous rules are suspended", a message "from OpenAI" or "your
     // developer" followed by an order only an attacker gives, a switch into "debug mode".
     p(FakeAuthority, 0.5, &[s(m(Your), 0), s(MODEL_RULES, 0), s(m(Suspended), 4)]).group(8),
-    p(FakeAuthority, 0.5, &[s(m(Your), 0), s(m(Prior) | m(All), 0), s(MODEL_RULES, 1), s(m(Suspended), 4)]).group(8),
-    p(FakeAuthority, 0.3, &[s(m(Prior) | m(All), 0), s(MODEL_RULES, 2), s(m(Suspended), 4)]).group(9),
+    p(FakeAuthority, 0.5, &[s(m(Your), 0), s(any_of(&[Prior, All]), 0), s(MODEL_RULES, 1), s(m(Suspended), 4)]).group(8),
+    p(FakeAuthority, 0.3, &[s(any_of(&[Prior, All]), 0), s(MODEL_RULES, 2), s(m(Suspended), 4)]).group(9),
     p(FakeAuthority, 0.3, &[s(m(SafetyNoun), 0), s(m(Suspended), 4)]).group(9),
     p(FakeAuthority, 0.5, &[s(m(FakeAuth), 0), s(AUTH_ORDER, 30)]).forbid(m(My)),
-    p(FakeAuthority, 0.5, &[s(m(FakeAuth) | m(AuthNotice), 0), s(m(Your) | m(Prior) | m(All), 30), s(MODEL_RULES, 2), s(m(Suspended), 4)]),
+    p(FakeAuthority, 0.5, &[s(any_of(&[FakeAuth, AuthNotice]), 0), s(any_of(&[Your, Prior, All]), 30), s(MODEL_RULES, 2), s(m(Suspended), 4)]),
     p(FakeAuthority, 0.25, &[s(m(DevMode), 0)]),
-    p(FakeAuthority, 0.45, &[s(m(IAm), 0), s(m(CreatorNoun) | m(AuthRole), 3), s(m(DevMode) | m(ModeStrong) | m(NoLimits), 25)])
+    p(FakeAuthority, 0.45, &[s(m(IAm), 0), s(any_of(&[CreatorNoun, AuthRole]), 3), s(any_of(&[DevMode, ModeStrong, NoLimits]), 25)])
         .forbid(m(My)),
-    p(FakeAuthority, 0.5, &[s(m(YouAreNow), 0), s(m(DevMode) | m(ModeStrong), 2)]),
+    p(FakeAuthority, 0.5, &[s(m(YouAreNow), 0), s(any_of(&[DevMode, ModeStrong]), 2)]),
     // "Disable your safety filters": not after "you", "I", "to" ("how do I disable ...").
-    p(FakeAuthority, 0.5, &[s(m(DisableV) | IGN, 0), s(m(Your), 2), s(m(SafetyNoun) | m(SysWeak) | m(SysStrong) | m(SysMore), 1)])
-        .not_before(m(NegWord) | m(NotImperative) | m(TopicPrep) | m(My)),
+    p(FakeAuthority, 0.5, &[s(m(DisableV).or(IGN), 0), s(m(Your), 2), s(any_of(&[SafetyNoun, SysWeak, SysStrong, SysMore]), 1)])
+        .not_before(any_of(&[NegWord, NotImperative, TopicPrep, My])),
 ];
 
 /// What starts a probe aimed at the text before the conversation.
-const PROBE_ASK: u128 = m(Extract) | m(ProbeVerb) | m(WhatIs) | m(ProbeQ);
+const PROBE_ASK: BitSet = any_of(&[Extract, ProbeVerb, WhatIs, ProbeQ]);
 
 /// The model's own rules, by any name.
-const MODEL_RULES: u128 = m(InstrCore) | m(SysWeak) | m(SysStrong) | m(SysMore) | m(SafetyNoun);
+const MODEL_RULES: BitSet = any_of(&[InstrCore, SysWeak, SysStrong, SysMore, SafetyNoun]);
 
 /// What a fake authority goes on to order: new rules, no limits, a mode, the system prompt.
-const AUTH_ORDER: u128 = m(NewInstr)
-    | m(NoLimits)
-    | m(NoLimitsStrong)
-    | m(ModeStrong)
-    | m(DevMode)
-    | m(SysStrong)
-    | m(SysMore)
-    | m(Compliance)
-    | m(NoLongerBound);
+const AUTH_ORDER: BitSet =
+    any_of(&[NewInstr, NoLimits, NoLimitsStrong, ModeStrong, DevMode, SysStrong, SysMore, Compliance, NoLongerBound]);
 
 /// What an order hidden in a document asks for: to drop the task, do something else, or leak.
-const DOC_ORDER: u128 =
-    IGN | m(Instead) | m(NewInstr) | m(SysStrong) | m(TellUser) | m(NoLimits) | m(AndSay) | m(LinkDirective);
+const DOC_ORDER: BitSet = IGN.or(any_of(&[Instead, NewInstr, SysStrong, TellUser, NoLimits, AndSay, LinkDirective]));
 
-/// For each concept, the patterns (bit i: `PATTERNS[i]`) whose first step it
+/// For each concept, the patterns (index i: `PATTERNS[i]`) whose first step it
 /// can take: a text's concepts name the only patterns that can occur in it.
-pub(super) const PATTERNS_FROM: [u128; 128] = {
-    assert!(PATTERNS.len() <= 128);
-    let mut from = [0; 128];
+pub(super) const PATTERNS_FROM: [BitSet; BitSet::BITS] = {
+    assert!(PATTERNS.len() <= BitSet::BITS, "at most 256 patterns (a BitSet)");
+    let mut from = [BitSet::EMPTY; BitSet::BITS];
     let mut i = 0;
     while i < PATTERNS.len() {
         let mut concept = 0;
-        while concept < 128 {
-            if PATTERNS[i].steps[0].any & (1 << concept) != 0 {
-                from[concept] |= 1 << i;
+        while concept < BitSet::BITS {
+            if PATTERNS[i].steps[0].any.contains(concept) {
+                from[concept] = from[concept].or(BitSet::bit(i));
             }
             concept += 1;
         }
