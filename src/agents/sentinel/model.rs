@@ -17,9 +17,9 @@
 //! - every concept present (`k`, its number as one byte) and every pair of them (`p`, two
 //!   bytes, the lower first) has value `1 / sqrt(m)`, `m` the number of those features;
 //! - every rule family that matched (`r`, its number) has its strength (0..1) as value; the
-//!   families are the first [`MODEL_RULE_COUNT`] (`order_in_data`, `prompt_probe` and
-//!   `fake_authority`, written after this model was trained, and their concepts are not
-//!   features).
+//!   families are the first [`MODEL_RULE_COUNT`] (`order_in_data`, `prompt_probe`,
+//!   `fake_authority` and `persona_frame`, written after this model was trained, and their
+//!   concepts are not features).
 //!
 //! The score is `sigmoid(bias + scale * Σ q[i] x[i])` over the quantized weights `q`.
 //! Weights file (little-endian): `OMISNTL\0`, u32 version, u32 bits, f32 scale, f32 bias, then

@@ -23,13 +23,14 @@ pub(super) enum Rule {
     OrderInData,
     PromptProbe,
     FakeAuthority,
+    PersonaFrame,
 }
 
-pub(crate) const RULE_COUNT: usize = 19;
+pub(crate) const RULE_COUNT: usize = 20;
 
 /// The families the learned model reads (`model::Signals`): all but `OrderInData`,
-/// `PromptProbe` and `FakeAuthority`, which were written after the model was trained and are
-/// kept out of its features.
+/// `PromptProbe`, `FakeAuthority` and `PersonaFrame`, which were written after the model was
+/// trained and are kept out of its features.
 pub(crate) const MODEL_RULE_COUNT: usize = 16;
 
 impl Rule {
@@ -53,6 +54,7 @@ impl Rule {
         Rule::OrderInData,
         Rule::PromptProbe,
         Rule::FakeAuthority,
+        Rule::PersonaFrame,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -76,6 +78,7 @@ impl Rule {
             Rule::OrderInData => "order_in_data",
             Rule::PromptProbe => "prompt_probe",
             Rule::FakeAuthority => "fake_authority",
+            Rule::PersonaFrame => "persona_frame",
         }
     }
 }
@@ -215,10 +218,18 @@ pub(super) enum C {
     Suspended,
     DevMode,
     SafetyNoun,
+    // Role-play that extracts or overrides (`PersonaFrame`): kept out of the model's features
+    // too (`PERSONA_CONCEPTS`).
+    GameFrame,
+    NoRefuse,
+    NoRules,
+    DeadGrandma,
+    NoMatterWhat,
+    AsBoth,
 }
 
 /// The concept declared last.
-const LAST_CONCEPT: C = C::SafetyNoun;
+const LAST_CONCEPT: C = C::AsBoth;
 
 /// The concepts from `first` to `last` in declaration order, as a mask.
 const fn concept_range(first: C, last: C) -> BitSet {
@@ -238,8 +249,11 @@ pub(super) const ORDER_CONCEPTS: BitSet = concept_range(C::MsgFromMe, C::DataVer
 /// The concepts of `PromptProbe` and `FakeAuthority`, masked out of `model::Signals` likewise.
 pub(super) const PROBE_CONCEPTS: BitSet = concept_range(C::ProbeVerb, C::SafetyNoun);
 
+/// The concepts of `PersonaFrame`, masked out of `model::Signals` likewise.
+pub(super) const PERSONA_CONCEPTS: BitSet = concept_range(C::GameFrame, C::AsBoth);
+
 /// Every concept the shipped model does not read.
-pub(super) const UNMODELED_CONCEPTS: BitSet = ORDER_CONCEPTS.or(PROBE_CONCEPTS);
+pub(super) const UNMODELED_CONCEPTS: BitSet = ORDER_CONCEPTS.or(PROBE_CONCEPTS).or(PERSONA_CONCEPTS);
 
 const _: () = assert!((LAST_CONCEPT as usize) < BitSet::BITS, "at most 256 concepts (a BitSet)");
 // `model::Signals` holds the first 128 concepts, all the model was trained on: any later one

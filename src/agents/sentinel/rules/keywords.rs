@@ -1118,6 +1118,45 @@ pub(super) const KEYWORDS: &[(C, &[&str])] = &[
         "あなたの", "全部の",
     ]),
     (C::HanInstr, HAN_INSTR),
+    // Role-play that extracts or overrides (`PersonaFrame`), written from general knowledge.
+    (C::GameFrame, &[
+        "let's play a game", "lets play a game", "let us play a game", "we are going to play a game",
+        "we're going to play a game", "play a game with me", "juguemos a un juego", "jouons a un jeu",
+        "lass uns ein spiel spielen", "giochiamo a un gioco", "vamos jogar um jogo", "laten we een spel spelen",
+        "давай сыграем в игру", "zagrajmy w gre", "bir oyun oynayalim", "让我们玩个游戏", "让我们玩一个游戏",
+        "我们来玩个游戏", "我们来玩一个游戏", "ゲームをしましょう",
+    ]),
+    (C::NoRefuse, &[
+        "never refuse*", "never declin*", "never says no", "cannot refuse", "can't refuse",
+        "will not refuse", "won't refuse", "doesn't refuse", "does not refuse", "without refusing",
+        "never reject*", "answers any question", "answers every question", "answers anything",
+        "nunca se niega", "nunca rechaza", "ne refuse jamais", "ne refuse rien", "lehnt nie ab",
+        "verweigert nie", "non rifiuta mai", "nunca recusa", "никогда не отказыва*", "nigdy nie odmawia",
+        "asla reddetmez", "从不拒绝", "永远不会拒绝", "決して断らない",
+    ]),
+    (C::NoRules, &[
+        "without rules", "no rules", "without any rules", "sin reglas", "sans regles", "ohne regeln",
+        "senza regole", "sem regras", "zonder regels", "без правил", "bez zasad", "kuralsiz", "没有规则",
+        "ルールのない",
+    ]),
+    (C::DeadGrandma, &[
+        "deceased grandmother", "dead grandmother", "late grandmother", "deceased grandma", "dead grandma",
+        "late grandma", "deceased granny", "dead granny", "abuela fallecida", "abuela muerta",
+        "grand-mere decedee", "grand mere decedee", "defunte grand-mere", "verstorbene oma",
+        "verstorbene grossmutter", "nonna defunta", "nonna morta", "avo falecida", "overleden oma",
+        "покоиная бабушка", "умершая бабушка", "zmarla babcia", "已故的奶奶", "去世的奶奶", "已故的祖母",
+    ]),
+    (C::NoMatterWhat, &[
+        "no matter what", "whatever happens", "under any circumstances", "under no circumstances",
+        "pase lo que pase", "quoi qu'il arrive", "quoi qu il arrive", "egal was passiert", "qualunque cosa accada",
+        "aconteca o que acontecer", "что бы ни случилось", "cokolwiek sie stanie", "无论如何", "不管发生什么",
+    ]),
+    // Not a bare "as both": "she works as both a model and an actress".
+    (C::AsBoth, &[
+        "respond as both", "answer as both", "reply as both", "act as both", "responde como ambos",
+        "contesta como ambos", "reponds en tant que les deux", "antworte als beide", "rispondi come entrambi",
+        "отвечай как оба",
+    ]),
 ];
 
 /// Han and kana verbs of ignoring (one word per character: patterns give them wider gaps).

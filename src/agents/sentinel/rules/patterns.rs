@@ -244,7 +244,23 @@ pub(super) const PATTERNS: &[Pat] = &[
     // "Disable your safety filters": not after "you", "I", "to" ("how do I disable ...").
     p(FakeAuthority, 0.5, &[s(m(DisableV).or(IGN), 0), s(m(Your), 2), s(any_of(&[SafetyNoun, SysWeak, SysStrong, SysMore]), 1)])
         .not_before(any_of(&[NegWord, NotImperative, TopicPrep, My])),
+    // Role-play that extracts or overrides, written from general knowledge: a game whose rules
+    // are no rules, a persona that never refuses, the late grandmother who recited secrets, a
+    // character kept whatever happens, an answer as both the assistant and its double.
+    p(PersonaFrame, 0.5, &[s(m(GameFrame), 0), s(PERSONA_UNBOUND, 15)]),
+    p(PersonaFrame, 0.55, &[s(ROLE_ASSIGN, 0), s(PERSONA_UNBOUND, 15)]).group(10),
+    p(PersonaFrame, 0.5, &[s(ROLE_ASSIGN, 0), s(m(DeadGrandma), 6)]).group(10),
+    p(PersonaFrame, 0.45, &[s(m(StayChar), 0), s(m(NoMatterWhat), 6)]).group(11),
+    p(PersonaFrame, 0.45, &[s(m(NoMatterWhat), 0), s(m(StayChar), 6)]).group(11),
+    p(PersonaFrame, 0.5, &[s(m(AsBoth), 0), s(m(PersonaAi), 3)]),
 ];
+
+/// What assigns the model a role: act as, pretend, you are now, from now on.
+const ROLE_ASSIGN: BitSet = any_of(&[ActAs, Pretend, YouAreNow, FromNowOn]);
+
+/// What a persona is said to be free of. Not the plain `NoLimits`: "act as an unfiltered,
+/// honest critic" is a benign request.
+const PERSONA_UNBOUND: BitSet = any_of(&[NoRules, NoRefuse, NoLimitsStrong, EvilPersona, NoLongerBound]);
 
 /// What starts a probe aimed at the text before the conversation.
 const PROBE_ASK: BitSet = any_of(&[Extract, ProbeVerb, WhatIs, ProbeQ]);
