@@ -40,7 +40,7 @@ pub enum LaneError {
 pub struct IdleLane {
     options: SqliteConnectOptions,
     deadline: Arc<Deadline>,
-    store: Store,
+    pool: SqlitePool,
 }
 
 impl Store {
@@ -53,8 +53,8 @@ impl Store {
         }
         let options = (*pool.connect_options()).clone().thread_name(|n| format!("omi-idle-lane-{n}"));
         let deadline = Arc::new(Deadline::default());
-        let store = Store::Sqlite(open(&options, &deadline));
-        Some(IdleLane { options, deadline, store })
+        let pool = open(&options, &deadline);
+        Some(IdleLane { options, deadline, pool })
     }
 }
 
@@ -63,14 +63,13 @@ impl IdleLane {
     pub async fn insert_usage(&mut self, records: &[UsageRecord], budget: Duration) -> Result<(), LaneError> {
         let result = {
             let _armed = self.deadline.arm(budget);
-            self.store.insert_usage(records).await
+            Store::Sqlite(self.pool.clone()).insert_usage(records).await
         };
         match result {
             Ok(()) => Ok(()),
             Err(e) if interrupted(&e) => {
-                let Store::Sqlite(pool) = &self.store else { return Err(LaneError::OutOfTime(budget)) };
-                pool.close().await;
-                self.store = Store::Sqlite(open(&self.options, &self.deadline));
+                self.pool.close().await;
+                self.pool = open(&self.options, &self.deadline);
                 Err(LaneError::OutOfTime(budget))
             }
             Err(e) => Err(e.into()),
