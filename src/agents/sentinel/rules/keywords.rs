@@ -623,7 +623,9 @@ pub(super) const KEYWORDS: &[(C, &[&str])] = &[
         "vollstandig", "per intero", "na integra", "полностью", "w całości",
     ]),
     (C::Secret, &["losenord*", "kata laluan", "密碼", "clave secreta", "cle secrete", "chiave segreta", "chave secreta", "секретныи ключ", "~الرقم السري"]),
-    (C::NegWord, &["ne", "не", "nie", "asla", "不要", "别", "別", "请勿", "請勿", "勿", "khong", "jangan", "aldrig", "لا"]),
+    // "na": the Irish and Gaelic negative imperative ("ná déan dearmad ar ..." = don't forget);
+    // "mos": Albanian's ("mos harro" = don't forget).
+    (C::NegWord, &["na", "mos", "ne", "не", "nie", "asla", "不要", "别", "別", "请勿", "請勿", "勿", "khong", "jangan", "aldrig", "لا"]),
     (C::DanStrong, &[
         "modo dan", "mode dan", "dan modus", "modalita dan", "режим dan", "dan模式", "danモード",
         "dan 모드", "modo jailbreak", "mode jailbreak", "jailbreak modus", "режим джеилбреика",
@@ -1157,6 +1159,106 @@ pub(super) const KEYWORDS: &[(C, &[&str])] = &[
         "contesta como ambos", "reponds en tant que les deux", "antworte als beide", "rispondi come entrambi",
         "отвечай как оба",
     ]),
+    // ---- Four languages with few speakers online (issue 22): Irish (ga), Scottish Gaelic (gd),
+    // Albanian (sq), Zulu (zu), written from knowledge of the languages for the commonest
+    // families (ignore the previous instructions, new instructions, show your instructions, you
+    // are now / act as, without limits). Irish and Gaelic put adjectives after the noun ("na
+    // treoracha roimhe seo"), like the Romance languages; Albanian and Zulu also put "your" after
+    // it ("udhëzimet e tua", "imiyalelo yakho": `YourSys`). Zulu words take class prefixes, so
+    // the forms listed are whole words as written ("imiyalelo", "yangaphambilini").
+    (C::Ignore, &[
+        "dean neamhaird*", "deanaigi neamhaird*", "neamhaird a dheanamh", "na tabhair aird", "na tugaigi aird",
+        "dean dearmad ar", "deanaigi dearmad ar", "na lean", "na leanaigi",
+        "leig seachad", "leigibh seachad", "na toir an aire", "na toir aire", "diochuimhnich*", "di-chuimhnich*",
+        "na leanaibh",
+        "injoro*", "shperfill*", "harro", "harroni", "harroji", "harrojini", "mos i kushto vemendje",
+        "mos ndiq", "mos i ndiq", "mos zbato", "mos i zbato", "ler menjane", "lini menjane",
+        "ziba", "zibani", "yiziba", "ungazinaki", "ungayinaki", "ningayinaki", "shaya indiva",
+        "khohlwa", "khohlwani", "yikhohlwe", "zikhohlwe", "ungayilandeli", "ungazilandeli", "ungalandeli",
+    ]),
+    (C::Prior, &[
+        "roimhe seo", "roimhe", "reamhraite", "thuas", "bunaidh", "tosaigh", "a bhi ann roimhe",
+        "a bh ann roimhe", "shuas", "tusail",
+        "e meparshme", "meparshm*", "me pare", "paraprak*", "fillestar*", "origjinal*", "me siper", "mesiperm*",
+        "ngaphambili", "ngaphambilini", "yangaphambili", "yangaphambilini", "zangaphambilini",
+        "langaphambilini", "kwangaphambilini", "edlule", "zokuqala", "yokuqala",
+    ]),
+    (C::Above, &["thuas", "shuas", "me siper", "ngenhla", "engenhla"]),
+    (C::Instr, FEW_SPEAKERS_INSTR),
+    (C::InstrCore, FEW_SPEAKERS_INSTR),
+    (C::Instr, &["orduithe", "ordu", "teagasc*", "ordugh*", "urdher*", "urdhr*", "komand*", "imiyalo"]),
+    (C::SysWeak, &["rialacha", "riaghailtean", "rregullat", "rregulla", "imithetho"]),
+    (C::All, &[
+        "go leir", "gach", "uile", "na huile", "gu leir", "a h-uile", "na h-uile", "te gjitha", "te gjithe",
+        "gjithe", "cdo", "yonke", "zonke", "konke", "wonke",
+    ]),
+    (C::Your, &["bhur", "do chuid", "tuaja"]),
+    (C::YourSys, &[
+        "do threoracha", "do threoir", "do chuid treoracha", "bhur dtreoracha", "do rialacha",
+        "do stiuiridhean", "do riaghailtean", "ur stiuiridhean", "udhezimet e tua", "udhezimet tuaja",
+        "udhezimet e tuaja", "rregullat e tua", "rregullat tuaja", "udhezimet e sistemit",
+        "imiyalelo yakho", "imithetho yakho", "iziqondiso zakho", "umyalelo wakho",
+    ]),
+    (C::NewInstr, &[
+        "treoracha nua", "treoir nua", "orduithe nua", "rialacha nua", "stiuireadh ur", "stiuiridhean ura",
+        "riaghailtean ura", "udhezime te reja", "udhezimet e reja", "udhezim i ri", "rregulla te reja",
+        "detyre e re", "imiyalelo emisha", "umyalelo omusha", "imithetho emisha",
+    ]),
+    (C::Extract, &[
+        "taispeain", "inis dom", "tabhair dom", "nocht", "aithris", "scriobh amach", "priontail",
+        "seall", "innis dhomh", "thoir dhomh", "foillsich", "ath-aithris", "clo-bhuail", "sgriobh a-mach",
+        "trego*", "shfaq*", "printo", "perserit", "zbulo", "me jep", "me thuaj", "kopjo",
+        "ngikhombise", "khombisa", "bonisa", "ngibonise", "phinda", "ngitshele", "veza", "dalula",
+        "ngiphe", "phrinta",
+    ]),
+    (C::SysStrong, &[
+        "leid an chorais", "leid chorais", "treoracha an chorais", "teachtaireacht an chorais",
+        "stiuiridhean an t-siostaim", "brosnachadh an t-siostaim", "promptin e sistemit",
+        "prompti i sistemit", "mesazhin e sistemit", "mesazhi i sistemit", "udhezimet e sistemit",
+        "udhezimet fillestare", "udhezimet e fshehura", "imiyalelo yesistimu", "umyalezo wesistimu",
+        "teachdaireachd an t-siostaim", "teachdaireachd siostaim",
+        "imiyalelo efihliwe",
+    ]),
+    (C::YouAreNow, &[
+        "ta tu anois", "is tusa anois", "feasta is tu", "tha thu a-nis", "tha thu nis",
+        "tani je", "ti tani je", "tani e tutje je", "manje ungu", "manje uyi", "manje usu",
+        "kusukela manje ungu", "kusukela manje uyi",
+    ]),
+    (C::FromNowOn, &[
+        "as seo amach", "feasta", "bho seo a-mach", "tani e tutje", "nga tani e tutje", "kusukela manje",
+    ]),
+    (C::ActAs, &[
+        "gniomhaigh mar", "bi i do", "gniomhaich mar", "cluich pairt", "vepro si", "sillu si", "luaj rolin",
+        "dlala indima", "yiba ngu",
+    ]),
+    (C::Pretend, &[
+        "lig ort", "ligigi oraibh", "leig ort", "leigibh oirbh", "bej sikur", "shtiru*",
+        "yenza sengathi", "zenza sengathi", "zenze sengathi",
+    ]),
+    (C::NoLimits, &[
+        "gan srianta", "gan teorainneacha", "gan rialacha", "gan scagairi", "gan chinsireacht",
+        "gun chuingealachaidhean", "gun chriochan", "gun riaghailtean", "gun chriochnachadh",
+        "pa kufizime", "pa rregulla", "pa filtra", "pa censure", "pa asnje kufizim",
+        "ngaphandle kwemikhawulo", "ngaphandle kwemithetho", "akunamikhawulo", "awunamikhawulo",
+        "ngaphandle kokuhlunga",
+    ]),
+    (C::DevMode, &[
+        "modh forbartha", "modh forbrora", "modh tastala", "modh leasachaidh", "modh luchd-leasachaidh",
+        "modh deuchainn", "modaliteti i zhvilluesit", "modalitetin e zhvilluesit", "menyra e zhvilluesit",
+        "modaliteti i testimit", "menyra e testimit", "imodi yonjiniyela", "imodi yokuhlola",
+    ]),
+    (C::Secret, &["pasfhocal*", "focal faire", "facal-faire", "fjalekalim*", "iphasiwedi", "phasiwedi"]),
+    (C::PersonaAi, &[
+        "intleacht shaorga", "inntleachd fhuadain", "inteligjenca artificiale", "inteligjence artificiale",
+        "asistent", "ubuhlakani bokwenziwa", "umsizi",
+    ]),
+];
+
+/// "Instructions" and "rules" in Irish, Scottish Gaelic, Albanian and Zulu.
+#[rustfmt::skip]
+const FEW_SPEAKERS_INSTR: &[&str] = &[
+    "treoir*", "treorach*", "rialacha", "stiuir*", "riaghailt*", "treorachadh", "udhezim*", "rregullat",
+    "rregulla", "rregullave", "imiyalelo", "umyalelo", "iziqondiso", "imithetho", "imigomo",
 ];
 
 /// Han and kana verbs of ignoring (one word per character: patterns give them wider gaps).
