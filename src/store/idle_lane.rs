@@ -61,6 +61,7 @@ impl Store {
 impl IdleLane {
     /// Writes the records as [`Store::insert_usage`] does, giving up after `budget`.
     pub async fn insert_usage(&mut self, records: &[UsageRecord], budget: Duration) -> Result<(), LaneError> {
+        let started = Instant::now();
         let result = {
             let _armed = self.deadline.arm(budget);
             Store::Sqlite(self.pool.clone()).insert_usage(records).await
@@ -68,8 +69,11 @@ impl IdleLane {
         match result {
             Ok(()) => Ok(()),
             Err(e) if interrupted(&e) => {
+                let gave_up_after = started.elapsed();
                 self.pool.close().await;
                 self.pool = open(&self.options, &self.deadline);
+                tracing::info!(?budget, ?gave_up_after, closed_after = ?started.elapsed(), records = records.len(),
+                    "the idle lane ran out of time; its batch was rolled back");
                 Err(LaneError::OutOfTime(budget))
             }
             Err(e) => Err(e.into()),
