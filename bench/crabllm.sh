@@ -7,9 +7,10 @@
 # chat completions streamed and not, embeddings, Anthropic's /v1/messages streamed and not.
 # Per endpoint: throughput at c=50, p50/p99 at c=1, CPU time per request, the ratios omi/crabllm;
 # then each gateway's peak RSS (VmHWM). The bare floor runs in the same rounds: its lead over
-# crabllm bounds what any gateway on omi's stack could reach on this machine. A bench, not a test: CI does not run it.
+# crabllm bounds what any gateway on omi's stack could reach on this machine. A bench, not a
+# test: CI does not run it.
 #   CRABLLM=/path/to/crabllm bench/crabllm.sh   # default: crabllm on PATH
-#   DURATION=5 ROUNDS=3 bench/crabllm.sh        # about 6 minutes after the build
+#   DURATION=5 ROUNDS=3 bench/crabllm.sh        # about 9 minutes after the build
 #   BIN_DIR=/tmp/before bench/crabllm.sh        # a kept omi build (bench/README.md)
 set -euo pipefail
 MOCK_PORT=18051
@@ -82,7 +83,7 @@ ENDPOINTS=(
   "anthropic messages|/v1/messages|bench/messages.json|0|2023-06-01"
   "anthropic messages streamed|/v1/messages|bench/messages.json|1|2023-06-01"
 )
-# Both gateways answer each one as meant before anything is measured: 200, and a stream that ends.
+# Every variant answers each one as meant before anything is measured: 200, and a stream that ends.
 for e in "${ENDPOINTS[@]}"; do
   IFS='|' read -r title path body stream version <<<"$e"
   data=$(cat "$body"); [ "$stream" = 1 ] && data="{\"stream\":true,${data#\{}"
