@@ -409,6 +409,10 @@ impl Tail {
     }
 }
 
+/// Up to this many canary, host and secret literals, each is looked for on its own
+/// ([`Detector::literals_may_occur`]); beyond, one automaton looks for all.
+const FINDERS_UP_TO: usize = 8;
+
 pub(super) struct Detector {
     /// Credential prefixes (case-sensitive; they cannot usefully overlap, so
     /// a non-overlapping search suffices).
@@ -427,6 +431,8 @@ pub(super) struct Detector {
     /// ASCII case-insensitive automaton cannot use (measured: 20k instructions a chat answer
     /// through `literals`, 0.8k through this, copy included).
     lowered: Option<AhoCorasick>,
+    /// The same, one `memmem` searcher each, when there are at most [`FINDERS_UP_TO`].
+    lowered_finders: Vec<memchr::memmem::Finder<'static>>,
     /// Whether [`Detector::proves_clean`] may accept a body with `\n`, `\r`, `\t` escapes:
     /// not when a literal holds one of those bytes (the raw escape spells it differently) nor
     /// with a spaced canary (the raw escape's letter would break a spelling's gap).
@@ -468,6 +474,11 @@ impl Detector {
             .match_kind(MatchKind::LeftmostFirst)
             .build(SECRET_TRIGGERS.iter().map(|t| t.0))
             .expect("built-in credential prefixes build");
+        let lowered_finders = if literals.len() <= FINDERS_UP_TO {
+            literals.iter().map(|p| memchr::memmem::Finder::new(&p.to_ascii_lowercase()).into_owned()).collect()
+        } else {
+            Vec::new()
+        };
         #[allow(clippy::expect_used, reason = "fails only past gigabytes of patterns, at start-up (above)")]
         let lowered = (!literals.is_empty()).then(|| {
             AhoCorasick::builder()
@@ -487,6 +498,7 @@ impl Detector {
             literals,
             literal_kinds,
             lowered,
+            lowered_finders,
             spaced,
             partials,
             plain_escapes,
@@ -542,9 +554,7 @@ impl Detector {
         if v6 || self.secrets.is_match(raw) {
             return false;
         }
-        if let Some(ac) = &self.lowered
-            && ac.is_match(&raw.to_ascii_lowercase())
-        {
+        if self.literals_may_occur(raw) {
             return false;
         }
         // Monotone: a spelling inside a string is one inside the body.
@@ -553,6 +563,22 @@ impl Detector {
             spaced.scan(raw, true, &mut None, &mut |_, _, _| spelled = true);
         }
         !spelled
+    }
+
+    /// Whether some literal occurs in `t`, ASCII case-insensitively: false exactly when the
+    /// overlapping, case-insensitive `literals` automaton would find nothing, which it costs
+    /// about 15k instructions an answer to show (its rare-byte prefilter stops at every `k`
+    /// or `-` of prose). A few literals are looked for one by one in a lowered copy with
+    /// `memmem` (its prefilter tests two bytes of the needle at once); many, with `lowered`.
+    /// Test: `tests::the_literals_prefilter_never_hides_a_match`.
+    pub(super) fn literals_may_occur(&self, t: &[u8]) -> bool {
+        let Some(ac) = &self.lowered else { return false };
+        let lower = t.to_ascii_lowercase();
+        if self.lowered_finders.is_empty() {
+            ac.is_match(&lower)
+        } else {
+            self.lowered_finders.iter().any(|f| f.find(&lower).is_some())
+        }
     }
 
     /// Scans `text`. `prev` is the byte just before it (0 at the start of an
@@ -592,7 +618,9 @@ impl Detector {
                 apply(secret(k, t, m.start(), m.end(), prev, eof), &mut tail);
             }
         }
-        if let Some(ac) = &self.literals {
+        if let Some(ac) = &self.literals
+            && self.literals_may_occur(t)
+        {
             for m in ac.find_overlapping_iter(t) {
                 let v = match self.literal_kinds.get(m.pattern().as_usize()) {
                     Some(Literal::Canary) => {

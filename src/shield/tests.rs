@@ -1988,3 +1988,52 @@ fn prefilter_skips_only_what_it_can_prove_clean() {
     assert!(sh.detector.proves_clean(b"plain text error"));
     assert!(!sh.detector.proves_clean(b"Bad Gateway from 10.0.0.1"));
 }
+
+/// The prefilter in front of the canary/host/secret automaton (`Detector::literals_may_occur`)
+/// says "maybe" exactly when a literal occurs, ASCII case-insensitively: checked against a
+/// naive substring search on generated texts (literals in random case, cut short, glued to
+/// other words, beside non-ASCII text), so skipping the automaton never hides a match. With
+/// few literals (one `memmem` each) and with many (one automaton).
+#[test]
+fn the_literals_prefilter_never_hides_a_match() {
+    let few = ["omi-canary-3f9a71c2e4b8", "db.internal.example", "s3cr3t-Token_9", "café.intra"];
+    let more = ["a1.corp", "b2.corp", "c3.corp", "d4.corp", "e5.corp", "f6.corp"];
+    for literals in [few.to_vec(), few.iter().chain(&more).copied().collect()] {
+        let hosts: Vec<String> = literals[1..].iter().map(|s| s.to_string()).collect();
+        let detector = detect::Detector::new(Some(literals[0]), &hosts, &[]);
+        let occurs = |t: &[u8]| {
+            let t = t.to_ascii_lowercase();
+            literals.iter().any(|l| t.windows(l.len()).any(|w| w == l.to_ascii_lowercase().as_bytes()))
+        };
+        let pieces: Vec<String> = literals
+            .iter()
+            .flat_map(|l| [l.to_string(), l.to_uppercase(), l[..l.len() / 2].to_string(), l[1..].to_string()])
+            .chain(
+                ["the", "db", "internal", "canary", " ", ".", "-", "ünïcode", "ＡＢＣ", "\n", "example"]
+                    .map(String::from),
+            )
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut with, mut without) = (0, 0);
+        for _ in 0..5_000 {
+            let mut text = String::new();
+            for _ in 0..next(12) {
+                let piece = &pieces[next(pieces.len())];
+                // Random ASCII case, letter by letter.
+                text.extend(
+                    piece.chars().map(|c| if next(2) == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }),
+                );
+            }
+            let expected = occurs(text.as_bytes());
+            assert_eq!(detector.literals_may_occur(text.as_bytes()), expected, "{text:?}");
+            if expected { with += 1 } else { without += 1 }
+        }
+        assert!(with > 500 && without > 500, "both cases generated: {with} with a literal, {without} without");
+    }
+}
