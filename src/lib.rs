@@ -24,6 +24,8 @@ pub mod store;
 pub mod swar;
 pub mod tasks;
 pub mod telemetry;
+#[cfg(test)]
+pub mod test_rng;
 pub mod ticker;
 pub mod web;
 

@@ -74,16 +74,13 @@ pub const fn low_bytes(n: u32) -> u64 {
 /// byte at every position, between random ASCII neighbours.
 #[cfg(test)]
 pub fn probe_groups() -> Vec<[u8; 8]> {
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut rng = crate::test_rng::TestRng::new(0x2545_f491_4f6c_dd1d);
     let mut groups = Vec::new();
     for b in 0..128u8 {
         for at in 0..8 {
             let mut group = [0u8; 8];
             for x in &mut group {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *x = (seed % 128) as u8;
+                *x = rng.below(128) as u8;
             }
             group[at] = b;
             groups.push(group);

@@ -222,16 +222,9 @@ mod tests {
     fn the_view_is_the_char_by_char_fold() {
         // The eight-byte skip over ASCII and the borrowed view against folding every character.
         let atoms = ["a", "Bc", " ", "12345678", "é", "ｘ", "\u{200B}", "東", "🚀", "А", "\u{FB01}", "ǅ", "\u{0301}"];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = crate::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
         for len in 0..200 {
-            let text: String = (0..len % 40)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    atoms[(seed % atoms.len() as u64) as usize]
-                })
-                .collect();
+            let text: String = (0..len % 40).map(|_| atoms[rng.below(atoms.len())]).collect();
             let mut want = String::new();
             text.chars().for_each(|c| fold_char(c, |d| want.push(d)));
             let view = FoldedView::new(&text);

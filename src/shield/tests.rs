@@ -2013,13 +2013,8 @@ fn the_literals_prefilter_never_hides_a_match() {
                     .map(String::from),
             )
             .collect();
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: usize| rng.below(n);
         let (mut with, mut without) = (0, 0);
         for _ in 0..5_000 {
             let mut text = String::new();

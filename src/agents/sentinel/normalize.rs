@@ -656,18 +656,11 @@ mod tests {
             assert_eq!(folded.to_le_bytes(), expected, "{bytes:?}");
             assert_eq!(seps.to_le_bytes(), expected.map(|f| if f == b' ' { 0x80 } else { 0 }), "{bytes:?}");
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = crate::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
         // Whole texts: words of the table fold, one space between them.
         let alphabet = b"aZ9 ,.!@$'\t-Qx";
         for len in 0..64 {
-            let text: String = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    char::from(alphabet[(seed % alphabet.len() as u64) as usize])
-                })
-                .collect();
+            let text: String = (0..len).map(|_| char::from(alphabet[rng.below(alphabet.len())])).collect();
             let table: String = text.bytes().map(|b| char::from(FOLD_ASCII[usize::from(b)])).collect();
             assert_eq!(fold(&text), table.split_whitespace().collect::<Vec<_>>().join(" "), "{text:?}");
         }

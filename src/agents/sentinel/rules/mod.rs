@@ -1456,13 +1456,8 @@ mod tests {
         let keywords = &tables.ascii.texts;
         let trie = WordTrie::new(keywords);
         let automaton = build(keywords, false, AhoCorasickKind::ContiguousNFA, false);
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = |n: usize| rng.below(n);
         let filler = ["a", "the", "x", "", "ignore", "all", "1gn0r3", "s", "ing", "you"];
         let mut found_any = 0;
         for _ in 0..500 {
