@@ -25,6 +25,12 @@ pids=(); trap cleanup EXIT
 "$bin/mock-upstream" --port "$MOCK_PORT" --chunks 3 >"$work/mock.log" 2>&1 & mock_pid=$!; pids+=($mock_pid)
 export OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" OPENAI_API_KEY="sk-bench-house-key" RUST_LOG=warn
 
+# The bare floor (examples/bare_proxy.rs: axum + omi's upstream client, no logic) on PORT in
+# front of the mock; its pid in `bare_pid`.
+start_bare() { # port
+  "$bin/examples/bare_proxy" "127.0.0.1:$1" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 &
+  bare_pid=$!; pids+=($bare_pid)
+}
 wait_healthy() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; }
 rps() { awk '/Requests\/sec/ {print $2}' "$out/$1.txt"; }
 pct() { awk -v p="$2%" '$1==p {print $2}' "$out/$1.txt"; }

@@ -69,10 +69,10 @@ TOML
 "$CRABLLM" serve --config "$work/crabllm.toml" >"$work/crabllm.log" 2>&1 &
 pids+=($!); PID[crabllm]=$!; PORT[crabllm]=$CRABLLM_PORT; VARIANTS+=(crabllm)
 for _ in $(seq 100); do curl -sf "127.0.0.1:$CRABLLM_PORT/health" >/dev/null && break; sleep 0.1; done
-# The bare floor (examples/bare_proxy.rs: axum + omi's upstream client, no logic) in the same
-# rounds: its lead over crabllm is the most any gateway on this stack could have on this machine.
-"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 &
-pids+=($!); PID[bare]=$!; PORT[bare]=$BARE_PORT; KEY[bare]=unused; VARIANTS+=(bare)
+# The bare floor in the same rounds: its lead over crabllm is the most any gateway on this stack
+# could have on this machine.
+start_bare "$BARE_PORT"
+PID[bare]=$bare_pid; PORT[bare]=$BARE_PORT; KEY[bare]=unused; VARIANTS+=(bare)
 wait_healthy "$BARE_PORT"
 
 # The endpoints: title, path, body, streamed, the anthropic-version header (as Anthropic's SDKs send it).

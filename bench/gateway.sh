@@ -22,7 +22,7 @@ OMI_BENCH_KEY=$("$bin/omi" keys create --email bench@example.com)
 export OMI_BENCH_KEY
 "$bin/omi" serve >"$work/omi.log" 2>&1 & omi_pid=$!; pids+=($omi_pid)
 wait_healthy $OMI_PORT
-"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
+start_bare "$BARE_PORT"
 floors=(bare)
 if command -v nginx >/dev/null; then
   mkdir -p "$work/nginx"

@@ -26,8 +26,8 @@ declare -A URL BENCH_KEY GATEWAY_PID
 names=(direct bare)
 URL[direct]="http://127.0.0.1:$MOCK_PORT"
 URL[bare]="http://127.0.0.1:$BARE_PORT"
-"$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$MOCK_PORT" >"$work/bare.log" 2>&1 & pids+=($!)
-GATEWAY_PID[bare]=$!
+start_bare "$BARE_PORT"
+GATEWAY_PID[bare]=$bare_pid
 port=$FIRST_PORT
 for spec in $TAIL_GATEWAYS; do
   name=${spec%%=*}; rest=${spec#*=}; dir=${rest%%:*}; settings=()
