@@ -34,26 +34,31 @@ pub(super) enum Kind {
     Arr,
 }
 
-type Visit<'a, 'f> = &'f mut dyn FnMut(&[Seg<'a>], Range<usize>, Kind);
-
 /// Walks one complete JSON document, calling `visit` for every value after
 /// it is parsed (so containers get their full span). `None` if `s` is not a
-/// single valid JSON value.
-pub(super) fn walk<'a>(s: &'a [u8], visit: Visit<'a, '_>) -> Option<()> {
+/// single valid JSON value. Generic over the visitor, so that each caller's
+/// visitor is compiled into its walk: it runs for every value of every answer.
+pub(super) fn walk<'a, F>(s: &'a [u8], visit: &mut F) -> Option<()>
+where
+    F: FnMut(&[Seg<'a>], Range<usize>, Kind),
+{
     let mut w = Walker { s, pos: 0, path: Vec::new(), visit };
     w.value(0)?;
     w.ws();
     (w.pos == s.len()).then_some(())
 }
 
-struct Walker<'a, 'f> {
+struct Walker<'a, 'f, F> {
     s: &'a [u8],
     pos: usize,
     path: Vec<Seg<'a>>,
-    visit: Visit<'a, 'f>,
+    visit: &'f mut F,
 }
 
-impl<'a> Walker<'a, '_> {
+impl<'a, F> Walker<'a, '_, F>
+where
+    F: FnMut(&[Seg<'a>], Range<usize>, Kind),
+{
     fn ws(&mut self) {
         while matches!(self.s.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
@@ -159,9 +164,9 @@ impl<'a> Walker<'a, '_> {
             return None;
         }
         loop {
+            let off = string_stop(&self.s[self.pos..])?;
             let rest = &self.s[self.pos..];
-            let off = memchr::memchr2(b'"', b'\\', rest)?;
-            if has_control_byte(&rest[..off]) {
+            if rest[off] < 0x20 {
                 return None;
             }
             self.pos += off + 1;
@@ -183,17 +188,24 @@ impl<'a> Walker<'a, '_> {
     }
 }
 
-/// Whether `s` holds a byte below 0x20, eight bytes at a time: this check
-/// sees every byte of every answer.
-fn has_control_byte(s: &[u8]) -> bool {
+/// Where the first byte that ends a string's plain run lies in `s`: a quote, a backslash or
+/// a raw control byte (which JSON forbids in a string), tested eight bytes at a time: this
+/// sees every byte of every answer, keys included. Each test is exact up to its own first
+/// flagged byte, so the first flag of the three together is exact.
+fn string_stop(s: &[u8]) -> Option<usize> {
+    use crate::swar::{below_up_to_first, each, leading, load, zero_up_to_first};
     let mut at = 0;
-    while let Some(group) = crate::swar::load(s, at) {
-        if crate::swar::below_up_to_first(group, 0x20) != 0 {
-            return true;
+    while let Some(group) = load(s, at) {
+        let flags = below_up_to_first(group, 0x20)
+            | zero_up_to_first(group ^ each(b'"'))
+            | zero_up_to_first(group ^ each(b'\\'));
+        if flags != 0 {
+            return Some(at + leading(flags) as usize);
         }
         at += 8;
     }
-    s[at..].iter().any(|&b| b < 0x20)
+    let tail = s.get(at..)?;
+    tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|i| at + i)
 }
 
 /// Decodes a string literal (with quotes) that [`walk`] accepted. Lenient on
@@ -303,35 +315,39 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Values under these keys are protocol fields (identifiers, enums, padding,
-/// signatures), not model output: editing them could break clients and they
-/// cannot carry a leak. Every other string value is text and is shielded.
-const STRUCTURAL_KEYS: &[&str] = &[
-    "id",
-    "object",
-    "model",
-    "role",
-    "finish_reason",
-    "system_fingerprint",
-    "type",
-    "service_tier",
-    "name",
-    "code",
-    "param",
-    "index",
-    "obfuscation",
-    // Responses API
-    "item_id",
-    "call_id",
-    "previous_response_id",
-    "status",
-    "encrypted_content",
-    // Messages API
-    "tool_use_id",
-    "stop_reason",
-    "stop_sequence",
-    "signature",
-];
+/// Whether values under this key are protocol fields (identifiers, enums,
+/// padding, signatures), not model output: editing them could break clients
+/// and they cannot carry a leak. Every other string value is text and is
+/// shielded. A `match`, not a list: it is asked for every string of every answer.
+fn is_structural_key(key: &[u8]) -> bool {
+    matches!(
+        key,
+        b"id"
+            | b"object"
+            | b"model"
+            | b"role"
+            | b"finish_reason"
+            | b"system_fingerprint"
+            | b"type"
+            | b"service_tier"
+            | b"name"
+            | b"code"
+            | b"param"
+            | b"index"
+            | b"obfuscation"
+            // Responses API
+            | b"item_id"
+            | b"call_id"
+            | b"previous_response_id"
+            | b"status"
+            | b"encrypted_content"
+            // Messages API
+            | b"tool_use_id"
+            | b"stop_reason"
+            | b"stop_sequence"
+            | b"signature"
+    )
+}
 
 /// The key of an object the model writes itself (a Messages tool call's `input`): every
 /// string under it is text, whatever its key is called.
@@ -340,7 +356,13 @@ const MODEL_WRITTEN: &str = "input";
 /// Whether the value at `path` is a protocol field: its nearest key is a structural one
 /// and it is not inside a model-written object.
 fn is_structural(path: &[Seg]) -> bool {
-    path.iter().rev().find(|s| matches!(s, Seg::Key(_))).is_some_and(|s| STRUCTURAL_KEYS.iter().any(|k| s.is(k)))
+    path.iter()
+        .rev()
+        .find_map(|s| match s {
+            Seg::Key(k) => Some(*k),
+            Seg::Index(_) => None,
+        })
+        .is_some_and(is_structural_key)
         && !path.iter().any(|s| s.is(MODEL_WRITTEN))
 }
 

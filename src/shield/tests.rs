@@ -427,6 +427,35 @@ fn a_raw_control_byte_anywhere_in_a_string_makes_it_invalid_json() {
     }
 }
 
+#[test]
+fn a_string_ends_at_its_closing_quote_wherever_an_escape_or_quote_falls() {
+    // The walker checks a string's first bytes one at a time and the rest eight at a time:
+    // every position on both sides of that switch, with each escape and the closing quote.
+    for len in 0..40 {
+        for at in 0..=len {
+            for escape in [r#"\""#, r"\\", r"\n", r"\u00e9", r"\/"] {
+                let inner = format!("{}{escape}{}", "a".repeat(at), "b".repeat(len - at));
+                let doc = format!(r#"{{"k":"{inner}","n":1}}"#);
+                let mut strings = Vec::new();
+                let walked = super::json::walk(doc.as_bytes(), &mut |path, span, kind| {
+                    if kind == super::json::Kind::Str {
+                        strings.push((path.to_vec(), span));
+                    }
+                });
+                assert!(walked.is_some(), "{doc}");
+                let expected: serde_json::Value = serde_json::from_str(&doc).expect("valid JSON");
+                let [(path, span)] = strings.as_slice() else { panic!("one string value in {doc}") };
+                assert_eq!(path.as_slice(), [super::json::Seg::Key(b"k")]);
+                let decoded = super::json::decode_str(&doc.as_bytes()[span.clone()]);
+                assert_eq!(Some(&*decoded), expected["k"].as_str(), "{doc}");
+            }
+        }
+        // Unterminated, at every length: not JSON.
+        let open = format!("\"{}", "c".repeat(len));
+        assert!(super::json::walk(open.as_bytes(), &mut |_, _, _| {}).is_none(), "{open}");
+    }
+}
+
 // ---------------------------------------------------------------- streaming
 
 /// A content chunk (trimmed to the fields that matter, to keep the
