@@ -136,9 +136,13 @@ fn saturating_add(stored: &str, added: &str) -> String {
 /// How batches are cut into multi-row statements, largest first; 1,000 rows of 23 parameters
 /// stay under both backends' bind limits. On SQLite (in process, no round trips) parsing a
 /// fresh INSERT of hundreds of rows cost more than running it, so batches are cut into a few
-/// fixed sizes whose statements stay in the statement cache. On PostgreSQL every statement
-/// is a round trip, which costs more than parsing: as few statements as possible.
-const SQLITE_STATEMENT_ROWS: &[usize] = &[128, 32, 8, 2, 1];
+/// fixed sizes whose statements stay in the statement cache. Up to 32 rows, not 128: a
+/// statement's parameters are bound on the runtime's worker in one go (callgrind: ~4.7k
+/// instructions a row, so a 128-row statement held a worker for ~0.6M), and each SQLite
+/// connection keeps every size it prepared; with 128 the peak RSS under long saturation was
+/// 4-6 MiB higher (bench/README.md, "Where the memory goes"). On PostgreSQL every statement is
+/// a round trip, which costs more than parsing: as few statements as possible.
+const SQLITE_STATEMENT_ROWS: &[usize] = &[32, 8, 2, 1];
 const POSTGRES_STATEMENT_ROWS: &[usize] = &[1000];
 
 /// `items` in chunks of the first size in `sizes` that fits; a remainder smaller than every
@@ -222,10 +226,12 @@ struct DailyDelta {
 
 /// The batch summed per (UTC day, customer). Sorted keys make every writer lock rollup rows
 /// in the same order, so two instances flushing at once cannot deadlock.
-fn daily_deltas(records: &[UsageRecord]) -> BTreeMap<(String, Uuid), DailyDelta> {
-    let mut deltas: BTreeMap<(String, Uuid), DailyDelta> = BTreeMap::new();
+fn daily_deltas(records: &[UsageRecord]) -> BTreeMap<(NaiveDate, Uuid), DailyDelta> {
+    // Keyed by the date, not its text: formatting it took more than the rest of a record's
+    // share, on the runtime's worker, for every record of every batch.
+    let mut deltas: BTreeMap<(NaiveDate, Uuid), DailyDelta> = BTreeMap::new();
     for r in records {
-        let d = deltas.entry((day_key(r.at.date_naive()), r.customer_id)).or_default();
+        let d = deltas.entry((r.at.date_naive(), r.customer_id)).or_default();
         d.requests = d.requests.saturating_add(1);
         d.errors = d.errors.saturating_add(i64::from(r.status >= 500));
         d.byok_requests = d.byok_requests.saturating_add(i64::from(r.byok));
@@ -293,7 +299,7 @@ impl Store {
                 let mut query = sqlx::query(ADD_TO_DAILY.sql(self, chunk.len()));
                 for ((day, customer_id), d) in chunk {
                     query = query
-                        .bind(day)
+                        .bind(day_key(*day))
                         .bind(customer_id)
                         .bind(d.requests)
                         .bind(d.errors)
@@ -450,7 +456,7 @@ mod tests {
             }
         }
         let sqlite: Vec<usize> = statement_chunks(&[(); 1000], SQLITE_STATEMENT_ROWS).map(<[()]>::len).collect();
-        assert_eq!(sqlite, [vec![128; 7], vec![32, 32, 32, 8]].concat(), "only cached sizes on SQLite");
+        assert_eq!(sqlite, [vec![32; 31], vec![8; 1]].concat(), "only cached sizes on SQLite");
         let postgres: Vec<usize> = statement_chunks(&[(); 2500], POSTGRES_STATEMENT_ROWS).map(<[()]>::len).collect();
         assert_eq!(postgres, vec![1000, 1000, 500], "few round trips on PostgreSQL");
     }
