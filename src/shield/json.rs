@@ -476,7 +476,9 @@ pub(super) struct Delta {
     /// Streamed text, each continuing the same text of earlier events.
     pub(super) texts: Vec<Text>,
     /// Every other string but protocol fields (an error, a vendor's citations): complete in
-    /// this event, so sanitized on its own. Spans of string literals.
+    /// this event, so sanitized on its own. Spans of string literals. With no `texts`, these
+    /// are exactly the strings [`sanitize_body`] sanitizes, so a clean event needs no second
+    /// walk (`tests::without_texts_the_standalone_strings_are_what_a_whole_body_sanitizes`).
     pub(super) standalone: Vec<Range<usize>>,
     pub(super) finished: Vec<Finish>,
     /// (group, span of a `logprobs` value spelling out its texts in this event)
@@ -704,4 +706,54 @@ fn messages_delta(data: &[u8]) -> Option<Delta> {
         _ => None,
     };
     Some(Delta { texts, standalone, finished: finished.into_iter().collect(), logprobs: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_texts_the_standalone_strings_are_what_a_whole_body_sanitizes() {
+        let events: [(StreamFormat, &str); 9] = [
+            (
+                StreamFormat::Chat,
+                r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop","logprobs":null}]}"#,
+            ),
+            (StreamFormat::Chat, r#"{"choices":[],"usage":{"prompt_tokens":9},"citations":["a","b"],"model":"m"}"#),
+            (StreamFormat::Chat, r#"{"error":{"message":"backend down","type":"server_error","code":"x"}}"#),
+            (
+                StreamFormat::Responses,
+                r#"{"type":"response.output_text.done","output_index":0,"text":"all","logprobs":[{"token":"a"}]}"#,
+            ),
+            (
+                StreamFormat::Responses,
+                r#"{"type":"response.completed","response":{"id":"r","output":[{"type":"message","content":[{"type":"output_text","text":"hi","logprobs":[]}]}]}}"#,
+            ),
+            (StreamFormat::Responses, r#"{"type":"response.refusal.done","refusal":"no","item_id":"i"}"#),
+            (
+                StreamFormat::Messages,
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#,
+            ),
+            (
+                StreamFormat::Messages,
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{"q":"x"}}}"#,
+            ),
+            (StreamFormat::Messages, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        ];
+        for (format, event) in events {
+            let data = event.as_bytes();
+            let found = delta(data, format).expect("JSON");
+            assert!(found.texts.is_empty(), "{event}");
+            let mut texts = Vec::new();
+            walk(data, &mut |path, span, kind| {
+                if is_text(path, kind) {
+                    texts.push(span);
+                }
+            })
+            .expect("JSON");
+            let mut standalone = found.standalone;
+            standalone.sort_by_key(|span| span.start);
+            assert_eq!(standalone, texts, "{event}");
+        }
+    }
 }

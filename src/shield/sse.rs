@@ -307,8 +307,14 @@ impl SseShield {
             for f in &delta.finished {
                 self.finish_channels(f);
             }
-            // Finish, usage, error and `*.done` events: sanitize their own strings.
-            let repl = json::sanitize_body(&self.shield, &data).map(|(d, k)| (rebuild_event(raw, &d), k));
+            // Finish, usage, error and `*.done` events: sanitize their own strings. The walk
+            // above found each of them (`standalone`), so a clean event is not walked again;
+            // one with a removal is, for the logprobs beside what was removed.
+            let shield = &self.shield;
+            if delta.standalone.iter().all(|l| shield.sanitize(&json::decode_str(&data[l.clone()])).is_none()) {
+                return HeldBody::Ready(None);
+            }
+            let repl = json::sanitize_body(shield, &data).map(|(d, k)| (rebuild_event(raw, &d), k));
             return HeldBody::Ready(repl);
         }
         let (mut edits, mut kinds) = (Vec::new(), Vec::new());
