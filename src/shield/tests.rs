@@ -429,8 +429,9 @@ fn a_raw_control_byte_anywhere_in_a_string_makes_it_invalid_json() {
 
 #[test]
 fn a_string_ends_at_its_closing_quote_wherever_an_escape_or_quote_falls() {
-    // The walker checks a string's first bytes one at a time and the rest eight at a time:
-    // every position on both sides of that switch, with each escape and the closing quote.
+    // The walker tests a string eight bytes at a time and the bytes after its last full group
+    // one at a time: each escape and the closing quote at every position of several groups
+    // and of the tail.
     for len in 0..40 {
         for at in 0..=len {
             for escape in [r#"\""#, r"\\", r"\n", r"\u00e9", r"\/"] {
