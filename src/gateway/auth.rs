@@ -10,13 +10,13 @@ use crate::domain::key::{ApiKey, KeyStatus};
 use crate::firewall::Origin;
 use crate::keys::{Verification, VerifiedKey};
 use crate::web::error::ApiError;
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// Where Anthropic's SDKs send the key.
-pub const X_API_KEY: &str = "x-api-key";
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Authenticates, books the key on the meter, and spends one of the key's requests.
 /// `x_api_key`: the key may also come as `x-api-key` (a bearer wins when both are sent).
@@ -60,7 +60,7 @@ pub async fn identify(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let api_key = || headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).filter(|_| x_api_key);
+    let api_key = || headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()).filter(|_| x_api_key);
     let presented = bearer
         .or_else(api_key)
         .map(str::trim)

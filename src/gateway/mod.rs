@@ -17,6 +17,7 @@ mod pipeline;
 mod responses;
 pub(crate) mod stream;
 
+pub(crate) use auth::X_API_KEY;
 pub(crate) use chat::Chat;
 pub(crate) use completions::Completions;
 pub(crate) use embeddings::Embeddings;

@@ -31,7 +31,7 @@ use crate::web::response_body::{ResponseBodyError, read_body_bounded};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, Full};
@@ -42,7 +42,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-pub const BYOK_HEADER: &str = "x-provider-key";
+/// A `HeaderName` constant, not a `&str`: a `&str` name is parsed and checked on every use.
+pub const BYOK_HEADER: HeaderName = HeaderName::from_static("x-provider-key");
 /// Upstream error messages reach the customer; longer ones are cut.
 const MAX_UPSTREAM_MESSAGE_CHARS: usize = 500;
 /// An upstream error body is read this far for its message.
@@ -519,7 +520,7 @@ fn requested_fallbacks(request: &mut Map<String, Value>, model: &str) -> Result<
 }
 
 fn byok_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiError> {
-    let Some(value) = headers.get(BYOK_HEADER) else {
+    let Some(value) = headers.get(&BYOK_HEADER) else {
         return Ok(None);
     };
     let key = value
@@ -556,9 +557,9 @@ impl Failure {
 }
 
 /// Upstream calls the request made, booked and sent as `X-Omi-Attempts`.
-const ATTEMPTS_HEADER: &str = "x-omi-attempts";
+const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-omi-attempts");
 /// The provider and model that answered (or failed last): `X-Omi-Upstream`.
-const UPSTREAM_HEADER: &str = "x-omi-upstream";
+const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-omi-upstream");
 /// The pause before a retry after the first: jittered, and short (the deadline bounds them all).
 const RETRY_BACKOFF_MS: std::ops::Range<u64> = 25..50;
 

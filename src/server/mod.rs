@@ -9,10 +9,10 @@ use crate::app::{AppState, ServeError, Tasks};
 use crate::config::Config;
 use crate::gateway::{self, StreamLimits};
 use crate::web::error::ApiError;
-use crate::web::request_id;
+use crate::web::{rate_limit, request_id};
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::net::SocketAddr;
@@ -67,22 +67,27 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     };
     // `x-api-key`, `anthropic-version` and `anthropic-beta`: what Anthropic's SDKs send to `/v1/messages`.
     let allowed = [
-        header::AUTHORIZATION.as_str(),
-        header::CONTENT_TYPE.as_str(),
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
         gateway::BYOK_HEADER,
         request_id::HEADER,
-        "x-api-key",
-        "anthropic-version",
-        "anthropic-beta",
+        gateway::X_API_KEY,
+        HeaderName::from_static("anthropic-version"),
+        HeaderName::from_static("anthropic-beta"),
     ];
-    let exposed =
-        [request_id::HEADER, "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"];
+    let exposed = [
+        request_id::HEADER,
+        rate_limit::X_RATELIMIT_LIMIT,
+        rate_limit::X_RATELIMIT_REMAINING,
+        rate_limit::X_RATELIMIT_RESET,
+        header::RETRY_AFTER,
+    ];
     Some(
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers(allowed.map(header::HeaderName::from_static))
-            .expose_headers(exposed.map(header::HeaderName::from_static))
+            .allow_headers(allowed)
+            .expose_headers(exposed)
             .max_age(Duration::from_secs(3600)),
     )
 }

@@ -1,12 +1,13 @@
 //! `X-Request-Id` on every response: the client's own id when it is sane, else a new one.
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 
-pub const HEADER: &str = "x-request-id";
+/// A `HeaderName` constant: a `&str` name is parsed and checked on every use.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone, Debug)]
 pub struct RequestId(pub Arc<str>);
@@ -16,7 +17,7 @@ fn is_sane(id: &str) -> bool {
 }
 
 pub async fn assign(mut request: Request, next: Next) -> Response {
-    let id: Arc<str> = match request.headers().get(HEADER).and_then(|v| v.to_str().ok()) {
+    let id: Arc<str> = match request.headers().get(&HEADER).and_then(|v| v.to_str().ok()) {
         Some(given) if is_sane(given) => given.into(),
         _ => format!("req_{}", uuid::Uuid::now_v7().simple()).into(),
     };

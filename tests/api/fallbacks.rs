@@ -501,7 +501,7 @@ async fn two_instances_keep_their_own_circuits_and_book_each_request_once() {
             assert_eq!(response.status(), 200);
             assert_eq!(header(&response, "x-omi-upstream").as_deref(), Some("backup/gpt-4o"));
             let seen = (
-                header(&response, omi::web::request_id::HEADER).expect("request id"),
+                header(&response, omi::web::request_id::HEADER.as_str()).expect("request id"),
                 header(&response, "x-omi-attempts").expect("attempts").parse::<i32>().expect("a number"),
             );
             response.bytes().await.expect("body");
