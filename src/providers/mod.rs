@@ -12,6 +12,7 @@ pub mod circuit;
 pub mod client;
 pub mod keys;
 pub mod openai;
+pub mod skim;
 pub mod sse;
 
 use crate::billing::prices::PriceTable;

@@ -8,6 +8,7 @@
 //! key order or string escape reads the same. Fields of an unexpected type count as absent
 //! instead of losing the whole document, and nothing here can panic on any input.
 
+use super::skim::{self, Member};
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
@@ -248,14 +249,29 @@ pub fn read_response(json: &[u8]) -> Facts {
     Facts { usage: response.usage.and_then(WireUsage::tokens), usage_only: false, answer_chars }
 }
 
-/// An embeddings answer's usage: prompt tokens only (nothing is generated).
+/// An embeddings answer's usage: prompt tokens only (nothing is generated). The vectors are
+/// skimmed, not deserialized (`skim.rs`); serde reads the `usage` member, or the whole answer
+/// when the skim leaves it to serde.
 pub fn read_embeddings_usage(json: &[u8]) -> Option<TokenUsage> {
+    let usage = match skim::top_level_member(json, b"usage") {
+        Member::Found(usage) => serde_json::from_slice::<Option<WireUsage>>(usage).ok()?,
+        Member::Absent => None,
+        Member::Unsure => return read_embeddings_usage_with_serde(json),
+    };
+    embeddings_tokens(usage?)
+}
+
+/// The reference the skim is held to (`skim::tests`), and its fallback.
+pub(super) fn read_embeddings_usage_with_serde(json: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Embeddings {
         #[serde(default)]
         usage: Option<WireUsage>,
     }
-    let usage = serde_json::from_slice::<Embeddings>(json).ok()?.usage?;
+    embeddings_tokens(serde_json::from_slice::<Embeddings>(json).ok()?.usage?)
+}
+
+fn embeddings_tokens(usage: WireUsage) -> Option<TokenUsage> {
     Some(TokenUsage { prompt_tokens: usage.prompt_tokens.0.or(usage.input_tokens.0)?, ..TokenUsage::default() })
 }
 

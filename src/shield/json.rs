@@ -164,7 +164,7 @@ where
             return None;
         }
         loop {
-            let off = string_stop(&self.s[self.pos..])?;
+            let off = crate::swar::json_string_stop(&self.s[self.pos..])?;
             let rest = &self.s[self.pos..];
             if rest[off] < 0x20 {
                 return None;
@@ -186,26 +186,6 @@ where
             }
         }
     }
-}
-
-/// Where the first byte that ends a string's plain run lies in `s`: a quote, a backslash or
-/// a raw control byte (which JSON forbids in a string), tested eight bytes at a time: this
-/// sees every byte of every answer, keys included. Each test is exact up to its own first
-/// flagged byte, so the first flag of the three together is exact.
-fn string_stop(s: &[u8]) -> Option<usize> {
-    use crate::swar::{below_up_to_first, each, leading, load, zero_up_to_first};
-    let mut at = 0;
-    while let Some(group) = load(s, at) {
-        let flags = below_up_to_first(group, 0x20)
-            | zero_up_to_first(group ^ each(b'"'))
-            | zero_up_to_first(group ^ each(b'\\'));
-        if flags != 0 {
-            return Some(at + leading(flags) as usize);
-        }
-        at += 8;
-    }
-    let tail = s.get(at..)?;
-    tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|i| at + i)
 }
 
 /// Decodes a string literal (with quotes) that [`walk`] accepted. Lenient on
