@@ -70,11 +70,37 @@ pub const fn low_bytes(n: u32) -> u64 {
     if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
 }
 
+/// Where the JSON string literal whose opening quote is `s[at]` ends: just past its closing
+/// quote, every escape checked as serde_json checks it (a `\u` takes four hex digits), no raw
+/// control byte; `None` if there is no such literal. The shield's walk and the providers' skim
+/// read every string of every answer with it.
+pub fn json_string_end(s: &[u8], mut at: usize) -> Option<usize> {
+    if s.get(at) != Some(&b'"') {
+        return None;
+    }
+    at += 1;
+    loop {
+        let rest = s.get(at..)?;
+        let stop = json_string_stop(rest)?;
+        at += stop + 1;
+        match rest[stop] {
+            b'"' => return Some(at),
+            b'\\' => {}
+            _ => return None,
+        }
+        match *s.get(at)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 1,
+            b'u' if s.get(at + 1..at + 5)?.iter().all(u8::is_ascii_hexdigit) => at += 5,
+            _ => return None,
+        }
+    }
+}
+
 /// Where the first byte that ends a JSON string's plain run lies in `s`: a quote, a backslash
-/// or a raw control byte (which JSON forbids in a string), tested eight bytes at a time: the
-/// shield's walk and the providers' skim see every byte of every answer. Each test is exact
-/// up to its own first flagged byte, so the first flag of the three together is exact.
-pub fn json_string_stop(s: &[u8]) -> Option<usize> {
+/// or a raw control byte (which JSON forbids in a string), tested eight bytes at a time. Each
+/// test is exact up to its own first flagged byte, so the first flag of the three together is
+/// exact.
+fn json_string_stop(s: &[u8]) -> Option<usize> {
     let mut at = 0;
     while let Some(group) = load(s, at) {
         let flags = below_up_to_first(group, 0x20)

@@ -70,11 +70,8 @@ impl<'a> Scan<'a> {
                     }
                     found = Some(&self.s[start..self.pos]);
                 }
-                self.ws();
-                match self.bump()? {
-                    b',' => {}
-                    b'}' => break,
-                    _ => return None,
+                if self.closes(b'}')? {
+                    break;
                 }
             }
         }
@@ -101,11 +98,8 @@ impl<'a> Scan<'a> {
                     self.expect(b':')?;
                     self.ws();
                     self.value(depth + 1)?;
-                    self.ws();
-                    match self.bump()? {
-                        b',' => {}
-                        b'}' => return Some(()),
-                        _ => return None,
+                    if self.closes(b'}')? {
+                        return Some(());
                     }
                 }
             }
@@ -129,11 +123,8 @@ impl<'a> Scan<'a> {
                     } else {
                         self.value(depth + 1)?;
                     }
-                    self.ws();
-                    match self.bump()? {
-                        b',' => {}
-                        b']' => return Some(()),
-                        _ => return None,
+                    if self.closes(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -149,33 +140,21 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string literal's span, quotes included: escapes as serde_json checks them (a `\u`
-    /// takes four hex digits), no raw control byte, and only ASCII (left to serde otherwise).
+    /// A string literal's span, quotes included, when it is only ASCII (serde checks the UTF-8
+    /// of what it reads: left to it otherwise).
     fn string(&mut self) -> Option<std::ops::Range<usize>> {
         let start = self.pos;
-        self.expect(b'"')?;
-        loop {
-            let rest = self.s.get(self.pos..)?;
-            let stop = swar::json_string_stop(rest)?;
-            if !rest[..stop].is_ascii() {
-                return None;
-            }
-            self.pos += stop + 1;
-            match rest[stop] {
-                b'"' => return Some(start..self.pos),
-                b'\\' => match self.bump()? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'u' => {
-                        for _ in 0..4 {
-                            if !self.bump()?.is_ascii_hexdigit() {
-                                return None;
-                            }
-                        }
-                    }
-                    _ => return None,
-                },
-                _ => return None,
-            }
+        self.pos = swar::json_string_end(self.s, start)?;
+        self.s[start..self.pos].is_ascii().then_some(start..self.pos)
+    }
+
+    /// After a container's element: `true` at the container's `close`, `false` at a comma.
+    fn closes(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.bump()? {
+            b',' => Some(false),
+            b if b == close => Some(true),
+            _ => None,
         }
     }
 

@@ -160,31 +160,8 @@ where
     /// rejects raw control characters.
     fn string(&mut self) -> Option<Range<usize>> {
         let start = self.pos;
-        if self.bump()? != b'"' {
-            return None;
-        }
-        loop {
-            let off = crate::swar::json_string_stop(&self.s[self.pos..])?;
-            let rest = &self.s[self.pos..];
-            if rest[off] < 0x20 {
-                return None;
-            }
-            self.pos += off + 1;
-            if rest[off] == b'"' {
-                return Some(start..self.pos);
-            }
-            match self.bump()? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                b'u' => {
-                    for _ in 0..4 {
-                        if !self.bump()?.is_ascii_hexdigit() {
-                            return None;
-                        }
-                    }
-                }
-                _ => return None,
-            }
-        }
+        self.pos = crate::swar::json_string_end(self.s, start)?;
+        Some(start..self.pos)
     }
 }
 
