@@ -116,8 +116,6 @@ pub struct Rules {
     /// removed by a spacing trick ("i g n o r e" -> "ignore").
     squashed: AhoCorasick,
     squashed_masks: Vec<BitSet>,
-    /// Chat-template delimiters over raw text.
-    raw: AhoCorasick,
     /// The learned detector (`model.rs`), with [`Rules::with_model`] only.
     model: Option<Model>,
 }
@@ -142,13 +140,11 @@ impl Rules {
     /// Compiles the keyword and delimiter matchers (the rules alone).
     pub fn new() -> Rules {
         let KeywordTables { ascii, unicode, squashed } = keyword_tables();
-        let delimiters: Vec<&str> = DELIMITERS.iter().map(|(d, _)| *d).collect();
         Rules {
             ascii: TrieMatcher { trie: WordTrie::new(&ascii.texts), kws: ascii.kws },
             unicode: unicode.compile(AhoCorasickKind::ContiguousNFA),
             squashed: build(&squashed.texts, false, AhoCorasickKind::ContiguousNFA, true),
             squashed_masks: squashed.kws.iter().map(|k| k.mask).collect(),
-            raw: build(&delimiters, true, AhoCorasickKind::ContiguousNFA, true),
             model: None,
         }
     }
@@ -218,17 +214,10 @@ impl Rules {
 
     /// Raw-text checks: delimiters, payload splitting and dialogue turns.
     fn scan_raw(&self, text: &str, acc: &mut Acc) {
-        const _: () = assert!(DELIMITERS.len() <= 64);
-        let mut seen = 0u64;
-        // Every delimiter starts with one of these bytes; most prompts have none.
-        let bytes = text.as_bytes();
-        let marked = memchr::memchr3(b'<', b'[', b'#', bytes).is_some() || memchr::memchr(b'\n', bytes).is_some();
-        let found = marked.then(|| self.raw.find_overlapping_iter(text));
-        for mat in found.into_iter().flatten() {
-            let id = mat.pattern().as_usize();
-            if seen & (1 << id) == 0 {
-                seen |= 1 << id;
-                acc.add(FakeDelimiter, DELIMITERS[id].1);
+        let seen = delimiters_in(text.as_bytes());
+        for (id, (_, weight)) in DELIMITERS.iter().enumerate() {
+            if seen & (1 << id) != 0 {
+                acc.add(FakeDelimiter, *weight);
             }
         }
         if text.get(..7).is_some_and(|t| t.eq_ignore_ascii_case("system:")) {
@@ -726,6 +715,40 @@ fn build<P: AsRef<[u8]>>(
         .expect("static keyword tables always compile")
 }
 
+/// Which chat-template delimiters occur in raw `text`, ASCII case ignored (bit `i`:
+/// `DELIMITERS[i]`): what an overlapping search of them all finds, read only where one can
+/// start. Each starts with `<`, `[`, `#` or a newline, or ends with `>`, bytes most text has few
+/// of; an automaton's pass over the whole text ran for every prompt of several paragraphs
+/// (they are joined by newlines), ~34 instructions a byte (4.0M of the 13.6M instructions of a
+/// 119 KB embeddings batch). Test: `delimiters_are_found_as_an_overlapping_search_finds_them`.
+fn delimiters_in(text: &[u8]) -> u64 {
+    const _: () = assert!(DELIMITERS.len() <= 64);
+    let mut seen = 0u64;
+    let mut check = |at: usize, first: u8| {
+        for (id, (d, _)) in DELIMITERS.iter().enumerate() {
+            let d = d.as_bytes();
+            if d[0] == first && text.get(at..at + d.len()).is_some_and(|t| t.eq_ignore_ascii_case(d)) {
+                seen |= 1 << id;
+            }
+        }
+    };
+    for at in memchr::memchr3_iter(b'<', b'[', b'#', text).chain(memchr::memchr_iter(b'\n', text)) {
+        check(at, text[at]);
+    }
+    // The ones that start with a letter ("system_mode>") are found from their last byte.
+    for end in memchr::memchr_iter(b'>', text) {
+        for (id, (d, _)) in DELIMITERS.iter().enumerate() {
+            let d = d.as_bytes();
+            let starts_with_a_letter = d[0].is_ascii_alphabetic();
+            let start = (end + 1).checked_sub(d.len());
+            if starts_with_a_letter && start.is_some_and(|start| text[start..=end].eq_ignore_ascii_case(d)) {
+                seen |= 1 << id;
+            }
+        }
+    }
+    seen
+}
+
 /// Extends or ends the repetition run of each period 1..=6 with word `w` (key `h`);
 /// true once a run is long enough to be a repetition attack.
 fn extend_runs(runs: &mut [u32; 6], prev: &[u64; 6], h: u64, w: &[u8], same_as_last: bool) -> bool {
@@ -975,6 +998,32 @@ mod tests {
 
     use super::concepts::{ORDER_CONCEPTS, PROBE_CONCEPTS};
     use super::*;
+
+    /// The reference `delimiters_in` is held to: one overlapping search of every delimiter
+    /// over the whole text (what the rules ran before), on texts built of delimiters, their
+    /// pieces and the bytes that start or end them, in any case.
+    #[test]
+    fn delimiters_are_found_as_an_overlapping_search_finds_them() {
+        let texts: Vec<&str> = DELIMITERS.iter().map(|(d, _)| *d).collect();
+        let reference = build(&texts, true, AhoCorasickKind::ContiguousNFA, true);
+        let mut pieces: Vec<String> = texts.iter().map(|d| d.to_string()).collect();
+        pieces.extend(texts.iter().map(|d| d[..d.len() / 2].to_string()));
+        pieces.extend(texts.iter().map(|d| d[d.len() / 2..].to_string()));
+        pieces.extend(
+            ["<", ">", "[", "]", "#", "\n", " ", "system", "_mode", "x", "é", "SYSTEM_MODE>"].map(String::from),
+        );
+        let mut rng = crate::test_rng::TestRng::new(0xde11_4a7e);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..rng.below(8) {
+                let piece = &pieces[rng.below(pieces.len())];
+                text.push_str(&if rng.below(3) == 0 { piece.to_uppercase() } else { piece.clone() });
+            }
+            let expected =
+                reference.find_overlapping_iter(text.as_str()).fold(0u64, |seen, m| seen | 1 << m.pattern().as_usize());
+            assert_eq!(delimiters_in(text.as_bytes()), expected, "{text:?}");
+        }
+    }
 
     /// These tests are about the rules; the model and the combination are tested in model.rs
     /// and below (`the_verdict_names_the_part_that_fired`).
