@@ -45,38 +45,42 @@ struct Scan<'a> {
 impl<'a> Scan<'a> {
     /// `None`: invalid, or not settled here.
     fn object_member(&mut self, key: &[u8]) -> Option<Member<'a>> {
-        self.ws();
-        self.expect(b'{')?;
         let mut found = None;
+        self.ws();
+        self.object(1, &mut |name, value| {
+            // An escaped name may still be `key` to serde; a repeated one is a duplicate field.
+            if name.contains(&b'\\') || (name == key && found.replace(value).is_some()) {
+                return None;
+            }
+            Some(())
+        })?;
+        self.ws();
+        (self.pos == self.s.len()).then_some(found.map_or(Member::Absent, Member::Found))
+    }
+
+    /// An object, its members' values read at `depth`; `member` sees each name (as written
+    /// between its quotes) with its value's bytes, and `None` from it stops the scan.
+    fn object(&mut self, depth: usize, member: &mut impl FnMut(&'a [u8], &'a [u8]) -> Option<()>) -> Option<()> {
+        let s = self.s;
+        self.expect(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-        } else {
-            loop {
-                self.ws();
-                let name = self.string()?;
-                self.ws();
-                self.expect(b':')?;
-                self.ws();
-                let start = self.pos;
-                self.value(1)?;
-                let name = &self.s[name.start + 1..name.end - 1];
-                if name.contains(&b'\\') {
-                    return None;
-                }
-                if name == key {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(&self.s[start..self.pos]);
-                }
-                if self.closes(b'}')? {
-                    break;
-                }
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let name = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let start = self.pos;
+            self.value(depth)?;
+            member(&s[name.start + 1..name.end - 1], &s[start..self.pos])?;
+            if self.closes(b'}')? {
+                return Some(());
             }
         }
-        self.ws();
-        (self.pos == self.s.len()).then_some(found.map_or(Member::Absent, Member::Found))
     }
 
     fn value(&mut self, depth: usize) -> Option<()> {
@@ -84,25 +88,7 @@ impl<'a> Scan<'a> {
             return None;
         }
         match self.peek()? {
-            b'{' => {
-                self.pos += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    if self.closes(b'}')? {
-                        return Some(());
-                    }
-                }
-            }
+            b'{' => self.object(depth + 1, &mut |_, _| Some(())),
             b'[' => {
                 self.pos += 1;
                 self.ws();

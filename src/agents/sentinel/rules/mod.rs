@@ -723,25 +723,18 @@ fn build<P: AsRef<[u8]>>(
 /// 119 KB embeddings batch). Test: `delimiters_are_found_as_an_overlapping_search_finds_them`.
 fn delimiters_in(text: &[u8]) -> u64 {
     const _: () = assert!(DELIMITERS.len() <= 64);
+    // A delimiter is looked for where its first byte is, or its last for the ones that start
+    // with a letter ("system_mode>").
+    let anchor = |d: &[u8]| if d[0].is_ascii_alphabetic() { d.len() - 1 } else { 0 };
     let mut seen = 0u64;
-    let mut check = |at: usize, first: u8| {
+    for at in memchr::memchr3_iter(b'<', b'[', b'#', text).chain(memchr::memchr2_iter(b'\n', b'>', text)) {
         for (id, (d, _)) in DELIMITERS.iter().enumerate() {
             let d = d.as_bytes();
-            if d[0] == first && text.get(at..at + d.len()).is_some_and(|t| t.eq_ignore_ascii_case(d)) {
-                seen |= 1 << id;
-            }
-        }
-    };
-    for at in memchr::memchr3_iter(b'<', b'[', b'#', text).chain(memchr::memchr_iter(b'\n', text)) {
-        check(at, text[at]);
-    }
-    // The ones that start with a letter ("system_mode>") are found from their last byte.
-    for end in memchr::memchr_iter(b'>', text) {
-        for (id, (d, _)) in DELIMITERS.iter().enumerate() {
-            let d = d.as_bytes();
-            let starts_with_a_letter = d[0].is_ascii_alphabetic();
-            let start = (end + 1).checked_sub(d.len());
-            if starts_with_a_letter && start.is_some_and(|start| text[start..=end].eq_ignore_ascii_case(d)) {
+            let offset = anchor(d);
+            if d[offset] == text[at]
+                && let Some(start) = at.checked_sub(offset)
+                && text.get(start..start + d.len()).is_some_and(|t| t.eq_ignore_ascii_case(d))
+            {
                 seen |= 1 << id;
             }
         }
