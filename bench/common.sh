@@ -53,10 +53,14 @@ change() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f", (a-b)/b*100}'; }
 # variant. `variant_median TITLE VARIANT COLUMN` reads one median back.
 declare -A PORT PID KEY
 VARIANTS=()
+# A setting `OMI_BUILD=dir` runs that kept build's omi (bench/README.md) instead of this one.
 start_variant() {
-  local name=$1 port=$2; shift 2
-  KEY[$name]=$(DATABASE_URL="sqlite://$work/$name.db" "$bin/omi" keys create --email bench@example.com)
-  env DATABASE_URL="sqlite://$work/$name.db" OMI_LISTEN="127.0.0.1:$port" "$@" "$bin/omi" serve >"$work/$name.log" 2>&1 &
+  local name=$1 port=$2 build=$bin settings=() setting; shift 2
+  for setting in "$@"; do
+    case $setting in OMI_BUILD=*) build=${setting#OMI_BUILD=} ;; *) settings+=("$setting") ;; esac
+  done
+  KEY[$name]=$(DATABASE_URL="sqlite://$work/$name.db" "$build/omi" keys create --email bench@example.com)
+  env DATABASE_URL="sqlite://$work/$name.db" OMI_LISTEN="127.0.0.1:$port" "${settings[@]}" "$build/omi" serve >"$work/$name.log" 2>&1 &
   pids+=($!); PID[$name]=$!; PORT[$name]=$port; VARIANTS+=("$name")
   wait_healthy "$port"
 }

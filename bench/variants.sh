@@ -8,6 +8,8 @@
 #   DURATION=5 ROUNDS=5 bench/variants.sh
 #   VARIANTS='default|
 #   purge0|MIMALLOC_PURGE_DELAY=0' BIN_DIR=/tmp/kept bench/variants.sh
+#   VARIANTS='before|OMI_BUILD=/tmp/old
+#   after|' bench/variants.sh            # two builds side by side
 set -euo pipefail
 MOCK_PORT=18201
 # Read before common.sh, which declares its own VARIANTS array for compare_variants.

@@ -14,6 +14,7 @@ pub mod events;
 pub mod firewall;
 pub mod gateway;
 pub mod keys;
+pub mod lane;
 pub mod lookalike;
 pub mod mock_upstream;
 pub mod portal;

@@ -25,7 +25,7 @@ use rustls::pki_types::CertificateDer;
 use rustls_platform_verifier::Verifier;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::Service;
@@ -47,10 +47,17 @@ const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 #[error("the TLS configuration of the upstream client: {0}")]
 pub struct ClientBuildError(#[from] rustls::Error);
 
-/// A pooled client; clones share the pool.
+type Pool = Client<HttpsConnector<Route>, Full<Bytes>>;
+
+/// A pooled client; clones share the pools. Each serving lane has a pool of its own (made on
+/// its first call): a pooled connection is read by a task on the runtime that opened it, and
+/// a lane that used another lane's connection would wake that lane's thread for every chunk
+/// of the answer. Calls from outside the lanes share one pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<Route>, Full<Bytes>>,
+    connector: HttpsConnector<Route>,
+    shared: Pool,
+    lanes: Arc<[OnceLock<Pool>]>,
 }
 
 /// Opens the TCP stream to an upstream: directly, or through the tunnel of the proxy the
@@ -164,18 +171,31 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(Route { tcp, proxies: Arc::new(proxies) });
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(UpstreamClient { inner })
+        let shared = pool(connector.clone());
+        let lanes = (0..crate::lane::MAX_LANES).map(|_| OnceLock::new()).collect();
+        Ok(UpstreamClient { connector, shared, lanes })
     }
 
     /// Sends `request`; answered when the status and headers arrived.
     pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, CallError> {
-        self.inner.request(request).await.map_err(CallError)
+        self.pool().request(request).await.map_err(CallError)
     }
+
+    /// The calling lane's pool, or the shared one.
+    fn pool(&self) -> &Pool {
+        match crate::lane::current().and_then(|lane| self.lanes.get(lane)) {
+            Some(own) => own.get_or_init(|| pool(self.connector.clone())),
+            None => &self.shared,
+        }
+    }
+}
+
+fn pool(connector: HttpsConnector<Route>) -> Pool {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 #[cfg(test)]
@@ -252,6 +272,60 @@ mod tests {
         let error = client.call(get(port)).await.expect_err("untrusted");
         let causes = error.to_string();
         assert!(causes.contains("invalid peer certificate"), "refused for its certificate: {causes}");
+    }
+
+    /// A plain HTTP upstream that answers each request with the port its connection came from.
+    async fn port_echo() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let answer = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        peer.port().to_string(),
+                    ))))
+                });
+                #[allow(clippy::disallowed_methods, reason = "a test's task ends with the test")]
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), answer));
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    /// The client ports of two calls in a row from lane `lane` (`None`: from outside the lanes).
+    async fn ports_from(client: &UpstreamClient, url: &str, lane: Option<usize>) -> [String; 2] {
+        let (client, url) = (client.clone(), url.to_owned());
+        // On a thread of its own, as a lane is; the test's runtime serves the upstream meanwhile.
+        let caller = tokio::task::spawn_blocking(move || {
+            if let Some(lane) = lane {
+                crate::lane::enter(lane);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let mut ports = Vec::new();
+                for _ in 0..2 {
+                    let mut request = http::Request::new(Full::new(Bytes::new()));
+                    *request.uri_mut() = url.parse().expect("uri");
+                    let answer = client.call(request).await.expect("answer");
+                    let body = answer.into_body().collect().await.expect("body").to_bytes();
+                    ports.push(String::from_utf8_lossy(&body).into_owned());
+                }
+                [ports[0].clone(), ports[1].clone()]
+            })
+        });
+        caller.await.expect("the caller's thread")
+    }
+
+    #[tokio::test]
+    async fn each_lane_reuses_connections_of_its_own() {
+        let url = port_echo().await;
+        let client = UpstreamClient::build(Duration::from_secs(2), [], no_proxy()).expect("client");
+        let [lane0, again0] = ports_from(&client, &url, Some(0)).await;
+        let [lane1, again1] = ports_from(&client, &url, Some(1)).await;
+        let [outside, again_outside] = ports_from(&client, &url, None).await;
+        assert_eq!((&lane0, &lane1, &outside), (&again0, &again1, &again_outside), "each reuses its connection");
+        assert!(lane0 != lane1 && lane0 != outside && lane1 != outside, "three pools: {lane0} {lane1} {outside}");
     }
 
     fn no_proxy() -> Matcher {

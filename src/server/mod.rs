@@ -106,6 +106,20 @@ async fn not_found() -> Response {
     ApiError::invalid_request("Unknown endpoint.").into_response_with(StatusCode::NOT_FOUND)
 }
 
+/// How long shutdown waits for streams cut by it to be read for their usage.
+const STREAM_DRAIN_BOUND: Duration = Duration::from_secs(StreamLimits::DEFAULT_DRAIN_TIME.as_secs() + 1);
+
+/// One serving lane per core, or `TOKIO_WORKER_THREADS` of them (the variable that also sizes
+/// the main runtime's workers).
+fn lane_count() -> usize {
+    let cores = || std::thread::available_parallelism().map_or(1, usize::from);
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(cores)
+}
+
 async fn wait_for(task: JoinHandle<()>) {
     if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
         tracing::warn!("a background task did not stop in time");
@@ -138,8 +152,14 @@ impl Server {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
         };
-        let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let task = crate::tasks::owned(accept::serve(listener, router(state.clone()), limits, shutdown.clone(), grace));
+        let lanes = accept::LaneSettings {
+            count: lane_count(),
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+            lingering: state.stream_drains.clone(),
+            linger_bound: STREAM_DRAIN_BOUND,
+        };
+        let lanes = accept::Lanes::start(router(state.clone()), &limits, lanes)?;
+        let task = crate::tasks::owned(accept::serve(listener, lanes, limits, shutdown.clone()));
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
         Ok(Server { addr, state, shutdown, task, tasks })
     }
@@ -151,8 +171,7 @@ impl Server {
         let _ = self.task.await;
         // Streams cut by the shutdown are read for their usage (bounded) before the books close.
         self.state.stream_drains.close();
-        let drain_bound = StreamLimits::DEFAULT_DRAIN_TIME + Duration::from_secs(1);
-        if tokio::time::timeout(drain_bound, self.state.stream_drains.wait()).await.is_err() {
+        if tokio::time::timeout(STREAM_DRAIN_BOUND, self.state.stream_drains.wait()).await.is_err() {
             tracing::warn!("stream drains did not finish in time");
         }
         // The Sentinel scans what is queued and publishes its findings before the bus closes.
