@@ -30,7 +30,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub struct ConnectionLimits {
@@ -49,11 +48,10 @@ pub struct LaneSettings {
     pub count: usize,
     /// In-flight requests get this long to finish once accepting stops; then they are cut.
     pub grace: Duration,
-    /// Tasks that requests leave behind on their lane (a cut stream read on for its usage):
-    /// a lane's runtime runs until the server has closed the tracker and they are done, or
-    /// `linger_bound` has passed.
-    pub lingering: TaskTracker,
-    pub linger_bound: Duration,
+    /// A lane's runtime runs until this is cancelled, after its connections are closed: what
+    /// lives on it serves the rest of the shutdown (a stream cut by it, read on for its usage;
+    /// a database connection the lane opened, which the final writes may use).
+    pub release: CancellationToken,
 }
 
 /// Serves until `stop`; then stops accepting, gives in-flight requests `grace` to finish,
@@ -211,10 +209,7 @@ impl LaneLoop {
         }
         connections.shutdown().await;
         let _ = closed.send(());
-        let lingering = self.settings.lingering.wait();
-        if tokio::time::timeout(self.settings.linger_bound, lingering).await.is_err() {
-            tracing::warn!("a lane's background reads did not finish in time");
-        }
+        self.settings.release.cancelled().await;
     }
 }
 
@@ -248,12 +243,7 @@ mod tests {
     }
 
     fn settings(count: usize) -> LaneSettings {
-        LaneSettings {
-            count,
-            grace: Duration::from_millis(100),
-            lingering: TaskTracker::new(),
-            linger_bound: Duration::from_millis(100),
-        }
+        LaneSettings { count, grace: Duration::from_millis(100), release: CancellationToken::new() }
     }
 
     fn limits(per_ip: usize, write_timeout: Duration) -> ConnectionLimits {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Every route behind the firewall (routes added below its `layer` call would bypass it),
@@ -106,9 +106,6 @@ async fn not_found() -> Response {
     ApiError::invalid_request("Unknown endpoint.").into_response_with(StatusCode::NOT_FOUND)
 }
 
-/// How long shutdown waits for streams cut by it to be read for their usage.
-const STREAM_DRAIN_BOUND: Duration = Duration::from_secs(StreamLimits::DEFAULT_DRAIN_TIME.as_secs() + 1);
-
 /// One serving lane per core, or `TOKIO_WORKER_THREADS` of them (the variable that also sizes
 /// the main runtime's workers).
 fn lane_count() -> usize {
@@ -133,6 +130,9 @@ pub struct Server {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     tasks: Tasks,
+    /// Ends the serving lanes' threads when the server goes: last, after `shutdown` closed the
+    /// store, since what the lanes opened may serve it until then.
+    _lanes: DropGuard,
 }
 
 impl Server {
@@ -152,16 +152,16 @@ impl Server {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
         };
+        let lanes_released = CancellationToken::new();
         let lanes = accept::LaneSettings {
             count: lane_count(),
             grace: Duration::from_millis(config.shutdown_grace_ms),
-            lingering: state.stream_drains.clone(),
-            linger_bound: STREAM_DRAIN_BOUND,
+            release: lanes_released.clone(),
         };
         let lanes = accept::Lanes::start(router(state.clone()), &limits, lanes)?;
         let task = crate::tasks::owned(accept::serve(listener, lanes, limits, shutdown.clone()));
         tracing::info!(%addr, database = state.store.backend(), "omi is serving");
-        Ok(Server { addr, state, shutdown, task, tasks })
+        Ok(Server { addr, state, shutdown, task, tasks, _lanes: lanes_released.drop_guard() })
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), then drains the agents'
@@ -171,7 +171,8 @@ impl Server {
         let _ = self.task.await;
         // Streams cut by the shutdown are read for their usage (bounded) before the books close.
         self.state.stream_drains.close();
-        if tokio::time::timeout(STREAM_DRAIN_BOUND, self.state.stream_drains.wait()).await.is_err() {
+        let drain_bound = StreamLimits::DEFAULT_DRAIN_TIME + Duration::from_secs(1);
+        if tokio::time::timeout(drain_bound, self.state.stream_drains.wait()).await.is_err() {
             tracing::warn!("stream drains did not finish in time");
         }
         // The Sentinel scans what is queued and publishes its findings before the bus closes.

@@ -1,7 +1,7 @@
 //! The customer-facing HTTP surface through a real socket.
 
 use crate::on_both_backends;
-use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body, next_request_event};
+use crate::support::{Backend, HOUSE_KEY, TestApp, chat_body, eventually, next_request_event};
 use futures_util::StreamExt;
 use omi::domain::key::KeyStatus;
 use serde_json::{Value, json};
@@ -231,6 +231,31 @@ async fn graceful_shutdown_finishes_in_flight_streams() {
     let event = next_request_event(&mut events).await;
     assert!(!event.aborted);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+/// The names of this process's threads that are serving lanes.
+fn lane_threads() -> Vec<String> {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("a Linux /proc");
+    let names = tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok());
+    names.map(|name| name.trim().to_owned()).filter(|name| name.starts_with("omi-lane-")).collect()
+}
+
+#[tokio::test]
+async fn requests_are_served_on_lanes_that_end_with_their_server() {
+    let Some(mut app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    let lanes = lane_threads();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let expected = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or(cores);
+    assert_eq!(lanes.len(), expected, "one lane a core: {lanes:?}");
+    let key = app.create_key("ada@example.com").await;
+    for stream in [false, true] {
+        let response = app.chat(&key, chat_body(stream)).send().await.expect("send");
+        assert_eq!(response.status(), 200);
+        assert!(!response.text().await.expect("body").is_empty());
+    }
+    app.stop().await;
+    let ended = eventually(Duration::from_secs(5), || async { lane_threads().is_empty() }).await;
+    assert!(ended.is_some(), "lanes left running: {:?}", lane_threads());
 }
 
 #[tokio::test]
