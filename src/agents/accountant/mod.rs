@@ -42,9 +42,11 @@ impl Default for WriterSettings {
             batch: 2000,
             max_buffered: 200_000,
             shutdown_retry: Duration::from_secs(10),
-            // Several times what a full batch takes on a free core (2,000 records, ~30 ms), and
-            // short next to the 5 s other writers wait for SQLite's lock.
-            idle_lane_budget: Some(Duration::from_millis(250)),
+            // Three times what a full batch takes on a free core (2,000 records, ~30 ms), and
+            // short next to the 5 s other writers wait for SQLite's lock. On a saturated machine
+            // the lane runs out of it, and what queues meanwhile shows in the RSS's peaks: 250 ms
+            // gave peaks of 47.9-56.4 MiB, 100 ms 45.6-47.7 (bench/README.md, "Serving lanes").
+            idle_lane_budget: Some(Duration::from_millis(100)),
         }
     }
 }
