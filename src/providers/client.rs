@@ -293,16 +293,23 @@ mod tests {
         format!("http://{addr}/")
     }
 
-    /// The client ports of two calls in a row from lane `lane` (`None`: from outside the lanes).
-    async fn ports_from(client: &UpstreamClient, url: &str, lane: Option<usize>) -> [String; 2] {
+    /// A caller on a thread of its own (a lane's, when `lane` is set) that makes two calls in a
+    /// row and returns their client ports, its runtime kept running (its pooled connection
+    /// alive, for others to reuse if they shared its pool) until `running` changes or closes.
+    async fn caller(
+        client: &UpstreamClient,
+        url: &str,
+        lane: Option<usize>,
+        mut running: tokio::sync::watch::Receiver<()>,
+    ) -> [String; 2] {
         let (client, url) = (client.clone(), url.to_owned());
-        // On a thread of its own, as a lane is; the test's runtime serves the upstream meanwhile.
-        let caller = tokio::task::spawn_blocking(move || {
+        let (ports_tx, ports_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
             if let Some(lane) = lane {
                 crate::lane::enter(lane);
             }
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
+            runtime.block_on(async move {
                 let mut ports = Vec::new();
                 for _ in 0..2 {
                     let mut request = http::Request::new(Full::new(Bytes::new()));
@@ -311,19 +318,24 @@ mod tests {
                     let body = answer.into_body().collect().await.expect("body").to_bytes();
                     ports.push(String::from_utf8_lossy(&body).into_owned());
                 }
-                [ports[0].clone(), ports[1].clone()]
-            })
+                let _ = ports_tx.send([ports[0].clone(), ports[1].clone()]);
+                let _ = running.changed().await;
+            });
         });
-        caller.await.expect("the caller's thread")
+        ports_rx.await.expect("the caller's ports")
     }
 
     #[tokio::test]
     async fn each_lane_reuses_connections_of_its_own() {
         let url = port_echo().await;
         let client = UpstreamClient::build(Duration::from_secs(2), [], no_proxy()).expect("client");
-        let [lane0, again0] = ports_from(&client, &url, Some(0)).await;
-        let [lane1, again1] = ports_from(&client, &url, Some(1)).await;
-        let [outside, again_outside] = ports_from(&client, &url, None).await;
+        let (done, running) = tokio::sync::watch::channel(());
+        // One after the other, the earlier callers still running: had they one pool, a later
+        // caller would take an earlier one's idle connection.
+        let [lane0, again0] = caller(&client, &url, Some(0), running.clone()).await;
+        let [lane1, again1] = caller(&client, &url, Some(1), running.clone()).await;
+        let [outside, again_outside] = caller(&client, &url, None, running).await;
+        drop(done);
         assert_eq!((&lane0, &lane1, &outside), (&again0, &again1, &again_outside), "each reuses its connection");
         assert!(lane0 != lane1 && lane0 != outside && lane1 != outside, "three pools: {lane0} {lane1} {outside}");
     }

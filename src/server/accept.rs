@@ -9,7 +9,8 @@
 //! A connection is served whole on one lane: a thread with a single-threaded runtime of its
 //! own, one per core. A request then never waits for another thread to be woken (a
 //! work-stealing runtime's second worker is woken to look for work that the first then does:
-//! bench/README.md, "The runtime's workers"), and the agents' background work runs on the main
+//! bench/README.md, "The two runtime workers wait for each other"), and the agents' background
+//! work runs on the main
 //! runtime, not between a lane's requests. Each new connection goes to the lane with the fewest
 //! open, so that long-lived keep-alive connections spread evenly.
 
@@ -108,6 +109,7 @@ struct Accepted {
 pub struct Lanes(Vec<Lane>);
 
 struct Lane {
+    /// Unbounded, but no fuller than the accept loop's connection slots.
     incoming: mpsc::UnboundedSender<Accepted>,
     open: Arc<AtomicUsize>,
     /// Sent when the lane's connections are all closed.
@@ -140,7 +142,12 @@ impl Lanes {
             })?;
             Ok(Lane { incoming, open, closed })
         });
-        Ok(Lanes(lanes.collect::<std::io::Result<_>>()?))
+        let lanes = lanes.collect::<std::io::Result<_>>();
+        if lanes.is_err() {
+            // Let the lanes already started end: their channels close as `lanes` is dropped.
+            settings.release.cancel();
+        }
+        Ok(Lanes(lanes?))
     }
 
     /// To the lane with the fewest open connections.
