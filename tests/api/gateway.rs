@@ -240,8 +240,9 @@ fn lane_threads() -> Vec<String> {
     names.map(|name| name.trim().to_owned()).filter(|name| name.starts_with("omi-lane-")).collect()
 }
 
+/// Counts the process's lane threads: nextest runs each test in a process of its own.
 #[tokio::test]
-async fn requests_are_served_on_lanes_that_end_with_their_server() {
+async fn one_lane_a_core_serves_and_the_lanes_end_with_their_server() {
     let Some(mut app) = TestApp::spawn(Backend::Sqlite).await else { return };
     let lanes = lane_threads();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
