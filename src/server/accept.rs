@@ -90,7 +90,7 @@ pub async fn serve(listener: TcpListener, lanes: Lanes, limits: ConnectionLimits
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         match stream.into_std() {
-            Ok(stream) => lanes.hand_over(Accepted { stream, peer, held: (slot, permit) }),
+            Ok(stream) => lanes.hand_over(stream, peer, (slot, permit)),
             Err(e) => tracing::warn!(error = %e, %peer, "cannot hand an accepted connection to a lane"),
         }
     }
@@ -98,11 +98,28 @@ pub async fn serve(listener: TcpListener, lanes: Lanes, limits: ConnectionLimits
     lanes.finish().await;
 }
 
-/// An accepted connection on its way to a lane, with the limits' slots it holds while open.
+/// An accepted connection on its way to a lane, with what it holds while open: the limits'
+/// slots, and its place in its lane's count.
 struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    held: (OwnedSemaphorePermit, ConnectionPermit),
+    held: (OwnedSemaphorePermit, ConnectionPermit, Counted),
+}
+
+/// One of a lane's open connections, counted until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: &Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The threads that serve connections.
@@ -127,20 +144,18 @@ impl Lanes {
         let lanes = (0..settings.count.max(1)).map(|index| {
             let (incoming, connections) = mpsc::unbounded_channel();
             let (closed_tx, closed) = oneshot::channel();
-            let open = Arc::new(AtomicUsize::new(0));
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let lane = LaneLoop {
                 router: router.clone(),
                 http: http.clone(),
                 write_timeout: limits.write_timeout,
-                open: open.clone(),
                 settings: settings.clone(),
             };
             std::thread::Builder::new().name(format!("omi-lane-{index}")).spawn(move || {
                 crate::lane::enter(index);
                 runtime.block_on(lane.run(connections, closed_tx));
             })?;
-            Ok(Lane { incoming, open, closed })
+            Ok(Lane { incoming, open: Arc::default(), closed })
         });
         let lanes = lanes.collect::<std::io::Result<_>>();
         if lanes.is_err() {
@@ -151,14 +166,18 @@ impl Lanes {
     }
 
     /// To the lane with the fewest open connections.
-    fn hand_over(&self, accepted: Accepted) {
+    fn hand_over(
+        &self,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        (slot, permit): (OwnedSemaphorePermit, ConnectionPermit),
+    ) {
         let Some(lane) = self.0.iter().min_by_key(|lane| lane.open.load(Ordering::Relaxed)) else {
             return;
         };
-        lane.open.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(lost)) = lane.incoming.send(accepted) {
-            lane.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!(peer = %lost.peer, "a serving lane has stopped; connection closed");
+        let held = (slot, permit, Counted::new(&lane.open));
+        if lane.incoming.send(Accepted { stream, peer, held }).is_err() {
+            tracing::error!(%peer, "a serving lane has stopped; connection closed");
         }
     }
 
@@ -176,7 +195,6 @@ struct LaneLoop {
     router: Router,
     http: http1::Builder,
     write_timeout: Duration,
-    open: Arc<AtomicUsize>,
     settings: Arc<LaneSettings>,
 }
 
@@ -186,12 +204,10 @@ impl LaneLoop {
         let mut connections = JoinSet::new();
         while let Some(Accepted { stream, peer, held }) = incoming.recv().await {
             while connections.try_join_next().is_some() {}
-            let open = self.open.clone();
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, %peer, "a lane cannot take a connection");
-                    open.fetch_sub(1, Ordering::Relaxed);
                     continue;
                 }
             };
@@ -207,7 +223,6 @@ impl LaneLoop {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, %peer, "connection closed with an error");
                 }
-                open.fetch_sub(1, Ordering::Relaxed);
                 drop(held);
             });
         }
