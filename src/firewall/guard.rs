@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::body::GuardedBody;
+use super::body::{GuardedBody, LINGER_BYTES, discard_rest};
 use super::key_limits::{self, KeyLimits, Unit};
 use super::{
     ClientInfo, CountryPolicy, FallbackPolicy, FirewallError, LimiterHealth, LocalLimiterConfig, RateLimiter,
@@ -202,15 +202,35 @@ impl Firewall {
         }
         // A chunked body declares no length: the guard cuts it at the limit while it is read.
         if !request.body().is_end_stream() {
+            let discard_if_unread = !expects_continue(request.headers());
             let body = std::mem::take(request.body_mut());
-            *request.body_mut() = Body::new(GuardedBody::new(body, limit, self.bodies.read_timeout, origin.clone()));
+            let guarded = GuardedBody::new(body, limit, self.bodies.read_timeout, origin.clone(), discard_if_unread);
+            *request.body_mut() = Body::new(guarded);
         }
         Ok(decision)
+    }
+
+    /// The body of a request refused here is still arriving: it is discarded so the client
+    /// reads the refusal (see `body`), unless it declares more than would be read anyway or
+    /// its client waits for `100 Continue` before sending it.
+    fn discard_unread(&self, request: Request) {
+        let headers = request.headers();
+        if request.body().is_end_stream()
+            || expects_continue(headers)
+            || declared_length(headers).is_some_and(|length| length > LINGER_BYTES)
+        {
+            return;
+        }
+        discard_rest(request.into_body(), tokio::time::Instant::now() + self.bodies.read_timeout);
     }
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Where a request came from, as the firewall resolved it. Handlers take the client IP
@@ -269,7 +289,10 @@ pub async fn guard(
     let client = resolve_client(peer.ip(), request.headers(), &firewall.trusted);
     let origin = Origin::new(client, &request, firewall.events.clone());
     let mut response = match firewall.screen(&mut request, class, &origin).await {
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            firewall.discard_unread(request);
+            refusal.into_response()
+        }
         Ok(decision) => {
             request.extensions_mut().insert(origin);
             let mut response = next.run(request).await;

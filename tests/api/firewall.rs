@@ -780,6 +780,75 @@ async fn body_and_header_limits_refuse_before_authentication() {
     assert_eq!(response.expect("send").status(), 431);
 }
 
+/// The status and body of the next response on a kept-alive connection (its body read by
+/// its Content-Length), or None when the server closed the connection instead.
+async fn next_response(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+    let read = async {
+        let mut received = Vec::new();
+        let head_end = loop {
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut buf = [0u8; 4096];
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = received.split_off(head_end);
+        while body.len() < length {
+            let mut buf = [0u8; 4096];
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("an answer or a close in time")
+}
+
+#[tokio::test]
+async fn a_body_refused_before_it_was_read_is_taken_in_so_its_client_reads_the_refusal() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    // Each refusal is read before the client sends the body at all: a server that closed after
+    // answering would fail the writes or the next request, every time.
+    let refusals = [
+        // Over the webhook limit (64 KiB) by its declared length: refused by the firewall.
+        ("POST /webhooks/lemonsqueezy", "", 70_000, 413),
+        // Within the limit, but the key is unknown: refused by the handler, which never reads it.
+        ("POST /v1/chat/completions", "Authorization: Bearer omi_not_a_key_at_all\r\n", 100_000, 401),
+    ];
+    for (method_path, header, length, status) in refusals {
+        let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!("{method_path} HTTP/1.1\r\nHost: test\r\n{header}Content-Length: {length}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        let refusal = next_response(&mut stream).await.expect("the refusal");
+        assert_eq!(refusal.0, status, "{method_path}: {}", String::from_utf8_lossy(&refusal.1));
+        stream.write_all(&vec![b'x'; length]).await.expect("the rest of the body is taken in");
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.expect("write the next request");
+        let next = next_response(&mut stream).await.map(|(status, _)| status);
+        assert_eq!(next, Some(200), "{method_path}: the connection outlived the refusal");
+    }
+
+    // Declared past what is ever read after a refusal (4 MiB), or not sent until the server
+    // asks for it: refused without a `100 Continue`, and closed at once.
+    for extra in ["Content-Length: 5000000\r\n", "Content-Length: 70000\r\nExpect: 100-continue\r\n"] {
+        let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!("POST /webhooks/lemonsqueezy HTTP/1.1\r\nHost: test\r\n{extra}\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        assert_eq!(next_response(&mut stream).await.map(|(status, _)| status), Some(413), "{extra}");
+        assert_eq!(next_response(&mut stream).await, None, "{extra}: the connection is closed after the refusal");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
