@@ -11,7 +11,7 @@
 
 use super::auth::admit;
 use super::meter::Meter;
-use super::stream::{MeteredSse, ShieldedSse, StreamLimits};
+use super::stream::{Coalesced, MeteredSse, ShieldedSse, StreamLimits};
 use crate::agents::accountant::{budgets, credits};
 use crate::agents::sentinel::{CustomerText, Prompt, Screening};
 use crate::app::AppState;
@@ -827,10 +827,12 @@ async fn relay(
         );
         let shield = prepared.shield_format.and_then(|format| app.guard.answer_stream(format));
         let body = match shield {
-            Some(shield) => {
-                Body::from_stream(ShieldedSse::new(sse, shield, removal_report(app, prepared, "streamed answer")))
-            }
-            None => Body::from_stream(sse),
+            Some(shield) => Body::from_stream(Coalesced::new(ShieldedSse::new(
+                sse,
+                shield,
+                removal_report(app, prepared, "streamed answer"),
+            ))),
+            None => Body::from_stream(Coalesced::new(sse)),
         };
         return Response::builder()
             .status(StatusCode::OK)

@@ -5,7 +5,8 @@
 //! the client did not), or translates it (an Anthropic stream to chat chunks). Nothing is
 //! buffered beyond one incomplete event, and that is bounded. A client that goes away does not end the reading:
 //! the upstream is drained in the background, bounded, for the usage it reports last.
-//! [`ShieldedSse`] then passes the relayed events through the output shield.
+//! [`ShieldedSse`] then passes the relayed events through the output shield, and
+//! [`Coalesced`] sends the events that arrived together in one write.
 
 use super::meter::Meter;
 use crate::events::TokenUsage;
@@ -375,6 +376,88 @@ where
     }
 }
 
+/// At most this much is gathered into one frame; more goes out at once.
+const MAX_GATHERED: usize = 64 * 1024;
+
+/// How many polls in a row may find nothing new before what is gathered goes out. hyper
+/// polls a body twice in one turn when it cannot write (once, then again after flushing), so
+/// two polls in a row say little; the third comes after the upstream connection's task has
+/// had a turn to decode what it had already read.
+const IDLE_POLLS: u8 = 2;
+
+/// Sends together what arrived together. The upstream connection hands a stream over one
+/// event at a time, each woken across tasks, and hyper writes each to the socket as it comes:
+/// a burst of events (a fast model, or an upstream that sends the rest at once) costs one
+/// system call and one wake-up of the client per event. This gathers the events that are
+/// already there into one frame: while new ones keep coming it asks for one more turn of the
+/// runtime, and as soon as a turn brings nothing, what it holds goes out. Nothing waits for
+/// data that has not arrived; an event is at most a turn or two of the runtime later.
+pub struct Coalesced<S> {
+    inner: S,
+    gathered: BytesMut,
+    /// Polls in a row that found nothing new while something was gathered.
+    idle_polls: u8,
+    /// The inner stream ended (with an error to return after what is gathered, if it failed).
+    end: Option<Option<std::io::Error>>,
+}
+
+impl<S> Coalesced<S> {
+    pub fn new(inner: S) -> Coalesced<S> {
+        Coalesced { inner, gathered: BytesMut::new(), idle_polls: 0, end: None }
+    }
+
+    fn release(&mut self) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.idle_polls = 0;
+        Poll::Ready(Some(Ok(self.gathered.split().freeze())))
+    }
+}
+
+impl<S> Stream for Coalesced<S>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // What was gathered went out with the end's discovery; the end itself comes next.
+        if let Some(error) = &mut this.end {
+            return Poll::Ready(error.take().map(Err));
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.idle_polls = 0;
+                    if this.gathered.is_empty() {
+                        // Taken over without a copy when the chunk is the only owner of its bytes.
+                        this.gathered = BytesMut::from(chunk);
+                    } else {
+                        this.gathered.extend_from_slice(&chunk);
+                    }
+                    if this.gathered.len() >= MAX_GATHERED {
+                        return this.release();
+                    }
+                }
+                Poll::Ready(end) => {
+                    this.end = Some(end.and_then(Result::err));
+                    if this.gathered.is_empty() {
+                        return Poll::Ready(this.end.as_mut().and_then(Option::take).map(Err));
+                    }
+                    return this.release();
+                }
+                Poll::Pending if this.gathered.is_empty() => return Poll::Pending,
+                Poll::Pending if this.idle_polls < IDLE_POLLS => {
+                    this.idle_polls += 1;
+                    // Polled again after the tasks already woken (the upstream connection's) ran.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Pending => return this.release(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +525,101 @@ mod tests {
             let (out, _) = relay(split_at(stream, split), true).await;
             assert_eq!(out, stream, "client asked for usage: byte for byte (split {split})");
         }
+    }
+
+    /// Counts its wake-ups: a `Pending` with something held must have asked to be polled again.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    type Sent = Result<Bytes, std::io::Error>;
+
+    /// Polls `stream` once; `Err(wakes)`: pending, with how many wake-ups it has asked for so far.
+    fn poll_once<S: Stream<Item = Sent> + Unpin>(
+        stream: &mut S,
+        waker: &std::sync::Arc<CountingWaker>,
+    ) -> Result<Option<Sent>, usize> {
+        let waker = std::task::Waker::from(waker.clone());
+        match Pin::new(stream).poll_next(&mut Context::from_waker(&waker)) {
+            Poll::Ready(item) => Ok(item),
+            Poll::Pending => Err(0),
+        }
+    }
+
+    /// A stream of what is sent, pending while nothing is; it ends when `tx` is dropped.
+    fn channel() -> (tokio::sync::mpsc::UnboundedSender<Sent>, impl Stream<Item = Sent> + Unpin) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    fn wakes(waker: &std::sync::Arc<CountingWaker>) -> usize {
+        waker.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn events_that_arrived_together_leave_in_one_frame_and_none_waits_for_more() {
+        let (tx, rx) = channel();
+        let mut coalesced = Coalesced::new(rx);
+        let waker = std::sync::Arc::new(CountingWaker(Default::default()));
+        assert!(poll_once(&mut coalesced, &waker).is_err(), "nothing yet");
+        for event in ["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"] {
+            tx.send(Ok(Bytes::from(event))).expect("send");
+        }
+        // Held for IDLE_POLLS polls that bring nothing new, each asking to be polled again...
+        for polled in 1..=usize::from(IDLE_POLLS) {
+            let before = wakes(&waker);
+            assert!(poll_once(&mut coalesced, &waker).is_err(), "held at poll {polled}");
+            assert_eq!(wakes(&waker), before + 1, "a held frame always asks for the next poll");
+        }
+        // ...then out, the three in one frame.
+        let frame = poll_once(&mut coalesced, &waker).expect("released").expect("a frame").expect("data");
+        assert_eq!(frame, "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+        assert!(poll_once(&mut coalesced, &waker).is_err(), "nothing held, nothing sent");
+
+        // An event arriving while others are held joins them and restarts the count.
+        tx.send(Ok(Bytes::from("data: 4\n\n"))).expect("send");
+        assert!(poll_once(&mut coalesced, &waker).is_err());
+        tx.send(Ok(Bytes::from("data: 5\n\n"))).expect("send");
+        for _ in 0..IDLE_POLLS {
+            assert!(poll_once(&mut coalesced, &waker).is_err());
+        }
+        let frame = poll_once(&mut coalesced, &waker).expect("released").expect("a frame").expect("data");
+        assert_eq!(frame, "data: 4\n\ndata: 5\n\n");
+
+        // The end releases what is held at once, then ends.
+        tx.send(Ok(Bytes::from("data: [DONE]\n\n"))).expect("send");
+        drop(tx);
+        let frame = poll_once(&mut coalesced, &waker).expect("at once").expect("a frame").expect("data");
+        assert_eq!(frame, "data: [DONE]\n\n");
+        assert!(matches!(poll_once(&mut coalesced, &waker), Ok(None)), "then the end");
+    }
+
+    #[test]
+    fn a_failure_comes_after_what_was_gathered_and_a_large_frame_is_not_held() {
+        let (tx, rx) = channel();
+        let mut coalesced = Coalesced::new(rx);
+        let waker = std::sync::Arc::new(CountingWaker(Default::default()));
+        tx.send(Ok(Bytes::from("data: 1\n\n"))).expect("send");
+        tx.send(Err(std::io::Error::other("cut"))).expect("send");
+        let frame = poll_once(&mut coalesced, &waker).expect("at once").expect("a frame").expect("data");
+        assert_eq!(frame, "data: 1\n\n");
+        let failure = poll_once(&mut coalesced, &waker).expect("at once").expect("the failure");
+        assert_eq!(failure.expect_err("an error").to_string(), "cut");
+        assert!(matches!(poll_once(&mut coalesced, &waker), Ok(None)));
+
+        let (tx, rx) = channel();
+        let mut coalesced = Coalesced::new(rx);
+        tx.send(Ok(Bytes::from(vec![b'x'; MAX_GATHERED]))).expect("send");
+        tx.send(Ok(Bytes::from("data: 2\n\n"))).expect("send");
+        let frame = poll_once(&mut coalesced, &waker).expect("at once").expect("a frame").expect("data");
+        assert_eq!(frame.len(), MAX_GATHERED, "a full frame goes out without waiting");
     }
 
     #[tokio::test]
