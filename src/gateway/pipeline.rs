@@ -804,6 +804,16 @@ fn rate_limited(mut response: Response, wait: Option<Duration>) -> Response {
     response
 }
 
+/// A streamed answer's body, primed: the head and the first events leave in one write when
+/// they came together. Boxed by the caller, so that the request's future holds a pointer.
+async fn primed_body<S>(mut stream: Box<Coalesced<S>>) -> Body
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    stream.prime().await;
+    Body::from_stream(stream)
+}
+
 /// Relays the answer of `candidate`, whose status was a success.
 async fn relay(
     app: &AppState,
@@ -827,12 +837,11 @@ async fn relay(
         );
         let shield = prepared.shield_format.and_then(|format| app.guard.answer_stream(format));
         let body = match shield {
-            Some(shield) => Body::from_stream(Coalesced::new(ShieldedSse::new(
-                sse,
-                shield,
-                removal_report(app, prepared, "streamed answer"),
-            ))),
-            None => Body::from_stream(Coalesced::new(sse)),
+            Some(shield) => {
+                let shielded = ShieldedSse::new(sse, shield, removal_report(app, prepared, "streamed answer"));
+                primed_body(Box::new(Coalesced::new(shielded))).await
+            }
+            None => primed_body(Box::new(Coalesced::new(sse))).await,
         };
         return Response::builder()
             .status(StatusCode::OK)

@@ -390,12 +390,19 @@ const IDLE_POLLS: u8 = 2;
 /// a burst of events (a fast model, or an upstream that sends the rest at once) costs one
 /// system call and one wake-up of the client per event. This gathers the events that are
 /// already there into one frame: while new ones keep coming it asks for one more turn of the
-/// runtime, and as soon as a turn brings nothing, what it holds goes out. Nothing waits for
-/// data that has not arrived; an event is at most a turn or two of the runtime later.
+/// runtime, and as soon as a turn brings nothing, what it holds goes out. The response head
+/// waits the same way: hyper writes it alone as soon as the body is pending, so the handler
+/// awaits [`Coalesced::prime`] before returning the response, and a first event already
+/// read leaves in the head's write. Nothing waits for data that has not arrived; an event is
+/// at most a turn or two of the runtime later.
 pub struct Coalesced<S> {
     inner: S,
     gathered: BytesMut,
-    /// Polls in a row that found nothing new while something was gathered.
+    /// Nothing has gone out yet: the first events are waited for as if something were held.
+    first: bool,
+    /// What `prime` found, returned by the first poll.
+    primed: Option<Option<Result<Bytes, std::io::Error>>>,
+    /// Polls in a row that found nothing new while something was held.
     idle_polls: u8,
     /// The inner stream ended (with an error to return after what is gathered, if it failed).
     end: Option<Option<std::io::Error>>,
@@ -403,10 +410,28 @@ pub struct Coalesced<S> {
 
 impl<S> Coalesced<S> {
     pub fn new(inner: S) -> Coalesced<S> {
-        Coalesced { inner, gathered: BytesMut::new(), idle_polls: 0, end: None }
+        Coalesced { inner, gathered: BytesMut::new(), first: true, primed: None, idle_polls: 0, end: None }
+    }
+
+    /// Waits for the first events already on their way, a turn or two of the runtime at most,
+    /// and keeps them for the first poll.
+    pub async fn prime(&mut self)
+    where
+        Self: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    {
+        let first = std::future::poll_fn(|cx| match Pin::new(&mut *self).poll_next(cx) {
+            Poll::Ready(item) => Poll::Ready(Some(item)),
+            // Another turn asked for (`poll_next` woke the task itself)...
+            Poll::Pending if self.first => Poll::Pending,
+            // ...or nothing came: the head goes alone.
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await;
+        self.primed = first;
     }
 
     fn release(&mut self) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.first = false;
         self.idle_polls = 0;
         Poll::Ready(Some(Ok(self.gathered.split().freeze())))
     }
@@ -420,6 +445,9 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(item) = this.primed.take() {
+            return Poll::Ready(item);
+        }
         // What was gathered went out with the end's discovery; the end itself comes next.
         if let Some(error) = &mut this.end {
             return Poll::Ready(error.take().map(Err));
@@ -445,11 +473,17 @@ where
                     }
                     return this.release();
                 }
-                Poll::Pending if this.gathered.is_empty() => return Poll::Pending,
+                Poll::Pending if this.gathered.is_empty() && !this.first => return Poll::Pending,
                 Poll::Pending if this.idle_polls < IDLE_POLLS => {
                     this.idle_polls += 1;
                     // Polled again after the tasks already woken (the upstream connection's) ran.
                     cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Pending if this.gathered.is_empty() => {
+                    // No first event yet: the head goes alone, and the stream waits as usual.
+                    this.first = false;
+                    this.idle_polls = 0;
                     return Poll::Pending;
                 }
                 Poll::Pending => return this.release(),
@@ -568,7 +602,15 @@ mod tests {
         let (tx, rx) = channel();
         let mut coalesced = Coalesced::new(rx);
         let waker = std::sync::Arc::new(CountingWaker(Default::default()));
-        assert!(poll_once(&mut coalesced, &waker).is_err(), "nothing yet");
+        // The response head waits IDLE_POLLS polls for a first event to go with it...
+        for polled in 1..=usize::from(IDLE_POLLS) {
+            assert!(poll_once(&mut coalesced, &waker).is_err(), "nothing yet");
+            assert_eq!(wakes(&waker), polled, "the head waits a turn for the first event");
+        }
+        // ...then goes alone: nothing held, so no more wake-ups asked for.
+        assert!(poll_once(&mut coalesced, &waker).is_err());
+        assert!(poll_once(&mut coalesced, &waker).is_err());
+        assert_eq!(wakes(&waker), usize::from(IDLE_POLLS), "no busy loop while nothing arrives");
         for event in ["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"] {
             tx.send(Ok(Bytes::from(event))).expect("send");
         }
@@ -599,6 +641,27 @@ mod tests {
         let frame = poll_once(&mut coalesced, &waker).expect("at once").expect("a frame").expect("data");
         assert_eq!(frame, "data: [DONE]\n\n");
         assert!(matches!(poll_once(&mut coalesced, &waker), Ok(None)), "then the end");
+    }
+
+    #[tokio::test]
+    async fn priming_takes_the_first_events_already_there_and_waits_for_nothing_else() {
+        let (tx, rx) = channel();
+        tx.send(Ok(Bytes::from("data: 1\n\n"))).expect("send");
+        tx.send(Ok(Bytes::from("data: 2\n\n"))).expect("send");
+        let mut primed = Coalesced::new(rx);
+        primed.prime().await;
+        let waker = std::sync::Arc::new(CountingWaker(Default::default()));
+        let frame = poll_once(&mut primed, &waker).expect("kept").expect("a frame").expect("data");
+        assert_eq!(frame, "data: 1\n\ndata: 2\n\n", "both, for the head's write");
+
+        let (tx, rx) = channel();
+        let mut primed = Coalesced::new(rx);
+        let waited = tokio::time::timeout(Duration::from_secs(5), primed.prime()).await;
+        waited.expect("nothing has arrived: the head is not held for it");
+        tx.send(Ok(Bytes::from("data: 3\n\n"))).expect("send");
+        drop(tx);
+        let rest: Vec<Sent> = primed.collect().await;
+        assert_eq!(rest.into_iter().map(|frame| frame.expect("data")).collect::<Vec<_>>(), ["data: 3\n\n"]);
     }
 
     #[test]
