@@ -12,11 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Buf;
-
 use axum::BoxError;
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::{Instant, Sleep};
