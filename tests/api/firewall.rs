@@ -785,32 +785,25 @@ async fn body_and_header_limits_refuse_before_authentication() {
 async fn next_response(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
     let read = async {
         let mut received = Vec::new();
-        let head_end = loop {
-            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
+        loop {
+            if let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) {
+                let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse().ok())
+                    .unwrap_or(0);
+                if received.len() >= head_end + length {
+                    return Some((status, received[head_end..head_end + length].to_vec()));
+                }
             }
             let mut buf = [0u8; 4096];
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => received.extend_from_slice(&buf[..n]),
             }
-        };
-        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = received.split_off(head_end);
-        while body.len() < length {
-            let mut buf = [0u8; 4096];
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => body.extend_from_slice(&buf[..n]),
-            }
         }
-        Some((status, body))
     };
     tokio::time::timeout(Duration::from_secs(10), read).await.expect("an answer or a close in time")
 }
