@@ -197,7 +197,7 @@ async fn seed(store: &Store, rows: usize) -> anyhow::Result<()> {
         let cost_nano = (i % 500 != 0).then(|| 100_000 + (next() % 900_000) as i64);
         batch.push(UsageRecord {
             id: uuid::Uuid::now_v7(),
-            request_id: format!("bench-{i}"),
+            request_id: format!("bench-{i}").into(),
             at,
             key_id: key.id,
             customer_id: key.customer_id,

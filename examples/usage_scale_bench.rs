@@ -37,7 +37,7 @@ fn record(i: usize, key: &KeyListing, at: chrono::DateTime<Utc>, rng: &mut XorSh
     let cost_nano = 100_000 + (rng.next() % 900_000) as i64;
     UsageRecord {
         id: uuid::Uuid::now_v7(),
-        request_id: format!("bench-{i}"),
+        request_id: format!("bench-{i}").into(),
         at,
         key_id: key.id,
         customer_id: key.customer_id,

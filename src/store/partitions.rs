@@ -94,8 +94,8 @@ impl Store {
         match self {
             Store::Sqlite(pool) => loop {
                 let deleted = sqlx::query(
-                    "DELETE FROM usage_records WHERE rowid IN
-                         (SELECT rowid FROM usage_records WHERE at < $1 LIMIT $2)",
+                    "DELETE FROM usage_records WHERE (at, id) IN
+                         (SELECT at, id FROM usage_records WHERE at < $1 ORDER BY at LIMIT $2)",
                 )
                 .bind(boundary)
                 .bind(SQLITE_DELETE_BATCH)

@@ -11,22 +11,22 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct UsageRecord {
     pub id: Uuid,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub at: DateTime<Utc>,
     pub key_id: Uuid,
     pub customer_id: Uuid,
-    pub plan: String,
+    pub plan: Arc<str>,
     /// The API the request spoke (`chat`, `embeddings`, ...); none on records booked before
     /// migration 0011.
-    pub route: Option<String>,
-    pub model: Option<String>,
-    pub provider: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
+    pub provider: Option<Arc<str>>,
     pub prompt_tokens: i64,
     pub cached_tokens: i64,
     /// Prompt tokens written to the provider's cache (part of `prompt_tokens`).
@@ -266,17 +266,19 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records, sizes) {
                 let mut query = sqlx::query(INSERT_USAGE.sql(self, chunk.len()));
+                // Text is bound as `Arc<str>` by value: SQLite's arguments then share it, where a
+                // `&String` is copied into a new string, per column of every record.
                 for r in chunk {
                     query = query
                         .bind(r.id)
-                        .bind(&r.request_id)
+                        .bind(Arc::clone(&r.request_id))
                         .bind(r.at)
                         .bind(r.key_id)
                         .bind(r.customer_id)
-                        .bind(&r.plan)
-                        .bind(&r.route)
-                        .bind(&r.model)
-                        .bind(&r.provider)
+                        .bind(Arc::clone(&r.plan))
+                        .bind(r.route.clone())
+                        .bind(r.model.clone())
+                        .bind(r.provider.clone())
                         .bind(r.prompt_tokens)
                         .bind(r.cached_tokens)
                         .bind(r.cache_write_tokens)

@@ -24,7 +24,7 @@ pub(crate) async fn wait_for_records(store: &Store, n: usize) -> Vec<UsageRecord
 }
 
 fn by_request<'a>(all: &'a [UsageRecord], id: &str) -> &'a UsageRecord {
-    all.iter().find(|r| r.request_id == id).unwrap_or_else(|| panic!("no record for {id}"))
+    all.iter().find(|r| &*r.request_id == id).unwrap_or_else(|| panic!("no record for {id}"))
 }
 
 on_both_backends!(
@@ -87,7 +87,7 @@ async fn every_request_is_booked_to_the_token(backend: Backend) {
     // The client left, but the upstream was read on for its own usage (5 chunks, 5 tokens).
     assert!(aborted.aborted && !aborted.usage_estimated, "{aborted:?}");
     assert_eq!((aborted.prompt_tokens, aborted.completion_tokens), (6, 5), "{aborted:?}");
-    assert!(all.iter().all(|r| r.latency_us > 0 && r.plan == "pro"));
+    assert!(all.iter().all(|r| r.latency_us > 0 && &*r.plan == "pro"));
 }
 
 async fn margins_match_hand_computed_numbers(backend: Backend) {
@@ -297,7 +297,7 @@ async fn batches_the_idle_lane_cannot_finish_in_time_are_booked_once_on_the_norm
     bus.close();
     writer.await.expect("writer stops");
     let booked = records(&store).await;
-    let ids: std::collections::BTreeSet<_> = booked.iter().map(|r| r.request_id.as_str()).collect();
+    let ids: std::collections::BTreeSet<_> = booked.iter().map(|r| &*r.request_id).collect();
     assert_eq!((booked.len(), ids.len()), (600, 600), "every record once, none lost, none twice");
 }
 

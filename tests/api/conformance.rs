@@ -801,7 +801,7 @@ async fn every_provider_is_metered_to_the_token(backend: Backend) {
     let mut wrong = Vec::new();
     for exchange in &exchanges {
         let Case { id, usage, .. } = &exchange.case;
-        let record = booked.iter().find(|r| r.request_id == *id).expect("a record");
+        let record = booked.iter().find(|r| *r.request_id == **id).expect("a record");
         let metered =
             Tokens { prompt: record.prompt_tokens, cached: record.cached_tokens, completion: record.completion_tokens };
         let usage = *usage;

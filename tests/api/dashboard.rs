@@ -117,7 +117,7 @@ pub(crate) fn usage_record(key: &KeyListing, i: usize, at: chrono::DateTime<chro
     let latency_us = 2_000 + (i as i64 * 7_919) % 2_000_000;
     UsageRecord {
         id: uuid::Uuid::now_v7(),
-        request_id: format!("seed-{i}"),
+        request_id: format!("seed-{i}").into(),
         at,
         key_id: key.id,
         customer_id: key.customer_id,

@@ -195,7 +195,14 @@ async fn every_endpoint_is_metered_to_the_token(backend: Backend) {
         let records = app.state().store.usage_page(None, until, 50).await.expect("usage");
         let mut routes: Vec<(String, i64, i64, i64)> = records
             .iter()
-            .map(|r| (r.route.clone().unwrap_or_default(), r.prompt_tokens, r.cached_tokens, r.completion_tokens))
+            .map(|r| {
+                (
+                    r.route.as_deref().unwrap_or_default().to_owned(),
+                    r.prompt_tokens,
+                    r.cached_tokens,
+                    r.completion_tokens,
+                )
+            })
             .collect();
         routes.sort_unstable();
         routes

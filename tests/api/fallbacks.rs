@@ -529,7 +529,7 @@ async fn two_instances_keep_their_own_circuits_and_book_each_request_once() {
     assert_eq!(on_books.len(), expected.len(), "each request booked once: {on_books:?}");
     let gpt_4o = a.state().prices.get("gpt-4o").expect("gpt-4o is priced");
     for (request_id, attempts) in expected {
-        let record = on_books.iter().find(|r| r.request_id == request_id).expect("the request is booked");
+        let record = on_books.iter().find(|r| *r.request_id == *request_id).expect("the request is booked");
         assert_eq!(
             (record.provider.as_deref(), record.model.as_deref(), record.attempts, record.status),
             (Some("backup"), Some("gpt-4o"), attempts, 200),

@@ -1,6 +1,7 @@
 //! Usage at scale: PostgreSQL's monthly partitions of `usage_records` (migration 0017, made
-//! ahead by the server, a DEFAULT partition behind them) and `usage_retention_days`, which
-//! deletes whole old months while the daily rollups keep `omi report margins` unchanged.
+//! ahead by the server, a DEFAULT partition behind them), SQLite's table kept in time order
+//! (migration 0019), and `usage_retention_days`, which deletes whole old months while the daily
+//! rollups keep `omi report margins` unchanged.
 //! Every time here is relative to the clock the test reads, never a date written in.
 
 use crate::dashboard::usage_record;
@@ -12,6 +13,7 @@ use omi::customers::EmailAddress;
 use omi::keys;
 use omi::store::{KeyListing, MONTHS_AHEAD, Store, UsageRecord};
 use sqlx::PgPool;
+use std::str::FromStr;
 
 on_both_backends!(retention_deletes_whole_old_months_and_the_margins_report_is_unchanged);
 
@@ -120,6 +122,50 @@ async fn the_migration_partitions_a_table_of_several_months_keeping_every_row() 
     assert_every_partition_has_rls(&pool).await;
     // The same record twice is still refused.
     assert!(store.insert_usage(&before[..1]).await.is_err(), "(id, at) is unique");
+}
+
+/// SQLite's twin of the partitioning above: migration 0019 rebuilds `usage_records` as a
+/// table kept in time order (WITHOUT ROWID, keyed by `(at, id)`), without the `at` index the
+/// key now serves. Every row must survive the rebuild, and what read the index must still work.
+#[tokio::test]
+async fn the_sqlite_migration_keeps_the_records_in_time_order_and_every_row() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url).expect("url").create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.expect("connect");
+    sqlx::migrate!("./migrations/sqlite").run_to(18, &pool).await.expect("the schema before 0019");
+    let store = Store::connect(&db.url).await.expect("connect");
+    let key = key(&store).await;
+    let now = Utc::now();
+    // Written out of time order, as two instances' batches or a late stream would be.
+    let at = [now, months(now, -3), months(now, -14), now - TimeDelta::seconds(5), months(now, -1)];
+    let records: Vec<UsageRecord> = at.iter().enumerate().map(|(i, at)| usage_record(&key, i, *at)).collect();
+    store.insert_usage(&records).await.expect("records in the rowid table");
+    let before = all_records(&store).await;
+    assert_eq!(before.len(), 5);
+
+    store.migrate().await.expect("migration 0019");
+    assert_eq!(as_json(&all_records(&store).await), as_json(&before), "every row, unchanged");
+    let table: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'usage_records'")
+        .fetch_one(&pool)
+        .await
+        .expect("sql");
+    assert!(table.contains("PRIMARY KEY (at, id)") && table.contains("WITHOUT ROWID"), "{table}");
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records'")
+            .fetch_all(&pool)
+            .await
+            .expect("indexes");
+    assert_eq!(indexes, ["usage_records_customer_at_idx"], "the `at` index is the table's key now");
+    // The newest first, from the table's own order.
+    let page = store.usage_page(None, now + TimeDelta::seconds(1), 2).await.expect("page");
+    assert_eq!(page.iter().map(|r| r.at).collect::<Vec<_>>(), [now, now - TimeDelta::seconds(5)]);
+    // Retention deletes by the key's order too.
+    let pruned = store.prune_usage_before(months(now, -2)).await.expect("prune");
+    assert_eq!(pruned.rows, 2, "the records of three and fourteen months ago");
+    assert_eq!(all_records(&store).await.len(), 3);
+    // New records still go in after the rebuild.
+    store.insert_usage(&[usage_record(&key, 9, now)]).await.expect("a record after 0019");
+    assert_eq!(all_records(&store).await.len(), 4);
 }
 
 #[tokio::test]

@@ -193,7 +193,7 @@ async fn the_books_saturate_across_batches_and_days(backend: Backend) {
     let today = chrono::Utc::now();
     let record = |at: chrono::DateTime<chrono::Utc>| UsageRecord {
         id: Uuid::now_v7(),
-        request_id: Uuid::now_v7().to_string(),
+        request_id: Uuid::now_v7().to_string().into(),
         at,
         key_id: key.id,
         customer_id: key.customer_id,

@@ -322,7 +322,7 @@ impl From<&UsageRecord> for UsageRow {
         .collect();
         UsageRow {
             at: format::time(r.at),
-            model: r.model.clone().unwrap_or_default(),
+            model: r.model.as_deref().unwrap_or_default().to_owned(),
             status: r.status,
             tokens: format!("{} / {}", format::count(r.prompt_tokens), format::count(r.completion_tokens)),
             cost: r.cost_nano.map(|n| format!("${:.6}", n as f64 / 1e9)).unwrap_or_else(|| "unknown".into()),

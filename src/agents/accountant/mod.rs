@@ -12,6 +12,7 @@ pub mod upkeep;
 use crate::billing::prices::{PriceTable, total_tokens};
 use crate::events::{Event, EventBus, RequestEvent, Subscription};
 use crate::store::{IdleLane, LaneError, Store, StoreResult, UsageRecord};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -64,22 +65,22 @@ pub fn record_of(event: &RequestEvent, prices: &PriceTable) -> Option<UsageRecor
             .and_then(|model| prices.get(model))
             .map(|price| i64::try_from(price.cost(&usage)).unwrap_or(i64::MAX))
     };
-    let plan = event.plan.as_deref().unwrap_or(crate::DEFAULT_PLAN);
+    let plan = event.plan.clone().unwrap_or_else(|| Arc::from(crate::DEFAULT_PLAN));
     // Booked with the record: a later markup change never rewrites what was sold. BYOK costs
     // the house nothing and is sold for nothing.
-    let spend_nano = cost_nano.map(|cost| prices.markup(plan).selling_price(cost));
+    let spend_nano = cost_nano.map(|cost| prices.markup(&plan).selling_price(cost));
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Some(UsageRecord {
         id: Uuid::now_v7(),
-        request_id: event.request_id.to_string(),
+        request_id: Arc::clone(&event.request_id),
         at: event.at,
         key_id,
         customer_id,
-        plan: plan.to_string(),
-        route: Some(event.route.to_owned()),
-        model: event.model.clone(),
-        provider: event.provider.as_deref().map(str::to_owned),
+        plan,
+        route: Some(Arc::from(event.route)),
+        model: event.model.as_deref().map(Arc::from),
+        provider: event.provider.clone(),
         prompt_tokens: count(usage.prompt_tokens),
         cached_tokens: count(usage.cached_tokens),
         cache_write_tokens: count(usage.cache_write_tokens),
@@ -276,7 +277,6 @@ mod tests {
     use super::*;
     use crate::config::PlanConfig;
     use crate::events::TokenUsage;
-    use std::sync::Arc;
 
     fn event(model: &str, usage: Option<TokenUsage>, byok: bool) -> RequestEvent {
         RequestEvent {
