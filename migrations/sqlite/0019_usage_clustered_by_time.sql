@@ -1,10 +1,11 @@
 -- SQLite only: usage_records stored in the order of `at` (a WITHOUT ROWID table keyed by
 -- (at, id)) instead of a rowid table with a separate index on `id` and another on `at`. Every
--- request writes one record, and each index a record goes into costs SQLite about 5k
--- instructions; keyed by time, the table itself serves what the `at` index did (retention's
--- deletes of whole old months, the admin's newest-first list), and the records of a batch,
--- minted in time order, go to the table's end. `id` stays unique by construction (a UUIDv7
--- minted once per record), as on PostgreSQL, whose key is (id, at) since 0017.
+-- request writes one record, and each index a record goes into is work on every request (the
+-- `at` index was 5k instructions of a one-row insert's 24k); keyed by time, the table itself
+-- serves what the `at` index did (retention's deletes of whole old months, the admin's
+-- newest-first list), and the records of a batch, minted in time order, go to the table's end.
+-- `id` stays unique by construction (a UUIDv7 minted once per record), as on PostgreSQL, whose
+-- key is (id, at) since 0017.
 --
 -- The table is rebuilt: a new one made, the rows copied, the old one dropped, the new one
 -- renamed. sqlx runs a migration in one transaction, so a failure leaves the table as it was.
