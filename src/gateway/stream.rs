@@ -575,15 +575,15 @@ mod tests {
 
     type Sent = Result<Bytes, std::io::Error>;
 
-    /// Polls `stream` once; `Err(wakes)`: pending, with how many wake-ups it has asked for so far.
+    /// Polls `stream` once with `waker`; `Err(())`: pending (`wakes` tells what it asked for).
     fn poll_once<S: Stream<Item = Sent> + Unpin>(
         stream: &mut S,
         waker: &std::sync::Arc<CountingWaker>,
-    ) -> Result<Option<Sent>, usize> {
+    ) -> Result<Option<Sent>, ()> {
         let waker = std::task::Waker::from(waker.clone());
         match Pin::new(stream).poll_next(&mut Context::from_waker(&waker)) {
             Poll::Ready(item) => Ok(item),
-            Poll::Pending => Err(0),
+            Poll::Pending => Err(()),
         }
     }
 
