@@ -10,6 +10,7 @@
 #   purge0|MIMALLOC_PURGE_DELAY=0' BIN_DIR=/tmp/kept bench/variants.sh
 #   VARIANTS='before|OMI_BUILD=/tmp/old
 #   after|' bench/variants.sh            # two builds side by side
+#   SCRIPT=bench/sentinel.lua bench/variants.sh  # another request (default bench/post.lua)
 set -euo pipefail
 MOCK_PORT=18201
 # Read before common.sh, which declares its own VARIANTS array for compare_variants.
@@ -24,5 +25,6 @@ while IFS='|' read -r name settings; do
   start_variant "$name" $port $settings
   port=$((port + 1))
 done <<<"$requested_variants"
-compare_variants "variants non-streamed" bench/post.lua
-compare_variants "variants streamed" bench/post.lua STREAM=1
+script="${SCRIPT:-bench/post.lua}"
+compare_variants "variants non-streamed, $script" "$script"
+compare_variants "variants streamed, $script" "$script" STREAM=1

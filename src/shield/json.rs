@@ -392,7 +392,7 @@ pub(super) fn sanitize_body(sh: &Shield, body: &[u8]) -> Option<(Vec<u8>, Vec<Re
 }
 
 /// One streamed string of an event: a piece of one of the answer's texts.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Text {
     /// The part of the answer it belongs to: a chat choice's `index`, a Responses output
     /// item's `output_index`, a Messages content block's `index`.
@@ -407,7 +407,7 @@ pub(super) struct Text {
 }
 
 /// Texts an event says are complete.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Finish {
     All,
     /// Every text of one group (a choice that has its `finish_reason`, a content block
@@ -428,7 +428,7 @@ impl Finish {
 }
 
 /// The strings of one stream event.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Delta {
     /// Streamed text, each continuing the same text of earlier events.
     pub(super) texts: Vec<Text>,
@@ -440,6 +440,10 @@ pub(super) struct Delta {
     pub(super) finished: Vec<Finish>,
     /// (group, span of a `logprobs` value spelling out its texts in this event)
     pub(super) logprobs: Vec<(u64, Range<usize>)>,
+    /// The string whose content was read to find the rest (the Responses and Messages event
+    /// `type`). Every other string's content is irrelevant to the delta: only the document's
+    /// structure, keys and numbers are (what [`super::event_shape::EventShape`] relies on).
+    pub(super) read_string: Option<Range<usize>>,
 }
 
 /// A path as bytes, for comparing: per segment `0` and the key (whose raw bytes are never
@@ -484,18 +488,33 @@ fn name_elements(path: &[u8], named: &[(&[u8], u64)]) -> Vec<u8> {
     out
 }
 
-/// Extracts the strings of one event of a stream in `format`; `None` if not JSON.
-pub(super) fn delta(data: &[u8], format: StreamFormat) -> Option<Delta> {
+/// Extracts the strings of one event of a stream in `format`; `None` if not JSON. Every
+/// string value's span is added to `strings`, in order (the event's shape).
+pub(super) fn delta(data: &[u8], format: StreamFormat, strings: &mut Vec<Range<usize>>) -> Option<Delta> {
     match format {
-        StreamFormat::Chat => chat_delta(data),
-        StreamFormat::Responses => responses_delta(data),
-        StreamFormat::Messages => messages_delta(data),
+        StreamFormat::Chat => chat_delta(data, strings),
+        StreamFormat::Responses => responses_delta(data, strings),
+        StreamFormat::Messages => messages_delta(data, strings),
     }
+}
+
+/// [`walk`], also noting every string value's span in `strings`.
+fn walk_noting_strings<'a>(
+    data: &'a [u8],
+    strings: &mut Vec<Range<usize>>,
+    mut visit: impl FnMut(&[Seg<'a>], Range<usize>, Kind),
+) -> Option<()> {
+    walk(data, &mut |path, span, kind| {
+        if kind == Kind::Str {
+            strings.push(span.clone());
+        }
+        visit(path, span, kind)
+    })
 }
 
 /// A `chat.completion.chunk` (or a legacy completion's): every string under a choice's
 /// `delta`, or its `text`, is streamed text; a `finish_reason` finishes the choice.
-fn chat_delta(data: &[u8]) -> Option<Delta> {
+fn chat_delta(data: &[u8], strings: &mut Vec<Range<usize>>) -> Option<Delta> {
     // Collected by array position first: `index` may come after the text.
     let mut texts: Vec<(usize, Vec<u8>, Range<usize>)> = Vec::new();
     let mut standalone = Vec::new();
@@ -504,7 +523,7 @@ fn chat_delta(data: &[u8]) -> Option<Delta> {
     let mut element_index: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     let mut finished: Vec<usize> = Vec::new();
     let mut logprobs: Vec<(usize, Range<usize>)> = Vec::new();
-    walk(data, &mut |path, span, kind| {
+    walk_noting_strings(data, strings, |path, span, kind| {
         let in_choice = match path {
             [c, Seg::Index(k), rest @ ..] if c.is("choices") => Some((*k, rest)),
             _ => None,
@@ -558,6 +577,7 @@ fn chat_delta(data: &[u8]) -> Option<Delta> {
         standalone,
         finished: finished.into_iter().map(|k| Finish::Group(choice(k))).collect(),
         logprobs: logprobs.into_iter().map(|(k, s)| (choice(k), s)).collect(),
+        read_string: None,
     })
 }
 
@@ -571,14 +591,14 @@ fn literal_inner(data: &[u8], literal: Option<Range<usize>>) -> &[u8] {
 /// the group of its `output_index`. The `*.done` event with the same type and indexes
 /// finishes that channel, `response.output_item.done` the output item's, and
 /// `response.completed`/`failed`/`incomplete` all of them.
-fn responses_delta(data: &[u8]) -> Option<Delta> {
+fn responses_delta(data: &[u8], strings: &mut Vec<Range<usize>>) -> Option<Delta> {
     const INDEXES: [&str; 3] = ["output_index", "content_index", "summary_index"];
     let mut event_type = None;
     let mut delta = None;
     let mut indexes: [Option<u64>; 3] = [None; 3];
     let mut logprobs = None;
     let mut standalone = Vec::new();
-    walk(data, &mut |path, span, kind| match (path, kind) {
+    walk_noting_strings(data, strings, |path, span, kind| match (path, kind) {
         ([k], Kind::Str) if k.is("type") => event_type = Some(span),
         ([k], Kind::Str) if k.is("delta") => delta = Some(span),
         ([k], Kind::Num) => {
@@ -590,7 +610,7 @@ fn responses_delta(data: &[u8]) -> Option<Delta> {
         _ if is_text(path, kind) => standalone.push(span),
         _ => {}
     })?;
-    let name = literal_inner(data, event_type);
+    let name = literal_inner(data, event_type.clone());
     let [output, sub @ ..] = indexes;
     let group = output.unwrap_or(0);
     let channel = |stem: &[u8]| {
@@ -620,6 +640,7 @@ fn responses_delta(data: &[u8]) -> Option<Delta> {
         standalone,
         finished: finished.into_iter().collect(),
         logprobs: logprobs.map(|span| (group, span)).into_iter().collect(),
+        read_string: event_type,
     })
 }
 
@@ -627,13 +648,13 @@ fn responses_delta(data: &[u8]) -> Option<Delta> {
 /// `content_block_start`'s `content_block`) is streamed text, of the channel named by its
 /// key (`text`, `thinking`, `partial_json`) in the group of the block's `index`.
 /// `content_block_stop` finishes the block's channels, `message_stop` all of them.
-fn messages_delta(data: &[u8]) -> Option<Delta> {
+fn messages_delta(data: &[u8], strings: &mut Vec<Range<usize>>) -> Option<Delta> {
     let mut event_type = None;
     let mut index = None;
     // (under `delta` rather than `content_block`, encoded key, span)
     let mut candidates: Vec<(bool, Vec<u8>, Range<usize>)> = Vec::new();
     let mut standalone = Vec::new();
-    walk(data, &mut |path, span, kind| match (path, kind) {
+    walk_noting_strings(data, strings, |path, span, kind| match (path, kind) {
         ([k], Kind::Str) if k.is("type") => event_type = Some(span),
         ([k], Kind::Num) if k.is("index") => index = parse_u64(&data[span]),
         ([block, key], Kind::Str) if (block.is("delta") || block.is("content_block")) && is_text(path, kind) => {
@@ -642,7 +663,7 @@ fn messages_delta(data: &[u8]) -> Option<Delta> {
         _ if is_text(path, kind) => standalone.push(span),
         _ => {}
     })?;
-    let name = literal_inner(data, event_type);
+    let name = literal_inner(data, event_type.clone());
     let group = index.unwrap_or(0);
     let streamed_under_delta = match name {
         b"content_block_delta" => Some(true),
@@ -662,7 +683,13 @@ fn messages_delta(data: &[u8]) -> Option<Delta> {
         b"message_stop" => Some(Finish::All),
         _ => None,
     };
-    Some(Delta { texts, standalone, finished: finished.into_iter().collect(), logprobs: Vec::new() })
+    Some(Delta {
+        texts,
+        standalone,
+        finished: finished.into_iter().collect(),
+        logprobs: Vec::new(),
+        read_string: event_type,
+    })
 }
 
 #[cfg(test)]
@@ -699,7 +726,7 @@ mod tests {
         ];
         for (format, event) in events {
             let data = event.as_bytes();
-            let found = delta(data, format).expect("JSON");
+            let found = delta(data, format, &mut Vec::new()).expect("JSON");
             assert!(found.texts.is_empty(), "{event}");
             let mut texts = Vec::new();
             walk(data, &mut |path, span, kind| {

@@ -48,6 +48,7 @@
 //!   the canary only (8 to 64 letters and digits), not for secrets.
 
 mod detect;
+mod event_shape;
 mod fold;
 pub mod guard;
 mod json;

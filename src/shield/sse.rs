@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::detect::Class;
+use super::event_shape::EventShape;
 use super::fold::FoldedView;
 use super::json::{self, Finish};
 use super::prompt::PromptState;
@@ -53,7 +54,8 @@ pub enum StreamFormat {
 /// Per-response streaming state. Not shared between responses.
 pub struct SseShield {
     shield: Arc<Shield>,
-    format: StreamFormat,
+    /// The stream's format, and the layout of its last walked event.
+    shape: EventShape,
     input: BytesMut,
     /// Where the search for the next line end resumes inside `input`.
     line_start: usize,
@@ -206,7 +208,7 @@ impl SseShield {
     pub(super) fn new(shield: Arc<Shield>, format: StreamFormat) -> SseShield {
         SseShield {
             shield,
-            format,
+            shape: EventShape::new(format),
             input: BytesMut::new(),
             line_start: 0,
             queue: VecDeque::new(),
@@ -300,7 +302,7 @@ impl SseShield {
     }
 
     fn process_json(&mut self, data: Vec<u8>, raw: &[u8]) -> HeldBody {
-        let Some(delta) = json::delta(&data, self.format) else {
+        let Some(delta) = self.shape.delta(&data) else {
             return HeldBody::Ready(self.shield.sanitize_lossy(raw));
         };
         if delta.texts.is_empty() {

@@ -1,5 +1,7 @@
+use std::ops::Range;
 use std::sync::Arc;
 
+use super::event_shape::EventShape;
 use super::*;
 
 const PROMPT: &str = "You are OmiBot, the support assistant for Acme Rockets Inc. \
@@ -2060,5 +2062,197 @@ fn the_literals_prefilter_never_hides_a_match() {
             if expected { with += 1 } else { without += 1 }
         }
         assert!(with > 500 && without > 500, "both cases generated: {with} with a literal, {without} without");
+    }
+}
+
+/// One stream event of `format`, shaped after the providers' references: chat chunks (text,
+/// role, tool calls, refusal, reasoning, audio transcript, legacy `text`, logprobs, finish,
+/// usage, `obfuscation`), Responses events (deltas, `*.done`, item and response events) and
+/// Messages events (text, thinking, tool JSON and signature deltas, block start and stop).
+fn stream_event(g: &mut Gen, format: StreamFormat) -> Vec<u8> {
+    use J::*;
+    let index = |g: &mut Gen| Raw(["0", "1", "2"][g.below(3)]);
+    let doc = match format {
+        StreamFormat::Chat => {
+            let delta = match g.below(6) {
+                0 => O(vec![("role", S("assistant".into())), ("content", S(String::new()))]),
+                1 => O(vec![(
+                    "tool_calls",
+                    A(vec![O(vec![
+                        ("index", index(g)),
+                        ("id", S("call_1".into())),
+                        ("type", S("function".into())),
+                        ("function", O(vec![("name", S("lookup".into())), ("arguments", S(answer_text(g)))])),
+                    ])]),
+                )]),
+                2 => O(vec![(["refusal", "reasoning_content"][g.below(2)], S(answer_text(g)))]),
+                3 => O(vec![("audio", O(vec![("id", S("audio_1".into())), ("transcript", S(answer_text(g)))]))]),
+                _ => O(vec![("content", S(answer_text(g)))]),
+            };
+            let logprobs = if g.chance(3) {
+                O(vec![("content", A(vec![O(vec![("token", S(answer_text(g))), ("logprob", Raw("-0.5"))])]))])
+            } else {
+                Raw("null")
+            };
+            let text = if g.chance(5) { ("text", S(answer_text(g))) } else { ("delta", delta) };
+            let finish = if g.chance(4) { S("stop".into()) } else { Raw("null") };
+            let choices = if g.chance(8) {
+                vec![]
+            } else {
+                vec![O(vec![("index", index(g)), text, ("logprobs", logprobs), ("finish_reason", finish)])]
+            };
+            let mut members = vec![
+                ("id", S("chatcmpl-mock".into())),
+                ("object", S("chat.completion.chunk".into())),
+                ("created", Raw("1726012687")),
+                ("model", S("gpt-4o-mini".into())),
+                ("choices", A(choices)),
+            ];
+            if g.chance(2) {
+                members.push(("obfuscation", S(answer_text(g))));
+            }
+            if g.chance(6) {
+                members.push(("usage", O(vec![("prompt_tokens", Raw("9")), ("completion_tokens", Raw("12"))])));
+            }
+            if g.chance(10) {
+                members = vec![("error", O(vec![("message", S(answer_text(g))), ("type", S("server_error".into()))]))];
+            }
+            O(members)
+        }
+        StreamFormat::Responses => {
+            let stem = g.pick(&["response.output_text", "response.refusal", "response.reasoning_summary_text"]);
+            let mut members = vec![
+                ("sequence_number", Raw(["3", "4", "17"][g.below(3)])),
+                ("item_id", S("msg_1".into())),
+                ("output_index", index(g)),
+                (if g.chance(3) { "summary_index" } else { "content_index" }, index(g)),
+            ];
+            match g.below(5) {
+                0 => {
+                    members.push(("type", S(format!("{stem}.done"))));
+                    members.push(("text", S(answer_text(g))));
+                }
+                1 => members.push((
+                    "type",
+                    S(g.pick(&["response.output_item.done", "response.completed", "response.created"]).into()),
+                )),
+                _ => {
+                    members.push(("type", S(format!("{stem}.delta"))));
+                    members.push(("delta", S(answer_text(g))));
+                    if g.chance(3) {
+                        members.push(("logprobs", A(vec![O(vec![("token", S(answer_text(g)))])])));
+                    }
+                    if g.chance(2) {
+                        members.push(("obfuscation", S(answer_text(g))));
+                    }
+                }
+            }
+            O(members)
+        }
+        StreamFormat::Messages => {
+            let (kind, body) = match g.below(6) {
+                0 => (
+                    "content_block_start",
+                    ("content_block", O(vec![("type", S("text".into())), ("text", S(answer_text(g)))])),
+                ),
+                1 => ("content_block_stop", ("index", index(g))),
+                2 => ("message_delta", ("delta", O(vec![("stop_reason", S("end_turn".into()))]))),
+                _ => {
+                    let (delta_type, key) = g
+                        .pick(&[
+                            "text_delta text",
+                            "thinking_delta thinking",
+                            "input_json_delta partial_json",
+                            "signature_delta signature",
+                        ])
+                        .split_once(' ')
+                        .unwrap_or_default();
+                    (
+                        "content_block_delta",
+                        ("delta", O(vec![("type", S(delta_type.into())), (key, S(answer_text(g)))])),
+                    )
+                }
+            };
+            let mut members = vec![("type", S(kind.into())), body];
+            if kind != "content_block_stop" {
+                members.push(("index", index(g)));
+            }
+            O(members)
+        }
+    };
+    let mut out = String::new();
+    render_json(g, doc, &mut out);
+    out.into_bytes()
+}
+
+/// `event` changed the ways the next event of a stream may differ from it: some string values
+/// replaced (most often: the streamed text, an id, the obfuscation padding, but also an event
+/// `type`), a number or literal changed, a byte inserted or dropped, or a different event.
+fn next_event(g: &mut Gen, format: StreamFormat, event: &[u8]) -> Vec<u8> {
+    let (mut strings, mut others) = (Vec::new(), Vec::new());
+    json::walk(event, &mut |_, span, kind| match kind {
+        json::Kind::Str => strings.push(span),
+        json::Kind::Num | json::Kind::Lit => others.push(span),
+        json::Kind::Obj | json::Kind::Arr => {}
+    })
+    .expect("a generated event is JSON");
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = match g.below(8) {
+        0..=4 => {
+            let mut edits = Vec::new();
+            for span in strings {
+                if g.chance(2) {
+                    let text = answer_text(g);
+                    edits.push((span, literal(g, &text).into_bytes()));
+                }
+            }
+            edits
+        }
+        5 if !others.is_empty() => {
+            let span = others[g.below(others.len())].clone();
+            vec![(span, g.pick(&["7", "null", "true", "\"7\"", "0.5"]).as_bytes().to_vec())]
+        }
+        6 => {
+            let at = g.below(event.len() + 1);
+            let removed = if g.chance(2) { at..(at + 1).min(event.len()) } else { at..at };
+            vec![(removed, if g.chance(2) { b" ".to_vec() } else { Vec::new() })]
+        }
+        _ => return stream_event(g, format),
+    };
+    json::splice(event, &mut edits)
+}
+
+/// Reading an event from the previous event's layout gives exactly what walking it gives:
+/// for every format, on generated events and their successors, whether their strings hold
+/// escapes, look-alikes or leaks, whatever the key order and whitespace; and both sides are
+/// exercised (events read from the layout, and events that differ where it matters).
+#[test]
+fn event_shape_reads_what_the_walk_reads() {
+    let mut g = Gen(20_261_207);
+    for format in [StreamFormat::Chat, StreamFormat::Responses, StreamFormat::Messages] {
+        let (mut read, mut walked, mut changed) = (0, 0, 0);
+        let n = 4000;
+        for _ in 0..n {
+            let first = stream_event(&mut g, format);
+            let mut shape = EventShape::new(format);
+            let walk = |data: &[u8]| json::delta(data, format, &mut Vec::new());
+            assert_eq!(shape.delta(&first), walk(&first), "{}", String::from_utf8_lossy(&first));
+            let next = next_event(&mut g, format, &first);
+            match shape.read(&next) {
+                Some(delta) => {
+                    assert_eq!(
+                        Some(delta),
+                        walk(&next),
+                        "{format:?}\n{}\n{}",
+                        String::from_utf8_lossy(&first),
+                        String::from_utf8_lossy(&next)
+                    );
+                    read += 1;
+                    changed += usize::from(next != first);
+                }
+                None => walked += 1,
+            }
+            assert_eq!(shape.delta(&next), walk(&next), "{}", String::from_utf8_lossy(&next));
+        }
+        assert!(changed > n / 8 && walked > n / 10, "{format:?}: {read} read ({changed} changed), {walked} walked");
     }
 }
