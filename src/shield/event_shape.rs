@@ -17,6 +17,10 @@ use std::ops::Range;
 use super::StreamFormat;
 use super::json::{self, Delta, Text};
 
+/// Larger events are walked and not kept: a stream's text events are small, and a large one
+/// (a Responses `response.completed` carrying the whole answer) comes once.
+const MAX_KEPT_BYTES: usize = 16 << 10;
+
 /// The layout of one walked event, and its delta.
 pub(super) struct EventShape {
     format: StreamFormat,
@@ -35,13 +39,17 @@ impl EventShape {
     }
 
     /// The delta of the event `data` (`None` if it is no JSON): read from the kept layout when
-    /// `data` has it, else walked, and then its layout is kept for the next events.
+    /// `data` has it, else walked, and then its layout is kept for the next events (up to
+    /// [`MAX_KEPT_BYTES`]).
     pub(super) fn delta(&mut self, data: &[u8]) -> Option<Delta> {
         if let Some(delta) = self.read(data) {
             return Some(delta);
         }
         let mut strings = Vec::new();
         let delta = json::delta(data, self.format, &mut strings)?;
+        if data.len() > MAX_KEPT_BYTES {
+            return Some(delta);
+        }
         strings.retain(|s| Some(s) != delta.read_string.as_ref());
         self.data.clear();
         self.data.extend_from_slice(data);
@@ -89,5 +97,31 @@ impl EventShape {
             logprobs: kept.logprobs.iter().map(|(group, s)| (*group, span(s))).collect(),
             read_string: kept.read_string.as_ref().map(span),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &str) -> Vec<u8> {
+        format!(r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_large_event_is_walked_and_the_kept_layout_stays() {
+        let mut shape = EventShape::new(StreamFormat::Chat);
+        let walk = |data: &[u8]| json::delta(data, StreamFormat::Chat, &mut Vec::new());
+        let small = chunk("Hello");
+        assert_eq!(shape.delta(&small), walk(&small));
+        let large = chunk(&"x".repeat(MAX_KEPT_BYTES));
+        assert_eq!(shape.delta(&large), walk(&large), "read from the small one's layout");
+        let larger = chunk(&"y".repeat(MAX_KEPT_BYTES + 1));
+        assert!(shape.read(&larger).is_some(), "the small event's layout is still kept");
+        let other = format!(r#"{{"id":"c","choices":[],"usage":{{"total_tokens":{}}}}}"#, "1".repeat(MAX_KEPT_BYTES));
+        assert_eq!(shape.delta(other.as_bytes()), walk(other.as_bytes()));
+        assert!(shape.read(&small).is_some(), "a large event's layout is not kept");
+        assert!(shape.read(other.as_bytes()).is_none());
     }
 }
