@@ -1,108 +1,70 @@
 //! A stream's events mostly share one layout: the same keys, numbers and protocol strings,
 //! with only some strings differing from event to event (the streamed text, and padding such
 //! as OpenAI's `obfuscation`). [`EventShape`] keeps the layout of the last event that was
-//! walked and reads the next events by comparing bytes, without walking them.
+//! walked ([`Layout`]) and reads the next events by comparing bytes, without walking them.
 //!
-//! Why that equals the walk: an event that is the kept one with some string values replaced
-//! by other valid string literals parses the same way, value for value (the walker's path
-//! through it depends only on the bytes outside those literals, which are equal, and each
-//! literal is read to its end by the same `json_string_end`). [`json::delta`] depends on the
+//! Why that equals the walk: see `crate::json_walk`. [`json::delta`] depends on the
 //! structure, the keys, the numbers and the one string it reads (`Delta::read_string`, which
-//! is kept as part of the layout), never on another string's content; so the delta is the
-//! kept one with its spans moved. Held to the walk on generated events:
+//! is kept as part of the layout, not a slot), never on another string's content; so the
+//! delta is the kept one with its spans moved. Held to the walk on generated events:
 //! `tests::event_shape_reads_what_the_walk_reads`.
-
-use std::ops::Range;
 
 use super::StreamFormat;
 use super::json::{self, Delta, Text};
+use crate::json_walk::Layout;
 
-/// Larger events are walked and not kept: a stream's text events are small, and a large one
-/// (a Responses `response.completed` carrying the whole answer) comes once.
-const MAX_KEPT_BYTES: usize = 16 << 10;
-
-/// The layout of one walked event, and its delta.
+/// The layout of the last walked event, and its delta.
 pub(super) struct EventShape {
     format: StreamFormat,
-    data: Vec<u8>,
-    /// The string values that may differ in an event of this shape: every string literal but
-    /// the one the delta read, in order.
-    slots: Vec<Range<usize>>,
+    layout: Layout,
     delta: Delta,
-    /// (end in `data`, end in the event being read) of each slot: reused between events.
-    ends: Vec<(usize, usize)>,
 }
 
 impl EventShape {
     pub(super) fn new(format: StreamFormat) -> EventShape {
-        EventShape { format, data: Vec::new(), slots: Vec::new(), delta: Delta::default(), ends: Vec::new() }
+        EventShape { format, layout: Layout::default(), delta: Delta::default() }
     }
 
     /// The delta of the event `data` (`None` if it is no JSON): read from the kept layout when
     /// `data` has it, else walked, and then its layout is kept for the next events (up to
-    /// [`MAX_KEPT_BYTES`]).
+    /// `json_walk::MAX_KEPT_BYTES`).
     pub(super) fn delta(&mut self, data: &[u8]) -> Option<Delta> {
         if let Some(delta) = self.read(data) {
             return Some(delta);
         }
         let mut strings = Vec::new();
         let delta = json::delta(data, self.format, &mut strings)?;
-        if data.len() > MAX_KEPT_BYTES {
-            return Some(delta);
-        }
+        // Every string value may differ but the one the delta read.
         strings.retain(|s| Some(s) != delta.read_string.as_ref());
-        self.data.clear();
-        self.data.extend_from_slice(data);
-        self.slots = strings;
-        self.delta = delta.clone();
+        if self.layout.keep(data, strings) {
+            self.delta = delta.clone();
+        }
         Some(delta)
     }
 
     /// The delta of `data` if it is the kept event with other string literals in the slots.
     pub(super) fn read(&mut self, data: &[u8]) -> Option<Delta> {
-        if self.data.is_empty() {
+        if !self.layout.read(data) {
             return None;
         }
-        self.ends.clear();
-        let (mut kept, mut at) = (0, 0);
-        for slot in &self.slots {
-            let fixed = self.data.get(kept..slot.start)?;
-            if data.get(at..at + fixed.len())? != fixed {
-                return None;
-            }
-            at = crate::swar::json_string_end(data, at + fixed.len())?;
-            self.ends.push((slot.end, at));
-            kept = slot.end;
-        }
-        if data.get(at..)? != self.data.get(kept..)? {
-            return None;
-        }
-        let ends = &self.ends;
-        // Where an offset of the kept event is in this one: past the last slot that ends at or
-        // before it. Every span the delta holds starts and ends outside a slot or on its edges.
-        let moved = |offset: usize| match ends.partition_point(|&(end, _)| end <= offset) {
-            0 => offset,
-            n => ends[n - 1].1 + (offset - ends[n - 1].0),
-        };
-        let span = |s: &Range<usize>| moved(s.start)..moved(s.end);
-        let kept = &self.delta;
+        let (kept, layout) = (&self.delta, &self.layout);
         Some(Delta {
             texts: kept
                 .texts
                 .iter()
-                .map(|t| Text { group: t.group, field: t.field.clone(), span: span(&t.span) })
+                .map(|t| Text { group: t.group, field: t.field.clone(), span: layout.moved_span(&t.span) })
                 .collect(),
-            standalone: kept.standalone.iter().map(span).collect(),
+            standalone: kept.standalone.iter().map(|s| layout.moved_span(s)).collect(),
             finished: kept.finished.clone(),
-            logprobs: kept.logprobs.iter().map(|(group, s)| (*group, span(s))).collect(),
-            read_string: kept.read_string.as_ref().map(span),
+            logprobs: kept.logprobs.iter().map(|(group, s)| (*group, layout.moved_span(s))).collect(),
+            read_string: kept.read_string.as_ref().map(|s| layout.moved_span(s)),
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json_walk::MAX_KEPT_BYTES;
 
     fn chunk(content: &str) -> Vec<u8> {
         format!(r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#)
