@@ -228,6 +228,11 @@ impl Layout {
         &self.found
     }
 
+    /// The string literal of each slot in the kept document, in order.
+    pub fn kept_slots(&self) -> impl Iterator<Item = &[u8]> {
+        self.slots.iter().map(|slot| self.data.get(slot.clone()).unwrap_or_default())
+    }
+
     /// Where an offset of the kept document is in the document read last: past the last slot
     /// that ends at or before it. For offsets outside the slots or on their edges.
     pub fn moved(&self, offset: usize) -> usize {

@@ -8,6 +8,7 @@
 //! speaks the Messages API natively and carries chat completions by translation.
 
 pub mod anthropic;
+mod chunk_layout;
 pub mod circuit;
 pub mod client;
 pub mod keys;

@@ -8,6 +8,7 @@
 //! key order or string escape reads the same. Fields of an unexpected type count as absent
 //! instead of losing the whole document, and nothing here can panic on any input.
 
+use super::chunk_layout::ChunkLayout;
 use super::skim::{self, Member};
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
@@ -77,7 +78,11 @@ impl Wire for OpenAiWire {
     fn stream(&self, api: Api, client_asked_usage: bool) -> Box<dyn StreamReader> {
         match api {
             Api::Responses => Box::new(ResponsesStream::default()),
-            _ => Box::new(ChunkStream { strip_usage: !client_asked_usage, tally: StreamTally::default() }),
+            _ => Box::new(ChunkStream {
+                strip_usage: !client_asked_usage,
+                tally: StreamTally::default(),
+                layout: ChunkLayout::default(),
+            }),
         }
     }
 }
@@ -143,10 +148,12 @@ pub fn client_asked_stream_usage(request: &Map<String, Value>) -> bool {
 }
 
 /// A chat or legacy completions stream: relayed as it came, but for the usage-only chunk
-/// the gateway asked for when the client did not.
+/// the gateway asked for when the client did not. Its chunks are read through the last
+/// chunk's layout when they share it.
 struct ChunkStream {
     strip_usage: bool,
     tally: StreamTally,
+    layout: ChunkLayout,
 }
 
 impl StreamReader for ChunkStream {
@@ -155,7 +162,7 @@ impl StreamReader for ChunkStream {
             self.tally.ended = true;
             return true;
         }
-        let facts = read(event.data);
+        let facts = self.layout.facts(event.data);
         self.tally.add_answer(facts.answer_chars);
         if facts.usage.is_some() {
             self.tally.usage = facts.usage;
@@ -287,15 +294,18 @@ pub struct Facts {
 
 /// Reads a completion body or a streamed chunk; anything that is not a JSON object says nothing.
 pub fn read(json: &[u8]) -> Facts {
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(json) else {
-        return Facts::default();
-    };
+    try_read(json).unwrap_or_default()
+}
+
+/// [`read`], `None` for what serde refuses to read as a completion or chunk.
+pub(super) fn try_read(json: &[u8]) -> Option<Facts> {
+    let envelope = serde_json::from_slice::<Envelope>(json).ok()?;
     let choices = envelope.choices.unwrap_or_default();
-    Facts {
+    Some(Facts {
         usage: envelope.usage.and_then(WireUsage::tokens),
         usage_only: envelope.usage.is_some() && choices.count == 0,
         answer_chars: choices.answer_chars,
-    }
+    })
 }
 
 /// Usage of a whole (non-streamed) completion body, if it reports one.
@@ -367,6 +377,9 @@ struct Choices {
 }
 
 /// A choice: `delta` when streamed, `message` when whole, `text` for legacy completions.
+/// The text fields counted here and in [`Reply`] are the ones `chunk_layout::is_answer_text`
+/// names by path: a field added here goes there too, and into its differential test's
+/// generator (`chunk_layout::tests::reply`).
 #[derive(Deserialize)]
 struct Choice {
     #[serde(default)]
