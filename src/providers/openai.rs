@@ -6,7 +6,9 @@
 //! The usage reader: token usage and the length of the answer, read from an upstream's JSON
 //! (a whole completion, or one streamed chunk's `data`) with serde, so any legal whitespace,
 //! key order or string escape reads the same. Fields of an unexpected type count as absent
-//! instead of losing the whole document, and nothing here can panic on any input.
+//! instead of losing the whole document, and nothing here can panic on any input. A streamed
+//! chunk that shares the last chunk's layout is read through it (`chunk_layout.rs`, held to
+//! serde by a differential test).
 
 use super::chunk_layout::ChunkLayout;
 use super::skim::{self, Member};

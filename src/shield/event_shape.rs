@@ -61,6 +61,7 @@ impl EventShape {
         })
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
