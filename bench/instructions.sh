@@ -8,6 +8,7 @@
 #   bench/instructions.sh               # the bare axum proxy (the stack's floor) vs omi
 #   PRESET=guards bench/instructions.sh # bench/sentinel.sh's prompt / on variants and request
 #   ENDPOINT=/v1/embeddings BODY=file bench/instructions.sh   # another endpoint (default chat)
+#   HEADER='anthropic-version: 2023-06-01' ENDPOINT=/v1/messages …  # one more request header
 #   VARIANTS='a|VAR=x
 #   b|VAR=y' BODY=bench/post.json bench/instructions.sh
 # VARIANTS: one `name|VAR=value …` per line, the first is the base; a name starting with `bare`
@@ -37,7 +38,7 @@ omi|}"
 export OMI_RATE_LIMIT_PER_MINUTE=0
 
 send() { # port requests
-  hey -n "$2" -c 4 -m POST -T application/json -H "Authorization: Bearer $key" -D "$BODY" \
+  hey -n "$2" -c 4 -m POST -T application/json -H "Authorization: Bearer $key" ${HEADER:+-H "$HEADER"} -D "$BODY" \
     "http://127.0.0.1:$1${ENDPOINT:-/v1/chat/completions}" >"$work/hey.txt"
   grep -q "\[200\].*$2 responses" "$work/hey.txt" || { echo "not all $2 requests were answered 200:" >&2; cat "$work/hey.txt" >&2; exit 1; }
 }

@@ -797,6 +797,45 @@ mod tests {
         assert_eq!(event.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 1)));
     }
 
+    /// The events of `STREAM`, one after each of `pauses`.
+    fn paced_upstream(pauses: Vec<Duration>) -> Upstream {
+        let events: Vec<&'static str> = STREAM.split_inclusive("\n\n").collect();
+        let paced = stream::iter(events.into_iter().zip(pauses)).then(|(event, pause)| async move {
+            tokio::time::sleep(pause).await;
+            Ok(Bytes::from_static(event.as_bytes()))
+        });
+        Box::pin(paced)
+    }
+
+    /// The idle limit counts from the upstream's last event: events 0.9 limits apart keep a
+    /// stream going for 4.5 limits, and one silence of 1.1 limits ends it, at the limit.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_limit_counts_from_the_last_event() {
+        let idle = Duration::from_secs(10);
+        let limits = || StreamLimits::with_idle(idle);
+        let steady = vec![idle.mul_f32(0.9); 5];
+        let (mut sse, mut rx, _) = metered(paced_upstream(steady), true, limits());
+        let mut out = Vec::new();
+        while let Some(chunk) = sse.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(out, STREAM.as_bytes(), "relayed whole, no idle error");
+        assert!(!booked(&mut rx).await.aborted);
+
+        let pauses = vec![Duration::ZERO, idle.mul_f32(0.9), idle.mul_f32(1.1), Duration::ZERO, Duration::ZERO];
+        let (mut sse, mut rx, _) = metered(paced_upstream(pauses), true, limits());
+        let started = Instant::now();
+        let mut out = Vec::new();
+        while let Some(chunk) = sse.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        let two_events: usize = STREAM.split_inclusive("\n\n").take(2).map(str::len).sum();
+        let ending = error_event(Api::Chat, Broken::Idle);
+        assert_eq!(out, [&STREAM.as_bytes()[..two_events], &ending[..]].concat());
+        assert_eq!(started.elapsed(), idle.mul_f32(0.9) + idle, "cut one limit after the last event");
+        assert!(booked(&mut rx).await.aborted);
+    }
+
     #[tokio::test]
     async fn an_event_without_a_blank_line_ends_the_stream_with_an_error_event() {
         let content =
