@@ -99,20 +99,24 @@ impl ChunkLayout {
     }
 }
 
+/// Whether `seg` is a choice's answer: `delta` streamed, `message` whole.
+fn is_reply(seg: &Seg) -> bool {
+    seg.is("delta") || seg.is("message")
+}
+
 /// The fields of a choice's `delta` or `message` whose text is counted.
 const TEXT_FIELDS: [&str; 4] = ["content", "refusal", "reasoning", "reasoning_content"];
 
 /// Whether the string at `path` is answer text that `openai::read` counts.
 fn is_answer_text(path: &[Seg]) -> bool {
-    let reply = |seg: &Seg| seg.is("delta") || seg.is("message");
     match path {
         [choices, Seg::Index(_), text] => choices.is("choices") && text.is("text"),
         [choices, Seg::Index(_), r, field] => {
-            choices.is("choices") && reply(r) && TEXT_FIELDS.iter().any(|name| field.is(name))
+            choices.is("choices") && is_reply(r) && TEXT_FIELDS.iter().any(|name| field.is(name))
         }
         [choices, Seg::Index(_), r, calls, Seg::Index(_), function, arguments] => {
             choices.is("choices")
-                && reply(r)
+                && is_reply(r)
                 && calls.is("tool_calls")
                 && function.is("function")
                 && arguments.is("arguments")
@@ -123,7 +127,6 @@ fn is_answer_text(path: &[Seg]) -> bool {
 
 /// Whether serde reads a struct at `path` (where an array would be read field by field).
 fn serde_reads_a_struct_at(path: &[Seg]) -> bool {
-    let reply = |seg: &Seg| seg.is("delta") || seg.is("message");
     match path {
         [] => true,
         [usage] => usage.is("usage"),
@@ -132,9 +135,9 @@ fn serde_reads_a_struct_at(path: &[Seg]) -> bool {
         }
         [choices, Seg::Index(_), rest @ ..] if choices.is("choices") => match rest {
             [] => true,
-            [r] => reply(r),
-            [r, calls, Seg::Index(_)] => reply(r) && calls.is("tool_calls"),
-            [r, calls, Seg::Index(_), function] => reply(r) && calls.is("tool_calls") && function.is("function"),
+            [r] => is_reply(r),
+            [r, calls, Seg::Index(_)] => is_reply(r) && calls.is("tool_calls"),
+            [r, calls, Seg::Index(_), function] => is_reply(r) && calls.is("tool_calls") && function.is("function"),
             _ => false,
         },
         _ => false,
