@@ -6,6 +6,7 @@
 //! dropped silently, except parameters that cannot change the answer's meaning (see
 //! [`IGNORED_FIELDS`]).
 
+use super::chunk_layout::DeltaLayout;
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
@@ -112,21 +113,27 @@ fn message_text_chars(message: &Value) -> u64 {
 }
 
 /// Characters of answer in a `content_block_delta`'s delta (text, thinking or tool input).
-fn delta_chars(delta: &Value) -> u64 {
+pub(super) fn delta_chars(delta: &Value) -> u64 {
     let texts = ["text", "thinking", "partial_json"].iter().filter_map(|f| delta.get(*f).and_then(Value::as_str));
     texts.map(|t| t.chars().count() as u64).sum()
 }
 
 /// A native Messages stream: relayed as it came while its usage is read (`message_start`
 /// carries the input counts, `message_delta` the final ones).
+/// Its text deltas are read through the last delta's layout when they share it.
 #[derive(Default)]
 struct MessagesStream {
     usage: Usage,
     tally: StreamTally,
+    deltas: DeltaLayout,
 }
 
 impl StreamReader for MessagesStream {
     fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
+        if let Some(chars) = self.deltas.read(event.data) {
+            self.tally.add_answer(chars);
+            return true;
+        }
         let Ok(parsed) = serde_json::from_slice::<Value>(event.data) else {
             return true;
         };
@@ -136,7 +143,11 @@ impl StreamReader for MessagesStream {
                     self.usage.update(usage);
                 }
             }
-            Some("content_block_delta") => self.tally.add_answer(parsed.get("delta").map_or(0, delta_chars)),
+            Some("content_block_delta") => {
+                let chars = parsed.get("delta").map_or(0, delta_chars);
+                self.tally.add_answer(chars);
+                self.deltas.keep(event.data, chars);
+            }
             Some("message_delta") => {
                 if let Some(usage) = parsed.get("usage") {
                     self.usage.update(usage);

@@ -1,37 +1,46 @@
-//! The metering of chat and completions streams, chunk by chunk, without deserializing every
-//! chunk: a stream's chunks mostly differ from the one before only inside string values (the
-//! text, an id, OpenAI's `obfuscation` padding). A chunk is read with serde
-//! ([`openai::read`]) and its layout kept ([`Layout`]); the next chunks with that layout take
-//! its usage and choice count, and their answer characters are counted in the strings that
-//! serde counts, at their new spans.
+//! The metering of streams, event by event, without deserializing every event: a stream's
+//! events mostly differ from the one before only inside string values (the text, an id,
+//! OpenAI's `obfuscation` padding). An event is read by its full reader and its layout kept
+//! ([`Layout`]); the next events with that layout take what the kept one said, and their
+//! answer characters are counted in the strings that the full reader counts, at their new
+//! spans. Two readers: [`ChunkLayout`] for chat and completions chunks (the full reader:
+//! [`openai::read`], serde), [`DeltaLayout`] for the Messages API's `content_block_delta`
+//! events (the full reader: `anthropic`'s, over a `serde_json::Value`).
 //!
-//! Why that equals serde (beyond the walk, `crate::json_walk`):
-//! - `Facts` depend on the chunk's structure, keys and numbers, and on strings only through
-//!   the characters of the answer's text and through their validity (serde refuses the whole
-//!   chunk for a string it cannot decode). So every slot is decoded as serde decodes a string;
-//!   a chunk with one that serde would refuse is read by serde.
-//! - Which strings are counted is decided from their paths, as `openai`'s `Envelope` types
-//!   read them: `choices[i].text`, `choices[i].{delta,message}.{content,refusal,reasoning,
-//!   reasoning_content}` and `choices[i].{delta,message}.tool_calls[j].function.arguments`. A
-//!   layout is kept only where that cannot differ from serde's reading: the chunk is an
-//!   object, no key above a string is escaped (serde reads `"con\u0074ent"` as `content`), no
-//!   array stands where serde reads a struct (serde reads a struct from an array by position),
-//!   and the counted strings' characters add up to serde's count.
+//! Why that equals the full reader (beyond the walk, `crate::json_walk`):
+//! - What the readers take from an event depends on its structure, keys and numbers, on the
+//!   event `type` (Messages; kept as part of the layout, not a slot), and on other strings
+//!   only through the characters of the answer's text and through their validity (serde
+//!   refuses the whole event for a string it cannot decode). So every changed slot is decoded
+//!   as serde decodes a string; an event with one that serde would refuse is read in full.
+//! - Which strings are counted is decided from their paths, as the full readers find them:
+//!   chat `choices[i].text`, `choices[i].{delta,message}.{content,refusal,reasoning,
+//!   reasoning_content}` and `choices[i].{delta,message}.tool_calls[j].function.arguments`;
+//!   Messages `delta.{text,thinking,partial_json}`. A layout is kept only where that cannot
+//!   differ from the full reading: the event is an object; no key above a string is escaped
+//!   (serde reads `"con\u0074ent"` as `content`); chat: no array stands where serde reads a
+//!   struct (serde reads a struct from an array by position); Messages: one `delta` and no
+//!   counted key twice (a `Value` keeps the last); and the counted strings' characters add up
+//!   to the full reader's count.
 //!
-//! Held to serde on generated chunks and their successors:
-//! `tests::the_layout_reads_what_serde_reads_on_generated_chunks`.
+//! Held to the full readers on generated events and their successors:
+//! `tests::the_layout_reads_what_serde_reads_on_generated_chunks`,
+//! `tests::the_delta_layout_reads_what_the_value_reader_reads`.
 
 use super::openai::{self, Facts};
 use crate::json_walk::{self, Kind, Layout, Seg};
+use std::ops::Range;
+
+/// Per slot of a layout: whether its string is counted answer text, and its characters in the
+/// kept event (what an unchanged string, an id or the model, needs no decoding to say).
+type Counted = (bool, u64);
 
 /// A chat or completions stream's last kept chunk layout, and what serde read in that chunk.
 #[derive(Default)]
 pub(super) struct ChunkLayout {
     layout: Layout,
     facts: Facts,
-    /// Per slot: whether it is answer text, and its characters in the kept chunk (what an
-    /// unchanged string, the id or the model, needs no decoding to say).
-    counted: Vec<(bool, u64)>,
+    counted: Vec<Counted>,
 }
 
 impl ChunkLayout {
@@ -53,50 +62,133 @@ impl ChunkLayout {
         if !self.layout.read(data) {
             return None;
         }
-        let mut answer_chars = 0;
-        let slots = self.layout.found().iter().zip(self.layout.kept_slots());
-        for ((span, kept), &(counted, kept_chars)) in slots.zip(&self.counted) {
-            let literal = data.get(span.clone())?;
-            let chars = if literal == kept { kept_chars } else { serde_chars(literal)? };
-            if counted {
-                answer_chars += chars;
-            }
-        }
+        let answer_chars = recount(&self.layout, &self.counted, data)?;
         Some(Facts { answer_chars, ..self.facts })
     }
 
     /// Keeps `data`'s layout when the paths of its strings tell what serde counted in it.
     fn keep(&mut self, data: &[u8], facts: Facts) {
-        if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return;
-        }
-        let (mut slots, mut counted, mut plain) = (Vec::new(), Vec::new(), true);
-        let walked = json_walk::walk(data, &mut |path, span, kind| match kind {
-            Kind::Arr if serde_reads_a_struct_at(path) => plain = false,
-            Kind::Str => {
-                plain &= !path.iter().any(|seg| matches!(seg, Seg::Key(key) if key.contains(&b'\\')));
-                counted.push(is_answer_text(path));
-                slots.push(span);
-            }
-            _ => {}
+        let mut plain = true;
+        let slots = walk_slots(data, |path, _, kind| {
+            plain &= !(kind == Kind::Arr && serde_reads_a_struct_at(path));
+            is_answer_text(path)
         });
-        if walked.is_none() || !plain {
-            return;
-        }
-        let mut per_slot = Vec::with_capacity(slots.len());
-        for (span, is_counted) in slots.iter().zip(counted) {
-            let Some(chars) = data.get(span.clone()).and_then(serde_chars) else {
-                return;
-            };
-            per_slot.push((is_counted, chars));
-        }
-        // A path rule that missed a field serde counts shows here, unless its text is empty.
-        let counted_chars: u64 = per_slot.iter().filter(|(is_counted, _)| *is_counted).map(|(_, chars)| chars).sum();
-        if counted_chars == facts.answer_chars && self.layout.keep(data, slots) {
+        if let Some((slots, per_slot)) = slots.filter(|_| plain)
+            && counted_chars(&per_slot) == facts.answer_chars
+            && self.layout.keep(data, slots)
+        {
             self.counted = per_slot;
             self.facts = facts;
         }
     }
+}
+
+/// A Messages stream's last kept `content_block_delta` layout: the next deltas with that
+/// layout are read without building a `Value`.
+#[derive(Default)]
+pub(super) struct DeltaLayout {
+    layout: Layout,
+    counted: Vec<Counted>,
+}
+
+impl DeltaLayout {
+    /// The answer characters of `data` if it is the kept `content_block_delta` with other
+    /// strings in the slots, each one serde decodes.
+    pub(super) fn read(&mut self, data: &[u8]) -> Option<u64> {
+        if !self.layout.read(data) {
+            return None;
+        }
+        recount(&self.layout, &self.counted, data)
+    }
+
+    /// Keeps the layout of `data`, a `content_block_delta` whose delta holds `chars`
+    /// characters of answer, when the paths of its strings tell which ones the `Value`
+    /// reader counted.
+    pub(super) fn keep(&mut self, data: &[u8], chars: u64) {
+        let (mut deltas, mut counted_paths, mut kind) = (0, Vec::new(), None);
+        let slots = walk_slots(data, |path, span, value| {
+            if value == Kind::Str && matches!(path, [key] if key.is("type")) {
+                kind = Some(span.clone());
+            }
+            deltas += usize::from(matches!(path, [delta] if delta.is("delta")));
+            let counted = matches!(path, [delta, field] if delta.is("delta")
+                && (field.is("text") || field.is("thinking") || field.is("partial_json")));
+            if counted && value == Kind::Str {
+                counted_paths.push(path.last().copied());
+            }
+            counted
+        });
+        let Some((mut slots, mut per_slot)) = slots else {
+            return;
+        };
+        let repeated = counted_paths.iter().enumerate().any(|(i, path)| counted_paths[..i].contains(path));
+        // The event's `type` (the last, as a `Value` keeps it) decided how it was read: part
+        // of the layout, not a slot.
+        if let Some(at) = slots.iter().position(|slot| Some(slot) == kind.as_ref()) {
+            slots.remove(at);
+            per_slot.remove(at);
+        }
+        if deltas == 1
+            && !repeated
+            && kind.is_some()
+            && counted_chars(&per_slot) == chars
+            && self.layout.keep(data, slots)
+        {
+            self.counted = per_slot;
+        }
+    }
+}
+
+/// Walks `data`, an object, for its string slots; `counts` says, for every value (its path,
+/// span and kind), whether it is counted answer text. Per slot: whether it is counted, and its
+/// characters. `None` when `data` is no object, a key above a string is escaped, or a string
+/// is one serde refuses.
+fn walk_slots<'a>(
+    data: &'a [u8],
+    mut counts: impl FnMut(&[Seg<'a>], &Range<usize>, Kind) -> bool,
+) -> Option<(Vec<Range<usize>>, Vec<Counted>)> {
+    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let (mut slots, mut counted, mut plain) = (Vec::new(), Vec::new(), true);
+    json_walk::walk(data, &mut |path, span, kind| {
+        let is_counted = counts(path, &span, kind);
+        if kind == Kind::Str {
+            plain &= !path.iter().any(|seg| matches!(seg, Seg::Key(key) if key.contains(&b'\\')));
+            counted.push(is_counted);
+            slots.push(span);
+        }
+    })?;
+    if !plain {
+        return None;
+    }
+    let mut per_slot = Vec::with_capacity(slots.len());
+    for (span, is_counted) in slots.iter().zip(counted) {
+        per_slot.push((is_counted, data.get(span.clone()).and_then(serde_chars)?));
+    }
+    Some((slots, per_slot))
+}
+
+/// The characters of the counted slots. Checked against the full reader's count when a
+/// layout is kept: a path rule that missed a field it counts shows there, unless its text is
+/// empty.
+fn counted_chars(per_slot: &[Counted]) -> u64 {
+    per_slot.iter().filter(|(counted, _)| *counted).map(|(_, chars)| chars).sum()
+}
+
+/// The counted characters of `data`, just read through `layout` (its slots, per slot whether
+/// counted and the kept characters); `None` if a changed string is one serde refuses.
+fn recount(layout: &Layout, counted: &[Counted], data: &[u8]) -> Option<u64> {
+    let mut chars = 0;
+    let slots = layout.found().iter().zip(layout.kept_slots());
+    for ((span, kept), &(is_counted, kept_chars)) in slots.zip(counted) {
+        let literal = data.get(span.clone())?;
+        let n = if literal == kept { kept_chars } else { serde_chars(literal)? };
+        if is_counted {
+            chars += n;
+        }
+    }
+    Some(chars)
 }
 
 /// Whether `seg` is a choice's answer: `delta` streamed, `message` whole.
@@ -393,6 +485,74 @@ mod tests {
         assert!(
             kept > n / 3 && not_kept > n / 10 && changed > n / 5 && unread > n / 10,
             "{kept} kept, {not_kept} not, {read} read ({changed} changed), {unread} not read"
+        );
+    }
+
+    /// A Messages stream event: mostly a `content_block_delta` (text, thinking, tool JSON or
+    /// signature), sometimes another event; keys in any order, any spacing; sometimes an
+    /// escaped key, a repeated member, the delta as a string.
+    fn messages_event(rng: &mut TestRng) -> Vec<u8> {
+        let kind = ["content_block_delta", "content_block_delta", "content_block_delta", "ping", "message_delta"]
+            [rng.below(5)];
+        let (delta_type, field) = [
+            ("text_delta", "text"),
+            ("thinking_delta", "thinking"),
+            ("input_json_delta", "partial_json"),
+            ("signature_delta", "signature"),
+        ][rng.below(4)];
+        let text = text(rng);
+        let mut delta = vec![("type", format!("\"{delta_type}\"").into_bytes()), (field, text)];
+        if rng.below(10) == 0 {
+            delta.push((["text", "thinking", "partial_json"][rng.below(3)], string(rng)));
+        }
+        let delta = if rng.below(20) == 0 { string(rng) } else { object(rng, delta) };
+        let mut members =
+            vec![("type", format!("\"{kind}\"").into_bytes()), ("index", b"0".to_vec()), ("delta", delta)];
+        if rng.below(15) == 0 {
+            let text = string(rng);
+            let other = object(rng, vec![("text", text)]);
+            members.push(("delta", other));
+        }
+        object(rng, members)
+    }
+
+    /// A `content_block_delta` read through the last delta's layout counts what the `Value`
+    /// reader counts, on generated events and their successors (the event type among the
+    /// strings replaced); both sides exercised.
+    #[test]
+    fn the_delta_layout_reads_what_the_value_reader_reads() {
+        let value_reader = |data: &[u8]| {
+            let event = serde_json::from_slice::<serde_json::Value>(data).ok()?;
+            (event.get("type")?.as_str()? == "content_block_delta")
+                .then(|| event.get("delta").map_or(0, super::super::anthropic::delta_chars))
+        };
+        let mut rng = TestRng::new(0x2026_1207_de17);
+        let (mut kept, mut read, mut changed, mut unread) = (0, 0, 0, 0);
+        let n = 20_000;
+        for _ in 0..n {
+            let first = messages_event(&mut rng);
+            let mut layout = DeltaLayout::default();
+            if let Some(chars) = value_reader(&first) {
+                layout.keep(&first, chars);
+            }
+            if let Some(chars) = layout.read(&first) {
+                assert_eq!(Some(chars), value_reader(&first), "{}", String::from_utf8_lossy(&first));
+                kept += 1;
+            }
+            let next = next_chunk(&mut rng, &first);
+            match layout.read(&next) {
+                Some(chars) => {
+                    let show = (String::from_utf8_lossy(&first), String::from_utf8_lossy(&next));
+                    assert_eq!(Some(chars), value_reader(&next), "kept:\n{}\nread:\n{}", show.0, show.1);
+                    read += 1;
+                    changed += usize::from(next != first);
+                }
+                None => unread += 1,
+            }
+        }
+        assert!(
+            kept > n / 3 && changed > n / 10 && unread > n / 10,
+            "{kept} kept, {read} read ({changed} changed), {unread} not read"
         );
     }
 }
