@@ -17,8 +17,8 @@
 //!   chat `choices[i].text`, `choices[i].{delta,message}.{content,refusal,reasoning,
 //!   reasoning_content}` and `choices[i].{delta,message}.tool_calls[j].function.arguments`;
 //!   Messages `delta.{text,thinking,partial_json}`. A layout is kept only where that cannot
-//!   differ from the full reading: the event is an object; no key above a string is escaped
-//!   (serde reads `"con\u0074ent"` as `content`); chat: no array stands where serde reads a
+//!   differ from the full reading: the event is an object; no key is escaped (serde reads
+//!   `"con\u0074ent"` as `content`); chat: no array stands where serde reads a
 //!   struct (serde reads a struct from an array by position); Messages: one `delta` and no
 //!   counted key twice (a `Value` keeps the last); and the counted strings' characters add up
 //!   to the full reader's count.
@@ -141,8 +141,8 @@ impl DeltaLayout {
 
 /// Walks `data`, an object, for its string slots; `counts` says, for every value (its path,
 /// span and kind), whether it is counted answer text. Per slot: whether it is counted, and its
-/// characters. `None` when `data` is no object, a key above a string is escaped, or a string
-/// is one serde refuses.
+/// characters. `None` when `data` is no object, a key is escaped (the full readers read it
+/// decoded: `"d\u0065lta"` is `delta`), or a string is one serde refuses.
 fn walk_slots<'a>(
     data: &'a [u8],
     mut counts: impl FnMut(&[Seg<'a>], &Range<usize>, Kind) -> bool,
@@ -153,8 +153,8 @@ fn walk_slots<'a>(
     let (mut slots, mut counted, mut plain) = (Vec::new(), Vec::new(), true);
     json_walk::walk(data, &mut |path, span, kind| {
         let is_counted = counts(path, &span, kind);
+        plain &= !path.iter().any(|seg| matches!(seg, Seg::Key(key) if key.contains(&b'\\')));
         if kind == Kind::Str {
-            plain &= !path.iter().any(|seg| matches!(seg, Seg::Key(key) if key.contains(&b'\\')));
             counted.push(is_counted);
             slots.push(span);
         }
@@ -551,7 +551,7 @@ mod tests {
             }
         }
         assert!(
-            kept > n / 3 && changed > n / 10 && unread > n / 10,
+            kept > n / 3 && changed > n / 20 && unread > n / 10,
             "{kept} kept, {read} read ({changed} changed), {unread} not read"
         );
     }
