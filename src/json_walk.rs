@@ -187,13 +187,14 @@ pub struct Layout {
 impl Layout {
     /// Keeps `data` and its string values at `slots` (spans of string literals, in order),
     /// unless it is longer than [`MAX_KEPT_BYTES`]: then the kept one stays, and false.
-    pub fn keep(&mut self, data: &[u8], slots: Vec<Range<usize>>) -> bool {
+    pub fn keep(&mut self, data: &[u8], slots: &[Range<usize>]) -> bool {
         if data.len() > MAX_KEPT_BYTES {
             return false;
         }
         self.data.clear();
         self.data.extend_from_slice(data);
-        self.slots = slots;
+        self.slots.clear();
+        self.slots.extend_from_slice(slots);
         self.found.clear();
         true
     }

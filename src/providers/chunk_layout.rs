@@ -75,7 +75,7 @@ impl ChunkLayout {
         });
         if let Some((slots, per_slot)) = slots.filter(|_| plain)
             && counted_chars(&per_slot) == facts.answer_chars
-            && self.layout.keep(data, slots)
+            && self.layout.keep(data, &slots)
         {
             self.counted = per_slot;
             self.facts = facts;
@@ -132,7 +132,7 @@ impl DeltaLayout {
             && !repeated
             && kind.is_some()
             && counted_chars(&per_slot) == chars
-            && self.layout.keep(data, slots)
+            && self.layout.keep(data, &slots)
         {
             self.counted = per_slot;
         }

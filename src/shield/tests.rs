@@ -2222,9 +2222,10 @@ fn next_event(g: &mut Gen, format: StreamFormat, event: &[u8]) -> Vec<u8> {
 }
 
 /// Reading an event from the previous event's layout gives exactly what walking it gives:
-/// for every format, on generated events and their successors, whether their strings hold
-/// escapes, look-alikes or leaks, whatever the key order and whitespace; and both sides are
-/// exercised (events read from the layout, and events that differ where it matters).
+/// for chat and Messages events (Responses events are always walked), on generated events
+/// and their successors, whether their strings hold escapes, look-alikes or leaks, whatever
+/// the key order and whitespace; and both sides are exercised (events read from the layout,
+/// and events that differ where it matters).
 #[test]
 fn event_shape_reads_what_the_walk_reads() {
     let mut g = Gen(20_261_207);
@@ -2253,6 +2254,10 @@ fn event_shape_reads_what_the_walk_reads() {
             }
             assert_eq!(shape.delta(&next), walk(&next), "{}", String::from_utf8_lossy(&next));
         }
-        assert!(changed > n / 8 && walked > n / 10, "{format:?}: {read} read ({changed} changed), {walked} walked");
+        if format == StreamFormat::Responses {
+            assert_eq!(read, 0, "Responses events are walked: their sequence numbers differ");
+        } else {
+            assert!(changed > n / 8 && walked > n / 10, "{format:?}: {read} read ({changed} changed), {walked} walked");
+        }
     }
 }
