@@ -7,6 +7,7 @@
 //! [`IGNORED_FIELDS`]).
 
 use super::chunk_layout::DeltaLayout;
+use super::message_facts::MessageFacts;
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
@@ -57,18 +58,13 @@ impl Wire for AnthropicWire {
     }
 
     fn answer(&self, api: Api, body: Bytes) -> Result<Answer, UnreadableAnswer> {
-        let message: Value =
-            serde_json::from_slice(&body).map_err(|_| UnreadableAnswer("The upstream answer is not JSON."))?;
-        let mut usage = Usage::default();
-        let reported = message.get("usage");
-        if let Some(reported) = reported {
-            usage.update(reported);
-        }
-        let usage = reported.is_some().then(|| usage.token_usage());
-        let answer_chars = message_text_chars(&message);
+        const NOT_JSON: UnreadableAnswer = UnreadableAnswer("The upstream answer is not JSON.");
         if api == Api::Messages {
+            let MessageFacts { usage, answer_chars } = MessageFacts::read(&body).map_err(|_| NOT_JSON)?;
             return Ok(Answer { body, usage, answer_chars });
         }
+        let message: Value = serde_json::from_slice(&body).map_err(|_| NOT_JSON)?;
+        let MessageFacts { usage, answer_chars } = MessageFacts::of_value(&message);
         let chat = message_to_chat(&message, chrono::Utc::now().timestamp())
             .ok_or(UnreadableAnswer("The upstream answer is not a message."))?;
         let body = serde_json::to_vec(&chat).map_err(|_| UnreadableAnswer("The answer could not be encoded."))?;
@@ -98,18 +94,6 @@ fn prepend_system(request: &mut Map<String, Value>, system: SystemPrompt<'_>) {
         _ => vec![operator],
     };
     request.insert("system".into(), Value::Array(blocks));
-}
-
-/// Characters of a message's text, thinking and tool input: the estimate when usage is missing.
-fn message_text_chars(message: &Value) -> u64 {
-    let blocks = message.get("content").and_then(Value::as_array).into_iter().flatten();
-    blocks
-        .map(|block| {
-            let text = ["text", "thinking"].iter().filter_map(|f| block.get(*f).and_then(Value::as_str));
-            let input = block.get("input").map_or(0, |i| i.to_string().chars().count() as u64);
-            text.map(|t| t.chars().count() as u64).sum::<u64>() + input
-        })
-        .sum()
 }
 
 /// Characters of answer in a `content_block_delta`'s delta (text, thinking or tool input).

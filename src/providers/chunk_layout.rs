@@ -249,7 +249,7 @@ fn serde_chars(literal: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::test_rng::TestRng;
 
@@ -269,17 +269,17 @@ mod tests {
     /// String literals serde refuses: a lone surrogate, invalid UTF-8.
     const REFUSED: &[&[u8]] = &[br#""\ud800""#, b"\"\xff\xfe\""];
 
-    fn pick<'a>(rng: &mut TestRng, items: &[&'a [u8]]) -> &'a [u8] {
+    pub(crate) fn pick<'a>(rng: &mut TestRng, items: &[&'a [u8]]) -> &'a [u8] {
         items[rng.below(items.len())]
     }
 
-    fn space(rng: &mut TestRng) -> &'static [u8] {
+    pub(crate) fn space(rng: &mut TestRng) -> &'static [u8] {
         [&b""[..], b"", b" ", b"\n  ", b"\r\n", b"\t"][rng.below(6)]
     }
 
     /// An object of `members` in a random order and spacing; sometimes a key escaped
     /// (`\u0063` for its first letter) or a member twice (serde refuses known duplicates).
-    fn object(rng: &mut TestRng, mut members: Vec<(&str, Vec<u8>)>) -> Vec<u8> {
+    pub(crate) fn object(rng: &mut TestRng, mut members: Vec<(&str, Vec<u8>)>) -> Vec<u8> {
         for i in (1..members.len()).rev() {
             members.swap(i, rng.below(i + 1));
         }
@@ -308,7 +308,7 @@ mod tests {
         out
     }
 
-    fn array(rng: &mut TestRng, items: Vec<Vec<u8>>) -> Vec<u8> {
+    pub(crate) fn array(rng: &mut TestRng, items: Vec<Vec<u8>>) -> Vec<u8> {
         let mut out = b"[".to_vec();
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
@@ -321,13 +321,13 @@ mod tests {
         out
     }
 
-    fn string(rng: &mut TestRng) -> Vec<u8> {
+    pub(crate) fn string(rng: &mut TestRng) -> Vec<u8> {
         let pool = if rng.below(30) == 0 { REFUSED } else { STRINGS };
         pick(rng, pool).to_vec()
     }
 
     /// Mostly a string; sometimes null, a number or an array (which serde counts as nothing).
-    fn text(rng: &mut TestRng) -> Vec<u8> {
+    pub(crate) fn text(rng: &mut TestRng) -> Vec<u8> {
         match rng.below(12) {
             0 => b"null".to_vec(),
             1 => b"7".to_vec(),

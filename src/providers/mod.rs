@@ -12,6 +12,7 @@ mod chunk_layout;
 pub mod circuit;
 pub mod client;
 pub mod keys;
+mod message_facts;
 pub mod openai;
 pub mod skim;
 pub mod sse;
