@@ -12,7 +12,8 @@
 #   VARIANTS='a|VAR=x
 #   b|VAR=y' BODY=bench/post.json bench/instructions.sh
 # VARIANTS: one `name|VAR=value …` per line, the first is the base; a name starting with `bare`
-# runs examples/bare_proxy.rs instead of omi (`bare_reqwest|BARE_CLIENT=reqwest`: with reqwest).
+# runs examples/bare_proxy.rs instead of omi (`bare_reqwest|BARE_CLIENT=reqwest`: with reqwest);
+# `OMI_BUILD=dir` runs that directory's omi (a kept build, bench/README.md) instead of BIN_DIR's.
 # `$SYSTEM_PROMPT` in a setting is the file of
 # bench/system_prompt.py. KEEP=dir keeps each variant's callgrind file there (dir/name.callgrind,
 # for callgrind_annotate).
@@ -49,9 +50,14 @@ names=()
 while IFS='|' read -r name settings; do
   [ -n "$name" ] || continue
   settings=${settings//\$SYSTEM_PROMPT/$SYSTEM_PROMPT}
+  build=$bin
+  if [[ " $settings " =~ \ OMI_BUILD=([^ ]+)\  ]]; then
+    build=${BASH_REMATCH[1]}
+    settings=${settings//OMI_BUILD=$build/}
+  fi
   names+=("$name")
   out_file="$work/$name.callgrind"
-  key=$(DATABASE_URL="sqlite://$work/$name.db" "$bin/omi" keys create --email bench@example.com)
+  key=$(DATABASE_URL="sqlite://$work/$name.db" "$build/omi" keys create --email bench@example.com)
   if [[ "$name" == bare* ]]; then
     # shellcheck disable=SC2086 # settings is a list of VAR=value words
     env $settings valgrind --tool=callgrind --callgrind-out-file="$out_file" \
@@ -59,7 +65,7 @@ while IFS='|' read -r name settings; do
   else
     # shellcheck disable=SC2086 # settings is a list of VAR=value words
     env DATABASE_URL="sqlite://$work/$name.db" OMI_LISTEN="127.0.0.1:$port" $settings \
-      valgrind --tool=callgrind --callgrind-out-file="$out_file" "$bin/omi" serve >"$work/$name.log" 2>&1 &
+      valgrind --tool=callgrind --callgrind-out-file="$out_file" "$build/omi" serve >"$work/$name.log" 2>&1 &
   fi
   pid=$!; pids+=($pid)
   for _ in $(seq 300); do

@@ -23,10 +23,10 @@ pub use delivery::Webhook;
 pub fn spawn_all(app: &Arc<AppState>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
     let (events, store, config) = (&app.events, &app.store, &app.config);
     let mut tasks = vec![
-        accountant::budgets::spawn_counter(events, store.clone(), config.clone(), app.prices.clone()),
         accountant::spawn_daily_summary(store.clone(), config.clone(), events.clone(), shutdown.clone()),
         accountant::upkeep::spawn(store.clone(), config.usage_retention_days, shutdown.clone()),
     ];
+    tasks.extend(accountant::budgets::spawn_counter(events, store.clone(), config.clone(), app.prices.clone()));
     if config.plans.iter().any(|plan| plan.prepaid) {
         tasks.push(accountant::credits::spawn_settler(events, store.clone(), app.prices.clone()));
     }

@@ -255,6 +255,8 @@ impl RequestEvent {
 
 struct Subscriber {
     name: &'static str,
+    /// The events it reads; the others are not queued for it (every queued event wakes it).
+    wants: fn(&Event) -> bool,
     tx: mpsc::Sender<Arc<Event>>,
     dropped: AtomicU64,
 }
@@ -267,8 +269,13 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn subscribe(&self, name: &'static str, capacity: usize) -> Subscription {
+        self.subscribe_to(name, capacity, |_| true)
+    }
+
+    /// A subscription to the events `wants` accepts only.
+    pub fn subscribe_to(&self, name: &'static str, capacity: usize, wants: fn(&Event) -> bool) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity);
-        let subscriber = Arc::new(Subscriber { name, tx, dropped: AtomicU64::new(0) });
+        let subscriber = Arc::new(Subscriber { name, wants, tx, dropped: AtomicU64::new(0) });
         if let Ok(mut subs) = self.subscribers.write() {
             subs.push(subscriber);
         }
@@ -283,7 +290,7 @@ impl EventBus {
             return;
         }
         let event = Arc::new(event);
-        for sub in subs.iter() {
+        for sub in subs.iter().filter(|sub| (sub.wants)(&event)) {
             if sub.tx.try_send(Arc::clone(&event)).is_err() {
                 sub.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("omi_events_dropped_total", "subscriber" => sub.name).increment(1);
@@ -431,6 +438,20 @@ mod tests {
         assert!(slow.recv().await.is_none());
         let Event::Request(req) = sample() else { panic!("a request event") };
         assert_eq!(req.overhead(), Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_queued_only_the_events_it_wants() {
+        let bus = EventBus::default();
+        let mut usage = bus.subscribe_to("usage", 1, |event| matches!(event, Event::UsageDropped { .. }));
+        for _ in 0..3 {
+            bus.publish(sample());
+        }
+        bus.publish(Event::UsageDropped { dropped: 7 });
+        assert_eq!(bus.dropped("usage"), 0, "the requests never took its one slot");
+        assert!(matches!(usage.recv().await.as_deref(), Some(Event::UsageDropped { dropped: 7 })));
+        bus.close();
+        assert!(usage.recv().await.is_none());
     }
 
     #[tokio::test]

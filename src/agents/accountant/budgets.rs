@@ -67,15 +67,19 @@ pub fn admit_model(
     )))
 }
 
-/// Adds each finished request's cost and tokens to its customer's month, for capped plans.
+/// Adds each finished request's cost and tokens to its customer's month, for capped plans;
+/// `None` when no plan is capped (nothing to count, so no request event is queued for it).
 pub fn spawn_counter(
     events: &EventBus,
     store: Store,
     config: std::sync::Arc<Config>,
     prices: crate::billing::prices::PriceTable,
-) -> JoinHandle<()> {
+) -> Option<JoinHandle<()>> {
+    if !config.plans.iter().any(|plan| limits(&config, &plan.name).is_some()) {
+        return None;
+    }
     let mut rx = events.subscribe("budgets", 65_536);
-    crate::tasks::owned(async move {
+    Some(crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
             let Event::Request(request) = &*event else { continue };
             let Some(plan) = request.plan.as_deref() else { continue };
@@ -92,5 +96,5 @@ pub fn spawn_counter(
                 tracing::warn!(error = %e, "could not count usage against the budget");
             }
         }
-    })
+    }))
 }

@@ -546,13 +546,12 @@ fn locate<'a>(rules: &Rules, text: &'a CustomerText, verdicts: &[Verdict], worst
 }
 
 fn spawn_recorder(events: &EventBus, findings: Arc<Findings>) -> JoinHandle<()> {
-    let mut rx = events.subscribe("sentinel_findings", RECORDER_QUEUE);
+    // Injection findings are the Sentinel's own, stored before they were published.
+    let wants = |event: &Event| matches!(event, Event::Finding(finding) if finding.kind != FindingKind::Injection);
+    let mut rx = events.subscribe_to("sentinel_findings", RECORDER_QUEUE, wants);
     crate::tasks::owned(async move {
         while let Some(event) = rx.recv().await {
-            // Injection findings are the Sentinel's own, stored before they were published.
-            if let Event::Finding(finding) = &*event
-                && finding.kind != FindingKind::Injection
-            {
+            if let Event::Finding(finding) = &*event {
                 findings.record_shield_finding(finding).await;
             }
         }
