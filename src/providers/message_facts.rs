@@ -58,21 +58,32 @@ fn serialized_chars(value: &Value) -> u64 {
     value.to_string().chars().count() as u64
 }
 
-/// The `Visitor` methods of the JSON kinds a visitor does not read: each is walked as
-/// [`Strict`] (so refused where a `Value` would be) and read as `$default`.
-macro_rules! read_as_default {
-    ($target:ty = $default:expr; $($kind:ident),*) => {
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
+/// `Deserialize` for `$target` through `deserialize_any`: the visitor methods given, and for
+/// each JSON kind listed after `else` a walk of the value as [`Strict`] (so refused where a
+/// `Value` would be) read as `$default`.
+macro_rules! from_any_value {
+    ($target:ident { $($read:item)* } else $default:expr; $($kind:ident),*) => {
+        impl<'de> Deserialize<'de> for $target {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$target, D::Error> {
+                struct AnyValue;
+                impl<'de> Visitor<'de> for AnyValue {
+                    type Value = $target;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    $($read)*
+                    $(from_any_value!(@ $kind $target = $default);)*
+                }
+                deserializer.deserialize_any(AnyValue)
+            }
         }
-        $(read_as_default!(@ $kind $target = $default);)*
     };
     (@ bool $target:ty = $default:expr) => {
         fn visit_bool<E: Error>(self, _: bool) -> Result<$target, E> {
             Ok($default)
         }
     };
-    (@ unit $target:ty = $default:expr) => {
+    (@ null $target:ty = $default:expr) => {
         fn visit_unit<E: Error>(self) -> Result<$target, E> {
             Ok($default)
         }
@@ -93,13 +104,13 @@ macro_rules! read_as_default {
             Ok($default)
         }
     };
-    (@ seq $target:ty = $default:expr) => {
+    (@ array $target:ty = $default:expr) => {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$target, A::Error> {
             while seq.next_element::<Strict>()?.is_some() {}
             Ok($default)
         }
     };
-    (@ map $target:ty = $default:expr) => {
+    (@ object $target:ty = $default:expr) => {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$target, A::Error> {
             while map.next_entry::<Strict, Strict>()?.is_some() {}
             Ok($default)
@@ -110,16 +121,7 @@ macro_rules! read_as_default {
 /// Any JSON value, walked as a `Value` is parsed and kept as nothing.
 struct Strict;
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
-        struct StrictVisitor;
-        impl<'de> Visitor<'de> for StrictVisitor {
-            type Value = Strict;
-            read_as_default!(Strict = Strict; bool, unit, numbers, str, seq, map);
-        }
-        deserializer.deserialize_any(StrictVisitor)
-    }
-}
+from_any_value!(Strict {} else Strict; bool, null, numbers, str, array, object);
 
 /// The keys the reader looks for, at whatever level; any other is `Other`.
 enum Key {
@@ -165,150 +167,102 @@ impl<'de> Deserialize<'de> for Key {
 /// The answer: a `usage` member and a `content` array; anything but an object has neither.
 struct Answer(MessageFacts);
 
-impl<'de> Deserialize<'de> for Answer {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Answer, D::Error> {
-        struct AnswerVisitor;
-        impl<'de> Visitor<'de> for AnswerVisitor {
-            type Value = Answer;
-            read_as_default!(Answer = Answer(MessageFacts::default()); bool, unit, numbers, str, seq);
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answer, A::Error> {
-                let mut facts = MessageFacts::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Usage => facts.usage = Some(map.next_value::<UsageCounts>()?.0.token_usage()),
-                        Key::Content => facts.answer_chars = map.next_value::<ContentChars>()?.0,
-                        _ => {
-                            map.next_value::<Strict>()?;
-                        }
-                    }
+from_any_value!(Answer {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answer, A::Error> {
+        let mut facts = MessageFacts::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Usage => facts.usage = Some(map.next_value::<UsageCounts>()?.0.token_usage()),
+                Key::Content => facts.answer_chars = map.next_value::<ContentChars>()?.0,
+                _ => {
+                    map.next_value::<Strict>()?;
                 }
-                Ok(Answer(facts))
             }
         }
-        deserializer.deserialize_any(AnswerVisitor)
+        Ok(Answer(facts))
     }
-}
+} else Answer(MessageFacts::default()); bool, null, numbers, str, array);
 
 /// The `usage` member: each count that is an unsigned integer (`Value::as_u64`), else 0.
 struct UsageCounts(Usage);
 
-impl<'de> Deserialize<'de> for UsageCounts {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<UsageCounts, D::Error> {
-        struct UsageVisitor;
-        impl<'de> Visitor<'de> for UsageVisitor {
-            type Value = UsageCounts;
-            read_as_default!(UsageCounts = UsageCounts(Usage::default()); bool, unit, numbers, str, seq);
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
-                let mut usage = Usage::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    let slot = match key {
-                        Key::InputTokens => &mut usage.input_tokens,
-                        Key::OutputTokens => &mut usage.output_tokens,
-                        Key::CacheCreationInputTokens => &mut usage.cache_creation_input_tokens,
-                        Key::CacheReadInputTokens => &mut usage.cache_read_input_tokens,
-                        _ => {
-                            map.next_value::<Strict>()?;
-                            continue;
-                        }
-                    };
-                    *slot = map.next_value::<Count>()?.0.unwrap_or(0);
+from_any_value!(UsageCounts {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
+        let mut usage = Usage::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::InputTokens => &mut usage.input_tokens,
+                Key::OutputTokens => &mut usage.output_tokens,
+                Key::CacheCreationInputTokens => &mut usage.cache_creation_input_tokens,
+                Key::CacheReadInputTokens => &mut usage.cache_read_input_tokens,
+                _ => {
+                    map.next_value::<Strict>()?;
+                    continue;
                 }
-                Ok(UsageCounts(usage))
-            }
+            };
+            *slot = map.next_value::<Count>()?.0.unwrap_or(0);
         }
-        deserializer.deserialize_any(UsageVisitor)
+        Ok(UsageCounts(usage))
     }
-}
+} else UsageCounts(Usage::default()); bool, null, numbers, str, array);
 
 /// A token count as `Value::as_u64` reads one: a non-negative integer, else none.
 struct Count(Option<u64>);
 
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Count, D::Error> {
-        struct CountVisitor;
-        impl<'de> Visitor<'de> for CountVisitor {
-            type Value = Count;
-            read_as_default!(Count = Count(None); bool, unit, str, seq, map);
-            fn visit_u64<E: Error>(self, n: u64) -> Result<Count, E> {
-                Ok(Count(Some(n)))
-            }
-            fn visit_i64<E: Error>(self, n: i64) -> Result<Count, E> {
-                Ok(Count(u64::try_from(n).ok()))
-            }
-            fn visit_f64<E: Error>(self, _: f64) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-        }
-        deserializer.deserialize_any(CountVisitor)
+from_any_value!(Count {
+    fn visit_u64<E: Error>(self, n: u64) -> Result<Count, E> {
+        Ok(Count(Some(n)))
     }
-}
+    fn visit_i64<E: Error>(self, n: i64) -> Result<Count, E> {
+        Ok(Count(u64::try_from(n).ok()))
+    }
+    fn visit_f64<E: Error>(self, _: f64) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+} else Count(None); bool, null, str, array, object);
 
 /// The `content` member: the answer characters of its blocks when it is an array.
 struct ContentChars(u64);
 
-impl<'de> Deserialize<'de> for ContentChars {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ContentChars, D::Error> {
-        struct ContentVisitor;
-        impl<'de> Visitor<'de> for ContentVisitor {
-            type Value = ContentChars;
-            read_as_default!(ContentChars = ContentChars(0); bool, unit, numbers, str, map);
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContentChars, A::Error> {
-                let mut chars = 0u64;
-                while let Some(block) = seq.next_element::<BlockChars>()? {
-                    chars += block.0;
-                }
-                Ok(ContentChars(chars))
-            }
+from_any_value!(ContentChars {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContentChars, A::Error> {
+        let mut chars = 0u64;
+        while let Some(block) = seq.next_element::<BlockChars>()? {
+            chars += block.0;
         }
-        deserializer.deserialize_any(ContentVisitor)
+        Ok(ContentChars(chars))
     }
-}
+} else ContentChars(0); bool, null, numbers, str, object);
 
 /// A content block's `text` and `thinking` characters and its `input` as compact JSON.
 struct BlockChars(u64);
 
-impl<'de> Deserialize<'de> for BlockChars {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BlockChars, D::Error> {
-        struct BlockVisitor;
-        impl<'de> Visitor<'de> for BlockVisitor {
-            type Value = BlockChars;
-            read_as_default!(BlockChars = BlockChars(0); bool, unit, numbers, str, seq);
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BlockChars, A::Error> {
-                let (mut text, mut thinking, mut input) = (0, 0, 0);
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Text => text = map.next_value::<StrChars>()?.0,
-                        Key::Thinking => thinking = map.next_value::<StrChars>()?.0,
-                        // Tool input is rare and any JSON: counted as the `Value` reading counts it.
-                        Key::Input => input = serialized_chars(&map.next_value::<Value>()?),
-                        _ => {
-                            map.next_value::<Strict>()?;
-                        }
-                    }
+from_any_value!(BlockChars {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BlockChars, A::Error> {
+        let (mut text, mut thinking, mut input) = (0, 0, 0);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Text => text = map.next_value::<StrChars>()?.0,
+                Key::Thinking => thinking = map.next_value::<StrChars>()?.0,
+                // Tool input is rare and any JSON: counted as the `Value` reading counts it.
+                Key::Input => input = serialized_chars(&map.next_value::<Value>()?),
+                _ => {
+                    map.next_value::<Strict>()?;
                 }
-                Ok(BlockChars(text + thinking + input))
             }
         }
-        deserializer.deserialize_any(BlockVisitor)
+        Ok(BlockChars(text + thinking + input))
     }
-}
+} else BlockChars(0); bool, null, numbers, str, array);
 
 /// A string's characters; anything else counts 0.
 struct StrChars(u64);
 
-impl<'de> Deserialize<'de> for StrChars {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StrChars, D::Error> {
-        struct StrVisitor;
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = StrChars;
-            read_as_default!(StrChars = StrChars(0); bool, unit, numbers, seq, map);
-            fn visit_str<E: Error>(self, text: &str) -> Result<StrChars, E> {
-                Ok(StrChars(text.chars().count() as u64))
-            }
-        }
-        deserializer.deserialize_any(StrVisitor)
+from_any_value!(StrChars {
+    fn visit_str<E: Error>(self, text: &str) -> Result<StrChars, E> {
+        Ok(StrChars(text.chars().count() as u64))
     }
-}
+} else StrChars(0); bool, null, numbers, array, object);
 
 #[cfg(test)]
 mod tests {
