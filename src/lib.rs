@@ -13,6 +13,7 @@ pub mod domain;
 pub mod events;
 pub mod firewall;
 pub mod gateway;
+pub mod json_bytes;
 pub mod json_walk;
 pub mod keys;
 pub mod lane;

@@ -19,6 +19,7 @@ use crate::billing::prices::NanoPrice;
 use crate::config::Config;
 use crate::events::{Event, TokenUsage, UPSTREAM_UNREACHABLE};
 use crate::firewall::{BodyFailure, Origin};
+use crate::json_bytes::from_bytes;
 use crate::providers::circuit::{CallEnd, CircuitChange};
 use crate::providers::client::UpstreamResponse;
 use crate::providers::keys::{self, KeyLease, KeyVerdict};
@@ -246,7 +247,7 @@ async fn prepare<E: Endpoint>(
         BodyFailure::Broken => ApiError::invalid_request("The request body could not be read."),
     })?;
     meter.set_request_bytes(raw.len());
-    let mut request: Map<String, Value> = match serde_json::from_slice(&raw) {
+    let mut request: Map<String, Value> = match from_bytes(&raw) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
             return Err(ApiError::invalid_request("The request body must be a JSON object."));

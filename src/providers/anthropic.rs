@@ -11,6 +11,7 @@ use super::message_facts::MessageFacts;
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
+use crate::json_bytes::from_bytes;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -63,7 +64,7 @@ impl Wire for AnthropicWire {
             let MessageFacts { usage, answer_chars } = MessageFacts::read(&body).map_err(|_| NOT_JSON)?;
             return Ok(Answer { body, usage, answer_chars });
         }
-        let message: Value = serde_json::from_slice(&body).map_err(|_| NOT_JSON)?;
+        let message: Value = from_bytes(&body).map_err(|_| NOT_JSON)?;
         let MessageFacts { usage, answer_chars } = MessageFacts::of_value(&message);
         let chat = message_to_chat(&message, chrono::Utc::now().timestamp())
             .ok_or(UnreadableAnswer("The upstream answer is not a message."))?;
@@ -118,7 +119,7 @@ impl StreamReader for MessagesStream {
             self.tally.add_answer(chars);
             return true;
         }
-        let Ok(parsed) = serde_json::from_slice::<Value>(event.data) else {
+        let Ok(parsed) = from_bytes::<Value>(event.data) else {
             return true;
         };
         match parsed.get("type").and_then(Value::as_str) {
@@ -651,8 +652,7 @@ impl ChunkTranslator {
 
     /// Translates one event's `data`, appending the SSE events for the client to `out`.
     pub fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        let event: Value =
-            serde_json::from_slice(data).map_err(|_| invalid("The upstream sent an event that is not JSON."))?;
+        let event: Value = from_bytes(data).map_err(|_| invalid("The upstream sent an event that is not JSON."))?;
         match event.get("type").and_then(Value::as_str).unwrap_or_default() {
             "message_start" => {
                 let message = event.get("message").unwrap_or(&Value::Null);

@@ -14,6 +14,7 @@
 
 use super::anthropic::Usage;
 use crate::events::TokenUsage;
+use crate::json_bytes::from_bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -31,7 +32,7 @@ pub(super) struct MessageFacts {
 impl MessageFacts {
     /// The facts of `body`, refused exactly where `serde_json::from_slice::<Value>` refuses.
     pub(super) fn read(body: &[u8]) -> serde_json::Result<MessageFacts> {
-        serde_json::from_slice::<Answer>(body).map(|answer| answer.0)
+        from_bytes::<Answer>(body).map(|answer| answer.0)
     }
 
     /// The same facts of an answer already parsed.

@@ -15,6 +15,7 @@ use super::skim::{self, Member};
 use super::sse::SseEvent;
 use super::{Answer, Api, Outgoing, StreamReader, StreamTally, SystemPrompt, Unencodable, UnreadableAnswer, Wire};
 use crate::events::TokenUsage;
+use crate::json_bytes::from_bytes;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -186,7 +187,7 @@ struct ResponsesStream {
 
 impl StreamReader for ResponsesStream {
     fn event(&mut self, event: SseEvent<'_>, _: &mut Vec<u8>) -> bool {
-        let Ok(parsed) = serde_json::from_slice::<ResponsesEvent>(event.data) else {
+        let Ok(parsed) = from_bytes::<ResponsesEvent>(event.data) else {
             return true;
         };
         let kind = parsed.kind.unwrap_or_default();
@@ -245,7 +246,7 @@ struct OutputPart {
 
 /// Usage and answer length of a whole Responses API response.
 pub fn read_response(json: &[u8]) -> Facts {
-    let Ok(response) = serde_json::from_slice::<ResponseBody>(json) else {
+    let Ok(response) = from_bytes::<ResponseBody>(json) else {
         return Facts::default();
     };
     let items = response.output.iter().flatten();
@@ -263,7 +264,7 @@ pub fn read_response(json: &[u8]) -> Facts {
 /// when the skim leaves it to serde.
 pub fn read_embeddings_usage(json: &[u8]) -> Option<TokenUsage> {
     let usage = match skim::top_level_member(json, b"usage") {
-        Member::Found(usage) => serde_json::from_slice::<Option<WireUsage>>(usage).ok()?,
+        Member::Found(usage) => from_bytes::<Option<WireUsage>>(usage).ok()?,
         Member::Absent => None,
         Member::Unsure => return read_embeddings_usage_with_serde(json),
     };
@@ -277,7 +278,7 @@ pub(super) fn read_embeddings_usage_with_serde(json: &[u8]) -> Option<TokenUsage
         #[serde(default)]
         usage: Option<WireUsage>,
     }
-    embeddings_tokens(serde_json::from_slice::<Embeddings>(json).ok()?.usage?)
+    embeddings_tokens(from_bytes::<Embeddings>(json).ok()?.usage?)
 }
 
 fn embeddings_tokens(usage: WireUsage) -> Option<TokenUsage> {
@@ -301,7 +302,7 @@ pub fn read(json: &[u8]) -> Facts {
 
 /// [`read`], `None` for what serde refuses to read as a completion or chunk.
 pub(super) fn try_read(json: &[u8]) -> Option<Facts> {
-    let envelope = serde_json::from_slice::<Envelope>(json).ok()?;
+    let envelope = from_bytes::<Envelope>(json).ok()?;
     let choices = envelope.choices.unwrap_or_default();
     Some(Facts {
         usage: envelope.usage.and_then(WireUsage::tokens),
