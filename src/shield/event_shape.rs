@@ -22,8 +22,6 @@ use crate::json_walk::Layout;
 /// The layout of the last walked event, and its delta.
 pub(super) struct EventShape {
     format: StreamFormat,
-    /// Whether layouts are kept (not for Responses streams).
-    keeps: bool,
     layout: Layout,
     delta: Delta,
     /// The string spans of the event walked last (reused).
@@ -32,13 +30,7 @@ pub(super) struct EventShape {
 
 impl EventShape {
     pub(super) fn new(format: StreamFormat) -> EventShape {
-        EventShape {
-            format,
-            keeps: format != StreamFormat::Responses,
-            layout: Layout::default(),
-            delta: Delta::default(),
-            strings: Vec::new(),
-        }
+        EventShape { format, layout: Layout::default(), delta: Delta::default(), strings: Vec::new() }
     }
 
     /// The delta of the event `data` (`None` if it is no JSON): read from the kept layout when
@@ -50,7 +42,8 @@ impl EventShape {
         }
         self.strings.clear();
         let delta = json::delta(data, self.format, &mut self.strings)?;
-        if !self.keeps {
+        if self.format == StreamFormat::Responses {
+            // No layout is kept for them (the header says why).
             return Some(delta);
         }
         // Every string value may differ but the one the delta read.

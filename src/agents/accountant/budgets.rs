@@ -16,7 +16,12 @@ pub fn month_key(at: DateTime<Utc>) -> String {
 }
 
 fn limits<'a>(config: &'a Config, plan: &str) -> Option<&'a PlanConfig> {
-    config.plan(plan).filter(|p| p.monthly_budget_usd.is_some() || p.monthly_token_quota.is_some())
+    config.plan(plan).filter(|p| capped(p))
+}
+
+/// Whether a plan has a monthly budget or token quota.
+fn capped(plan: &PlanConfig) -> bool {
+    plan.monthly_budget_usd.is_some() || plan.monthly_token_quota.is_some()
 }
 
 /// Refuses the request when the customer's plan cap for this month is reached.
@@ -75,7 +80,7 @@ pub fn spawn_counter(
     config: std::sync::Arc<Config>,
     prices: crate::billing::prices::PriceTable,
 ) -> Option<JoinHandle<()>> {
-    if !config.plans.iter().any(|plan| limits(&config, &plan.name).is_some()) {
+    if !config.plans.iter().any(capped) {
         return None;
     }
     let mut rx = events.subscribe("budgets", 65_536);
